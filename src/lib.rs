@@ -1,0 +1,34 @@
+//! jobd: a durable background-job queue in one SQLite file.
+//!
+//! * [`store`] — the durable store: jobs, attempts, progress, queues, workers
+//!   and schedules in one WAL-mode SQLite file; claiming with leases in a
+//!   single `UPDATE … RETURNING`, fenced by lease tokens.
+//! * [`clock`] — injectable time, so leases and backoff are tested without sleeping.
+//! * [`error`] — the one error enum.
+//! * `cli` (in the binary) — the `jobd` command line over the library.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use jobd::{NewJob, Store};
+//!
+//! # fn main() -> jobd::Result<()> {
+//! let store = Store::open("queue.db")?;
+//! let id = store.enqueue(&NewJob::new("pdf", "generate_qr_pdf").payload(&serde_json::json!({"template": 7})))?;
+//! for job in store.claim("worker-1", &["pdf"], 10, Duration::from_secs(30))? {
+//!     // ... do the work ...
+//!     store.complete(job.id, job.lease_token, Some(&serde_json::json!({"pages": 1})))?;
+//! }
+//! assert_eq!(store.get(id)?.state, jobd::JobState::Succeeded);
+//! # Ok(()) }
+//! ```
+
+pub mod clock;
+pub mod error;
+pub mod store;
+
+pub use clock::{Clock, ManualClock, Millis, SystemClock};
+pub use error::{Error, Result};
+pub use store::{
+    Backoff, CancelOutcome, ClaimedJob, FailOutcome, JobId, JobInfo, JobState, ListFilter, NewJob, Progress,
+    Stats, Store, StoreOptions,
+};

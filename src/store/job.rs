@@ -1,0 +1,483 @@
+//! The types jobs are made of: what goes in (`NewJob`), what a worker gets
+//! (`ClaimedJob`) and what anyone can read back (`JobInfo`).
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::{duration_ms, Millis};
+use crate::error::{Error, Result};
+
+/// A job's id: the rowid in `jobs`.
+pub type JobId = i64;
+
+/// Where a job is in its life.  See the state machine in [`crate::store`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Waiting for its `run_at` (a delayed job, or a retry after a backoff).
+    Scheduled,
+    /// Due, waiting for a worker.
+    Ready,
+    /// Claimed by a worker holding a lease.
+    Running,
+    Succeeded,
+    /// Out of attempts, or failed with a non-retryable error.
+    Dead,
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 6] = [
+        JobState::Scheduled,
+        JobState::Ready,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Dead,
+        JobState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Scheduled => "scheduled",
+            JobState::Ready => "ready",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Dead => "dead",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    /// True once the job will not run again by itself.
+    pub fn is_finished(self) -> bool {
+        matches!(self, JobState::Succeeded | JobState::Dead | JobState::Cancelled)
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobState {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<JobState> {
+        JobState::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| {
+            Error::invalid("state", format!("{s:?} is not one of scheduled, ready, running, succeeded, dead, cancelled"))
+        })
+    }
+}
+
+/// Exponential backoff between tries: `base * 2^(attempt-1)`, capped at `max`,
+/// with ±25% jitter derived from the job id and attempt (so retries of many
+/// jobs failing together spread out, and a test can predict the bounds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backoff {
+    pub base_ms: i64,
+    pub max_ms: i64,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { base_ms: 1_000, max_ms: 3_600_000 }
+    }
+}
+
+impl Backoff {
+    pub fn new(base: Duration, max: Duration) -> Backoff {
+        Backoff { base_ms: duration_ms(base), max_ms: duration_ms(max) }
+    }
+
+    /// The delay before the try after `attempt` (1-based) failed, without jitter.
+    pub fn nominal_ms(&self, attempt: i64) -> i64 {
+        let shift = (attempt - 1).clamp(0, 62) as u32;
+        self.base_ms.saturating_mul(1i64.checked_shl(shift).unwrap_or(i64::MAX)).min(self.max_ms)
+    }
+
+    /// The delay with jitter: within [0.75, 1.25) of nominal, never above `max`.
+    pub fn delay_ms(&self, job_id: JobId, attempt: i64) -> i64 {
+        let nominal = self.nominal_ms(attempt);
+        let r = splitmix64((job_id as u64) ^ ((attempt as u64) << 40));
+        let unit = (r >> 11) as f64 / (1u64 << 53) as f64; // [0, 1)
+        let jittered = (nominal as f64 * (0.75 + 0.5 * unit)) as i64;
+        jittered.min(self.max_ms)
+    }
+}
+
+fn splitmix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// When a new job may start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunAt {
+    Now,
+    At(Millis),
+    After(Duration),
+}
+
+/// A job to enqueue.  Built with [`NewJob::new`] and chained setters; checked
+/// when enqueued (a bad field is an [`Error::InvalidInput`] and writes nothing).
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub(crate) queue: String,
+    pub(crate) kind: String,
+    pub(crate) payload: std::result::Result<String, String>,
+    pub(crate) priority: i64,
+    pub(crate) run_at: RunAt,
+    pub(crate) max_attempts: i64,
+    pub(crate) backoff: Backoff,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) unique_key: Option<String>,
+    pub(crate) tenant: Option<String>,
+}
+
+impl NewJob {
+    /// A job of `kind` on `queue`, payload `{}`, priority 0, due now, 3 attempts.
+    pub fn new(queue: impl Into<String>, kind: impl Into<String>) -> NewJob {
+        NewJob {
+            queue: queue.into(),
+            kind: kind.into(),
+            payload: Ok("{}".to_string()),
+            priority: 0,
+            run_at: RunAt::Now,
+            max_attempts: 3,
+            backoff: Backoff::default(),
+            timeout: None,
+            unique_key: None,
+            tenant: None,
+        }
+    }
+
+    /// The payload, serialized as JSON.
+    pub fn payload(mut self, payload: &impl Serialize) -> NewJob {
+        self.payload = serde_json::to_string(payload).map_err(|e| e.to_string());
+        self
+    }
+
+    /// The payload as JSON text; checked to be JSON at enqueue.
+    pub fn payload_json(mut self, json: impl Into<String>) -> NewJob {
+        let json = json.into();
+        self.payload = match serde_json::from_str::<serde::de::IgnoredAny>(&json) {
+            Ok(_) => Ok(json),
+            Err(e) => Err(format!("not valid JSON: {e}")),
+        };
+        self
+    }
+
+    /// Lower runs first; may be negative.  Default 0.
+    pub fn priority(mut self, priority: i64) -> NewJob {
+        self.priority = priority;
+        self
+    }
+
+    /// Not before this time (ms since the epoch).
+    pub fn run_at(mut self, at: Millis) -> NewJob {
+        self.run_at = RunAt::At(at);
+        self
+    }
+
+    /// Not before `delay` from now.
+    pub fn delay(mut self, delay: Duration) -> NewJob {
+        self.run_at = RunAt::After(delay);
+        self
+    }
+
+    /// Tries before the job is dead (at least 1).  Default 3.
+    pub fn max_attempts(mut self, n: i64) -> NewJob {
+        self.max_attempts = n;
+        self
+    }
+
+    pub fn backoff(mut self, backoff: Backoff) -> NewJob {
+        self.backoff = backoff;
+        self
+    }
+
+    /// How long one try may run before the runtime stops it.
+    pub fn timeout(mut self, timeout: Duration) -> NewJob {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// While a job with this key is scheduled, ready or running, enqueueing
+    /// another returns the existing job's id.
+    pub fn unique_key(mut self, key: impl Into<String>) -> NewJob {
+        self.unique_key = Some(key.into());
+        self
+    }
+
+    pub fn tenant(mut self, tenant: impl Into<String>) -> NewJob {
+        self.tenant = Some(tenant.into());
+        self
+    }
+
+    pub fn queue_name(&self) -> &str {
+        &self.queue
+    }
+
+    pub fn kind_name(&self) -> &str {
+        &self.kind
+    }
+
+    /// Check every field; `max_payload` is the payload size limit in bytes.
+    pub(crate) fn validate(&self, max_payload: usize) -> Result<&str> {
+        validate_name("queue", &self.queue)?;
+        validate_name("kind", &self.kind)?;
+        let payload = self.payload.as_deref().map_err(|e| Error::invalid("payload", e.clone()))?;
+        if payload.len() > max_payload {
+            return Err(Error::invalid(
+                "payload",
+                format!("{} bytes is over the limit of {max_payload} bytes", payload.len()),
+            ));
+        }
+        if !(1..=10_000).contains(&self.max_attempts) {
+            return Err(Error::invalid("max_attempts", format!("{} is not between 1 and 10000", self.max_attempts)));
+        }
+        if !(i32::MIN as i64..=i32::MAX as i64).contains(&self.priority) {
+            return Err(Error::invalid("priority", format!("{} is out of the 32-bit range", self.priority)));
+        }
+        let b = self.backoff;
+        if b.base_ms < 0 || b.max_ms < b.base_ms {
+            return Err(Error::invalid(
+                "backoff",
+                format!("base {} ms and max {} ms: need 0 <= base <= max", b.base_ms, b.max_ms),
+            ));
+        }
+        if let Some(t) = self.timeout {
+            if t.is_zero() {
+                return Err(Error::invalid("timeout", "must be more than zero"));
+            }
+        }
+        if let Some(key) = &self.unique_key {
+            if key.is_empty() || key.len() > 256 {
+                return Err(Error::invalid("unique_key", "must be 1 to 256 bytes"));
+            }
+        }
+        if let Some(tenant) = &self.tenant {
+            validate_tenant(tenant)?;
+        }
+        Ok(payload)
+    }
+}
+
+/// Queue and kind names: 1–128 characters of `A-Z a-z 0-9 _ - . : /`.
+pub fn validate_name(field: &'static str, name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    if name.len() > 128 {
+        return Err(Error::invalid(field, format!("{} bytes is longer than 128", name.len())));
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || "_-.:/".contains(*c))) {
+        return Err(Error::invalid(field, format!("{name:?} contains {c:?}; use letters, digits and _ - . : /")));
+    }
+    Ok(())
+}
+
+/// Tenant names double as file names: 1–128 characters of `A-Z a-z 0-9 _ - .`,
+/// not starting with a dot (so never `.` or `..`).
+pub fn validate_tenant(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > 128 {
+        return Err(Error::invalid("tenant", "must be 1 to 128 bytes"));
+    }
+    if name.starts_with('.') {
+        return Err(Error::invalid("tenant", format!("{name:?} starts with a dot")));
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || "_-.".contains(*c))) {
+        return Err(Error::invalid("tenant", format!("{name:?} contains {c:?}; use letters, digits and _ - .")));
+    }
+    Ok(())
+}
+
+/// A job handed to a worker by [`Store::claim`](crate::Store::claim).
+#[derive(Debug, Clone, Serialize)]
+pub struct ClaimedJob {
+    pub id: JobId,
+    pub queue: String,
+    pub kind: String,
+    /// The payload, as JSON text.
+    pub payload: String,
+    pub priority: i64,
+    /// This try's number, from 1.
+    pub attempt: i64,
+    /// The attempt number after which the job is out of tries.
+    pub attempt_limit: i64,
+    pub timeout: Option<Duration>,
+    pub tenant: Option<String>,
+    /// Fencing token: pass it to every call about this try.
+    pub lease_token: i64,
+    pub lease_expires_at: Millis,
+}
+
+/// A progress report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// 0 to 100.
+    pub percent: Option<f64>,
+    pub stage: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// One finished try of a job.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AttemptInfo {
+    pub attempt: i64,
+    pub worker: Option<String>,
+    pub started_at: Millis,
+    pub finished_at: Millis,
+    /// succeeded, failed, lost, cancelled or released.
+    pub outcome: String,
+    pub error: Option<String>,
+}
+
+/// Everything known about a job.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobInfo {
+    pub id: JobId,
+    pub queue: String,
+    pub kind: String,
+    pub state: JobState,
+    pub payload: serde_json::Value,
+    pub priority: i64,
+    pub run_at: Millis,
+    pub attempts: i64,
+    pub max_attempts: i64,
+    pub attempt_limit: i64,
+    pub backoff: Backoff,
+    pub timeout_ms: Option<i64>,
+    pub unique_key: Option<String>,
+    pub tenant: Option<String>,
+    pub worker: Option<String>,
+    pub lease_expires_at: Option<Millis>,
+    pub cancel_requested: bool,
+    pub progress: Progress,
+    pub result: Option<serde_json::Value>,
+    pub last_error: Option<String>,
+    pub created_at: Millis,
+    pub started_at: Option<Millis>,
+    pub finished_at: Option<Millis>,
+    /// Finished tries, oldest first (the running try is on the job itself).
+    pub attempt_log: Vec<AttemptInfo>,
+}
+
+/// What [`Store::fail`](crate::Store::fail) did with the job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "outcome")]
+pub enum FailOutcome {
+    /// Scheduled to run again at this time.
+    Retrying { run_at: Millis },
+    /// Out of tries or not retryable.
+    Dead,
+    /// Cancellation had been requested; the job is cancelled.
+    Cancelled,
+}
+
+/// What [`Store::cancel`](crate::Store::cancel) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelOutcome {
+    /// The job was waiting and is now cancelled.
+    Cancelled,
+    /// The job is running; its worker is asked to stop (it sees the flag on
+    /// its next heartbeat) and the job ends `cancelled`.
+    Requested,
+    /// The job was already cancelled.
+    AlreadyCancelled,
+}
+
+/// What a [`Store::reap`](crate::Store::reap) sweep did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ReapReport {
+    /// Jobs whose lease expired and that went back to `ready`.
+    pub requeued: Vec<JobId>,
+    /// Jobs whose lease expired on their last try, now `dead`.
+    pub dead: Vec<JobId>,
+    /// Jobs whose lease expired after a cancel request, now `cancelled`.
+    pub cancelled: Vec<JobId>,
+}
+
+impl ReapReport {
+    pub fn total(&self) -> usize {
+        self.requeued.len() + self.dead.len() + self.cancelled.len()
+    }
+}
+
+/// A heartbeat's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Heartbeat {
+    pub lease_expires_at: Millis,
+    /// Someone asked for this job to be cancelled: stop and call
+    /// [`Store::cancelled`](crate::Store::cancelled).
+    pub cancel_requested: bool,
+}
+
+/// Filters for [`Store::list`](crate::Store::list).  Newest first.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ListFilter {
+    pub queue: Option<String>,
+    pub state: Option<JobState>,
+    pub kind: Option<String>,
+    pub tenant: Option<String>,
+    /// Only jobs with a smaller id (for paging).
+    pub before_id: Option<JobId>,
+    /// At most this many (default 100, at most 10,000).
+    pub limit: Option<i64>,
+}
+
+/// One line of [`Store::list`](crate::Store::list).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobSummary {
+    pub id: JobId,
+    pub queue: String,
+    pub kind: String,
+    pub state: JobState,
+    pub priority: i64,
+    pub attempts: i64,
+    pub attempt_limit: i64,
+    pub tenant: Option<String>,
+    pub progress_percent: Option<f64>,
+    pub progress_stage: Option<String>,
+    pub last_error: Option<String>,
+    pub run_at: Millis,
+    pub created_at: Millis,
+    pub finished_at: Option<Millis>,
+}
+
+/// Counts for one queue.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct QueueStats {
+    pub queue: String,
+    pub paused: bool,
+    pub concurrency: Option<i64>,
+    pub scheduled: i64,
+    pub ready: i64,
+    pub running: i64,
+    pub succeeded: i64,
+    pub dead: i64,
+    pub cancelled: i64,
+    /// Jobs whose last try failed: dead ones plus those waiting to retry.
+    pub failed: i64,
+    /// Age of the oldest ready job, in ms (how far behind the queue is).
+    pub oldest_ready_age_ms: Option<i64>,
+}
+
+/// [`Store::stats`](crate::Store::stats): per-queue counts and live workers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Stats {
+    pub queues: Vec<QueueStats>,
+    /// Workers whose heartbeat is fresher than the liveness window.
+    pub live_workers: i64,
+}
+
+impl Stats {
+    pub fn queue(&self, name: &str) -> Option<&QueueStats> {
+        self.queues.iter().find(|q| q.queue == name)
+    }
+}

@@ -1,0 +1,424 @@
+//! Leases: claim, heartbeat, progress, and the ways a try ends (complete,
+//! fail, release, cancelled, or expiry found by `reap`).
+
+use std::time::Duration;
+
+use rusqlite::{params, OptionalExtension, Transaction};
+
+use crate::clock::{duration_ms, Millis};
+use crate::error::{Error, Result};
+use crate::store::job::{
+    validate_name, Backoff, ClaimedJob, FailOutcome, Heartbeat, JobId, Progress, ReapReport,
+};
+use crate::store::Store;
+
+/// Due delayed jobs and retries become ready.
+pub(crate) const PROMOTE_DUE: &str = "
+UPDATE jobs SET state = 'ready'
+WHERE state = 'scheduled' AND run_at <= ?1";
+
+/// The claim: one statement picks the next ready jobs of a queue (skipping a
+/// paused queue) and leases them to the worker.
+pub(crate) const CLAIM: &str = "
+UPDATE jobs
+SET state = 'running',
+    lease_owner = ?1,
+    lease_token = random(),
+    lease_expires_at = ?2,
+    attempts = attempts + 1,
+    started_at = ?3
+WHERE id IN (
+    SELECT id FROM jobs
+    WHERE state = 'ready' AND queue = ?4
+      AND NOT EXISTS (SELECT 1 FROM queues WHERE name = ?4 AND paused = 1)
+    ORDER BY priority, run_at, id
+    LIMIT ?5)
+RETURNING id, queue, kind, payload, priority, attempts, attempt_limit, timeout_ms, tenant,
+          lease_token, lease_expires_at";
+
+pub(crate) const HEARTBEAT: &str = "
+UPDATE jobs SET lease_expires_at = ?3
+WHERE id = ?1 AND lease_token = ?2 AND state = 'running'
+RETURNING cancel_requested";
+
+pub(crate) const COMPLETE: &str = "
+UPDATE jobs
+SET state = 'succeeded', result = ?3, finished_at = ?4, progress_percent = 100,
+    lease_token = NULL, lease_expires_at = NULL
+WHERE id = ?1 AND lease_token = ?2 AND state = 'running'
+RETURNING attempts, lease_owner, started_at";
+
+/// The running try of a job, fenced by its token.
+pub(crate) const RUNNING_TRY: &str = "
+SELECT attempts, attempt_limit, backoff_base_ms, backoff_max_ms, lease_owner, started_at, cancel_requested
+FROM jobs
+WHERE id = ?1 AND lease_token = ?2 AND state = 'running'";
+
+/// Ends a try that did not succeed.  ?3 is the new state.
+pub(crate) const END_TRY: &str = "
+UPDATE jobs
+SET state = ?2, run_at = ?3, last_error = coalesce(?4, last_error), attempt_limit = ?5,
+    finished_at = ?6, lease_token = NULL, lease_expires_at = NULL
+WHERE id = ?1";
+
+pub(crate) const RECORD_ATTEMPT: &str = "
+INSERT INTO attempts (job_id, attempt, worker, started_at, finished_at, outcome, error)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+
+pub(crate) const SET_PROGRESS: &str = "
+UPDATE jobs SET progress_percent = ?3, progress_stage = ?4, progress_detail = ?5
+WHERE id = ?1 AND lease_token = ?2 AND state = 'running'
+RETURNING attempts";
+
+pub(crate) const LOG_PROGRESS: &str = "
+INSERT INTO progress (job_id, attempt, at, percent, stage, detail)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+
+/// Record a lost try for every running job whose lease has expired.
+pub(crate) const REAP_RECORD: &str = "
+INSERT INTO attempts (job_id, attempt, worker, started_at, finished_at, outcome, error)
+SELECT id, attempts, lease_owner, started_at, ?1, 'lost',
+       'lease expired: worker ' || coalesce(lease_owner, '?') || ' stopped heartbeating'
+FROM jobs
+WHERE state = 'running' AND lease_expires_at <= ?1";
+
+/// ...and send those jobs back: ready, or dead on their last try, or cancelled
+/// when that was asked for.
+pub(crate) const REAP_REQUEUE: &str = "
+UPDATE jobs
+SET state = CASE WHEN cancel_requested THEN 'cancelled'
+                 WHEN attempts >= attempt_limit THEN 'dead'
+                 ELSE 'ready' END,
+    last_error = 'lease expired: worker ' || coalesce(lease_owner, '?') || ' stopped heartbeating'
+                 || CASE WHEN NOT cancel_requested AND attempts >= attempt_limit
+                         THEN ' on try ' || attempts || ' of ' || attempt_limit || '; out of tries'
+                         ELSE '' END,
+    finished_at = CASE WHEN cancel_requested OR attempts >= attempt_limit THEN ?1 END,
+    lease_token = NULL,
+    lease_expires_at = NULL
+WHERE state = 'running' AND lease_expires_at <= ?1
+RETURNING id, state";
+
+pub(crate) const REGISTER_WORKER: &str = "
+INSERT INTO workers (id, host, pid, queues, started_at, last_heartbeat_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+ON CONFLICT (id) DO UPDATE SET last_heartbeat_at = excluded.last_heartbeat_at";
+
+pub(crate) const WORKER_HEARTBEAT: &str = "UPDATE workers SET last_heartbeat_at = ?2 WHERE id = ?1";
+
+pub(crate) const DEREGISTER_WORKER: &str = "DELETE FROM workers WHERE id = ?1";
+
+
+/// Every named statement of this module, for the prepare-them-all test.
+#[cfg(test)]
+pub(crate) const STATEMENTS: &[(&str, &str)] = &[
+    ("PROMOTE_DUE", PROMOTE_DUE),
+    ("CLAIM", CLAIM),
+    ("HEARTBEAT", HEARTBEAT),
+    ("COMPLETE", COMPLETE),
+    ("RUNNING_TRY", RUNNING_TRY),
+    ("END_TRY", END_TRY),
+    ("RECORD_ATTEMPT", RECORD_ATTEMPT),
+    ("SET_PROGRESS", SET_PROGRESS),
+    ("LOG_PROGRESS", LOG_PROGRESS),
+    ("REAP_RECORD", REAP_RECORD),
+    ("REAP_REQUEUE", REAP_REQUEUE),
+    ("REGISTER_WORKER", REGISTER_WORKER),
+    ("WORKER_HEARTBEAT", WORKER_HEARTBEAT),
+    ("DEREGISTER_WORKER", DEREGISTER_WORKER),
+];
+
+/// What [`Store::complete_many`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompleteBatch {
+    pub completed: usize,
+    /// Jobs whose lease was lost: their results were discarded.
+    pub lost: Vec<JobId>,
+}
+
+/// How a try that did not succeed ends.
+enum Ending<'a> {
+    Failed { error: &'a str, retryable: bool },
+    Released,
+    Cancelled { reason: &'a str },
+}
+
+struct RunningTry {
+    attempt: i64,
+    attempt_limit: i64,
+    backoff: Backoff,
+    worker: Option<String>,
+    started_at: Millis,
+    cancel_requested: bool,
+}
+
+impl Store {
+    /// Lease up to `limit` ready jobs from `queues` to `worker` for `lease`.
+    ///
+    /// Queues are served in the order given until `limit` jobs are claimed;
+    /// within a queue, by priority (lower first), then run_at, then id.
+    /// Paused queues are skipped.  One `BEGIN IMMEDIATE` transaction.
+    pub fn claim(&self, worker: &str, queues: &[&str], limit: usize, lease: Duration) -> Result<Vec<ClaimedJob>> {
+        if worker.is_empty() {
+            return Err(Error::invalid("worker", "must not be empty"));
+        }
+        for q in queues {
+            validate_name("queue", q)?;
+        }
+        if limit == 0 || queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = self.now();
+        let expires = now.saturating_add(duration_ms(lease));
+        let claimed = self.write("claim", |tx| {
+            tx.prepare_cached(PROMOTE_DUE)?.execute([now])?;
+            let mut claimed = Vec::with_capacity(limit);
+            let mut stmt = tx.prepare_cached(CLAIM)?;
+            for queue in queues {
+                let want = (limit - claimed.len()) as i64;
+                let rows = stmt.query_map(params![worker, expires, now, queue, want], |r| {
+                    Ok(ClaimedJob {
+                        id: r.get(0)?,
+                        queue: r.get(1)?,
+                        kind: r.get(2)?,
+                        payload: r.get(3)?,
+                        priority: r.get(4)?,
+                        attempt: r.get(5)?,
+                        attempt_limit: r.get(6)?,
+                        timeout: r.get::<_, Option<i64>>(7)?.map(|ms| Duration::from_millis(ms.max(0) as u64)),
+                        tenant: r.get(8)?,
+                        lease_token: r.get(9)?,
+                        lease_expires_at: r.get(10)?,
+                    })
+                })?;
+                for job in rows {
+                    claimed.push(job?);
+                }
+                if claimed.len() >= limit {
+                    break;
+                }
+            }
+            Ok(claimed)
+        })?;
+        let mut claimed = claimed;
+        claimed.sort_by_key(|j| (j.priority, j.id));
+        for job in &claimed {
+            tracing::debug!(job_id = job.id, queue = %job.queue, kind = %job.kind, attempt = job.attempt, worker, "claimed");
+        }
+        Ok(claimed)
+    }
+
+    /// Extend the lease of a running try.  Tells whether cancellation was asked.
+    pub fn heartbeat(&self, id: JobId, token: i64, lease: Duration) -> Result<Heartbeat> {
+        let expires = self.now().saturating_add(duration_ms(lease));
+        let cancel: Option<bool> = self.with_conn("heartbeat", |conn| {
+            Ok(conn.prepare_cached(HEARTBEAT)?.query_row(params![id, token, expires], |r| r.get(0)).optional()?)
+        })?;
+        match cancel {
+            Some(cancel_requested) => Ok(Heartbeat { lease_expires_at: expires, cancel_requested }),
+            None => Err(Error::LeaseLost { job_id: id }),
+        }
+    }
+
+    /// The try succeeded: store `result` (JSON) and finish the job.
+    pub fn complete(&self, id: JobId, token: i64, result: Option<&serde_json::Value>) -> Result<()> {
+        let result = result.map(|v| v.to_string());
+        let now = self.now();
+        self.write("complete", |tx| complete_in(tx, id, token, result.as_deref(), now))?;
+        tracing::debug!(job_id = id, "completed");
+        Ok(())
+    }
+
+    /// Complete many tries in one transaction.  A job whose lease was lost is
+    /// skipped (its result discarded) and reported in [`CompleteBatch::lost`].
+    pub fn complete_many(&self, done: &[(JobId, i64, Option<serde_json::Value>)]) -> Result<CompleteBatch> {
+        let results: Vec<Option<String>> = done.iter().map(|(_, _, r)| r.as_ref().map(|v| v.to_string())).collect();
+        let now = self.now();
+        self.write("complete_many", |tx| {
+            let mut batch = CompleteBatch::default();
+            for ((id, token, _), result) in done.iter().zip(&results) {
+                match complete_in(tx, *id, *token, result.as_deref(), now) {
+                    Ok(()) => batch.completed += 1,
+                    Err(Error::LeaseLost { job_id }) => batch.lost.push(job_id),
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(batch)
+        })
+    }
+
+    /// The try failed.  A retryable failure with tries left is scheduled again
+    /// after the job's backoff; otherwise the job is dead.
+    pub fn fail(&self, id: JobId, token: i64, error: &str, retryable: bool) -> Result<FailOutcome> {
+        self.end_try(id, token, Ending::Failed { error, retryable })
+    }
+
+    /// Give the job back without counting the try (graceful shutdown): it is
+    /// ready again at once for any worker.
+    pub fn release(&self, id: JobId, token: i64) -> Result<()> {
+        self.end_try(id, token, Ending::Released).map(|_| ())
+    }
+
+    /// The worker stopped the try because cancellation was asked: the job is
+    /// cancelled.
+    pub fn cancelled(&self, id: JobId, token: i64, reason: &str) -> Result<()> {
+        self.end_try(id, token, Ending::Cancelled { reason }).map(|_| ())
+    }
+
+    fn end_try(&self, id: JobId, token: i64, ending: Ending<'_>) -> Result<FailOutcome> {
+        let now = self.now();
+        let outcome = self.write("ending a try", |tx| {
+            let t = running_try(tx, id, token)?;
+            let (state, run_at, error, limit, finished, outcome, result) = match ending {
+                Ending::Released => ("ready", now, None, t.attempt_limit + 1, None, "released", FailOutcome::Retrying { run_at: now }),
+                Ending::Cancelled { reason } => {
+                    ("cancelled", now, Some(reason), t.attempt_limit, Some(now), "cancelled", FailOutcome::Cancelled)
+                }
+                Ending::Failed { error, .. } if t.cancel_requested => {
+                    ("cancelled", now, Some(error), t.attempt_limit, Some(now), "failed", FailOutcome::Cancelled)
+                }
+                Ending::Failed { error, retryable } if retryable && t.attempt < t.attempt_limit => {
+                    let at = now.saturating_add(t.backoff.delay_ms(id, t.attempt));
+                    ("scheduled", at, Some(error), t.attempt_limit, None, "failed", FailOutcome::Retrying { run_at: at })
+                }
+                Ending::Failed { error, .. } => ("dead", now, Some(error), t.attempt_limit, Some(now), "failed", FailOutcome::Dead),
+            };
+            tx.prepare_cached(END_TRY)?.execute(params![id, state, run_at, error, limit, finished])?;
+            record_attempt(tx, id, &t, now, outcome, error)?;
+            Ok(result)
+        })?;
+        tracing::debug!(job_id = id, ?outcome, "try ended");
+        Ok(outcome)
+    }
+
+    /// Record progress of a running try; readable through [`Store::get`] and
+    /// kept as a log in the `progress` table.
+    pub fn set_progress(&self, id: JobId, token: i64, progress: &Progress) -> Result<()> {
+        if let Some(p) = progress.percent {
+            if !(0.0..=100.0).contains(&p) {
+                return Err(Error::invalid("progress percent", format!("{p} is not between 0 and 100")));
+            }
+        }
+        if progress.stage.as_ref().is_some_and(|s| s.len() > 256) {
+            return Err(Error::invalid("progress stage", "longer than 256 bytes"));
+        }
+        if progress.detail.as_ref().is_some_and(|s| s.len() > 4096) {
+            return Err(Error::invalid("progress detail", "longer than 4096 bytes"));
+        }
+        let now = self.now();
+        self.write("set_progress", |tx| {
+            let p = progress;
+            let attempt: i64 = tx
+                .prepare_cached(SET_PROGRESS)?
+                .query_row(params![id, token, p.percent, p.stage, p.detail], |r| r.get(0))
+                .optional()?
+                .ok_or(Error::LeaseLost { job_id: id })?;
+            tx.prepare_cached(LOG_PROGRESS)?.execute(params![id, attempt, now, p.percent, p.stage, p.detail])?;
+            Ok(())
+        })
+    }
+
+    /// Send back every running job whose lease expired: the try is recorded
+    /// as `lost`; the job is ready again, or dead when that was its last try
+    /// (a job that kills its worker every time does not loop forever).
+    pub fn reap(&self) -> Result<ReapReport> {
+        let now = self.now();
+        let report = self.write("reap", |tx| {
+            tx.prepare_cached(REAP_RECORD)?.execute([now])?;
+            let mut report = ReapReport::default();
+            let mut stmt = tx.prepare_cached(REAP_REQUEUE)?;
+            let rows = stmt.query_map([now], |r| Ok((r.get::<_, JobId>(0)?, r.get::<_, String>(1)?)))?;
+            for row in rows {
+                let (id, state) = row?;
+                match state.as_str() {
+                    "dead" => report.dead.push(id),
+                    "cancelled" => report.cancelled.push(id),
+                    _ => report.requeued.push(id),
+                }
+            }
+            Ok(report)
+        })?;
+        if report.total() > 0 {
+            tracing::warn!(
+                requeued = report.requeued.len(),
+                dead = report.dead.len(),
+                cancelled = report.cancelled.len(),
+                "reaped jobs whose lease expired"
+            );
+        }
+        Ok(report)
+    }
+
+    /// Register a worker process (or refresh its row).
+    pub fn register_worker(&self, worker: &str, host: &str, pid: u32, queues: &[&str]) -> Result<()> {
+        let queues = serde_json::to_string(queues).map_err(|e| Error::invalid("queues", e.to_string()))?;
+        let now = self.now();
+        self.with_conn("register_worker", |c| {
+            c.prepare_cached(REGISTER_WORKER)?.execute(params![worker, host, pid as i64, queues, now])?;
+            Ok(())
+        })
+    }
+
+    /// Mark a worker process alive now.
+    pub fn worker_heartbeat(&self, worker: &str) -> Result<()> {
+        let now = self.now();
+        self.with_conn("worker_heartbeat", |c| {
+            c.prepare_cached(WORKER_HEARTBEAT)?.execute(params![worker, now])?;
+            Ok(())
+        })
+    }
+
+    /// Remove a worker's row (on clean shutdown).
+    pub fn deregister_worker(&self, worker: &str) -> Result<()> {
+        self.with_conn("deregister_worker", |c| {
+            c.prepare_cached(DEREGISTER_WORKER)?.execute([worker])?;
+            Ok(())
+        })
+    }
+}
+
+fn complete_in(tx: &Transaction, id: JobId, token: i64, result: Option<&str>, now: Millis) -> Result<()> {
+    let row: Option<(i64, Option<String>, Millis)> = tx
+        .prepare_cached(COMPLETE)?
+        .query_row(params![id, token, result, now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let (attempt, worker, started_at) = row.ok_or(Error::LeaseLost { job_id: id })?;
+    tx.prepare_cached(RECORD_ATTEMPT)?.execute(params![
+        id,
+        attempt,
+        worker,
+        started_at,
+        now,
+        "succeeded",
+        None::<&str>
+    ])?;
+    Ok(())
+}
+
+fn running_try(tx: &Transaction, id: JobId, token: i64) -> Result<RunningTry> {
+    tx.prepare_cached(RUNNING_TRY)?
+        .query_row(params![id, token], |r| {
+            Ok(RunningTry {
+                attempt: r.get(0)?,
+                attempt_limit: r.get(1)?,
+                backoff: Backoff { base_ms: r.get(2)?, max_ms: r.get(3)? },
+                worker: r.get(4)?,
+                started_at: r.get(5)?,
+                cancel_requested: r.get(6)?,
+            })
+        })
+        .optional()?
+        .ok_or(Error::LeaseLost { job_id: id })
+}
+
+fn record_attempt(
+    tx: &Transaction,
+    id: JobId,
+    t: &RunningTry,
+    now: Millis,
+    outcome: &str,
+    error: Option<&str>,
+) -> Result<()> {
+    tx.prepare_cached(RECORD_ATTEMPT)?.execute(params![id, t.attempt, t.worker, t.started_at, now, outcome, error])?;
+    Ok(())
+}

@@ -1,0 +1,225 @@
+//! The durable store: jobs, attempts, progress, queues, workers and schedules
+//! in one WAL-mode SQLite file.
+//!
+//! # Job states
+//!
+//! ```text
+//!   enqueue ──► scheduled ──(run_at passes)──► ready ──claim──► running
+//!      │                                         ▲                │
+//!      └──────────(due now)──────────────────────┘                │
+//!                                                                 ├─ complete ──────────► succeeded
+//!   running ── fail (retryable, tries left) ──► scheduled         │    (run_at = now + backoff)
+//!   running ── fail (not retryable / no tries left) ──► dead      │
+//!   running ── lease expires, reap ──► ready (or dead on its last try)
+//!   running ── release (graceful shutdown) ──► ready (the try is not counted)
+//!   scheduled | ready ── cancel ──► cancelled
+//!   running ── cancel ──► (flag) ── worker stops ──► cancelled
+//!   dead | cancelled ── retry ──► ready (with a fresh set of tries)
+//! ```
+//!
+//! Every call about a running job (`heartbeat`, `complete`, `fail`,
+//! `set_progress`, `release`, `cancelled`) carries the lease token handed out
+//! by `claim`; once the lease is lost (expired and reaped, or the job finished
+//! by someone else) the call is refused with [`Error::LeaseLost`] and changes
+//! nothing.  Tokens come from SQLite's `random()` (64 bits from the OS
+//! generator), so they are unique across processes sharing the file.
+//!
+//! # Statements per job on the hot path
+//!
+//! * enqueue: 1 `INSERT … RETURNING` in its own transaction (plus a `SELECT`
+//!   when a unique key was already taken); `enqueue_many`: one transaction.
+//! * claim: 1 `UPDATE … RETURNING` for the whole batch, after 1 `UPDATE` that
+//!   promotes due scheduled jobs (an index seek that usually finds nothing),
+//!   in one `BEGIN IMMEDIATE` transaction.
+//! * complete: 1 fenced `UPDATE … RETURNING` + 1 `INSERT` into `attempts`, one
+//!   transaction; `complete_many` does a batch in one transaction.
+
+mod admin;
+mod enqueue;
+mod job;
+mod lease;
+mod open;
+mod schema;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use r2d2::{Pool, PooledConnection};
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+
+use crate::clock::{Clock, Millis, SystemClock};
+use crate::error::{Error, Result};
+
+pub use job::{
+    validate_name, validate_tenant, AttemptInfo, Backoff, CancelOutcome, ClaimedJob, FailOutcome, Heartbeat,
+    JobId, JobInfo, JobState, JobSummary, ListFilter, NewJob, Progress, QueueStats, ReapReport, RunAt, Stats,
+};
+pub use lease::CompleteBatch;
+pub use open::{ConnectionOptions, Synchronous};
+pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
+
+/// How a [`Store`] is opened.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub connection: ConnectionOptions,
+    /// Connections in the pool.
+    pub pool_size: u32,
+    /// Largest accepted payload, in bytes.
+    pub max_payload_bytes: usize,
+    /// A worker counts as live while its last heartbeat is younger than this.
+    pub worker_liveness: Duration,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            connection: ConnectionOptions::default(),
+            pool_size: 8,
+            max_payload_bytes: 1024 * 1024,
+            worker_liveness: Duration::from_secs(30),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl StoreOptions {
+    pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    pub fn synchronous(mut self, synchronous: Synchronous) -> Self {
+        self.connection.synchronous = synchronous;
+        self
+    }
+}
+
+/// A handle on one queue file.  Cheap to clone; share it between threads.
+#[derive(Clone, Debug)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pool: Pool<SqliteConnectionManager>,
+    path: PathBuf,
+    opts: StoreOptions,
+}
+
+/// Times a transaction is retried when SQLite reports busy beyond the busy
+/// timeout (WAL recovery by another process can return BUSY without waiting).
+const BUSY_RETRIES: u32 = 5;
+
+impl Store {
+    /// Open (creating if needed) the queue file at `path` with default options.
+    pub fn open(path: impl AsRef<Path>) -> Result<Store> {
+        Store::open_with(path, StoreOptions::default())
+    }
+
+    /// Open the queue file at `path`.
+    ///
+    /// A file that is not a jobd queue (random bytes, a truncated file, another
+    /// application's SQLite database) is refused before anything is written to
+    /// it; a file from a newer jobd is refused with [`Error::TooNew`].
+    pub fn open_with(path: impl AsRef<Path>, opts: StoreOptions) -> Result<Store> {
+        let path = path.as_ref().to_path_buf();
+        open::check_header(&path)?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut conn = Connection::open_with_flags(&path, flags)
+            .map_err(|e| Error::from_sqlite("opening the queue file", &path, e))?;
+        conn.busy_timeout(opts.connection.busy_timeout)
+            .map_err(|e| Error::from_sqlite("opening the queue file", &path, e))?;
+        // Read-only look first: refuse a foreign file before switching it to WAL.
+        schema::check_identity(schema::identify(&conn, &path)?, &path)?;
+        open::configure(&conn, &opts.connection).map_err(|e| open::unwrap_pragma_error(&path, e))?;
+        schema::migrate(&mut conn, &path)?;
+        drop(conn);
+
+        let conn_opts = opts.connection.clone();
+        let manager = SqliteConnectionManager::file(&path)
+            .with_flags(OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .with_init(move |c| open::configure(c, &conn_opts));
+        let pool = Pool::builder()
+            .max_size(opts.pool_size.max(1))
+            .min_idle(Some(1))
+            .test_on_check_out(false)
+            .connection_timeout(opts.connection.busy_timeout.max(Duration::from_secs(1)))
+            .build(manager)?;
+        tracing::debug!(path = %path.display(), "opened queue store");
+        Ok(Store { inner: Arc::new(Inner { pool, path, opts }) })
+    }
+
+    /// The queue file's path.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The store's clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.opts.clock
+    }
+
+    pub fn options(&self) -> &StoreOptions {
+        &self.inner.opts
+    }
+
+    pub(crate) fn now(&self) -> Millis {
+        self.inner.opts.clock.now_ms()
+    }
+
+    /// A pooled connection, configured like every other one: for reading the
+    /// tables directly or running your own statements on the queue file.
+    pub fn connection(&self) -> Result<PooledConnection<SqliteConnectionManager>> {
+        Ok(self.inner.pool.get()?)
+    }
+
+    /// Re-map a plain SQLite error with the operation and the file's path.
+    fn map_err(&self, operation: &'static str, err: Error) -> Error {
+        match err {
+            Error::Sqlite { source, .. } => Error::from_sqlite(operation, &self.inner.path, source),
+            other => other,
+        }
+    }
+
+    /// Run `f` in a `BEGIN IMMEDIATE` transaction and commit it; retried when
+    /// SQLite stays busy.  Dropping the transaction on error rolls it back, so
+    /// a failed operation leaves nothing behind.
+    pub(crate) fn write<T>(&self, operation: &'static str, mut f: impl FnMut(&Transaction) -> Result<T>) -> Result<T> {
+        let mut conn = self.connection()?;
+        self.retry_busy(operation, || {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let value = f(&tx)?;
+            tx.commit()?;
+            Ok(value)
+        })
+    }
+
+    /// Run `f` on a pooled connection outside an explicit transaction: for reads,
+    /// and for writes that are a single statement (SQLite makes one statement
+    /// its own transaction, taking the write lock up front).
+    pub(crate) fn with_conn<T>(&self, operation: &'static str, mut f: impl FnMut(&Connection) -> Result<T>) -> Result<T> {
+        let conn = self.connection()?;
+        self.retry_busy(operation, || f(&conn))
+    }
+
+    fn retry_busy<T>(&self, operation: &'static str, mut f: impl FnMut() -> Result<T>) -> Result<T> {
+        let mut tries = 0;
+        loop {
+            match f().map_err(|e| self.map_err(operation, e)) {
+                Err(Error::Busy { .. }) if tries < BUSY_RETRIES => {
+                    tries += 1;
+                    tracing::warn!(operation, tries, "queue database busy; retrying");
+                    std::thread::sleep(Duration::from_millis(5 * tries as u64));
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,166 @@
+//! Opening a queue file: refuse what is not ours before writing a byte, then
+//! configure every connection and read each pragma back.
+
+use std::io::Read;
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use crate::error::{Error, Result};
+use crate::store::schema::APPLICATION_ID;
+
+/// How hard a commit tries to survive power loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Synchronous {
+    /// WAL + NORMAL: a commit survives a crash of the process, and the
+    /// database stays consistent after power loss, but the last commits before
+    /// a power loss may be rolled back.  The default.
+    #[default]
+    Normal,
+    /// WAL + FULL: every commit is fsynced; survives power loss.
+    Full,
+}
+
+impl Synchronous {
+    fn pragma_value(self) -> i64 {
+        match self {
+            Synchronous::Normal => 1,
+            Synchronous::Full => 2,
+        }
+    }
+}
+
+/// Connection settings applied to every connection of a [`Store`](crate::Store).
+#[derive(Debug, Clone)]
+pub struct ConnectionOptions {
+    pub synchronous: Synchronous,
+    /// How long a writer waits for the lock before reporting `Busy`.
+    pub busy_timeout: Duration,
+    /// Size the WAL is truncated back to after a checkpoint, in bytes.
+    pub journal_size_limit: i64,
+    /// Page cache per connection, in KiB.
+    pub cache_kib: i64,
+}
+
+impl Default for ConnectionOptions {
+    fn default() -> Self {
+        ConnectionOptions {
+            synchronous: Synchronous::Normal,
+            busy_timeout: Duration::from_secs(10),
+            journal_size_limit: 64 * 1024 * 1024,
+            cache_kib: 16 * 1024,
+        }
+    }
+}
+
+const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+
+/// Check the 100-byte SQLite header without opening the file through SQLite, so
+/// nothing (not even a journal) is written to a file that is not ours.
+pub(crate) fn check_header(path: &Path) -> Result<()> {
+    let io = |operation, source| Error::Io { operation, path: path.to_path_buf(), source };
+    let len = match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => {
+            return Err(Error::NotAQueue { path: path.to_path_buf(), reason: "it is a directory".into() })
+        }
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io("reading metadata of", e)),
+    };
+    if len == 0 {
+        return Ok(()); // a new, empty file
+    }
+    let mut header = [0u8; 100];
+    let mut file = std::fs::File::open(path).map_err(|e| io("opening", e))?;
+    let mut got = 0;
+    while got < header.len() {
+        match file.read(&mut header[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) => return Err(io("reading", e)),
+        }
+    }
+    let not_queue = |reason: String| Error::NotAQueue { path: path.to_path_buf(), reason };
+    let corrupt = |reason: String| Error::Corrupt { path: path.to_path_buf(), reason };
+    if got < 16 || &header[..16] != SQLITE_MAGIC {
+        return Err(not_queue("it is not a SQLite database (no 'SQLite format 3' header)".into()));
+    }
+    if got < 100 {
+        return Err(corrupt(format!("truncated: {len} bytes, shorter than the 100-byte header")));
+    }
+    let be32 = |at: usize| u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
+    let page_size = match u16::from_be_bytes([header[16], header[17]]) {
+        1 => 65536u64,
+        n if n >= 512 && n.is_power_of_two() => n as u64,
+        n => return Err(corrupt(format!("garbage header: page size {n} is not a power of two from 512 to 65536"))),
+    };
+    let application_id = be32(68) as i32;
+    if application_id != 0 && application_id != APPLICATION_ID {
+        return Err(not_queue(format!(
+            "it is a SQLite database of another application (application_id {application_id:#010x})"
+        )));
+    }
+    if len % page_size != 0 {
+        return Err(corrupt(format!("truncated: {len} bytes is not a whole number of {page_size}-byte pages")));
+    }
+    // The in-header page count is trustworthy when "version-valid-for" equals the change counter.
+    let (change_counter, page_count, valid_for) = (be32(24), be32(28) as u64, be32(92));
+    if valid_for == change_counter && page_count > 0 && len < page_count * page_size {
+        return Err(corrupt(format!(
+            "truncated: the header says {} bytes ({page_count} pages), the file has {len}",
+            page_count * page_size
+        )));
+    }
+    Ok(())
+}
+
+/// Apply the per-connection settings and read each one back: a pragma SQLite
+/// does not know, or one the file system refuses, is ignored silently — so
+/// every value is checked.
+pub(crate) fn configure(conn: &Connection, opts: &ConnectionOptions) -> rusqlite::Result<()> {
+    conn.busy_timeout(opts.busy_timeout)?;
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+    expect("journal_mode", "wal", &mode.to_ascii_lowercase())?;
+    conn.pragma_update(None, "synchronous", opts.synchronous.pragma_value())?;
+    let sync: i64 = conn.pragma_query_value(None, "synchronous", |r| r.get(0))?;
+    expect("synchronous", &opts.synchronous.pragma_value().to_string(), &sync.to_string())?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    let fk: i64 = conn.pragma_query_value(None, "foreign_keys", |r| r.get(0))?;
+    expect("foreign_keys", "1", &fk.to_string())?;
+    let busy: i64 = conn.pragma_query_value(None, "busy_timeout", |r| r.get(0))?;
+    expect("busy_timeout", &opts.busy_timeout.as_millis().to_string(), &busy.to_string())?;
+    let limit: i64 =
+        conn.pragma_update_and_check(None, "journal_size_limit", opts.journal_size_limit, |r| r.get(0))?;
+    expect("journal_size_limit", &opts.journal_size_limit.to_string(), &limit.to_string())?;
+    conn.pragma_update(None, "cache_size", -opts.cache_kib)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+fn expect(pragma: &'static str, expected: &str, actual: &str) -> rusqlite::Result<()> {
+    if expected == actual {
+        return Ok(());
+    }
+    Err(rusqlite::Error::ToSqlConversionFailure(Box::new(Error::Pragma {
+        pragma,
+        expected: expected.to_string(),
+        actual: actual.to_string(),
+    })))
+}
+
+/// Undo the wrapping done by [`expect`], so a pragma failure surfaces as
+/// [`Error::Pragma`] rather than as a generic SQLite error.
+pub(crate) fn unwrap_pragma_error(path: &Path, err: rusqlite::Error) -> Error {
+    match err {
+        rusqlite::Error::ToSqlConversionFailure(inner) => match inner.downcast::<Error>() {
+            Ok(e) => *e,
+            Err(other) => Error::from_sqlite(
+                "configuring the connection",
+                path,
+                rusqlite::Error::ToSqlConversionFailure(other),
+            ),
+        },
+        other => Error::from_sqlite("configuring the connection", path, other),
+    }
+}

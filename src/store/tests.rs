@@ -1,0 +1,107 @@
+//! Statement-level checks against a freshly migrated database.
+
+use super::*;
+
+fn fresh() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("queue.db")).unwrap();
+    (dir, store)
+}
+
+fn all_statements() -> Vec<(&'static str, &'static str)> {
+    [enqueue::STATEMENTS, lease::STATEMENTS, admin::STATEMENTS].concat()
+}
+
+#[test]
+fn every_named_statement_prepares_on_a_fresh_database() {
+    let (_dir, store) = fresh();
+    let conn = store.connection().unwrap();
+    let statements = all_statements();
+    // Every `const NAME: &str` statement in the store's sources is in the list.
+    let declared = [include_str!("enqueue.rs"), include_str!("lease.rs"), include_str!("admin.rs")]
+        .iter()
+        .flat_map(|src| src.lines())
+        .filter(|l| l.starts_with("pub(crate) const ") && l.contains(": &str ="))
+        .count();
+    assert_eq!(statements.len(), declared, "a named statement is missing from a STATEMENTS list");
+    for (name, sql) in statements {
+        conn.prepare(sql).unwrap_or_else(|e| panic!("statement {name} does not prepare: {e}"));
+    }
+    for view in ["job_overview", "queue_stats", "attempt_log"] {
+        conn.prepare(&format!("SELECT * FROM {view}")).unwrap_or_else(|e| panic!("view {view}: {e}"));
+    }
+}
+
+fn plan(store: &Store, sql: &str) -> Vec<String> {
+    let conn = store.connection().unwrap();
+    let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+    let n = stmt.parameter_count();
+    let params: Vec<rusqlite::types::Value> = (0..n).map(|_| rusqlite::types::Value::Integer(1)).collect();
+    let rows = stmt.query_map(rusqlite::params_from_iter(params), |r| r.get::<_, String>(3)).unwrap();
+    rows.map(|r| r.unwrap()).collect()
+}
+
+/// Every access to `jobs` in the plan is an index search, never a scan of the table.
+fn assert_index_seeks(store: &Store, name: &str, sql: &str, index: &str) {
+    let plan = plan(store, sql);
+    let on_jobs: Vec<&String> = plan.iter().filter(|l| l.contains(" jobs")).collect();
+    assert!(!on_jobs.is_empty(), "{name}: no access to jobs in plan {plan:?}");
+    for line in &on_jobs {
+        assert!(line.starts_with("SEARCH"), "{name} scans jobs: {line:?} (plan {plan:?})");
+    }
+    assert!(plan.iter().any(|l| l.contains(index)), "{name} does not use {index}: {plan:?}");
+    assert!(!plan.iter().any(|l| l.contains("TEMP B-TREE")), "{name} sorts: {plan:?}");
+}
+
+#[test]
+fn claim_reap_and_unique_lookups_are_index_seeks() {
+    let (_dir, store) = fresh();
+    // Give the planner statistics resembling a busy queue.
+    let conn = store.connection().unwrap();
+    for i in 0..2000 {
+        let state = ["ready", "succeeded", "running", "scheduled"][i % 4];
+        conn.execute(
+            "INSERT INTO jobs (queue, kind, state, run_at, max_attempts, attempt_limit, backoff_base_ms,
+                               backoff_max_ms, created_at, lease_expires_at)
+             VALUES ('q' || (?1 % 3), 'k', ?2, ?1, 3, 3, 1, 2, ?1, ?1)",
+            rusqlite::params![i as i64, state],
+        )
+        .unwrap();
+    }
+    conn.execute_batch("ANALYZE").unwrap();
+    drop(conn);
+    assert_index_seeks(&store, "CLAIM", lease::CLAIM, "jobs_ready");
+    assert_index_seeks(&store, "PROMOTE_DUE", lease::PROMOTE_DUE, "jobs_scheduled");
+    assert_index_seeks(&store, "REAP_RECORD", lease::REAP_RECORD, "jobs_running");
+    assert_index_seeks(&store, "REAP_REQUEUE", lease::REAP_REQUEUE, "jobs_running");
+    assert_index_seeks(&store, "LIVE_JOB_BY_KEY", enqueue::LIVE_JOB_BY_KEY, "jobs_unique_key");
+    assert_index_seeks(&store, "COMPLETE", lease::COMPLETE, "INTEGER PRIMARY KEY");
+    assert_index_seeks(&store, "HEARTBEAT", lease::HEARTBEAT, "INTEGER PRIMARY KEY");
+}
+
+#[test]
+fn pragmas_are_set_on_every_pooled_connection() {
+    let (_dir, store) = fresh();
+    let conns: Vec<_> = (0..3).map(|_| store.connection().unwrap()).collect();
+    for c in &conns {
+        let mode: String = c.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+        let sync: i64 = c.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
+        assert_eq!(sync, 1);
+        let fk: i64 = c.query_row("PRAGMA foreign_keys", [], |r| r.get(0)).unwrap();
+        assert_eq!(fk, 1);
+        let app: i32 = c.query_row("PRAGMA application_id", [], |r| r.get(0)).unwrap();
+        assert_eq!(app, APPLICATION_ID);
+        let version: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+    }
+}
+
+#[test]
+fn synchronous_full_is_configurable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        Store::open_with(dir.path().join("q.db"), StoreOptions::default().synchronous(Synchronous::Full)).unwrap();
+    let sync: i64 = store.connection().unwrap().query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
+    assert_eq!(sync, 2);
+}
