@@ -25,7 +25,11 @@ pub enum Error {
 
     /// The operation does not apply to a job in its current state.
     #[error("job {job_id} is {state}; cannot {operation}")]
-    InvalidState { job_id: i64, state: String, operation: &'static str },
+    InvalidState {
+        job_id: i64,
+        state: String,
+        operation: &'static str,
+    },
 
     /// Another live job already holds this unique key.
     #[error("unique key {key:?} is held by live job {job_id}")]
@@ -39,11 +43,17 @@ pub enum Error {
 
     /// The database stayed locked by other connections longer than the busy timeout.
     #[error("queue database busy during {operation}: {source}")]
-    Busy { operation: &'static str, source: rusqlite::Error },
+    Busy {
+        operation: &'static str,
+        source: rusqlite::Error,
+    },
 
     /// The disk (or file-size limit) is full; nothing of the failed operation was kept.
     #[error("disk full during {operation} on {path}: free some space and try again")]
-    DiskFull { operation: &'static str, path: PathBuf },
+    DiskFull {
+        operation: &'static str,
+        path: PathBuf,
+    },
 
     /// The file is damaged.
     #[error("{path} is corrupt: {reason}")]
@@ -55,15 +65,26 @@ pub enum Error {
 
     /// The file was written by a newer jobd.
     #[error("{path} has schema version {found}, newer than this jobd supports ({supported}); upgrade jobd")]
-    TooNew { path: PathBuf, found: i64, supported: i64 },
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
 
     /// A pragma did not take the value jobd set.
     #[error("PRAGMA {pragma} is {actual}, expected {expected} (file system without WAL support?)")]
-    Pragma { pragma: &'static str, expected: String, actual: String },
+    Pragma {
+        pragma: &'static str,
+        expected: String,
+        actual: String,
+    },
 
     /// Any other SQLite error, with the operation that hit it.
     #[error("sqlite error during {operation}: {source}")]
-    Sqlite { operation: &'static str, source: rusqlite::Error },
+    Sqlite {
+        operation: &'static str,
+        source: rusqlite::Error,
+    },
 
     /// The connection pool could not hand out a connection.
     #[error("connection pool: {0}")]
@@ -71,24 +92,44 @@ pub enum Error {
 
     /// A file-system operation failed.
     #[error("{operation} {path}: {source}")]
-    Io { operation: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        operation: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl Error {
     /// Map a SQLite error met during `operation` on the file at `path`.
     ///
     /// This is the single place where SQLite result codes become jobd errors.
-    pub fn from_sqlite(operation: &'static str, path: &std::path::Path, err: rusqlite::Error) -> Error {
+    pub fn from_sqlite(
+        operation: &'static str,
+        path: &std::path::Path,
+        err: rusqlite::Error,
+    ) -> Error {
         use rusqlite::ErrorCode as C;
         match err.sqlite_error_code() {
-            Some(C::DiskFull) => Error::DiskFull { operation, path: path.to_path_buf() },
-            Some(C::DatabaseBusy) | Some(C::DatabaseLocked) => Error::Busy { operation, source: err },
-            Some(C::DatabaseCorrupt) => Error::Corrupt { path: path.to_path_buf(), reason: err.to_string() },
+            Some(C::DiskFull) => Error::DiskFull {
+                operation,
+                path: path.to_path_buf(),
+            },
+            Some(C::DatabaseBusy) | Some(C::DatabaseLocked) => Error::Busy {
+                operation,
+                source: err,
+            },
+            Some(C::DatabaseCorrupt) => Error::Corrupt {
+                path: path.to_path_buf(),
+                reason: err.to_string(),
+            },
             Some(C::NotADatabase) => Error::NotAQueue {
                 path: path.to_path_buf(),
                 reason: "the file is not a SQLite database".into(),
             },
-            _ => Error::Sqlite { operation, source: err },
+            _ => Error::Sqlite {
+                operation,
+                source: err,
+            },
         }
     }
 
@@ -106,11 +147,17 @@ impl Error {
     /// True for failures that may pass if the same call is made again later
     /// (lock contention, a full disk that gets freed).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Busy { .. } | Error::DiskFull { .. } | Error::Pool(_))
+        matches!(
+            self,
+            Error::Busy { .. } | Error::DiskFull { .. } | Error::Pool(_)
+        )
     }
 
     pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
-        Error::InvalidInput { field, reason: reason.into() }
+        Error::InvalidInput {
+            field,
+            reason: reason.into(),
+        }
     }
 }
 
@@ -118,6 +165,9 @@ impl Error {
 /// re-map them with the operation and path through [`Error::from_sqlite`].
 impl From<rusqlite::Error> for Error {
     fn from(source: rusqlite::Error) -> Error {
-        Error::Sqlite { operation: "query", source }
+        Error::Sqlite {
+            operation: "query",
+            source,
+        }
     }
 }

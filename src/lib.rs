@@ -29,6 +29,6 @@ pub mod store;
 pub use clock::{Clock, ManualClock, Millis, SystemClock};
 pub use error::{Error, Result};
 pub use store::{
-    Backoff, CancelOutcome, ClaimedJob, FailOutcome, JobId, JobInfo, JobState, ListFilter, NewJob, Progress,
-    Stats, Store, StoreOptions,
+    Backoff, CancelOutcome, ClaimedJob, FailOutcome, JobId, JobInfo, JobState, ListFilter, NewJob,
+    Progress, Stats, Store, StoreOptions,
 };

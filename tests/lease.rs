@@ -19,16 +19,34 @@ struct Fixture {
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
-    let store = Store::open_with(dir.path().join("queue.db"), StoreOptions::default().clock(clock.clone())).unwrap();
-    Fixture { _dir: dir, store, clock }
+    let store = Store::open_with(
+        dir.path().join("queue.db"),
+        StoreOptions::default().clock(clock.clone()),
+    )
+    .unwrap();
+    Fixture {
+        _dir: dir,
+        store,
+        clock,
+    }
 }
 
 fn count(store: &Store, sql: &str) -> i64 {
-    store.connection().unwrap().query_row(sql, [], |r| r.get(0)).unwrap()
+    store
+        .connection()
+        .unwrap()
+        .query_row(sql, [], |r| r.get(0))
+        .unwrap()
 }
 
 fn outcomes(store: &Store, id: i64) -> Vec<String> {
-    store.get(id).unwrap().attempt_log.into_iter().map(|a| a.outcome).collect()
+    store
+        .get(id)
+        .unwrap()
+        .attempt_log
+        .into_iter()
+        .map(|a| a.outcome)
+        .collect()
 }
 
 #[test]
@@ -42,7 +60,10 @@ fn expired_lease_is_reaped_and_the_job_runs_again() {
 
     f.clock.advance(LEASE - Duration::from_millis(1));
     assert_eq!(f.store.reap().unwrap().total(), 0, "lease still valid");
-    assert!(f.store.claim("w2", &["q"], 1, LEASE).unwrap().is_empty(), "a leased job is not handed out twice");
+    assert!(
+        f.store.claim("w2", &["q"], 1, LEASE).unwrap().is_empty(),
+        "a leased job is not handed out twice"
+    );
 
     f.clock.advance(Duration::from_millis(1));
     let report = f.store.reap().unwrap();
@@ -55,7 +76,9 @@ fn expired_lease_is_reaped_and_the_job_runs_again() {
 
     let second = f.store.claim("w2", &["q"], 1, LEASE).unwrap();
     assert_eq!(second[0].attempt, 2);
-    f.store.complete(id, second[0].lease_token, Some(&json!({"ok": true}))).unwrap();
+    f.store
+        .complete(id, second[0].lease_token, Some(&json!({"ok": true})))
+        .unwrap();
     let job = f.store.get(id).unwrap();
     assert_eq!(job.state, JobState::Succeeded);
     assert_eq!(job.result, Some(json!({"ok": true})));
@@ -87,16 +110,41 @@ fn a_stale_worker_is_fenced_off_and_changes_nothing() {
     assert_ne!(stale.lease_token, fresh.lease_token);
 
     let before = f.store.get(id).unwrap();
-    let lost = |r: Result<(), Error>| assert!(matches!(r, Err(Error::LeaseLost { job_id }) if job_id == id), "{r:?}");
-    lost(f.store.complete(id, stale.lease_token, Some(&json!("stale"))));
-    lost(f.store.fail(id, stale.lease_token, "stale", true).map(|_| ()));
+    let lost = |r: Result<(), Error>| {
+        assert!(
+            matches!(r, Err(Error::LeaseLost { job_id }) if job_id == id),
+            "{r:?}"
+        )
+    };
+    lost(
+        f.store
+            .complete(id, stale.lease_token, Some(&json!("stale"))),
+    );
+    lost(
+        f.store
+            .fail(id, stale.lease_token, "stale", true)
+            .map(|_| ()),
+    );
     lost(f.store.heartbeat(id, stale.lease_token, LEASE).map(|_| ()));
-    lost(f.store.set_progress(id, stale.lease_token, &Progress { percent: Some(50.0), ..Default::default() }));
+    lost(f.store.set_progress(
+        id,
+        stale.lease_token,
+        &Progress {
+            percent: Some(50.0),
+            ..Default::default()
+        },
+    ));
     lost(f.store.release(id, stale.lease_token));
     lost(f.store.cancelled(id, stale.lease_token, "stale"));
-    assert_eq!(f.store.get(id).unwrap(), before, "refused calls changed the job");
+    assert_eq!(
+        f.store.get(id).unwrap(),
+        before,
+        "refused calls changed the job"
+    );
 
-    f.store.complete(id, fresh.lease_token, Some(&json!("fresh"))).unwrap();
+    f.store
+        .complete(id, fresh.lease_token, Some(&json!("fresh")))
+        .unwrap();
     assert_eq!(f.store.get(id).unwrap().result, Some(json!("fresh")));
     // After completion, the fresh token is spent too.
     lost(f.store.complete(id, fresh.lease_token, None));
@@ -106,18 +154,28 @@ fn a_stale_worker_is_fenced_off_and_changes_nothing() {
 fn retries_follow_the_exponential_backoff_then_the_job_dies() {
     let f = fixture();
     let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(5));
-    let id = f.store.enqueue(&NewJob::new("q", "k").max_attempts(5).backoff(backoff)).unwrap();
+    let id = f
+        .store
+        .enqueue(&NewJob::new("q", "k").max_attempts(5).backoff(backoff))
+        .unwrap();
     let mut delays = Vec::new();
     for attempt in 1..=5 {
         let job = f.store.claim("w", &["q"], 1, LEASE).unwrap().remove(0);
         assert_eq!(job.attempt, attempt);
         let now = f.clock.now_ms();
-        match f.store.fail(id, job.lease_token, &format!("boom {attempt}"), true).unwrap() {
+        match f
+            .store
+            .fail(id, job.lease_token, &format!("boom {attempt}"), true)
+            .unwrap()
+        {
             FailOutcome::Retrying { run_at } => {
                 let delay = run_at - now;
                 let nominal = backoff.nominal_ms(attempt);
                 assert_eq!(nominal, [1000, 2000, 4000, 5000][attempt as usize - 1]);
-                assert!(delay >= nominal * 3 / 4 && delay < nominal * 5 / 4 + 1 && delay <= 5000, "{delay} vs {nominal}");
+                assert!(
+                    delay >= nominal * 3 / 4 && delay < nominal * 5 / 4 + 1 && delay <= 5000,
+                    "{delay} vs {nominal}"
+                );
                 delays.push(delay);
                 assert_eq!(f.store.get(id).unwrap().state, JobState::Scheduled);
                 // Not before its time...
@@ -137,30 +195,47 @@ fn retries_follow_the_exponential_backoff_then_the_job_dies() {
         }
     }
     assert_eq!(delays.len(), 4);
-    assert!(f.store.claim("w", &["q"], 1, LEASE).unwrap().is_empty(), "dead jobs are not claimed");
+    assert!(
+        f.store.claim("w", &["q"], 1, LEASE).unwrap().is_empty(),
+        "dead jobs are not claimed"
+    );
 }
 
 #[test]
 fn jitter_spreads_retries_of_different_jobs() {
     let b = Backoff::new(Duration::from_secs(10), Duration::from_secs(100));
     let delays: std::collections::BTreeSet<i64> = (1..50).map(|id| b.delay_ms(id, 1)).collect();
-    assert!(delays.len() > 40, "jitter should differ per job: {delays:?}");
+    assert!(
+        delays.len() > 40,
+        "jitter should differ per job: {delays:?}"
+    );
     assert!(delays.iter().all(|d| (7500..12500).contains(d)));
 }
 
 #[test]
 fn a_non_retryable_failure_is_dead_at_once() {
     let f = fixture();
-    let id = f.store.enqueue(&NewJob::new("q", "k").max_attempts(10)).unwrap();
+    let id = f
+        .store
+        .enqueue(&NewJob::new("q", "k").max_attempts(10))
+        .unwrap();
     let job = f.store.claim("w", &["q"], 1, LEASE).unwrap().remove(0);
-    assert_eq!(f.store.fail(id, job.lease_token, "unknown template 42", false).unwrap(), FailOutcome::Dead);
+    assert_eq!(
+        f.store
+            .fail(id, job.lease_token, "unknown template 42", false)
+            .unwrap(),
+        FailOutcome::Dead
+    );
     assert_eq!(f.store.get(id).unwrap().state, JobState::Dead);
 }
 
 #[test]
 fn a_job_that_kills_its_worker_every_time_ends_dead() {
     let f = fixture();
-    let id = f.store.enqueue(&NewJob::new("q", "k").max_attempts(3)).unwrap();
+    let id = f
+        .store
+        .enqueue(&NewJob::new("q", "k").max_attempts(3))
+        .unwrap();
     for attempt in 1..=3 {
         let job = f.store.claim("w", &["q"], 1, LEASE).unwrap().remove(0);
         assert_eq!(job.attempt, attempt);
@@ -184,7 +259,10 @@ fn unique_keys_return_the_live_job() {
     let f = fixture();
     let job = || NewJob::new("q", "backup").unique_key("backup:tenant-1");
     let a = f.store.enqueue(&job()).unwrap();
-    let b = f.store.enqueue(&job().payload(&json!({"other": 1}))).unwrap();
+    let b = f
+        .store
+        .enqueue(&job().payload(&json!({"other": 1})))
+        .unwrap();
     assert_eq!(a, b);
     assert_eq!(count(&f.store, "SELECT count(*) FROM jobs"), 1);
     // Still held while running.
@@ -195,7 +273,10 @@ fn unique_keys_return_the_live_job() {
     let c = f.store.enqueue(&job()).unwrap();
     assert_ne!(c, a);
     // In a batch too, including twice inside the same batch.
-    let ids = f.store.enqueue_many(&[job(), job(), NewJob::new("q", "other")]).unwrap();
+    let ids = f
+        .store
+        .enqueue_many(&[job(), job(), NewJob::new("q", "other")])
+        .unwrap();
     assert_eq!(ids[0], c);
     assert_eq!(ids[1], c);
     assert_ne!(ids[2], c);
@@ -214,30 +295,53 @@ fn reviving_a_dead_job_whose_key_is_taken_is_a_conflict() {
         Err(Error::Conflict { job_id, .. }) => assert_eq!(job_id, b),
         other => panic!("expected a conflict, got {other:?}"),
     }
-    assert_eq!(f.store.get(a).unwrap().state, JobState::Dead, "nothing changed");
+    assert_eq!(
+        f.store.get(a).unwrap().state,
+        JobState::Dead,
+        "nothing changed"
+    );
 }
 
 #[test]
 fn cancel_a_waiting_job_and_a_running_one() {
     let f = fixture();
-    let waiting = f.store.enqueue(&NewJob::new("q", "k").delay(Duration::from_secs(60))).unwrap();
+    let waiting = f
+        .store
+        .enqueue(&NewJob::new("q", "k").delay(Duration::from_secs(60)))
+        .unwrap();
     assert_eq!(f.store.cancel(waiting).unwrap(), CancelOutcome::Cancelled);
-    assert_eq!(f.store.cancel(waiting).unwrap(), CancelOutcome::AlreadyCancelled);
+    assert_eq!(
+        f.store.cancel(waiting).unwrap(),
+        CancelOutcome::AlreadyCancelled
+    );
     f.clock.advance(Duration::from_secs(120));
     let running = f.store.enqueue(&NewJob::new("q", "k")).unwrap();
     let t = f.store.claim("w", &["q"], 10, LEASE).unwrap();
     assert_eq!(t.len(), 1, "the cancelled job is not claimed");
     assert_eq!(f.store.cancel(running).unwrap(), CancelOutcome::Requested);
-    assert!(f.store.heartbeat(running, t[0].lease_token, LEASE).unwrap().cancel_requested);
-    f.store.cancelled(running, t[0].lease_token, "stopped at the user's request").unwrap();
+    assert!(
+        f.store
+            .heartbeat(running, t[0].lease_token, LEASE)
+            .unwrap()
+            .cancel_requested
+    );
+    f.store
+        .cancelled(running, t[0].lease_token, "stopped at the user's request")
+        .unwrap();
     assert_eq!(f.store.get(running).unwrap().state, JobState::Cancelled);
     assert_eq!(outcomes(&f.store, running), ["cancelled"]);
 
-    assert!(matches!(f.store.cancel(999), Err(Error::NotFound { job_id: 999 })));
+    assert!(matches!(
+        f.store.cancel(999),
+        Err(Error::NotFound { job_id: 999 })
+    ));
     let done = f.store.enqueue(&NewJob::new("q", "k")).unwrap();
     let t = f.store.claim("w", &["q"], 1, LEASE).unwrap().remove(0);
     f.store.complete(done, t.lease_token, None).unwrap();
-    assert!(matches!(f.store.cancel(done), Err(Error::InvalidState { .. })));
+    assert!(matches!(
+        f.store.cancel(done),
+        Err(Error::InvalidState { .. })
+    ));
 }
 
 #[test]
@@ -249,7 +353,10 @@ fn a_running_job_flagged_for_cancel_is_cancelled_when_its_worker_dies_or_fails()
     f.store.cancel(a).unwrap();
     f.store.cancel(b).unwrap();
     let tb = claimed.iter().find(|j| j.id == b).unwrap().lease_token;
-    assert_eq!(f.store.fail(b, tb, "interrupted", true).unwrap(), FailOutcome::Cancelled);
+    assert_eq!(
+        f.store.fail(b, tb, "interrupted", true).unwrap(),
+        FailOutcome::Cancelled
+    );
     f.clock.advance(LEASE);
     assert_eq!(f.store.reap().unwrap().cancelled, vec![a]);
     assert_eq!(f.store.get(a).unwrap().state, JobState::Cancelled);
@@ -258,7 +365,10 @@ fn a_running_job_flagged_for_cancel_is_cancelled_when_its_worker_dies_or_fails()
 #[test]
 fn retry_revives_dead_and_cancelled_jobs_with_fresh_tries() {
     let f = fixture();
-    let id = f.store.enqueue(&NewJob::new("q", "k").max_attempts(2)).unwrap();
+    let id = f
+        .store
+        .enqueue(&NewJob::new("q", "k").max_attempts(2))
+        .unwrap();
     for _ in 0..2 {
         let t = f.store.claim("w", &["q"], 1, LEASE).unwrap().remove(0);
         f.store.fail(id, t.lease_token, "boom", true).unwrap();
@@ -268,18 +378,30 @@ fn retry_revives_dead_and_cancelled_jobs_with_fresh_tries() {
     assert!(matches!(f.store.retry(id + 1), Err(Error::NotFound { .. })));
     f.store.retry(id).unwrap();
     let job = f.store.get(id).unwrap();
-    assert_eq!((job.state, job.attempts, job.attempt_limit), (JobState::Ready, 2, 4));
-    assert!(matches!(f.store.retry(id), Err(Error::InvalidState { .. })), "a ready job cannot be retried");
+    assert_eq!(
+        (job.state, job.attempts, job.attempt_limit),
+        (JobState::Ready, 2, 4)
+    );
+    assert!(
+        matches!(f.store.retry(id), Err(Error::InvalidState { .. })),
+        "a ready job cannot be retried"
+    );
     let t = f.store.claim("w", &["q"], 1, LEASE).unwrap().remove(0);
     assert_eq!(t.attempt, 3);
     // Fresh tries: a retryable failure is retried again, not dead.
-    assert!(matches!(f.store.fail(id, t.lease_token, "boom", true).unwrap(), FailOutcome::Retrying { .. }));
+    assert!(matches!(
+        f.store.fail(id, t.lease_token, "boom", true).unwrap(),
+        FailOutcome::Retrying { .. }
+    ));
 }
 
 #[test]
 fn release_gives_the_job_back_without_counting_the_try() {
     let f = fixture();
-    let id = f.store.enqueue(&NewJob::new("q", "k").max_attempts(1)).unwrap();
+    let id = f
+        .store
+        .enqueue(&NewJob::new("q", "k").max_attempts(1))
+        .unwrap();
     let t = f.store.claim("w", &["q"], 1, LEASE).unwrap().remove(0);
     f.store.release(id, t.lease_token).unwrap();
     assert_eq!(f.store.get(id).unwrap().state, JobState::Ready);
@@ -292,12 +414,23 @@ fn release_gives_the_job_back_without_counting_the_try() {
 #[test]
 fn claim_order_is_priority_then_run_at_then_id_and_delayed_jobs_wait() {
     let f = fixture();
-    let low = f.store.enqueue(&NewJob::new("q", "k").priority(10)).unwrap();
-    let later = f.store.enqueue(&NewJob::new("q", "k").delay(Duration::from_secs(5))).unwrap();
+    let low = f
+        .store
+        .enqueue(&NewJob::new("q", "k").priority(10))
+        .unwrap();
+    let later = f
+        .store
+        .enqueue(&NewJob::new("q", "k").delay(Duration::from_secs(5)))
+        .unwrap();
     let first = f.store.enqueue(&NewJob::new("q", "k")).unwrap();
-    let urgent = f.store.enqueue(&NewJob::new("q", "k").priority(-5)).unwrap();
+    let urgent = f
+        .store
+        .enqueue(&NewJob::new("q", "k").priority(-5))
+        .unwrap();
     let second = f.store.enqueue(&NewJob::new("q", "k")).unwrap();
-    let order: Vec<i64> = (0..4).map(|_| f.store.claim("w", &["q"], 1, LEASE).unwrap()[0].id).collect();
+    let order: Vec<i64> = (0..4)
+        .map(|_| f.store.claim("w", &["q"], 1, LEASE).unwrap()[0].id)
+        .collect();
     assert_eq!(order, [urgent, first, second, low]);
     assert!(f.store.claim("w", &["q"], 1, LEASE).unwrap().is_empty());
     f.clock.advance(Duration::from_secs(5));
@@ -307,14 +440,22 @@ fn claim_order_is_priority_then_run_at_then_id_and_delayed_jobs_wait() {
 #[test]
 fn claim_batches_across_queues_in_the_order_given() {
     let f = fixture();
-    let a: Vec<i64> = (0..3).map(|_| f.store.enqueue(&NewJob::new("a", "k")).unwrap()).collect();
-    let b: Vec<i64> = (0..3).map(|_| f.store.enqueue(&NewJob::new("b", "k")).unwrap()).collect();
+    let a: Vec<i64> = (0..3)
+        .map(|_| f.store.enqueue(&NewJob::new("a", "k")).unwrap())
+        .collect();
+    let b: Vec<i64> = (0..3)
+        .map(|_| f.store.enqueue(&NewJob::new("b", "k")).unwrap())
+        .collect();
     let got = f.store.claim("w", &["b", "a"], 4, LEASE).unwrap();
     let ids: std::collections::BTreeSet<i64> = got.iter().map(|j| j.id).collect();
     assert_eq!(ids.len(), 4);
     assert!(b.iter().all(|id| ids.contains(id)));
     assert_eq!(a.iter().filter(|id| ids.contains(id)).count(), 1);
-    assert_eq!(f.store.claim("w", &["c"], 4, LEASE).unwrap().len(), 0, "an empty queue gives nothing");
+    assert_eq!(
+        f.store.claim("w", &["c"], 4, LEASE).unwrap().len(),
+        0,
+        "an empty queue gives nothing"
+    );
 }
 
 #[test]
@@ -334,15 +475,25 @@ fn progress_is_stored_and_logged() {
     let id = f.store.enqueue(&NewJob::new("q", "k")).unwrap();
     let t = f.store.claim("w", &["q"], 1, LEASE).unwrap().remove(0);
     for (pct, stage) in [(10.0, "reading"), (60.0, "rendering")] {
-        let p = Progress { percent: Some(pct), stage: Some(stage.into()), detail: Some(format!("{pct}%")) };
+        let p = Progress {
+            percent: Some(pct),
+            stage: Some(stage.into()),
+            detail: Some(format!("{pct}%")),
+        };
         f.store.set_progress(id, t.lease_token, &p).unwrap();
     }
     let job = f.store.get(id).unwrap();
     assert_eq!(job.progress.percent, Some(60.0));
     assert_eq!(job.progress.stage.as_deref(), Some("rendering"));
     assert_eq!(count(&f.store, "SELECT count(*) FROM progress"), 2);
-    let bad = Progress { percent: Some(140.0), ..Default::default() };
-    assert!(matches!(f.store.set_progress(id, t.lease_token, &bad), Err(Error::InvalidInput { .. })));
+    let bad = Progress {
+        percent: Some(140.0),
+        ..Default::default()
+    };
+    assert!(matches!(
+        f.store.set_progress(id, t.lease_token, &bad),
+        Err(Error::InvalidInput { .. })
+    ));
     assert_eq!(count(&f.store, "SELECT count(*) FROM progress"), 2);
 }
 
@@ -353,7 +504,10 @@ fn complete_many_skips_lost_leases() {
         f.store.enqueue(&NewJob::new("q", "k")).unwrap();
     }
     let jobs = f.store.claim("w", &["q"], 3, LEASE).unwrap();
-    let mut done: Vec<_> = jobs.iter().map(|j| (j.id, j.lease_token, Some(json!(j.id)))).collect();
+    let mut done: Vec<_> = jobs
+        .iter()
+        .map(|j| (j.id, j.lease_token, Some(json!(j.id))))
+        .collect();
     done[1].1 ^= 1; // a token that is not the lease's
     let batch = f.store.complete_many(&done).unwrap();
     assert_eq!(batch.completed, 2);
@@ -370,11 +524,20 @@ fn bad_input_is_refused_and_writes_nothing() {
         (NewJob::new("has space", "k"), "queue"),
         (NewJob::new("q", ""), "kind"),
         (NewJob::new("q", "k").payload_json("{not json"), "payload"),
-        (NewJob::new("q", "k").payload_json("x".repeat(2 << 20)), "payload"),
+        (
+            NewJob::new("q", "k").payload_json("x".repeat(2 << 20)),
+            "payload",
+        ),
         (NewJob::new("q", "k").max_attempts(-1), "max_attempts"),
         (NewJob::new("q", "k").max_attempts(0), "max_attempts"),
         (NewJob::new("q", "k").tenant("../etc"), "tenant"),
-        (NewJob::new("q", "k").backoff(Backoff { base_ms: 10, max_ms: 1 }), "backoff"),
+        (
+            NewJob::new("q", "k").backoff(Backoff {
+                base_ms: 10,
+                max_ms: 1,
+            }),
+            "backoff",
+        ),
         (NewJob::new("q", "k").timeout(Duration::ZERO), "timeout"),
     ];
     for (job, field) in &cases {
@@ -387,31 +550,57 @@ fn bad_input_is_refused_and_writes_nothing() {
         }
     }
     // One bad job spoils the batch, and the batch writes nothing.
-    let batch = vec![NewJob::new("q", "k"), NewJob::new("q", "k").payload_json("nope")];
+    let batch = vec![
+        NewJob::new("q", "k"),
+        NewJob::new("q", "k").payload_json("nope"),
+    ];
     let err = f.store.enqueue_many(&batch).unwrap_err();
     assert!(err.to_string().contains("job #1"), "{err}");
     assert_eq!(count(&f.store, "SELECT count(*) FROM jobs"), 0);
-    assert!(matches!(f.store.get(42), Err(Error::NotFound { job_id: 42 })));
-    assert!(matches!(f.store.claim("w", &[""], 1, LEASE), Err(Error::InvalidInput { .. })));
-    assert!(matches!(f.store.list(&ListFilter { limit: Some(0), ..Default::default() }), Err(Error::InvalidInput { .. })));
+    assert!(matches!(
+        f.store.get(42),
+        Err(Error::NotFound { job_id: 42 })
+    ));
+    assert!(matches!(
+        f.store.claim("w", &[""], 1, LEASE),
+        Err(Error::InvalidInput { .. })
+    ));
+    assert!(matches!(
+        f.store.list(&ListFilter {
+            limit: Some(0),
+            ..Default::default()
+        }),
+        Err(Error::InvalidInput { .. })
+    ));
 }
 
 #[test]
 fn enqueue_inside_the_callers_transaction_is_atomic_with_its_data() {
     let f = fixture();
     let mut conn = rusqlite::Connection::open(f.store.path()).unwrap();
-    conn.execute_batch("CREATE TABLE orders (id INTEGER PRIMARY KEY, total INTEGER)").unwrap();
+    conn.execute_batch("CREATE TABLE orders (id INTEGER PRIMARY KEY, total INTEGER)")
+        .unwrap();
 
     let tx = conn.transaction().unwrap();
-    tx.execute("INSERT INTO orders (total) VALUES (10)", []).unwrap();
-    f.store.enqueue_in(&tx, &NewJob::new("email", "receipt")).unwrap();
+    tx.execute("INSERT INTO orders (total) VALUES (10)", [])
+        .unwrap();
+    f.store
+        .enqueue_in(&tx, &NewJob::new("email", "receipt"))
+        .unwrap();
     tx.rollback().unwrap();
     assert_eq!(count(&f.store, "SELECT count(*) FROM jobs"), 0);
     assert_eq!(count(&f.store, "SELECT count(*) FROM orders"), 0);
 
     let tx = conn.transaction().unwrap();
-    tx.execute("INSERT INTO orders (total) VALUES (20)", []).unwrap();
-    let id = f.store.enqueue_in(&tx, &NewJob::new("email", "receipt").payload(&json!({"order": 1}))).unwrap();
+    tx.execute("INSERT INTO orders (total) VALUES (20)", [])
+        .unwrap();
+    let id = f
+        .store
+        .enqueue_in(
+            &tx,
+            &NewJob::new("email", "receipt").payload(&json!({"order": 1})),
+        )
+        .unwrap();
     tx.commit().unwrap();
     assert_eq!(f.store.get(id).unwrap().payload, json!({"order": 1}));
     assert_eq!(count(&f.store, "SELECT count(*) FROM orders"), 1);
@@ -421,9 +610,13 @@ fn enqueue_inside_the_callers_transaction_is_atomic_with_its_data() {
 fn stats_count_states_and_live_workers() {
     let f = fixture();
     for _ in 0..4 {
-        f.store.enqueue(&NewJob::new("pdf", "k").max_attempts(1)).unwrap();
+        f.store
+            .enqueue(&NewJob::new("pdf", "k").max_attempts(1))
+            .unwrap();
     }
-    f.store.enqueue(&NewJob::new("email", "k").delay(Duration::from_secs(60))).unwrap();
+    f.store
+        .enqueue(&NewJob::new("email", "k").delay(Duration::from_secs(60)))
+        .unwrap();
     let t = f.store.claim("w", &["pdf"], 2, LEASE).unwrap();
     f.store.complete(t[0].id, t[0].lease_token, None).unwrap();
     f.store.fail(t[1].id, t[1].lease_token, "x", true).unwrap();
@@ -431,12 +624,19 @@ fn stats_count_states_and_live_workers() {
     f.clock.advance(Duration::from_secs(10));
     let stats = f.store.stats().unwrap();
     let pdf = stats.queue("pdf").unwrap();
-    assert_eq!((pdf.ready, pdf.succeeded, pdf.dead, pdf.failed), (2, 1, 1, 1));
+    assert_eq!(
+        (pdf.ready, pdf.succeeded, pdf.dead, pdf.failed),
+        (2, 1, 1, 1)
+    );
     assert_eq!(pdf.oldest_ready_age_ms, Some(10_000));
     assert_eq!(stats.queue("email").unwrap().scheduled, 1);
     assert_eq!(stats.live_workers, 1);
     f.clock.advance(Duration::from_secs(60));
-    assert_eq!(f.store.stats().unwrap().live_workers, 0, "a silent worker is not live");
+    assert_eq!(
+        f.store.stats().unwrap().live_workers,
+        0,
+        "a silent worker is not live"
+    );
 }
 
 #[test]
@@ -444,7 +644,16 @@ fn purge_deletes_finished_jobs_with_their_history() {
     let f = fixture();
     let old = f.store.enqueue(&NewJob::new("q", "k")).unwrap();
     let t = f.store.claim("w", &["q"], 1, LEASE).unwrap().remove(0);
-    f.store.set_progress(old, t.lease_token, &Progress { percent: Some(1.0), ..Default::default() }).unwrap();
+    f.store
+        .set_progress(
+            old,
+            t.lease_token,
+            &Progress {
+                percent: Some(1.0),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     f.store.complete(old, t.lease_token, None).unwrap();
     let waiting = f.store.enqueue(&NewJob::new("q", "k")).unwrap();
     f.clock.advance(Duration::from_secs(7200));
@@ -458,11 +667,18 @@ fn purge_deletes_finished_jobs_with_their_history() {
 #[test]
 fn the_views_show_the_queue_to_a_human() {
     let f = fixture();
-    f.store.enqueue(&NewJob::new("pdf", "generate").tenant("acme")).unwrap();
+    f.store
+        .enqueue(&NewJob::new("pdf", "generate").tenant("acme"))
+        .unwrap();
     let conn = f.store.connection().unwrap();
-    let (queue, ready): (String, i64) =
-        conn.query_row("SELECT queue, ready FROM queue_stats", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+    let (queue, ready): (String, i64) = conn
+        .query_row("SELECT queue, ready FROM queue_stats", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
     assert_eq!((queue.as_str(), ready), ("pdf", 1));
-    let created: String = conn.query_row("SELECT created FROM job_overview", [], |r| r.get(0)).unwrap();
+    let created: String = conn
+        .query_row("SELECT created FROM job_overview", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(created, "2023-11-14T22:13:20.000Z");
 }

@@ -9,8 +9,8 @@ use rusqlite::{params, OptionalExtension, Row};
 use crate::clock::duration_ms;
 use crate::error::{Error, Result};
 use crate::store::job::{
-    validate_name, AttemptInfo, Backoff, CancelOutcome, JobId, JobInfo, JobState, JobSummary, ListFilter,
-    Progress, QueueStats, Stats,
+    validate_name, AttemptInfo, Backoff, CancelOutcome, JobId, JobInfo, JobState, JobSummary,
+    ListFilter, Progress, QueueStats, Stats,
 };
 use crate::store::Store;
 
@@ -78,7 +78,6 @@ DELETE FROM jobs WHERE id IN (
 
 const PURGE_BATCH_SIZE: i64 = 5_000;
 
-
 /// Every named statement of this module, for the prepare-them-all test.
 #[cfg(test)]
 pub(crate) const STATEMENTS: &[(&str, &str)] = &[
@@ -99,12 +98,16 @@ pub(crate) const STATEMENTS: &[(&str, &str)] = &[
 
 fn state_col(r: &Row, i: usize) -> rusqlite::Result<JobState> {
     let s: String = r.get(i)?;
-    s.parse().map_err(|e: Error| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into()))
+    s.parse().map_err(|e: Error| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
+    })
 }
 
 fn json_col(r: &Row, i: usize) -> rusqlite::Result<serde_json::Value> {
     let s: String = r.get(i)?;
-    serde_json::from_str(&s).map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into()))
+    serde_json::from_str(&s).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
+    })
 }
 
 impl Store {
@@ -125,14 +128,21 @@ impl Store {
                         attempts: r.get(7)?,
                         max_attempts: r.get(8)?,
                         attempt_limit: r.get(9)?,
-                        backoff: Backoff { base_ms: r.get(10)?, max_ms: r.get(11)? },
+                        backoff: Backoff {
+                            base_ms: r.get(10)?,
+                            max_ms: r.get(11)?,
+                        },
                         timeout_ms: r.get(12)?,
                         unique_key: r.get(13)?,
                         tenant: r.get(14)?,
                         worker: r.get(15)?,
                         lease_expires_at: r.get(16)?,
                         cancel_requested: r.get(17)?,
-                        progress: Progress { percent: r.get(18)?, stage: r.get(19)?, detail: r.get(20)? },
+                        progress: Progress {
+                            percent: r.get(18)?,
+                            stage: r.get(19)?,
+                            detail: r.get(20)?,
+                        },
                         result: match r.get::<_, Option<String>>(21)? {
                             Some(_) => Some(json_col(r, 21)?),
                             None => None,
@@ -169,7 +179,10 @@ impl Store {
         }
         let limit = filter.limit.unwrap_or(100);
         if !(1..=10_000).contains(&limit) {
-            return Err(Error::invalid("limit", format!("{limit} is not between 1 and 10000")));
+            return Err(Error::invalid(
+                "limit",
+                format!("{limit} is not between 1 and 10000"),
+            ));
         }
         self.with_conn("list", |conn| {
             let mut stmt = conn.prepare_cached(LIST_JOBS)?;
@@ -214,11 +227,20 @@ impl Store {
             let mut queues: BTreeMap<String, QueueStats> = BTreeMap::new();
             let mut stmt = conn.prepare_cached(STATS_BY_STATE)?;
             let rows = stmt.query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, state_col(r, 1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?, r.get::<_, i64>(4)?))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    state_col(r, 1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
             })?;
             for row in rows {
                 let (queue, state, count, min_run_at, tried) = row?;
-                let q = queues.entry(queue.clone()).or_insert_with(|| QueueStats { queue, ..Default::default() });
+                let q = queues.entry(queue.clone()).or_insert_with(|| QueueStats {
+                    queue,
+                    ..Default::default()
+                });
                 match state {
                     JobState::Scheduled => {
                         q.scheduled = count;
@@ -238,15 +260,29 @@ impl Store {
                 }
             }
             let mut stmt = conn.prepare_cached(QUEUE_SETTINGS)?;
-            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?, r.get::<_, Option<i64>>(2)?)))?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, bool>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                ))
+            })?;
             for row in rows {
                 let (name, paused, concurrency) = row?;
-                let q = queues.entry(name.clone()).or_insert_with(|| QueueStats { queue: name, ..Default::default() });
+                let q = queues.entry(name.clone()).or_insert_with(|| QueueStats {
+                    queue: name,
+                    ..Default::default()
+                });
                 q.paused = paused;
                 q.concurrency = concurrency;
             }
-            let live_workers = conn.prepare_cached(LIVE_WORKERS)?.query_row([live_since], |r| r.get(0))?;
-            Ok(Stats { queues: queues.into_values().collect(), live_workers })
+            let live_workers = conn
+                .prepare_cached(LIVE_WORKERS)?
+                .query_row([live_since], |r| r.get(0))?;
+            Ok(Stats {
+                queues: queues.into_values().collect(),
+                live_workers,
+            })
         })
     }
 
@@ -262,7 +298,8 @@ impl Store {
                 .ok_or(Error::NotFound { job_id: id })?;
             match state.as_str() {
                 "scheduled" | "ready" => {
-                    tx.prepare_cached(CANCEL_WAITING)?.execute(params![id, now])?;
+                    tx.prepare_cached(CANCEL_WAITING)?
+                        .execute(params![id, now])?;
                     Ok(CancelOutcome::Cancelled)
                 }
                 "running" => {
@@ -270,7 +307,11 @@ impl Store {
                     Ok(CancelOutcome::Requested)
                 }
                 "cancelled" => Ok(CancelOutcome::AlreadyCancelled),
-                _ => Err(Error::InvalidState { job_id: id, state, operation: "cancel a finished job" }),
+                _ => Err(Error::InvalidState {
+                    job_id: id,
+                    state,
+                    operation: "cancel a finished job",
+                }),
             }
         })?;
         tracing::info!(job_id = id, ?outcome, "cancel");
@@ -288,15 +329,25 @@ impl Store {
                 .optional()?
                 .ok_or(Error::NotFound { job_id: id })?;
             if state != "dead" && state != "cancelled" {
-                return Err(Error::InvalidState { job_id: id, state, operation: "retry (only dead or cancelled jobs)" });
+                return Err(Error::InvalidState {
+                    job_id: id,
+                    state,
+                    operation: "retry (only dead or cancelled jobs)",
+                });
             }
             match tx.prepare_cached(REVIVE)?.execute(params![id, now]) {
                 Ok(_) => Ok(()),
-                Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) => {
+                Err(e)
+                    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) =>
+                {
                     let key = key.unwrap_or_default();
-                    let holder: JobId =
-                        tx.prepare_cached(crate::store::enqueue::LIVE_JOB_BY_KEY)?.query_row([&key], |r| r.get(0))?;
-                    Err(Error::Conflict { key, job_id: holder })
+                    let holder: JobId = tx
+                        .prepare_cached(crate::store::enqueue::LIVE_JOB_BY_KEY)?
+                        .query_row([&key], |r| r.get(0))?;
+                    Err(Error::Conflict {
+                        key,
+                        job_id: holder,
+                    })
                 }
                 Err(e) => Err(e.into()),
             }
@@ -319,7 +370,8 @@ impl Store {
         validate_name("queue", queue)?;
         let now = self.now();
         self.with_conn("pause/resume", |c| {
-            c.prepare_cached(SET_PAUSED)?.execute(params![queue, paused, now])?;
+            c.prepare_cached(SET_PAUSED)?
+                .execute(params![queue, paused, now])?;
             Ok(())
         })?;
         tracing::info!(queue, paused, "queue paused state changed");
@@ -336,7 +388,8 @@ impl Store {
         }
         let now = self.now();
         self.with_conn("set_concurrency", |c| {
-            c.prepare_cached(SET_CONCURRENCY)?.execute(params![queue, limit, now])?;
+            c.prepare_cached(SET_CONCURRENCY)?
+                .execute(params![queue, limit, now])?;
             Ok(())
         })
     }
@@ -351,7 +404,13 @@ impl Store {
         let cutoff = self.now() - duration_ms(older_than);
         let mut total = 0;
         loop {
-            let n = self.write("purge", |tx| Ok(tx.prepare_cached(PURGE_BATCH)?.execute(params![cutoff, queue, PURGE_BATCH_SIZE])?))?;
+            let n = self.write("purge", |tx| {
+                Ok(tx.prepare_cached(PURGE_BATCH)?.execute(params![
+                    cutoff,
+                    queue,
+                    PURGE_BATCH_SIZE
+                ])?)
+            })?;
             total += n;
             if (n as i64) < PURGE_BATCH_SIZE {
                 break;
@@ -380,7 +439,10 @@ impl Store {
         if findings == ["ok"] {
             Ok(())
         } else {
-            Err(Error::Corrupt { path: self.path().to_path_buf(), reason: findings.join("; ") })
+            Err(Error::Corrupt {
+                path: self.path().to_path_buf(),
+                reason: findings.join("; "),
+            })
         }
     }
 }

@@ -1,12 +1,12 @@
 //! Enqueueing: one job, many in one transaction, or inside the caller's own
 //! transaction so that an app commits its data and its job atomically.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 
 use crate::clock::{duration_ms, Millis};
 use crate::error::{Error, Result};
 use crate::store::job::{JobId, NewJob, RunAt};
-use crate::store::Store;
+use crate::store::{returning_row, Store};
 
 /// Insert a job unless a live job holds its unique key (then insert nothing).
 pub(crate) const INSERT_JOB: &str = "
@@ -21,7 +21,6 @@ RETURNING id";
 pub(crate) const LIVE_JOB_BY_KEY: &str = "
 SELECT id FROM jobs
 WHERE unique_key = ?1 AND state IN ('scheduled', 'ready', 'running')";
-
 
 /// Every named statement of this module, for the prepare-them-all test.
 #[cfg(test)]
@@ -57,16 +56,20 @@ impl Store {
             .enumerate()
             .map(|(i, job)| {
                 job.validate(max).map_err(|e| match e {
-                    Error::InvalidInput { field, reason } => {
-                        Error::InvalidInput { field, reason: format!("job #{i} of the batch: {reason}") }
-                    }
+                    Error::InvalidInput { field, reason } => Error::InvalidInput {
+                        field,
+                        reason: format!("job #{i} of the batch: {reason}"),
+                    },
                     other => other,
                 })
             })
             .collect::<Result<Vec<&str>>>()?;
         let now = self.now();
         let ids = self.write("enqueue_many", |tx| {
-            jobs.iter().zip(&payloads).map(|(job, payload)| insert_validated(tx, job, payload, now)).collect()
+            jobs.iter()
+                .zip(&payloads)
+                .map(|(job, payload)| insert_validated(tx, job, payload, now))
+                .collect()
         })?;
         tracing::debug!(count = jobs.len(), "enqueued batch");
         Ok(ids)
@@ -100,33 +103,38 @@ fn insert_validated(conn: &Connection, job: &NewJob, payload: &str, now: Millis)
         RunAt::After(delay) => now.saturating_add(duration_ms(delay)),
     };
     let state = if run_at > now { "scheduled" } else { "ready" };
-    let inserted: Option<JobId> = conn
-        .prepare_cached(INSERT_JOB)?
-        .query_row(
-            params![
-                job.queue,
-                job.kind,
-                payload,
-                state,
-                job.priority,
-                run_at,
-                job.max_attempts,
-                job.backoff.base_ms,
-                job.backoff.max_ms,
-                job.timeout.map(duration_ms),
-                job.unique_key,
-                job.tenant,
-                now,
-            ],
-            |r| r.get(0),
-        )
-        .optional()?;
+    let inserted: Option<JobId> = returning_row(
+        conn,
+        INSERT_JOB,
+        params![
+            job.queue,
+            job.kind,
+            payload,
+            state,
+            job.priority,
+            run_at,
+            job.max_attempts,
+            job.backoff.base_ms,
+            job.backoff.max_ms,
+            job.timeout.map(duration_ms),
+            job.unique_key,
+            job.tenant,
+            now,
+        ],
+        |r| r.get(0),
+    )?;
     if let Some(id) = inserted {
         return Ok(id);
     }
     // The unique key is held by a live job: hand that one back.
     let key = job.unique_key.as_deref().unwrap_or_default();
-    let existing: JobId = conn.prepare_cached(LIVE_JOB_BY_KEY)?.query_row([key], |r| r.get(0))?;
-    tracing::debug!(job_id = existing, unique_key = key, "unique key already live; returning existing job");
+    let existing: JobId = conn
+        .prepare_cached(LIVE_JOB_BY_KEY)?
+        .query_row([key], |r| r.get(0))?;
+    tracing::debug!(
+        job_id = existing,
+        unique_key = key,
+        "unique key already live; returning existing job"
+    );
     Ok(existing)
 }

@@ -52,7 +52,10 @@ impl JobState {
 
     /// True once the job will not run again by itself.
     pub fn is_finished(self) -> bool {
-        matches!(self, JobState::Succeeded | JobState::Dead | JobState::Cancelled)
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Dead | JobState::Cancelled
+        )
     }
 }
 
@@ -65,9 +68,17 @@ impl fmt::Display for JobState {
 impl FromStr for JobState {
     type Err = Error;
     fn from_str(s: &str) -> Result<JobState> {
-        JobState::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| {
-            Error::invalid("state", format!("{s:?} is not one of scheduled, ready, running, succeeded, dead, cancelled"))
-        })
+        JobState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| {
+                Error::invalid(
+                    "state",
+                    format!(
+                        "{s:?} is not one of scheduled, ready, running, succeeded, dead, cancelled"
+                    ),
+                )
+            })
     }
 }
 
@@ -82,19 +93,27 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff { base_ms: 1_000, max_ms: 3_600_000 }
+        Backoff {
+            base_ms: 1_000,
+            max_ms: 3_600_000,
+        }
     }
 }
 
 impl Backoff {
     pub fn new(base: Duration, max: Duration) -> Backoff {
-        Backoff { base_ms: duration_ms(base), max_ms: duration_ms(max) }
+        Backoff {
+            base_ms: duration_ms(base),
+            max_ms: duration_ms(max),
+        }
     }
 
     /// The delay before the try after `attempt` (1-based) failed, without jitter.
     pub fn nominal_ms(&self, attempt: i64) -> i64 {
         let shift = (attempt - 1).clamp(0, 62) as u32;
-        self.base_ms.saturating_mul(1i64.checked_shl(shift).unwrap_or(i64::MAX)).min(self.max_ms)
+        self.base_ms
+            .saturating_mul(1i64.checked_shl(shift).unwrap_or(i64::MAX))
+            .min(self.max_ms)
     }
 
     /// The delay with jitter: within [0.75, 1.25) of nominal, never above `max`.
@@ -230,24 +249,39 @@ impl NewJob {
     pub(crate) fn validate(&self, max_payload: usize) -> Result<&str> {
         validate_name("queue", &self.queue)?;
         validate_name("kind", &self.kind)?;
-        let payload = self.payload.as_deref().map_err(|e| Error::invalid("payload", e.clone()))?;
+        let payload = self
+            .payload
+            .as_deref()
+            .map_err(|e| Error::invalid("payload", e.clone()))?;
         if payload.len() > max_payload {
             return Err(Error::invalid(
                 "payload",
-                format!("{} bytes is over the limit of {max_payload} bytes", payload.len()),
+                format!(
+                    "{} bytes is over the limit of {max_payload} bytes",
+                    payload.len()
+                ),
             ));
         }
         if !(1..=10_000).contains(&self.max_attempts) {
-            return Err(Error::invalid("max_attempts", format!("{} is not between 1 and 10000", self.max_attempts)));
+            return Err(Error::invalid(
+                "max_attempts",
+                format!("{} is not between 1 and 10000", self.max_attempts),
+            ));
         }
         if !(i32::MIN as i64..=i32::MAX as i64).contains(&self.priority) {
-            return Err(Error::invalid("priority", format!("{} is out of the 32-bit range", self.priority)));
+            return Err(Error::invalid(
+                "priority",
+                format!("{} is out of the 32-bit range", self.priority),
+            ));
         }
         let b = self.backoff;
         if b.base_ms < 0 || b.max_ms < b.base_ms {
             return Err(Error::invalid(
                 "backoff",
-                format!("base {} ms and max {} ms: need 0 <= base <= max", b.base_ms, b.max_ms),
+                format!(
+                    "base {} ms and max {} ms: need 0 <= base <= max",
+                    b.base_ms, b.max_ms
+                ),
             ));
         }
         if let Some(t) = self.timeout {
@@ -273,10 +307,19 @@ pub fn validate_name(field: &'static str, name: &str) -> Result<()> {
         return Err(Error::invalid(field, "must not be empty"));
     }
     if name.len() > 128 {
-        return Err(Error::invalid(field, format!("{} bytes is longer than 128", name.len())));
+        return Err(Error::invalid(
+            field,
+            format!("{} bytes is longer than 128", name.len()),
+        ));
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || "_-.:/".contains(*c))) {
-        return Err(Error::invalid(field, format!("{name:?} contains {c:?}; use letters, digits and _ - . : /")));
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "_-.:/".contains(*c)))
+    {
+        return Err(Error::invalid(
+            field,
+            format!("{name:?} contains {c:?}; use letters, digits and _ - . : /"),
+        ));
     }
     Ok(())
 }
@@ -288,10 +331,19 @@ pub fn validate_tenant(name: &str) -> Result<()> {
         return Err(Error::invalid("tenant", "must be 1 to 128 bytes"));
     }
     if name.starts_with('.') {
-        return Err(Error::invalid("tenant", format!("{name:?} starts with a dot")));
+        return Err(Error::invalid(
+            "tenant",
+            format!("{name:?} starts with a dot"),
+        ));
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || "_-.".contains(*c))) {
-        return Err(Error::invalid("tenant", format!("{name:?} contains {c:?}; use letters, digits and _ - .")));
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "_-.".contains(*c)))
+    {
+        return Err(Error::invalid(
+            "tenant",
+            format!("{name:?} contains {c:?}; use letters, digits and _ - ."),
+        ));
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::store::job::{
     validate_name, Backoff, ClaimedJob, FailOutcome, Heartbeat, JobId, Progress, ReapReport,
 };
-use crate::store::Store;
+use crate::store::{returning_row, Store};
 
 /// Due delayed jobs and retries become ready.
 pub(crate) const PROMOTE_DUE: &str = "
@@ -108,7 +108,6 @@ pub(crate) const WORKER_HEARTBEAT: &str = "UPDATE workers SET last_heartbeat_at 
 
 pub(crate) const DEREGISTER_WORKER: &str = "DELETE FROM workers WHERE id = ?1";
 
-
 /// Every named statement of this module, for the prepare-them-all test.
 #[cfg(test)]
 pub(crate) const STATEMENTS: &[(&str, &str)] = &[
@@ -158,7 +157,13 @@ impl Store {
     /// Queues are served in the order given until `limit` jobs are claimed;
     /// within a queue, by priority (lower first), then run_at, then id.
     /// Paused queues are skipped.  One `BEGIN IMMEDIATE` transaction.
-    pub fn claim(&self, worker: &str, queues: &[&str], limit: usize, lease: Duration) -> Result<Vec<ClaimedJob>> {
+    pub fn claim(
+        &self,
+        worker: &str,
+        queues: &[&str],
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedJob>> {
         if worker.is_empty() {
             return Err(Error::invalid("worker", "must not be empty"));
         }
@@ -185,7 +190,9 @@ impl Store {
                         priority: r.get(4)?,
                         attempt: r.get(5)?,
                         attempt_limit: r.get(6)?,
-                        timeout: r.get::<_, Option<i64>>(7)?.map(|ms| Duration::from_millis(ms.max(0) as u64)),
+                        timeout: r
+                            .get::<_, Option<i64>>(7)?
+                            .map(|ms| Duration::from_millis(ms.max(0) as u64)),
                         tenant: r.get(8)?,
                         lease_token: r.get(9)?,
                         lease_expires_at: r.get(10)?,
@@ -212,27 +219,48 @@ impl Store {
     pub fn heartbeat(&self, id: JobId, token: i64, lease: Duration) -> Result<Heartbeat> {
         let expires = self.now().saturating_add(duration_ms(lease));
         let cancel: Option<bool> = self.with_conn("heartbeat", |conn| {
-            Ok(conn.prepare_cached(HEARTBEAT)?.query_row(params![id, token, expires], |r| r.get(0)).optional()?)
+            Ok(returning_row(
+                conn,
+                HEARTBEAT,
+                params![id, token, expires],
+                |r| r.get(0),
+            )?)
         })?;
         match cancel {
-            Some(cancel_requested) => Ok(Heartbeat { lease_expires_at: expires, cancel_requested }),
+            Some(cancel_requested) => Ok(Heartbeat {
+                lease_expires_at: expires,
+                cancel_requested,
+            }),
             None => Err(Error::LeaseLost { job_id: id }),
         }
     }
 
     /// The try succeeded: store `result` (JSON) and finish the job.
-    pub fn complete(&self, id: JobId, token: i64, result: Option<&serde_json::Value>) -> Result<()> {
+    pub fn complete(
+        &self,
+        id: JobId,
+        token: i64,
+        result: Option<&serde_json::Value>,
+    ) -> Result<()> {
         let result = result.map(|v| v.to_string());
         let now = self.now();
-        self.write("complete", |tx| complete_in(tx, id, token, result.as_deref(), now))?;
+        self.write("complete", |tx| {
+            complete_in(tx, id, token, result.as_deref(), now)
+        })?;
         tracing::debug!(job_id = id, "completed");
         Ok(())
     }
 
     /// Complete many tries in one transaction.  A job whose lease was lost is
     /// skipped (its result discarded) and reported in [`CompleteBatch::lost`].
-    pub fn complete_many(&self, done: &[(JobId, i64, Option<serde_json::Value>)]) -> Result<CompleteBatch> {
-        let results: Vec<Option<String>> = done.iter().map(|(_, _, r)| r.as_ref().map(|v| v.to_string())).collect();
+    pub fn complete_many(
+        &self,
+        done: &[(JobId, i64, Option<serde_json::Value>)],
+    ) -> Result<CompleteBatch> {
+        let results: Vec<Option<String>> = done
+            .iter()
+            .map(|(_, _, r)| r.as_ref().map(|v| v.to_string()))
+            .collect();
         let now = self.now();
         self.write("complete_many", |tx| {
             let mut batch = CompleteBatch::default();
@@ -262,7 +290,8 @@ impl Store {
     /// The worker stopped the try because cancellation was asked: the job is
     /// cancelled.
     pub fn cancelled(&self, id: JobId, token: i64, reason: &str) -> Result<()> {
-        self.end_try(id, token, Ending::Cancelled { reason }).map(|_| ())
+        self.end_try(id, token, Ending::Cancelled { reason })
+            .map(|_| ())
     }
 
     fn end_try(&self, id: JobId, token: i64, ending: Ending<'_>) -> Result<FailOutcome> {
@@ -270,20 +299,57 @@ impl Store {
         let outcome = self.write("ending a try", |tx| {
             let t = running_try(tx, id, token)?;
             let (state, run_at, error, limit, finished, outcome, result) = match ending {
-                Ending::Released => ("ready", now, None, t.attempt_limit + 1, None, "released", FailOutcome::Retrying { run_at: now }),
-                Ending::Cancelled { reason } => {
-                    ("cancelled", now, Some(reason), t.attempt_limit, Some(now), "cancelled", FailOutcome::Cancelled)
-                }
-                Ending::Failed { error, .. } if t.cancel_requested => {
-                    ("cancelled", now, Some(error), t.attempt_limit, Some(now), "failed", FailOutcome::Cancelled)
-                }
+                Ending::Released => (
+                    "ready",
+                    now,
+                    None,
+                    t.attempt_limit + 1,
+                    None,
+                    "released",
+                    FailOutcome::Retrying { run_at: now },
+                ),
+                Ending::Cancelled { reason } => (
+                    "cancelled",
+                    now,
+                    Some(reason),
+                    t.attempt_limit,
+                    Some(now),
+                    "cancelled",
+                    FailOutcome::Cancelled,
+                ),
+                Ending::Failed { error, .. } if t.cancel_requested => (
+                    "cancelled",
+                    now,
+                    Some(error),
+                    t.attempt_limit,
+                    Some(now),
+                    "failed",
+                    FailOutcome::Cancelled,
+                ),
                 Ending::Failed { error, retryable } if retryable && t.attempt < t.attempt_limit => {
                     let at = now.saturating_add(t.backoff.delay_ms(id, t.attempt));
-                    ("scheduled", at, Some(error), t.attempt_limit, None, "failed", FailOutcome::Retrying { run_at: at })
+                    (
+                        "scheduled",
+                        at,
+                        Some(error),
+                        t.attempt_limit,
+                        None,
+                        "failed",
+                        FailOutcome::Retrying { run_at: at },
+                    )
                 }
-                Ending::Failed { error, .. } => ("dead", now, Some(error), t.attempt_limit, Some(now), "failed", FailOutcome::Dead),
+                Ending::Failed { error, .. } => (
+                    "dead",
+                    now,
+                    Some(error),
+                    t.attempt_limit,
+                    Some(now),
+                    "failed",
+                    FailOutcome::Dead,
+                ),
             };
-            tx.prepare_cached(END_TRY)?.execute(params![id, state, run_at, error, limit, finished])?;
+            tx.prepare_cached(END_TRY)?
+                .execute(params![id, state, run_at, error, limit, finished])?;
             record_attempt(tx, id, &t, now, outcome, error)?;
             Ok(result)
         })?;
@@ -296,7 +362,10 @@ impl Store {
     pub fn set_progress(&self, id: JobId, token: i64, progress: &Progress) -> Result<()> {
         if let Some(p) = progress.percent {
             if !(0.0..=100.0).contains(&p) {
-                return Err(Error::invalid("progress percent", format!("{p} is not between 0 and 100")));
+                return Err(Error::invalid(
+                    "progress percent",
+                    format!("{p} is not between 0 and 100"),
+                ));
             }
         }
         if progress.stage.as_ref().is_some_and(|s| s.len() > 256) {
@@ -308,12 +377,15 @@ impl Store {
         let now = self.now();
         self.write("set_progress", |tx| {
             let p = progress;
-            let attempt: i64 = tx
-                .prepare_cached(SET_PROGRESS)?
-                .query_row(params![id, token, p.percent, p.stage, p.detail], |r| r.get(0))
-                .optional()?
-                .ok_or(Error::LeaseLost { job_id: id })?;
-            tx.prepare_cached(LOG_PROGRESS)?.execute(params![id, attempt, now, p.percent, p.stage, p.detail])?;
+            let attempt: i64 = returning_row(
+                tx,
+                SET_PROGRESS,
+                params![id, token, p.percent, p.stage, p.detail],
+                |r| r.get(0),
+            )?
+            .ok_or(Error::LeaseLost { job_id: id })?;
+            tx.prepare_cached(LOG_PROGRESS)?
+                .execute(params![id, attempt, now, p.percent, p.stage, p.detail])?;
             Ok(())
         })
     }
@@ -327,7 +399,9 @@ impl Store {
             tx.prepare_cached(REAP_RECORD)?.execute([now])?;
             let mut report = ReapReport::default();
             let mut stmt = tx.prepare_cached(REAP_REQUEUE)?;
-            let rows = stmt.query_map([now], |r| Ok((r.get::<_, JobId>(0)?, r.get::<_, String>(1)?)))?;
+            let rows = stmt.query_map([now], |r| {
+                Ok((r.get::<_, JobId>(0)?, r.get::<_, String>(1)?))
+            })?;
             for row in rows {
                 let (id, state) = row?;
                 match state.as_str() {
@@ -350,11 +424,19 @@ impl Store {
     }
 
     /// Register a worker process (or refresh its row).
-    pub fn register_worker(&self, worker: &str, host: &str, pid: u32, queues: &[&str]) -> Result<()> {
-        let queues = serde_json::to_string(queues).map_err(|e| Error::invalid("queues", e.to_string()))?;
+    pub fn register_worker(
+        &self,
+        worker: &str,
+        host: &str,
+        pid: u32,
+        queues: &[&str],
+    ) -> Result<()> {
+        let queues =
+            serde_json::to_string(queues).map_err(|e| Error::invalid("queues", e.to_string()))?;
         let now = self.now();
         self.with_conn("register_worker", |c| {
-            c.prepare_cached(REGISTER_WORKER)?.execute(params![worker, host, pid as i64, queues, now])?;
+            c.prepare_cached(REGISTER_WORKER)?
+                .execute(params![worker, host, pid as i64, queues, now])?;
             Ok(())
         })
     }
@@ -363,7 +445,8 @@ impl Store {
     pub fn worker_heartbeat(&self, worker: &str) -> Result<()> {
         let now = self.now();
         self.with_conn("worker_heartbeat", |c| {
-            c.prepare_cached(WORKER_HEARTBEAT)?.execute(params![worker, now])?;
+            c.prepare_cached(WORKER_HEARTBEAT)?
+                .execute(params![worker, now])?;
             Ok(())
         })
     }
@@ -377,11 +460,17 @@ impl Store {
     }
 }
 
-fn complete_in(tx: &Transaction, id: JobId, token: i64, result: Option<&str>, now: Millis) -> Result<()> {
-    let row: Option<(i64, Option<String>, Millis)> = tx
-        .prepare_cached(COMPLETE)?
-        .query_row(params![id, token, result, now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .optional()?;
+fn complete_in(
+    tx: &Transaction,
+    id: JobId,
+    token: i64,
+    result: Option<&str>,
+    now: Millis,
+) -> Result<()> {
+    let row: Option<(i64, Option<String>, Millis)> =
+        returning_row(tx, COMPLETE, params![id, token, result, now], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
     let (attempt, worker, started_at) = row.ok_or(Error::LeaseLost { job_id: id })?;
     tx.prepare_cached(RECORD_ATTEMPT)?.execute(params![
         id,
@@ -401,7 +490,10 @@ fn running_try(tx: &Transaction, id: JobId, token: i64) -> Result<RunningTry> {
             Ok(RunningTry {
                 attempt: r.get(0)?,
                 attempt_limit: r.get(1)?,
-                backoff: Backoff { base_ms: r.get(2)?, max_ms: r.get(3)? },
+                backoff: Backoff {
+                    base_ms: r.get(2)?,
+                    max_ms: r.get(3)?,
+                },
                 worker: r.get(4)?,
                 started_at: r.get(5)?,
                 cancel_requested: r.get(6)?,
@@ -419,6 +511,14 @@ fn record_attempt(
     outcome: &str,
     error: Option<&str>,
 ) -> Result<()> {
-    tx.prepare_cached(RECORD_ATTEMPT)?.execute(params![id, t.attempt, t.worker, t.started_at, now, outcome, error])?;
+    tx.prepare_cached(RECORD_ATTEMPT)?.execute(params![
+        id,
+        t.attempt,
+        t.worker,
+        t.started_at,
+        now,
+        outcome,
+        error
+    ])?;
     Ok(())
 }

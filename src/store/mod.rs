@@ -53,8 +53,9 @@ use crate::clock::{Clock, Millis, SystemClock};
 use crate::error::{Error, Result};
 
 pub use job::{
-    validate_name, validate_tenant, AttemptInfo, Backoff, CancelOutcome, ClaimedJob, FailOutcome, Heartbeat,
-    JobId, JobInfo, JobState, JobSummary, ListFilter, NewJob, Progress, QueueStats, ReapReport, RunAt, Stats,
+    validate_name, validate_tenant, AttemptInfo, Backoff, CancelOutcome, ClaimedJob, FailOutcome,
+    Heartbeat, JobId, JobInfo, JobState, JobSummary, ListFilter, NewJob, Progress, QueueStats,
+    ReapReport, RunAt, Stats,
 };
 pub use lease::CompleteBatch;
 pub use open::{ConnectionOptions, Synchronous};
@@ -128,14 +129,17 @@ impl Store {
     pub fn open_with(path: impl AsRef<Path>, opts: StoreOptions) -> Result<Store> {
         let path = path.as_ref().to_path_buf();
         open::check_header(&path)?;
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let mut conn = Connection::open_with_flags(&path, flags)
             .map_err(|e| Error::from_sqlite("opening the queue file", &path, e))?;
         conn.busy_timeout(opts.connection.busy_timeout)
             .map_err(|e| Error::from_sqlite("opening the queue file", &path, e))?;
         // Read-only look first: refuse a foreign file before switching it to WAL.
         schema::check_identity(schema::identify(&conn, &path)?, &path)?;
-        open::configure(&conn, &opts.connection).map_err(|e| open::unwrap_pragma_error(&path, e))?;
+        open::configure(&conn, &opts.connection)
+            .map_err(|e| open::unwrap_pragma_error(&path, e))?;
         schema::migrate(&mut conn, &path)?;
         drop(conn);
 
@@ -150,7 +154,9 @@ impl Store {
             .connection_timeout(opts.connection.busy_timeout.max(Duration::from_secs(1)))
             .build(manager)?;
         tracing::debug!(path = %path.display(), "opened queue store");
-        Ok(Store { inner: Arc::new(Inner { pool, path, opts }) })
+        Ok(Store {
+            inner: Arc::new(Inner { pool, path, opts }),
+        })
     }
 
     /// The queue file's path.
@@ -188,7 +194,11 @@ impl Store {
     /// Run `f` in a `BEGIN IMMEDIATE` transaction and commit it; retried when
     /// SQLite stays busy.  Dropping the transaction on error rolls it back, so
     /// a failed operation leaves nothing behind.
-    pub(crate) fn write<T>(&self, operation: &'static str, mut f: impl FnMut(&Transaction) -> Result<T>) -> Result<T> {
+    pub(crate) fn write<T>(
+        &self,
+        operation: &'static str,
+        mut f: impl FnMut(&Transaction) -> Result<T>,
+    ) -> Result<T> {
         let mut conn = self.connection()?;
         self.retry_busy(operation, || {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -201,12 +211,20 @@ impl Store {
     /// Run `f` on a pooled connection outside an explicit transaction: for reads,
     /// and for writes that are a single statement (SQLite makes one statement
     /// its own transaction, taking the write lock up front).
-    pub(crate) fn with_conn<T>(&self, operation: &'static str, mut f: impl FnMut(&Connection) -> Result<T>) -> Result<T> {
+    pub(crate) fn with_conn<T>(
+        &self,
+        operation: &'static str,
+        mut f: impl FnMut(&Connection) -> Result<T>,
+    ) -> Result<T> {
         let conn = self.connection()?;
         self.retry_busy(operation, || f(&conn))
     }
 
-    fn retry_busy<T>(&self, operation: &'static str, mut f: impl FnMut() -> Result<T>) -> Result<T> {
+    fn retry_busy<T>(
+        &self,
+        operation: &'static str,
+        mut f: impl FnMut() -> Result<T>,
+    ) -> Result<T> {
         let mut tries = 0;
         loop {
             match f().map_err(|e| self.map_err(operation, e)) {
@@ -223,3 +241,24 @@ impl Store {
 
 #[cfg(test)]
 mod tests;
+
+/// Run a write with a `RETURNING` clause that yields at most one row, stepping
+/// it to the end.  `query_row` stops after the first row, and for a statement
+/// running in autocommit mode the commit happens only when the statement
+/// finishes: stopping early would hide a failed commit (a full disk) behind a
+/// row that was never stored.
+pub(crate) fn returning_row<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Option<T>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(params)?;
+    let value = match rows.next()? {
+        Some(row) => Some(f(row)?),
+        None => return Ok(None),
+    };
+    while rows.next()?.is_some() {}
+    Ok(value)
+}

@@ -59,10 +59,17 @@ const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 /// Check the 100-byte SQLite header without opening the file through SQLite, so
 /// nothing (not even a journal) is written to a file that is not ours.
 pub(crate) fn check_header(path: &Path) -> Result<()> {
-    let io = |operation, source| Error::Io { operation, path: path.to_path_buf(), source };
+    let io = |operation, source| Error::Io {
+        operation,
+        path: path.to_path_buf(),
+        source,
+    };
     let len = match std::fs::metadata(path) {
         Ok(m) if m.is_dir() => {
-            return Err(Error::NotAQueue { path: path.to_path_buf(), reason: "it is a directory".into() })
+            return Err(Error::NotAQueue {
+                path: path.to_path_buf(),
+                reason: "it is a directory".into(),
+            })
         }
         Ok(m) => m.len(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -81,19 +88,35 @@ pub(crate) fn check_header(path: &Path) -> Result<()> {
             Err(e) => return Err(io("reading", e)),
         }
     }
-    let not_queue = |reason: String| Error::NotAQueue { path: path.to_path_buf(), reason };
-    let corrupt = |reason: String| Error::Corrupt { path: path.to_path_buf(), reason };
+    let not_queue = |reason: String| Error::NotAQueue {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let corrupt = |reason: String| Error::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
     if got < 16 || &header[..16] != SQLITE_MAGIC {
-        return Err(not_queue("it is not a SQLite database (no 'SQLite format 3' header)".into()));
+        return Err(not_queue(
+            "it is not a SQLite database (no 'SQLite format 3' header)".into(),
+        ));
     }
     if got < 100 {
-        return Err(corrupt(format!("truncated: {len} bytes, shorter than the 100-byte header")));
+        return Err(corrupt(format!(
+            "truncated: {len} bytes, shorter than the 100-byte header"
+        )));
     }
-    let be32 = |at: usize| u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
+    let be32 = |at: usize| {
+        u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+    };
     let page_size = match u16::from_be_bytes([header[16], header[17]]) {
         1 => 65536u64,
         n if n >= 512 && n.is_power_of_two() => n as u64,
-        n => return Err(corrupt(format!("garbage header: page size {n} is not a power of two from 512 to 65536"))),
+        n => {
+            return Err(corrupt(format!(
+                "garbage header: page size {n} is not a power of two from 512 to 65536"
+            )))
+        }
     };
     let application_id = be32(68) as i32;
     if application_id != 0 && application_id != APPLICATION_ID {
@@ -102,7 +125,9 @@ pub(crate) fn check_header(path: &Path) -> Result<()> {
         )));
     }
     if len % page_size != 0 {
-        return Err(corrupt(format!("truncated: {len} bytes is not a whole number of {page_size}-byte pages")));
+        return Err(corrupt(format!(
+            "truncated: {len} bytes is not a whole number of {page_size}-byte pages"
+        )));
     }
     // The in-header page count is trustworthy when "version-valid-for" equals the change counter.
     let (change_counter, page_count, valid_for) = (be32(24), be32(28) as u64, be32(92));
@@ -124,15 +149,29 @@ pub(crate) fn configure(conn: &Connection, opts: &ConnectionOptions) -> rusqlite
     expect("journal_mode", "wal", &mode.to_ascii_lowercase())?;
     conn.pragma_update(None, "synchronous", opts.synchronous.pragma_value())?;
     let sync: i64 = conn.pragma_query_value(None, "synchronous", |r| r.get(0))?;
-    expect("synchronous", &opts.synchronous.pragma_value().to_string(), &sync.to_string())?;
+    expect(
+        "synchronous",
+        &opts.synchronous.pragma_value().to_string(),
+        &sync.to_string(),
+    )?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     let fk: i64 = conn.pragma_query_value(None, "foreign_keys", |r| r.get(0))?;
     expect("foreign_keys", "1", &fk.to_string())?;
     let busy: i64 = conn.pragma_query_value(None, "busy_timeout", |r| r.get(0))?;
-    expect("busy_timeout", &opts.busy_timeout.as_millis().to_string(), &busy.to_string())?;
+    expect(
+        "busy_timeout",
+        &opts.busy_timeout.as_millis().to_string(),
+        &busy.to_string(),
+    )?;
     let limit: i64 =
-        conn.pragma_update_and_check(None, "journal_size_limit", opts.journal_size_limit, |r| r.get(0))?;
-    expect("journal_size_limit", &opts.journal_size_limit.to_string(), &limit.to_string())?;
+        conn.pragma_update_and_check(None, "journal_size_limit", opts.journal_size_limit, |r| {
+            r.get(0)
+        })?;
+    expect(
+        "journal_size_limit",
+        &opts.journal_size_limit.to_string(),
+        &limit.to_string(),
+    )?;
     conn.pragma_update(None, "cache_size", -opts.cache_kib)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(())
@@ -142,11 +181,13 @@ fn expect(pragma: &'static str, expected: &str, actual: &str) -> rusqlite::Resul
     if expected == actual {
         return Ok(());
     }
-    Err(rusqlite::Error::ToSqlConversionFailure(Box::new(Error::Pragma {
-        pragma,
-        expected: expected.to_string(),
-        actual: actual.to_string(),
-    })))
+    Err(rusqlite::Error::ToSqlConversionFailure(Box::new(
+        Error::Pragma {
+            pragma,
+            expected: expected.to_string(),
+            actual: actual.to_string(),
+        },
+    )))
 }
 
 /// Undo the wrapping done by [`expect`], so a pragma failure surfaces as

@@ -55,16 +55,24 @@ pub(crate) fn check_identity(id: Identity, path: &Path) -> Result<()> {
     let reason = if id.application_id == 0 {
         format!("it is a SQLite database of another application ({} schema objects, no jobd application_id)", id.objects)
     } else {
-        format!("it is a SQLite database of another application (application_id {:#010x})", id.application_id)
+        format!(
+            "it is a SQLite database of another application (application_id {:#010x})",
+            id.application_id
+        )
     };
-    Err(Error::NotAQueue { path: path.to_path_buf(), reason })
+    Err(Error::NotAQueue {
+        path: path.to_path_buf(),
+        reason,
+    })
 }
 
 /// Bring the file to [`SCHEMA_VERSION`].  Safe to run from several processes at
 /// once: the write lock is taken first, and the version read under it.
 pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
     let map = |e| Error::from_sqlite("migrating the schema", path, e);
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(map)?;
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(map)?;
     let id = identify(&tx, path)?;
     check_identity(id, path)?;
     if id.user_version == SCHEMA_VERSION {
@@ -74,7 +82,9 @@ pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
         tx.execute_batch(sql).map_err(map)?;
         tracing::info!(path = %path.display(), version = i + 1, "applied schema migration");
     }
-    tx.pragma_update(None, "application_id", APPLICATION_ID).map_err(map)?;
-    tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(map)?;
+    tx.pragma_update(None, "application_id", APPLICATION_ID)
+        .map_err(map)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(map)?;
     tx.commit().map_err(map)
 }

@@ -18,17 +18,27 @@ fn every_named_statement_prepares_on_a_fresh_database() {
     let conn = store.connection().unwrap();
     let statements = all_statements();
     // Every `const NAME: &str` statement in the store's sources is in the list.
-    let declared = [include_str!("enqueue.rs"), include_str!("lease.rs"), include_str!("admin.rs")]
-        .iter()
-        .flat_map(|src| src.lines())
-        .filter(|l| l.starts_with("pub(crate) const ") && l.contains(": &str ="))
-        .count();
-    assert_eq!(statements.len(), declared, "a named statement is missing from a STATEMENTS list");
+    let declared = [
+        include_str!("enqueue.rs"),
+        include_str!("lease.rs"),
+        include_str!("admin.rs"),
+    ]
+    .iter()
+    .flat_map(|src| src.lines())
+    .filter(|l| l.starts_with("pub(crate) const ") && l.contains(": &str ="))
+    .count();
+    assert_eq!(
+        statements.len(),
+        declared,
+        "a named statement is missing from a STATEMENTS list"
+    );
     for (name, sql) in statements {
-        conn.prepare(sql).unwrap_or_else(|e| panic!("statement {name} does not prepare: {e}"));
+        conn.prepare(sql)
+            .unwrap_or_else(|e| panic!("statement {name} does not prepare: {e}"));
     }
     for view in ["job_overview", "queue_stats", "attempt_log"] {
-        conn.prepare(&format!("SELECT * FROM {view}")).unwrap_or_else(|e| panic!("view {view}: {e}"));
+        conn.prepare(&format!("SELECT * FROM {view}"))
+            .unwrap_or_else(|e| panic!("view {view}: {e}"));
     }
 }
 
@@ -36,8 +46,13 @@ fn plan(store: &Store, sql: &str) -> Vec<String> {
     let conn = store.connection().unwrap();
     let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
     let n = stmt.parameter_count();
-    let params: Vec<rusqlite::types::Value> = (0..n).map(|_| rusqlite::types::Value::Integer(1)).collect();
-    let rows = stmt.query_map(rusqlite::params_from_iter(params), |r| r.get::<_, String>(3)).unwrap();
+    let params: Vec<rusqlite::types::Value> =
+        (0..n).map(|_| rusqlite::types::Value::Integer(1)).collect();
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(params), |r| {
+            r.get::<_, String>(3)
+        })
+        .unwrap();
     rows.map(|r| r.unwrap()).collect()
 }
 
@@ -45,12 +60,24 @@ fn plan(store: &Store, sql: &str) -> Vec<String> {
 fn assert_index_seeks(store: &Store, name: &str, sql: &str, index: &str) {
     let plan = plan(store, sql);
     let on_jobs: Vec<&String> = plan.iter().filter(|l| l.contains(" jobs")).collect();
-    assert!(!on_jobs.is_empty(), "{name}: no access to jobs in plan {plan:?}");
+    assert!(
+        !on_jobs.is_empty(),
+        "{name}: no access to jobs in plan {plan:?}"
+    );
     for line in &on_jobs {
-        assert!(line.starts_with("SEARCH"), "{name} scans jobs: {line:?} (plan {plan:?})");
+        assert!(
+            line.starts_with("SEARCH"),
+            "{name} scans jobs: {line:?} (plan {plan:?})"
+        );
     }
-    assert!(plan.iter().any(|l| l.contains(index)), "{name} does not use {index}: {plan:?}");
-    assert!(!plan.iter().any(|l| l.contains("TEMP B-TREE")), "{name} sorts: {plan:?}");
+    assert!(
+        plan.iter().any(|l| l.contains(index)),
+        "{name} does not use {index}: {plan:?}"
+    );
+    assert!(
+        !plan.iter().any(|l| l.contains("TEMP B-TREE")),
+        "{name} sorts: {plan:?}"
+    );
 }
 
 #[test]
@@ -74,7 +101,12 @@ fn claim_reap_and_unique_lookups_are_index_seeks() {
     assert_index_seeks(&store, "PROMOTE_DUE", lease::PROMOTE_DUE, "jobs_scheduled");
     assert_index_seeks(&store, "REAP_RECORD", lease::REAP_RECORD, "jobs_running");
     assert_index_seeks(&store, "REAP_REQUEUE", lease::REAP_REQUEUE, "jobs_running");
-    assert_index_seeks(&store, "LIVE_JOB_BY_KEY", enqueue::LIVE_JOB_BY_KEY, "jobs_unique_key");
+    assert_index_seeks(
+        &store,
+        "LIVE_JOB_BY_KEY",
+        enqueue::LIVE_JOB_BY_KEY,
+        "jobs_unique_key",
+    );
     assert_index_seeks(&store, "COMPLETE", lease::COMPLETE, "INTEGER PRIMARY KEY");
     assert_index_seeks(&store, "HEARTBEAT", lease::HEARTBEAT, "INTEGER PRIMARY KEY");
 }
@@ -84,15 +116,23 @@ fn pragmas_are_set_on_every_pooled_connection() {
     let (_dir, store) = fresh();
     let conns: Vec<_> = (0..3).map(|_| store.connection().unwrap()).collect();
     for c in &conns {
-        let mode: String = c.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        let mode: String = c
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(mode, "wal");
         let sync: i64 = c.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
         assert_eq!(sync, 1);
-        let fk: i64 = c.query_row("PRAGMA foreign_keys", [], |r| r.get(0)).unwrap();
+        let fk: i64 = c
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(fk, 1);
-        let app: i32 = c.query_row("PRAGMA application_id", [], |r| r.get(0)).unwrap();
+        let app: i32 = c
+            .query_row("PRAGMA application_id", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(app, APPLICATION_ID);
-        let version: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        let version: i64 = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
     }
 }
@@ -100,8 +140,15 @@ fn pragmas_are_set_on_every_pooled_connection() {
 #[test]
 fn synchronous_full_is_configurable() {
     let dir = tempfile::tempdir().unwrap();
-    let store =
-        Store::open_with(dir.path().join("q.db"), StoreOptions::default().synchronous(Synchronous::Full)).unwrap();
-    let sync: i64 = store.connection().unwrap().query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
+    let store = Store::open_with(
+        dir.path().join("q.db"),
+        StoreOptions::default().synchronous(Synchronous::Full),
+    )
+    .unwrap();
+    let sync: i64 = store
+        .connection()
+        .unwrap()
+        .query_row("PRAGMA synchronous", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(sync, 2);
 }
