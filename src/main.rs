@@ -1,1 +1,7 @@
-fn main() {}
+//! The `jobd` binary: a thin shell over the library (see `src/cli/`).
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::run()
+}

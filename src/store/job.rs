@@ -533,3 +533,78 @@ impl Stats {
         self.queues.iter().find(|q| q.queue == name)
     }
 }
+
+/// A job as JSON: what `jobd enqueue` reads (one per line) and what the HTTP
+/// API takes.  Unknown fields are refused, so a typo is an error, not a
+/// silently ignored option.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    pub queue: String,
+    pub kind: String,
+    #[serde(default)]
+    pub payload: Option<serde_json::Value>,
+    #[serde(default)]
+    pub priority: Option<i64>,
+    /// Not before this time, in ms since the epoch.
+    #[serde(default)]
+    pub run_at: Option<Millis>,
+    /// Not before this many ms from now.
+    #[serde(default)]
+    pub delay_ms: Option<u64>,
+    #[serde(default)]
+    pub max_attempts: Option<i64>,
+    #[serde(default)]
+    pub backoff: Option<Backoff>,
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub unique_key: Option<String>,
+    #[serde(default)]
+    pub tenant: Option<String>,
+}
+
+impl JobSpec {
+    /// Parse one JSON object; the error says what is wrong and where.
+    pub fn from_json(text: &str) -> Result<JobSpec> {
+        serde_json::from_str(text).map_err(|e| Error::invalid("job", e.to_string()))
+    }
+
+    pub fn into_new_job(self) -> Result<NewJob> {
+        if self.run_at.is_some() && self.delay_ms.is_some() {
+            return Err(Error::invalid(
+                "run_at",
+                "give run_at or delay_ms, not both",
+            ));
+        }
+        let mut job = NewJob::new(self.queue, self.kind);
+        if let Some(p) = self.payload {
+            job = job.payload(&p);
+        }
+        if let Some(p) = self.priority {
+            job = job.priority(p);
+        }
+        if let Some(at) = self.run_at {
+            job = job.run_at(at);
+        }
+        if let Some(ms) = self.delay_ms {
+            job = job.delay(Duration::from_millis(ms));
+        }
+        if let Some(n) = self.max_attempts {
+            job = job.max_attempts(n);
+        }
+        if let Some(b) = self.backoff {
+            job = job.backoff(b);
+        }
+        if let Some(ms) = self.timeout_ms {
+            job = job.timeout(Duration::from_millis(ms));
+        }
+        if let Some(k) = self.unique_key {
+            job = job.unique_key(k);
+        }
+        if let Some(t) = self.tenant {
+            job = job.tenant(t);
+        }
+        Ok(job)
+    }
+}

@@ -54,8 +54,8 @@ use crate::error::{Error, Result};
 
 pub use job::{
     validate_name, validate_tenant, AttemptInfo, Backoff, CancelOutcome, ClaimedJob, FailOutcome,
-    Heartbeat, JobId, JobInfo, JobState, JobSummary, ListFilter, NewJob, Progress, QueueStats,
-    ReapReport, RunAt, Stats,
+    Heartbeat, JobId, JobInfo, JobSpec, JobState, JobSummary, ListFilter, NewJob, Progress,
+    QueueStats, ReapReport, RunAt, Stats,
 };
 pub use lease::CompleteBatch;
 pub use open::{ConnectionOptions, Synchronous};

@@ -1,0 +1,226 @@
+//! `jobd enqueue | show | list | cancel | retry`.
+
+use std::io::BufRead;
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::Args;
+use jobd::store::{JobSpec, JobState, ListFilter, NewJob};
+
+use super::{iso, open, open_or_create, CliResult};
+
+#[derive(Args, Debug)]
+pub struct EnqueueArgs {
+    /// Queue name (with --kind; without both, jobs are read as JSON lines from stdin).
+    #[arg(long, requires = "kind")]
+    queue: Option<String>,
+    /// Job kind.
+    #[arg(long, requires = "queue")]
+    kind: Option<String>,
+    /// Payload as JSON.
+    #[arg(long, default_value = "{}")]
+    payload: String,
+    /// Lower runs first.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    priority: i64,
+    /// Start no earlier than this many milliseconds from now.
+    #[arg(long)]
+    delay_ms: Option<u64>,
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
+    max_attempts: i64,
+    /// Stop a try after this many milliseconds.
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+    #[arg(long)]
+    unique_key: Option<String>,
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Jobs per transaction when reading stdin.
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
+}
+
+pub fn enqueue(db: &Path, args: EnqueueArgs) -> CliResult {
+    let store = open_or_create(db)?;
+    if let (Some(queue), Some(kind)) = (&args.queue, &args.kind) {
+        let mut job = NewJob::new(queue, kind)
+            .payload_json(args.payload)
+            .priority(args.priority)
+            .max_attempts(args.max_attempts);
+        if let Some(ms) = args.delay_ms {
+            job = job.delay(std::time::Duration::from_millis(ms));
+        }
+        if let Some(ms) = args.timeout_ms {
+            job = job.timeout(std::time::Duration::from_millis(ms));
+        }
+        if let Some(k) = args.unique_key {
+            job = job.unique_key(k);
+        }
+        if let Some(t) = args.tenant {
+            job = job.tenant(t);
+        }
+        println!("{}", store.enqueue(&job)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    // JSON lines: each line is one job object; each batch is one transaction.
+    let batch_size = args.batch.max(1);
+    let stdin = std::io::stdin();
+    let mut batch = Vec::with_capacity(batch_size);
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let flush = |batch: &mut Vec<NewJob>, out: &mut dyn std::io::Write| -> CliResult<()> {
+        for id in store.enqueue_many(batch)? {
+            writeln!(out, "{id}")?;
+        }
+        batch.clear();
+        Ok(())
+    };
+    for (n, line) in stdin.lock().lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let job = JobSpec::from_json(&line)
+            .and_then(JobSpec::into_new_job)
+            .map_err(|e| format!("line {}: {e}", n + 1))?;
+        batch.push(job);
+        if batch.len() >= batch_size {
+            flush(&mut batch, &mut out)?;
+        }
+    }
+    flush(&mut batch, &mut out)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args, Debug)]
+pub struct ShowArgs {
+    id: i64,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn show(db: &Path, args: ShowArgs) -> CliResult {
+    let job = open(db)?.get(args.id)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&job)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "job {}  {}  ({} on queue {})",
+        job.id, job.state, job.kind, job.queue
+    );
+    println!("  tries     {} of {}", job.attempts, job.attempt_limit);
+    if let Some(t) = &job.tenant {
+        println!("  tenant    {t}");
+    }
+    println!("  created   {}", iso(job.created_at));
+    println!("  run at    {}", iso(job.run_at));
+    if let Some(p) = job.progress.percent {
+        println!(
+            "  progress  {p:.1}% {}",
+            job.progress.stage.as_deref().unwrap_or("")
+        );
+    }
+    if let Some(w) = &job.worker {
+        println!("  worker    {w}");
+    }
+    println!("  payload   {}", job.payload);
+    if let Some(r) = &job.result {
+        println!("  result    {r}");
+    }
+    if let Some(e) = &job.last_error {
+        println!("  error     {e}");
+    }
+    for a in &job.attempt_log {
+        println!(
+            "  try {:>3}  {:<9} {} ({} ms) {}{}",
+            a.attempt,
+            a.outcome,
+            iso(a.started_at),
+            a.finished_at - a.started_at,
+            a.worker.as_deref().unwrap_or("-"),
+            a.error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    #[arg(long)]
+    queue: Option<String>,
+    /// scheduled, ready, running, succeeded, dead or cancelled.
+    #[arg(long)]
+    state: Option<String>,
+    #[arg(long)]
+    kind: Option<String>,
+    #[arg(long)]
+    tenant: Option<String>,
+    #[arg(long, default_value_t = 50)]
+    limit: i64,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn list(db: &Path, args: ListArgs) -> CliResult {
+    let filter = ListFilter {
+        queue: args.queue,
+        state: args
+            .state
+            .as_deref()
+            .map(str::parse::<JobState>)
+            .transpose()?,
+        kind: args.kind,
+        tenant: args.tenant,
+        before_id: None,
+        limit: Some(args.limit),
+    };
+    let jobs = open(db)?.list(&filter)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&jobs)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:>8}  {:<12} {:<20} {:<10} {:>5}  {:<24} error",
+        "id", "queue", "kind", "state", "tries", "created"
+    );
+    for j in jobs {
+        println!(
+            "{:>8}  {:<12} {:<20} {:<10} {:>2}/{:<2}  {:<24} {}",
+            j.id,
+            j.queue,
+            j.kind,
+            j.state,
+            j.attempts,
+            j.attempt_limit,
+            iso(j.created_at),
+            j.last_error.unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args, Debug)]
+pub struct IdArgs {
+    id: i64,
+}
+
+pub fn cancel(db: &Path, args: IdArgs) -> CliResult {
+    let outcome = open(db)?.cancel(args.id)?;
+    println!(
+        "job {}: {}",
+        args.id,
+        serde_json::to_value(outcome)?.as_str().unwrap_or("done")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn retry(db: &Path, args: IdArgs) -> CliResult {
+    open(db)?.retry(args.id)?;
+    println!("job {}: ready", args.id);
+    Ok(ExitCode::SUCCESS)
+}

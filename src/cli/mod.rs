@@ -1,0 +1,144 @@
+//! The `jobd` command line.  One file per group of commands; every command
+//! prints one clear line and exits non-zero on error, never a panic.
+
+mod demo;
+mod jobs;
+mod queues;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "jobd",
+    version,
+    about = "A durable background-job queue in one SQLite file"
+)]
+struct Cli {
+    /// The queue database.
+    #[arg(
+        long,
+        global = true,
+        env = "JOBD_DB",
+        default_value = "jobd-data/queue.db"
+    )]
+    db: PathBuf,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the demo: enqueue a mixed workload, work it off with several
+    /// workers, and print a report.
+    Demo(demo::DemoArgs),
+    /// Enqueue one job from flags, or many as JSON lines on stdin.
+    Enqueue(jobs::EnqueueArgs),
+    /// Show one job: state, progress, tries, result, error.
+    Show(jobs::ShowArgs),
+    /// List jobs, newest first.
+    List(jobs::ListArgs),
+    /// Cancel a job (a running one is asked to stop).
+    Cancel(jobs::IdArgs),
+    /// Revive a dead or cancelled job with a fresh set of tries.
+    Retry(jobs::IdArgs),
+    /// Counts per queue and state, and live workers.
+    Stats(queues::StatsArgs),
+    /// Pause, resume or purge a queue.
+    #[command(subcommand)]
+    Queue(queues::QueueCommand),
+    /// Send back jobs whose worker stopped heartbeating.
+    Reap,
+    /// Check the queue file with PRAGMA integrity_check.
+    Check,
+}
+
+/// Parse the command line, run the command, report errors as one line.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("JOBD_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("jobd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// An error for the user: one line, no backtrace.
+type CliResult<T = ExitCode> = Result<T, Box<dyn std::error::Error>>;
+
+fn dispatch(cli: Cli) -> CliResult {
+    match cli.command {
+        Command::Demo(args) => demo::run(args),
+        Command::Enqueue(args) => jobs::enqueue(&cli.db, args),
+        Command::Show(args) => jobs::show(&cli.db, args),
+        Command::List(args) => jobs::list(&cli.db, args),
+        Command::Cancel(args) => jobs::cancel(&cli.db, args),
+        Command::Retry(args) => jobs::retry(&cli.db, args),
+        Command::Stats(args) => queues::stats(&cli.db, args),
+        Command::Queue(cmd) => queues::queue(&cli.db, cmd),
+        Command::Reap => {
+            let report = open(&cli.db)?.reap()?;
+            println!(
+                "requeued {}, dead {}, cancelled {}",
+                report.requeued.len(),
+                report.dead.len(),
+                report.cancelled.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check => {
+            open(&cli.db)?.integrity_check()?;
+            println!("{}: ok", cli.db.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Open an existing queue file (commands other than `enqueue` and `demo`
+/// never create one by accident).
+fn open(db: &std::path::Path) -> CliResult<jobd::Store> {
+    if !db.exists() {
+        return Err(format!(
+            "{}: no such queue database (set --db or JOBD_DB)",
+            db.display()
+        )
+        .into());
+    }
+    Ok(jobd::Store::open(db)?)
+}
+
+/// Open the queue file, creating it and its directory when missing.
+fn open_or_create(db: &std::path::Path) -> CliResult<jobd::Store> {
+    if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    }
+    Ok(jobd::Store::open(db)?)
+}
+
+/// Milliseconds since the epoch as an ISO-8601 UTC time.
+fn iso(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| format!("{ms} ms"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn iso_formats_utc_times() {
+        assert_eq!(super::iso(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(super::iso(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+    }
+}

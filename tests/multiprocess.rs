@@ -1,0 +1,166 @@
+//! Several OS processes on one queue file: four workers claim and complete
+//! while a fifth process enqueues 20,000 jobs.  Every job must succeed exactly
+//! once, none may be lost, and no process may see SQLITE_BUSY.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+const JOBS: usize = 20_000;
+const WORKERS: usize = 4;
+
+/// `cargo test` builds the examples next to the test binaries' directory.
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(
+        path.exists(),
+        "example {name} not built at {} (run through cargo test)",
+        path.display()
+    );
+    path
+}
+
+/// Children killed if the test fails before it waits for them.
+struct Reaper(Vec<std::process::Child>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+        }
+    }
+}
+
+fn count(db: &Path, sql: &str) -> i64 {
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .query_row(sql, [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn four_workers_and_a_producer_share_one_file_without_loss_or_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("queue.db");
+    // Create the file first so every process opens an existing queue.
+    jobd::Store::open(&db).unwrap();
+
+    let mut workers = Reaper(
+        (0..WORKERS)
+            .map(|n| {
+                Command::new(example("manual_worker"))
+                    .arg(&db)
+                    .arg("mp")
+                    .arg(format!("worker-{n}"))
+                    .arg(JOBS.to_string())
+                    .env("JOBD_LOG", "warn")
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect(),
+    );
+
+    // The producer: `jobd enqueue` reading JSON lines, 50 jobs per transaction.
+    let mut producer = Command::new(env!("CARGO_BIN_EXE_jobd"))
+        .args(["--db"])
+        .arg(&db)
+        .args(["enqueue", "--batch", "50"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Feed stdin from a thread: the producer prints ids while it reads.
+    let stdin = producer.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        let mut stdin = std::io::BufWriter::new(stdin);
+        for i in 0..JOBS {
+            writeln!(
+                stdin,
+                r#"{{"queue": "mp", "kind": "echo", "payload": {{"n": {i}}}}}"#
+            )
+            .unwrap();
+        }
+    });
+    let out = producer.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    assert!(
+        out.status.success(),
+        "producer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ids: Vec<i64> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(ids.len(), JOBS);
+
+    let mut ran_total = 0;
+    let mut busy_workers = 0;
+    for (n, w) in std::mem::take(&mut workers.0).into_iter().enumerate() {
+        let out = w.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "worker {n} failed: {stderr}");
+        assert!(
+            !stderr.to_lowercase().contains("busy"),
+            "worker {n} saw busy: {stderr}"
+        );
+        let ran: usize = String::from_utf8(out.stdout)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        ran_total += ran;
+        busy_workers += usize::from(ran > 0);
+    }
+    assert_eq!(ran_total, JOBS, "jobs run by the workers");
+    assert!(
+        busy_workers >= 2,
+        "the work should be shared between processes"
+    );
+
+    assert_eq!(count(&db, "SELECT count(*) FROM jobs"), JOBS as i64);
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM jobs WHERE state = 'succeeded'"),
+        JOBS as i64
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM attempts WHERE outcome = 'succeeded'"
+        ),
+        JOBS as i64
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM attempts"),
+        JOBS as i64,
+        "no lost or failed tries"
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM (SELECT job_id FROM attempts GROUP BY job_id HAVING count(*) > 1)"),
+        0,
+        "a job ran twice"
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(DISTINCT json_extract(payload, '$.n')) FROM jobs"
+        ),
+        JOBS as i64
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM workers"),
+        0,
+        "workers deregistered"
+    );
+}
