@@ -1,0 +1,259 @@
+//! Store hot paths, each beside the raw SQLite limit on the same file system.
+//!
+//! `cargo bench --bench store` prints a Markdown table.  For each size of
+//! existing rows (default 10k and 1M; `JOBD_BENCH_SIZES=10000,1000000`), it
+//! measures jobd's enqueue, batched enqueue, claim+complete one at a time and
+//! in batches of 100 — and, on a bare table with the same indexes a leased
+//! queue needs, a one-row INSERT per transaction and a bare claim
+//! `UPDATE … RETURNING` + completing `UPDATE` per job, no jobd code.  Each
+//! figure is the median of 3 runs; jobd figures are also given as a fraction
+//! of the raw limit, which survives a noisy machine.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use jobd::store::NewJob;
+use jobd::Store;
+use rusqlite::{params, Connection};
+
+const LEASE: Duration = Duration::from_secs(60);
+const RUNS: usize = 3;
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    xs[xs.len() / 2]
+}
+
+/// Ops per second of `f`, which performs `ops` operations, median of RUNS.
+fn rate(ops: usize, mut f: impl FnMut()) -> f64 {
+    median(
+        (0..RUNS)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                ops as f64 / t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
+}
+
+fn job(i: usize) -> NewJob {
+    NewJob::new("bench", "noop").payload(&serde_json::json!({"n": i}))
+}
+
+/// A jobd file with `rows` existing jobs: 90% finished history, 10% ready
+/// (in another queue, so they are waiting work the benchmark does not drain).
+fn prefill_jobd(path: &Path, rows: usize) -> Store {
+    let store = Store::open(path).unwrap();
+    let batch: Vec<NewJob> = (0..10_000)
+        .map(|i| NewJob::new("backlog", "noop").payload(&serde_json::json!({"n": i})))
+        .collect();
+    for _ in 0..rows / batch.len() {
+        store.enqueue_many(&batch).unwrap();
+    }
+    let conn = store.connection().unwrap();
+    conn.execute(
+        "UPDATE jobs SET state = 'succeeded', finished_at = created_at, attempts = 1 WHERE id % 10 != 0",
+        [],
+    )
+    .unwrap();
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); ANALYZE;")
+        .unwrap();
+    drop(conn);
+    store
+}
+
+const RAW_SCHEMA: &str = "
+CREATE TABLE raw (id INTEGER PRIMARY KEY, queue TEXT NOT NULL, payload TEXT NOT NULL, state TEXT NOT NULL,
+                  run_at INTEGER NOT NULL, owner TEXT, token INTEGER, expires INTEGER, result TEXT);
+CREATE INDEX raw_ready ON raw (queue, run_at, id) WHERE state = 'ready';
+CREATE INDEX raw_running ON raw (expires) WHERE state = 'running';";
+
+fn raw_conn(path: &Path, rows: usize) -> Connection {
+    let c = Connection::open(path).unwrap();
+    c.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000;",
+    )
+    .unwrap();
+    c.execute_batch(RAW_SCHEMA).unwrap();
+    c.execute_batch("BEGIN").unwrap();
+    for i in 0..rows {
+        let state = if i % 10 == 0 { "ready" } else { "done" };
+        c.execute(
+            "INSERT INTO raw (queue, payload, state, run_at) VALUES ('backlog', ?1, ?2, ?3)",
+            params![format!("{{\"n\":{i}}}"), state, i as i64],
+        )
+        .unwrap();
+    }
+    c.execute_batch("COMMIT; PRAGMA wal_checkpoint(TRUNCATE); ANALYZE;")
+        .unwrap();
+    c
+}
+
+struct Row {
+    name: &'static str,
+    rows: usize,
+    rate: f64,
+    limit: Option<(&'static str, f64)>,
+}
+
+fn main() {
+    let sizes: Vec<usize> = std::env::var("JOBD_BENCH_SIZES")
+        .unwrap_or_else(|_| "10000,1000000".into())
+        .split(',')
+        .map(|s| {
+            s.trim()
+                .parse()
+                .expect("JOBD_BENCH_SIZES: comma-separated row counts")
+        })
+        .collect();
+    // Same file system as the project (not a tmpfs /tmp).
+    let base = std::env::current_dir().unwrap().join("target");
+    std::fs::create_dir_all(&base).unwrap();
+    let mut table = Vec::new();
+    for &rows in &sizes {
+        let dir = tempfile::tempdir_in(&base).unwrap();
+        eprintln!("preparing {rows} existing rows ...");
+
+        // The raw SQLite limits.
+        let raw = raw_conn(&dir.path().join("raw.db"), rows);
+        let mut n = 0i64;
+        let raw_insert = rate(20_000, || {
+            let mut stmt = raw.prepare_cached("INSERT INTO raw (queue, payload, state, run_at) VALUES ('bench', ?1, 'ready', ?2)").unwrap();
+            for _ in 0..20_000 {
+                n += 1;
+                stmt.execute(params![format!("{{\"n\":{n}}}"), n]).unwrap();
+            }
+        });
+        let raw_cycle = rate(10_000, || {
+            let mut claim = raw
+                .prepare_cached(
+                    "UPDATE raw SET state = 'running', owner = 'w', token = random(), expires = ?1
+                     WHERE id IN (SELECT id FROM raw WHERE state = 'ready' AND queue = 'bench' ORDER BY run_at, id LIMIT 1)
+                     RETURNING id, payload, token",
+                )
+                .unwrap();
+            let mut done = raw
+                .prepare_cached("UPDATE raw SET state = 'done', result = ?3, expires = NULL WHERE id = ?1 AND token = ?2 AND state = 'running'")
+                .unwrap();
+            for _ in 0..10_000 {
+                let (id, _payload, token): (i64, String, i64) = {
+                    let mut rows = claim.query([i64::MAX]).unwrap();
+                    let r = rows.next().unwrap().unwrap();
+                    let v = (r.get(0).unwrap(), r.get(1).unwrap(), r.get(2).unwrap());
+                    while rows.next().unwrap().is_some() {}
+                    v
+                };
+                assert_eq!(done.execute(params![id, token, "{}"]).unwrap(), 1);
+            }
+        });
+        drop(raw);
+
+        let store = prefill_jobd(&dir.path().join("queue.db"), rows);
+        let mut i = 0;
+        let single = rate(20_000, || {
+            for _ in 0..20_000 {
+                i += 1;
+                store.enqueue(&job(i)).unwrap();
+            }
+        });
+        let batches: Vec<NewJob> = (0..1000).map(job).collect();
+        let many100 = rate(100_000, || {
+            for _ in 0..1000 {
+                store.enqueue_many(&batches[..100]).unwrap();
+            }
+        });
+        let many1000 = rate(200_000, || {
+            for _ in 0..200 {
+                store.enqueue_many(&batches).unwrap();
+            }
+        });
+        let one_by_one = rate(10_000, || {
+            for _ in 0..10_000 {
+                let j = store
+                    .claim("w", &["bench"], 1, LEASE)
+                    .unwrap()
+                    .pop()
+                    .unwrap();
+                store.complete(j.id, j.lease_token, None).unwrap();
+            }
+        });
+        let batched = rate(100_000, || {
+            for _ in 0..1000 {
+                let jobs = store.claim("w", &["bench"], 100, LEASE).unwrap();
+                assert_eq!(jobs.len(), 100);
+                let done: Vec<_> = jobs.iter().map(|j| (j.id, j.lease_token, None)).collect();
+                assert_eq!(store.complete_many(&done).unwrap().completed, 100);
+            }
+        });
+        table.push(Row {
+            name: "raw: one-row INSERT per transaction",
+            rows,
+            rate: raw_insert,
+            limit: None,
+        });
+        table.push(Row {
+            name: "raw: claim UPDATE…RETURNING + complete UPDATE",
+            rows,
+            rate: raw_cycle,
+            limit: None,
+        });
+        table.push(Row {
+            name: "enqueue (one job per transaction)",
+            rows,
+            rate: single,
+            limit: Some(("raw insert", raw_insert)),
+        });
+        table.push(Row {
+            name: "enqueue_many, batches of 100",
+            rows,
+            rate: many100,
+            limit: Some(("raw insert", raw_insert)),
+        });
+        table.push(Row {
+            name: "enqueue_many, batches of 1000",
+            rows,
+            rate: many1000,
+            limit: Some(("raw insert", raw_insert)),
+        });
+        table.push(Row {
+            name: "claim + complete, one at a time",
+            rows,
+            rate: one_by_one,
+            limit: Some(("raw cycle", raw_cycle)),
+        });
+        table.push(Row {
+            name: "claim 100 + complete_many 100",
+            rows,
+            rate: batched,
+            limit: Some(("raw cycle", raw_cycle)),
+        });
+    }
+    println!("| operation | existing rows | jobs/s | vs raw limit |");
+    println!("|---|---:|---:|---:|");
+    for r in &table {
+        let vs = r
+            .limit
+            .map(|(what, l)| format!("{:.0}% of {what}", 100.0 * r.rate / l))
+            .unwrap_or_else(|| "—".into());
+        println!("| {} | {} | {:.0} | {} |", r.name, r.rows, r.rate, vs);
+    }
+    if sizes.len() >= 2 {
+        let (small, large) = (sizes[0], sizes[sizes.len() - 1]);
+        println!();
+        println!("Slowdown from {small} to {large} existing rows (negative: faster):");
+        for name in table.iter().filter(|r| r.rows == small).map(|r| r.name) {
+            let a = table
+                .iter()
+                .find(|r| r.name == name && r.rows == small)
+                .unwrap()
+                .rate;
+            let b = table
+                .iter()
+                .find(|r| r.name == name && r.rows == large)
+                .unwrap()
+                .rate;
+            println!("- {name}: {:+.1}%", 100.0 * (a - b) / a);
+        }
+    }
+}
