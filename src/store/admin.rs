@@ -35,7 +35,7 @@ WHERE (?1 IS NULL OR queue = ?1)
   AND (?4 IS NULL OR tenant = ?4)
   AND (?5 IS NULL OR id < ?5)
 ORDER BY id DESC
-LIMIT ?6";
+LIMIT CAST(?6 AS INTEGER)";
 
 pub(crate) const STATS_BY_STATE: &str = "
 SELECT queue, state, count(*), min(run_at), count(*) FILTER (WHERE attempts > 0)
@@ -74,7 +74,7 @@ DELETE FROM jobs WHERE id IN (
     SELECT id FROM jobs
     WHERE state IN ('succeeded', 'dead', 'cancelled') AND finished_at < ?1
       AND (?2 IS NULL OR queue = ?2)
-    LIMIT ?3)";
+    LIMIT CAST(?3 AS INTEGER))";
 
 const PURGE_BATCH_SIZE: i64 = 5_000;
 

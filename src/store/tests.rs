@@ -152,3 +152,45 @@ fn synchronous_full_is_configurable() {
         .unwrap();
     assert_eq!(sync, 2);
 }
+
+#[test]
+fn hot_statements_are_prepared_once_and_never_recompiled() {
+    use rusqlite::StatementStatus;
+    let (_dir, store) = fresh();
+    for _ in 0..20 {
+        store.enqueue(&NewJob::new("q", "k")).unwrap();
+        let job = store
+            .claim("w", &["q"], 1, Duration::from_secs(30))
+            .unwrap()
+            .remove(0);
+        store
+            .heartbeat(job.id, job.lease_token, Duration::from_secs(30))
+            .unwrap();
+        store.complete(job.id, job.lease_token, None).unwrap();
+        store.list(&ListFilter::default()).unwrap();
+        store.purge(Duration::from_secs(3600), None).unwrap();
+    }
+    // The pool hands the same idle connection back to a single thread.
+    let conn = store.connection().unwrap();
+    for (name, sql) in [
+        ("INSERT_JOB", enqueue::INSERT_JOB),
+        ("CLAIM", lease::CLAIM),
+        ("PROMOTE_DUE", lease::PROMOTE_DUE),
+        ("HEARTBEAT", lease::HEARTBEAT),
+        ("COMPLETE", lease::COMPLETE),
+        ("RECORD_ATTEMPT", lease::RECORD_ATTEMPT),
+        ("LIST_JOBS", admin::LIST_JOBS),
+        ("PURGE_BATCH", admin::PURGE_BATCH),
+    ] {
+        let stmt = conn.prepare_cached(sql).unwrap();
+        assert_eq!(
+            stmt.get_status(StatementStatus::RePrepare),
+            0,
+            "{name} is recompiled on every call"
+        );
+        assert!(
+            stmt.get_status(StatementStatus::Run) > 0,
+            "{name} did not run on this connection"
+        );
+    }
+}
