@@ -125,7 +125,7 @@ fn main() {
                 stmt.execute(params![format!("{{\"n\":{n}}}"), n]).unwrap();
             }
         });
-        let raw_cycle = rate(10_000, || {
+        let raw_cycle = rate(5_000, || {
             let mut claim = raw
                 .prepare_cached(
                     "UPDATE raw SET state = 'running', owner = 'w', token = random(), expires = ?1
@@ -136,7 +136,7 @@ fn main() {
             let mut done = raw
                 .prepare_cached("UPDATE raw SET state = 'done', result = ?3, expires = NULL WHERE id = ?1 AND token = ?2 AND state = 'running'")
                 .unwrap();
-            for _ in 0..10_000 {
+            for _ in 0..5_000 {
                 let (id, _payload, token): (i64, String, i64) = {
                     let mut rows = claim.query([i64::MAX]).unwrap();
                     let r = rows.next().unwrap().unwrap();
@@ -168,8 +168,20 @@ fn main() {
                 store.enqueue_many(&batches).unwrap();
             }
         });
-        let one_by_one = rate(10_000, || {
-            for _ in 0..10_000 {
+        // Claim on a table of the stated size: drop what the enqueue runs
+        // added, then enqueue (untimed) just the jobs the claim runs consume.
+        {
+            let conn = store.connection().unwrap();
+            conn.execute("DELETE FROM jobs WHERE queue = 'bench'", [])
+                .unwrap();
+            conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+                .unwrap();
+        }
+        for _ in 0..(RUNS * (5_000 + 20_000)) / 1000 {
+            store.enqueue_many(&batches).unwrap();
+        }
+        let one_by_one = rate(5_000, || {
+            for _ in 0..5_000 {
                 let j = store
                     .claim("w", &["bench"], 1, LEASE)
                     .unwrap()
@@ -178,8 +190,8 @@ fn main() {
                 store.complete(j.id, j.lease_token, None).unwrap();
             }
         });
-        let batched = rate(100_000, || {
-            for _ in 0..1000 {
+        let batched = rate(20_000, || {
+            for _ in 0..200 {
                 let jobs = store.claim("w", &["bench"], 100, LEASE).unwrap();
                 assert_eq!(jobs.len(), 100);
                 let done: Vec<_> = jobs.iter().map(|j| (j.id, j.lease_token, None)).collect();
