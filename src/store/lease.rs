@@ -181,9 +181,11 @@ impl Store {
         }
         let now = self.now();
         let expires = now.saturating_add(duration_ms(lease));
-        let claimed = self.write("claim", |tx| {
+        // A negative LIMIT means "no limit" to SQLite: never let a huge usize wrap.
+        let limit = limit.min(i64::MAX as usize);
+        let mut claimed = self.write("claim", |tx| {
             tx.prepare_cached(PROMOTE_DUE)?.execute([now])?;
-            let mut claimed = Vec::with_capacity(limit);
+            let mut claimed = Vec::with_capacity(limit.min(1024));
             let mut stmt = tx.prepare_cached(CLAIM)?;
             for queue in queues {
                 let want = (limit - claimed.len()) as i64;
@@ -213,7 +215,6 @@ impl Store {
             }
             Ok(claimed)
         })?;
-        let mut claimed = claimed;
         claimed.sort_by_key(|j| (j.priority, j.id));
         for job in &claimed {
             tracing::debug!(job_id = job.id, queue = %job.queue, kind = %job.kind, attempt = job.attempt, worker, "claimed");
