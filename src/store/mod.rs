@@ -35,6 +35,7 @@
 //!   transaction; `complete_many` does a batch in one transaction.
 
 mod admin;
+mod checkpoint;
 mod enqueue;
 mod job;
 mod lease;
@@ -52,6 +53,7 @@ use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use crate::clock::{Clock, Millis, SystemClock};
 use crate::error::{Error, Result};
 
+pub use checkpoint::CheckpointOptions;
 pub use job::{
     validate_name, validate_tenant, AttemptInfo, Backoff, CancelOutcome, ClaimedJob, FailOutcome,
     Heartbeat, JobId, JobInfo, JobSpec, JobState, JobSummary, ListFilter, NewJob, Progress,
@@ -72,6 +74,10 @@ pub struct StoreOptions {
     /// A worker counts as live while its last heartbeat is younger than this.
     pub worker_liveness: Duration,
     pub clock: Arc<dyn Clock>,
+    /// Checkpoint the WAL from a background thread (the default) instead of
+    /// in whichever commit crosses SQLite's threshold; see
+    /// [`CheckpointOptions`].  `None` leaves it to SQLite.
+    pub checkpoint: Option<CheckpointOptions>,
 }
 
 impl Default for StoreOptions {
@@ -82,6 +88,7 @@ impl Default for StoreOptions {
             max_payload_bytes: 1024 * 1024,
             worker_liveness: Duration::from_secs(30),
             clock: Arc::new(SystemClock),
+            checkpoint: Some(CheckpointOptions::default()),
         }
     }
 }
@@ -109,6 +116,7 @@ struct Inner {
     pool: Pool<SqliteConnectionManager>,
     path: PathBuf,
     opts: StoreOptions,
+    _checkpointer: Option<checkpoint::Checkpointer>,
 }
 
 /// Times a transaction is retried when SQLite reports busy beyond the busy
@@ -143,7 +151,21 @@ impl Store {
         schema::migrate(&mut conn, &path)?;
         drop(conn);
 
-        let conn_opts = opts.connection.clone();
+        let mut conn_opts = opts.connection.clone();
+        if let Some(ck) = &opts.checkpoint {
+            conn_opts.wal_autocheckpoint = ck.fallback_frames;
+        }
+        let checkpointer = match &opts.checkpoint {
+            Some(ck) => Some(
+                checkpoint::Checkpointer::start(path.clone(), &opts.connection, ck.clone())
+                    .map_err(|source| Error::Io {
+                        operation: "starting the checkpoint thread for",
+                        path: path.clone(),
+                        source,
+                    })?,
+            ),
+            None => None,
+        };
         let manager = SqliteConnectionManager::file(&path)
             .with_flags(OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
             .with_init(move |c| open::configure(c, &conn_opts));
@@ -155,7 +177,12 @@ impl Store {
             .build(manager)?;
         tracing::debug!(path = %path.display(), "opened queue store");
         Ok(Store {
-            inner: Arc::new(Inner { pool, path, opts }),
+            inner: Arc::new(Inner {
+                pool,
+                path,
+                opts,
+                _checkpointer: checkpointer,
+            }),
         })
     }
 

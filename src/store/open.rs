@@ -41,6 +41,10 @@ pub struct ConnectionOptions {
     pub journal_size_limit: i64,
     /// Page cache per connection, in KiB.
     pub cache_kib: i64,
+    /// SQLite's auto-checkpoint threshold in WAL frames (0: never).  With
+    /// the background checkpointer on (the default), the pool's connections
+    /// use [`CheckpointOptions::fallback_frames`](crate::store::CheckpointOptions) instead.
+    pub wal_autocheckpoint: i64,
 }
 
 impl Default for ConnectionOptions {
@@ -50,6 +54,7 @@ impl Default for ConnectionOptions {
             busy_timeout: Duration::from_secs(10),
             journal_size_limit: 64 * 1024 * 1024,
             cache_kib: 16 * 1024,
+            wal_autocheckpoint: 1000,
         }
     }
 }
@@ -171,6 +176,15 @@ pub(crate) fn configure(conn: &Connection, opts: &ConnectionOptions) -> rusqlite
         "journal_size_limit",
         &opts.journal_size_limit.to_string(),
         &limit.to_string(),
+    )?;
+    let frames: i64 =
+        conn.pragma_update_and_check(None, "wal_autocheckpoint", opts.wal_autocheckpoint, |r| {
+            r.get(0)
+        })?;
+    expect(
+        "wal_autocheckpoint",
+        &opts.wal_autocheckpoint.max(0).to_string(),
+        &frames.to_string(),
     )?;
     conn.pragma_update(None, "cache_size", -opts.cache_kib)?;
     conn.set_prepared_statement_cache_capacity(64);
