@@ -3,6 +3,9 @@
 //! * [`store`] — the durable store: jobs, attempts, progress, queues, workers
 //!   and schedules in one WAL-mode SQLite file; claiming with leases in a
 //!   single `UPDATE … RETURNING`, fenced by lease tokens.
+//! * [`worker`] — the tokio runtime that runs jobs with registered handlers:
+//!   per-queue concurrency, heartbeats, timeouts, retries, cancellation,
+//!   graceful shutdown.
 //! * [`clock`] — injectable time, so leases and backoff are tested without sleeping.
 //! * [`error`] — the one error enum.
 //! * `cli` (in the binary) — the `jobd` command line over the library.
@@ -25,6 +28,7 @@
 pub mod clock;
 pub mod error;
 pub mod store;
+pub mod worker;
 
 pub use clock::{Clock, ManualClock, Millis, SystemClock};
 pub use error::{Error, Result};

@@ -353,6 +353,7 @@ impl Store {
             }
         })?;
         tracing::info!(job_id = id, "retry");
+        self.notify_work();
         Ok(())
     }
 
@@ -375,6 +376,7 @@ impl Store {
             Ok(())
         })?;
         tracing::info!(queue, paused, "queue paused state changed");
+        self.notify_work();
         Ok(())
     }
 

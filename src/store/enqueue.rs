@@ -44,6 +44,7 @@ impl Store {
             self.write("enqueue", |tx| insert_validated(tx, job, payload, now))?
         };
         tracing::debug!(job_id = id, queue = %job.queue, kind = %job.kind, "enqueued");
+        self.notify_work();
         Ok(id)
     }
 
@@ -72,6 +73,7 @@ impl Store {
                 .collect()
         })?;
         tracing::debug!(count = jobs.len(), "enqueued batch");
+        self.notify_work();
         Ok(ids)
     }
 

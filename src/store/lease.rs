@@ -47,6 +47,18 @@ UPDATE jobs SET lease_expires_at = ?3
 WHERE id = ?1 AND lease_token = ?2 AND state = 'running'
 RETURNING cancel_requested";
 
+/// Extend many leases at once (the worker's heartbeat): ?1 is a JSON array of
+/// `[id, token]` pairs.  Returns the jobs still held, with their cancel flag.
+pub(crate) const HEARTBEAT_MANY: &str = "
+UPDATE jobs SET lease_expires_at = ?2
+FROM (SELECT value ->> 0 AS id, value ->> 1 AS token FROM json_each(?1)) AS held
+WHERE jobs.id = held.id AND jobs.lease_token = held.token AND jobs.state = 'running'
+RETURNING jobs.id, jobs.cancel_requested";
+
+/// When the next delayed job or retry falls due.
+pub(crate) const NEXT_RUN_AT: &str = "
+SELECT min(run_at) FROM jobs WHERE state = 'scheduled'";
+
 pub(crate) const COMPLETE: &str = "
 UPDATE jobs
 SET state = 'succeeded', result = ?3, finished_at = ?4, progress_percent = 100,
@@ -120,6 +132,8 @@ pub(crate) const STATEMENTS: &[(&str, &str)] = &[
     ("PROMOTE_DUE", PROMOTE_DUE),
     ("CLAIM", CLAIM),
     ("HEARTBEAT", HEARTBEAT),
+    ("HEARTBEAT_MANY", HEARTBEAT_MANY),
+    ("NEXT_RUN_AT", NEXT_RUN_AT),
     ("COMPLETE", COMPLETE),
     ("RUNNING_TRY", RUNNING_TRY),
     ("END_TRY", END_TRY),
@@ -242,6 +256,36 @@ impl Store {
         }
     }
 
+    /// Extend the leases of many running tries in one statement (a worker
+    /// process's heartbeat).  Returns, for each try still held, whether
+    /// cancellation was asked; a try missing from the answer has lost its
+    /// lease (reaped, re-claimed or finished elsewhere).
+    pub fn heartbeat_many(
+        &self,
+        held: &[(JobId, i64)],
+        lease: Duration,
+    ) -> Result<Vec<(JobId, bool)>> {
+        if held.is_empty() {
+            return Ok(Vec::new());
+        }
+        let expires = self.now().saturating_add(duration_ms(lease));
+        let held_json =
+            serde_json::to_string(held).map_err(|e| Error::invalid("held", e.to_string()))?;
+        self.write("heartbeat_many", |tx| {
+            let mut stmt = tx.prepare_cached(HEARTBEAT_MANY)?;
+            let rows =
+                stmt.query_map(params![held_json, expires], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    /// When the earliest delayed job or retry falls due, if any.
+    pub fn next_run_at(&self) -> Result<Option<crate::clock::Millis>> {
+        self.with_conn("next_run_at", |c| {
+            Ok(c.prepare_cached(NEXT_RUN_AT)?.query_row([], |r| r.get(0))?)
+        })
+    }
+
     /// The try succeeded: store `result` (JSON) and finish the job.
     pub fn complete(
         &self,
@@ -361,6 +405,9 @@ impl Store {
             Ok(result)
         })?;
         tracing::debug!(job_id = id, ?outcome, "try ended");
+        if matches!(outcome, FailOutcome::Retrying { .. }) {
+            self.notify_work();
+        }
         Ok(outcome)
     }
 
@@ -426,6 +473,9 @@ impl Store {
                 cancelled = report.cancelled.len(),
                 "reaped jobs whose lease expired"
             );
+        }
+        if !report.requeued.is_empty() {
+            self.notify_work();
         }
         Ok(report)
     }

@@ -117,6 +117,9 @@ struct Inner {
     path: PathBuf,
     opts: StoreOptions,
     _checkpointer: Option<checkpoint::Checkpointer>,
+    /// Bumped whenever this process makes new work claimable (enqueue, retry,
+    /// resume, a retry scheduled, a lease reaped); idle workers watch it.
+    work: tokio::sync::watch::Sender<u64>,
 }
 
 /// Times a transaction is retried when SQLite reports busy beyond the busy
@@ -182,8 +185,22 @@ impl Store {
                 path,
                 opts,
                 _checkpointer: checkpointer,
+                work: tokio::sync::watch::Sender::new(0),
             }),
         })
+    }
+
+    /// Wake this process's idle workers: there may be new work (or a new
+    /// earliest `run_at`).  Called by every operation that creates work; call
+    /// it yourself after enqueueing through [`Store::enqueue_in`] commits, or
+    /// after moving a [`ManualClock`](crate::ManualClock).
+    pub fn notify_work(&self) {
+        self.inner.work.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver that changes whenever [`Store::notify_work`] is called.
+    pub fn watch_work(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.work.subscribe()
     }
 
     /// The queue file's path.

@@ -1,0 +1,187 @@
+//! What a handler gets to know about its job, and can tell back.
+
+use std::sync::{Arc, OnceLock};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{JobId, Progress, Store};
+use crate::worker::JobError;
+use crate::Error;
+
+/// Why the runtime stopped a run (the first reason wins).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StopReason {
+    /// `cancel` was asked for this job.
+    CancelRequested,
+    /// The lease expired and the job went to another worker: the run's
+    /// result must be discarded.
+    LeaseLost,
+    /// The worker is shutting down and the grace period is over.
+    Shutdown,
+}
+
+/// A running try, as the runtime tracks it.
+#[derive(Debug)]
+pub(crate) struct Running {
+    pub(crate) token: i64,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) reason: OnceLock<StopReason>,
+}
+
+impl Running {
+    pub(crate) fn stop(&self, reason: StopReason) {
+        let _ = self.reason.set(reason);
+        self.cancel.cancel();
+    }
+
+    pub(crate) fn reason(&self) -> Option<StopReason> {
+        self.reason.get().copied()
+    }
+}
+
+/// Handed to every run: who the job is, a way to report progress, a
+/// cancellation signal and a tracing span carrying job id, queue, kind and
+/// attempt.  Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct JobContext {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    id: JobId,
+    queue: String,
+    kind: String,
+    attempt: i64,
+    tenant: Option<String>,
+    store: Store,
+    running: Arc<Running>,
+    span: tracing::Span,
+}
+
+impl JobContext {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        id: JobId,
+        queue: String,
+        kind: String,
+        attempt: i64,
+        tenant: Option<String>,
+        store: Store,
+        running: Arc<Running>,
+        span: tracing::Span,
+    ) -> JobContext {
+        JobContext {
+            inner: Arc::new(Inner {
+                id,
+                queue,
+                kind,
+                attempt,
+                tenant,
+                store,
+                running,
+                span,
+            }),
+        }
+    }
+
+    pub fn id(&self) -> JobId {
+        self.inner.id
+    }
+
+    pub fn queue(&self) -> &str {
+        &self.inner.queue
+    }
+
+    pub fn kind(&self) -> &str {
+        &self.inner.kind
+    }
+
+    /// This try's number, from 1.
+    pub fn attempt(&self) -> i64 {
+        self.inner.attempt
+    }
+
+    pub fn tenant(&self) -> Option<&str> {
+        self.inner.tenant.as_deref()
+    }
+
+    /// The queue store, for handlers that enqueue follow-up jobs.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The run's span (fields: job_id, queue, kind, attempt).
+    pub fn span(&self) -> &tracing::Span {
+        &self.inner.span
+    }
+
+    /// Report progress: stored on the job (readable through `get`) and
+    /// logged in the `progress` table.  Fails when the run has lost its
+    /// lease — the handler should stop.
+    pub async fn progress(
+        &self,
+        percent: impl Into<Option<f64>>,
+        stage: &str,
+        detail: Option<&str>,
+    ) -> Result<(), JobError> {
+        let progress = Progress {
+            percent: percent.into(),
+            stage: Some(stage.to_string()),
+            detail: detail.map(str::to_string),
+        };
+        let (store, id, token) = (
+            self.inner.store.clone(),
+            self.inner.id,
+            self.inner.running.token,
+        );
+        let stored = tokio::task::spawn_blocking(move || store.set_progress(id, token, &progress))
+            .await
+            .map_err(|e| JobError::retryable(format!("progress report did not run: {e}")))?;
+        match stored {
+            Ok(()) => Ok(()),
+            Err(Error::LeaseLost { .. }) => {
+                self.inner.running.stop(StopReason::LeaseLost);
+                Err(JobError::retryable(
+                    "lease lost: the job went to another worker",
+                ))
+            }
+            Err(e @ Error::InvalidInput { .. }) => Err(JobError::permanent(e)),
+            Err(e) => Err(JobError::retryable(e)),
+        }
+    }
+
+    /// True once the run should stop: cancellation was asked, the lease was
+    /// lost, or the worker is shutting down past its grace period.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.running.cancel.is_cancelled()
+    }
+
+    /// Resolves when the run should stop (see [`JobContext::is_cancelled`]).
+    /// A handler that does not listen is stopped anyway at its next `.await`
+    /// after a short grace.
+    pub async fn cancelled(&self) {
+        self.inner.running.cancel.cancelled().await
+    }
+
+    /// The cancellation signal as a token, to hand to other code.
+    pub fn cancellation(&self) -> CancellationToken {
+        self.inner.running.cancel.child_token()
+    }
+
+    /// Run CPU-heavy or blocking work on tokio's blocking pool, inside this
+    /// job's span, so it does not stall other jobs.  A panic in `f` fails the
+    /// try like a panic in the handler.
+    pub async fn blocking<T, F>(&self, f: F) -> T
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let span = self.inner.span.clone();
+        match tokio::task::spawn_blocking(move || span.in_scope(f)).await {
+            Ok(v) => v,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => panic!("blocking task of job {} did not run: {e}", self.inner.id),
+        }
+    }
+}

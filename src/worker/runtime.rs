@@ -1,0 +1,647 @@
+//! The running worker: fetch loop, runs, heartbeats, completions, reaper.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::error::{Error, Result};
+use crate::store::{ClaimedJob, JobId, Store};
+use crate::worker::context::{Running, StopReason};
+use crate::worker::handler::ErasedHandler;
+use crate::worker::{JobContext, JobError, WorkerOptions};
+
+pub(crate) struct Config {
+    pub(crate) store: Store,
+    pub(crate) handlers: HashMap<String, Arc<dyn ErasedHandler>>,
+    pub(crate) queues: Vec<(String, usize)>,
+    pub(crate) global: usize,
+    pub(crate) name: String,
+    pub(crate) opts: WorkerOptions,
+}
+
+/// What a worker did, returned when it stops.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerReport {
+    pub worker: String,
+    pub succeeded: u64,
+    /// Tries that failed (to be retried, or dead).
+    pub failed: u64,
+    pub cancelled: u64,
+    /// Runs stopped at shutdown whose jobs went back to `ready`.
+    pub released: u64,
+    /// Runs whose lease was lost: their results were discarded.
+    pub lost: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+    cancelled: AtomicU64,
+    released: AtomicU64,
+    lost: AtomicU64,
+}
+
+struct Shared {
+    store: Store,
+    name: String,
+    opts: WorkerOptions,
+    handlers: HashMap<String, Arc<dyn ErasedHandler>>,
+    in_flight: Mutex<HashMap<JobId, Arc<Running>>>,
+    slot_freed: Notify,
+    completions: mpsc::UnboundedSender<Completion>,
+    counters: Counters,
+}
+
+struct Completion {
+    id: JobId,
+    token: i64,
+    result: serde_json::Value,
+}
+
+/// How a run ended, before deciding what to store.
+enum Ended {
+    Succeeded(serde_json::Value),
+    Failed(JobError),
+    /// Dropped after being told to stop.
+    Stopped,
+}
+
+pub(crate) async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<WorkerReport> {
+    let Config {
+        store,
+        handlers,
+        queues,
+        global,
+        name,
+        opts,
+    } = config;
+    let queue_names: Vec<&str> = queues.iter().map(|(q, _)| q.as_str()).collect();
+    {
+        let (store, name) = (store.clone(), name.clone());
+        let host = super::host_name();
+        let qs: Vec<String> = queue_names.iter().map(|q| q.to_string()).collect();
+        blocking(move || {
+            let qs: Vec<&str> = qs.iter().map(String::as_str).collect();
+            store.register_worker(&name, &host, std::process::id(), &qs)
+        })
+        .await?;
+    }
+    tracing::info!(worker = %name, queues = ?queue_names, global, "worker started");
+
+    let (completions, completion_rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared {
+        store: store.clone(),
+        name: name.clone(),
+        opts: opts.clone(),
+        handlers,
+        in_flight: Mutex::new(HashMap::new()),
+        slot_freed: Notify::new(),
+        completions,
+        counters: Counters::default(),
+    });
+    let background = CancellationToken::new();
+    let completer = tokio::spawn(complete_loop(shared.clone(), completion_rx));
+    let heartbeats = tokio::spawn(heartbeat_loop(shared.clone(), background.clone()));
+    let reaper = tokio::spawn(reap_loop(shared.clone(), background.clone()));
+    let watcher = Watcher::start(&store, opts.poll_interval);
+
+    let mut runs = JoinSet::new();
+    let fetched = fetch_loop(&shared, &queues, global, &mut runs, shutdown).await;
+
+    // Shutdown: no more claims; running jobs get the grace period.
+    let in_flight = shared.in_flight.lock().unwrap().len();
+    if in_flight > 0 {
+        tracing::info!(worker = %name, in_flight, grace = ?opts.shutdown_grace, "stopping: waiting for running jobs");
+    }
+    let drained = tokio::time::timeout(opts.shutdown_grace, async {
+        while runs.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        let left: Vec<Arc<Running>> = shared.in_flight.lock().unwrap().values().cloned().collect();
+        tracing::warn!(worker = %name, left = left.len(), "grace period over: releasing unfinished jobs");
+        for r in left {
+            r.stop(StopReason::Shutdown);
+        }
+        while runs.join_next().await.is_some() {}
+    }
+    drop(watcher);
+    background.cancel();
+    let _ = heartbeats.await;
+    let _ = reaper.await;
+    // The completer ends once every sender (the runs' shared state) is gone.
+    let shared = Arc::into_inner(shared).expect("all runs have ended");
+    let Shared {
+        counters,
+        completions,
+        ..
+    } = shared;
+    drop(completions);
+    let _ = completer.await;
+    {
+        let (store, worker) = (store.clone(), name.clone());
+        if let Err(e) = blocking(move || store.deregister_worker(&worker)).await {
+            tracing::warn!(worker = %name, error = %e, "could not deregister worker");
+        }
+    }
+    let report = WorkerReport {
+        worker: name.clone(),
+        succeeded: counters.succeeded.into_inner(),
+        failed: counters.failed.into_inner(),
+        cancelled: counters.cancelled.into_inner(),
+        released: counters.released.into_inner(),
+        lost: counters.lost.into_inner(),
+    };
+    tracing::info!(worker = %name, ?report, "worker stopped");
+    fetched.map(|()| report)
+}
+
+/// Claim while there are free slots; sleep until woken or the next run_at.
+async fn fetch_loop(
+    shared: &Arc<Shared>,
+    queues: &[(String, usize)],
+    global: usize,
+    runs: &mut JoinSet<()>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
+    let global = Arc::new(Semaphore::new(global));
+    let limits: Vec<Arc<Semaphore>> = queues
+        .iter()
+        .map(|(_, c)| Arc::new(Semaphore::new(*c)))
+        .collect();
+    let mut work = shared.store.watch_work();
+    tokio::pin!(shutdown);
+    let mut failures = 0u32;
+    loop {
+        while let Some(done) = runs.try_join_next() {
+            if let Err(e) = done {
+                tracing::error!(error = %e, "a job supervisor failed");
+            }
+        }
+        work.borrow_and_update();
+        let mut claimed_any = false;
+        for ((queue, _), limit) in queues.iter().zip(&limits) {
+            let free = limit
+                .available_permits()
+                .min(global.available_permits())
+                .min(shared.opts.claim_batch);
+            if free == 0 {
+                continue;
+            }
+            let jobs = {
+                let (store, name, queue, lease) = (
+                    shared.store.clone(),
+                    shared.name.clone(),
+                    queue.clone(),
+                    shared.opts.lease,
+                );
+                blocking(move || store.claim(&name, &[&queue], free, lease)).await
+            };
+            let jobs = match jobs {
+                Ok(jobs) => {
+                    failures = 0;
+                    jobs
+                }
+                Err(e) => {
+                    // A full disk or a busy file: back off, keep serving.
+                    failures += 1;
+                    let pause = Duration::from_millis(50 * u64::from(failures.min(40)));
+                    tracing::error!(queue = %queue, error = %e, ?pause, "claim failed");
+                    tokio::time::sleep(pause).await;
+                    continue;
+                }
+            };
+            claimed_any |= !jobs.is_empty();
+            for job in jobs {
+                let permits = (
+                    limit
+                        .clone()
+                        .try_acquire_owned()
+                        .expect("free slot counted"),
+                    global
+                        .clone()
+                        .try_acquire_owned()
+                        .expect("free slot counted"),
+                );
+                let running = Arc::new(Running {
+                    token: job.lease_token,
+                    cancel: CancellationToken::new(),
+                    reason: OnceLock::new(),
+                });
+                shared
+                    .in_flight
+                    .lock()
+                    .unwrap()
+                    .insert(job.id, running.clone());
+                runs.spawn(supervise(shared.clone(), job, running, permits));
+            }
+        }
+        if claimed_any {
+            // Check for shutdown between rounds even under a steady stream.
+            if futures_now(&mut shutdown).await {
+                return Ok(());
+            }
+            continue;
+        }
+        // Idle (or full): sleep until something may have changed.
+        let wait = {
+            let store = shared.store.clone();
+            match blocking(move || store.next_run_at()).await {
+                Ok(Some(at)) => {
+                    let now = shared.store.clock().now_ms();
+                    Duration::from_millis(at.saturating_sub(now).clamp(0, 60_000) as u64)
+                }
+                _ => Duration::from_secs(60),
+            }
+        };
+        if wait.is_zero() {
+            // Due jobs exist but none was claimable (queues full or paused):
+            // wait for a slot or another change, not a busy loop.
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                _ = work.changed() => {}
+                _ = shared.slot_freed.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            continue;
+        }
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            _ = work.changed() => {}
+            _ = shared.slot_freed.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// True when `f` has already resolved (polled once, without waiting).
+async fn futures_now<F: Future<Output = ()> + Unpin>(f: &mut F) -> bool {
+    tokio::select! {
+        biased;
+        _ = f => true,
+        _ = std::future::ready(()) => false,
+    }
+}
+
+/// Run one job and store how it ended.
+async fn supervise(
+    shared: Arc<Shared>,
+    job: ClaimedJob,
+    running: Arc<Running>,
+    permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+) {
+    let span = tracing::info_span!("job", job_id = job.id, queue = %job.queue, kind = %job.kind, attempt = job.attempt);
+    async {
+        let ended = execute(&shared, &job, &running).await;
+        shared.in_flight.lock().unwrap().remove(&job.id);
+        let reason = running.reason();
+        // The slot is free as soon as the run is over; storing the outcome
+        // does not hold it.
+        drop(permits);
+        shared.slot_freed.notify_one();
+        finish(&shared, &job, reason, ended).await;
+    }
+    .instrument(span)
+    .await
+}
+
+async fn execute(shared: &Shared, job: &ClaimedJob, running: &Arc<Running>) -> Ended {
+    let Some(handler) = shared.handlers.get(&job.kind) else {
+        return Ended::Failed(JobError::permanent(format!(
+            "no handler for job kind '{}' in worker {} (it handles: {})",
+            job.kind,
+            shared.name,
+            known_kinds(shared)
+        )));
+    };
+    let ctx = JobContext::new(
+        job.id,
+        job.queue.clone(),
+        job.kind.clone(),
+        job.attempt,
+        job.tenant.clone(),
+        shared.store.clone(),
+        running.clone(),
+        tracing::Span::current(),
+    );
+    let future = match handler.start(ctx, &job.payload) {
+        Ok(f) => f,
+        Err(e) => return Ended::Failed(e),
+    };
+    tracing::debug!("run started");
+    let mut task = tokio::spawn(future.instrument(tracing::Span::current()));
+    let timeout = job.timeout.or(shared.opts.default_timeout);
+    let deadline = async {
+        match timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        res = &mut task => joined(res),
+        _ = deadline => {
+            task.abort();
+            let t = timeout.unwrap_or_default();
+            Ended::Failed(JobError::retryable(format!("timed out after {}", human(t))))
+        }
+        _ = running.cancel.cancelled() => {
+            // Told to stop: give the handler a moment to return by itself.
+            match tokio::time::timeout(shared.opts.stop_grace, &mut task).await {
+                Ok(res) => joined(res),
+                Err(_) => {
+                    task.abort();
+                    Ended::Stopped
+                }
+            }
+        }
+    }
+}
+
+fn joined(
+    res: std::result::Result<
+        std::result::Result<serde_json::Value, JobError>,
+        tokio::task::JoinError,
+    >,
+) -> Ended {
+    match res {
+        Ok(Ok(v)) => Ended::Succeeded(v),
+        Ok(Err(e)) => Ended::Failed(e),
+        Err(e) if e.is_panic() => {
+            let payload = e.into_panic();
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "(no message)".to_string());
+            Ended::Failed(JobError::retryable(format!("handler panicked: {msg}")))
+        }
+        Err(_) => Ended::Stopped,
+    }
+}
+
+fn known_kinds(shared: &Shared) -> String {
+    let mut kinds: Vec<&str> = shared.handlers.keys().map(String::as_str).collect();
+    kinds.sort_unstable();
+    if kinds.is_empty() {
+        "nothing".into()
+    } else {
+        kinds.join(", ")
+    }
+}
+
+/// Store how the run ended (or nothing, when the lease was lost).
+async fn finish(shared: &Shared, job: &ClaimedJob, reason: Option<StopReason>, ended: Ended) {
+    let c = &shared.counters;
+    let (id, token) = (job.id, job.lease_token);
+    if reason == Some(StopReason::LeaseLost) {
+        c.lost.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!("lease lost: result discarded, the job belongs to another worker now");
+        return;
+    }
+    let store = shared.store.clone();
+    let stored = match (ended, reason) {
+        (Ended::Succeeded(result), _) => {
+            c.succeeded.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("run succeeded");
+            // Batched by the completer; if it is gone (never while runs
+            // exist), complete directly.
+            if let Err(mpsc::error::SendError(done)) =
+                shared.completions.send(Completion { id, token, result })
+            {
+                blocking(move || store.complete(done.id, done.token, Some(&done.result))).await
+            } else {
+                Ok(())
+            }
+        }
+        (_, Some(StopReason::Shutdown)) => {
+            c.released.fetch_add(1, Ordering::Relaxed);
+            tracing::info!("released at shutdown");
+            blocking(move || store.release(id, token)).await
+        }
+        (ended, Some(StopReason::CancelRequested)) => {
+            c.cancelled.fetch_add(1, Ordering::Relaxed);
+            let why = match ended {
+                Ended::Failed(e) => format!("cancelled while running: {e}"),
+                _ => "cancelled while running".to_string(),
+            };
+            tracing::info!("{why}");
+            blocking(move || store.cancelled(id, token, &why)).await
+        }
+        (Ended::Failed(e), _) => {
+            c.failed.fetch_add(1, Ordering::Relaxed);
+            let retryable = e.retryable;
+            let message = e.message;
+            let outcome = blocking(move || {
+                store
+                    .fail(id, token, &message, retryable)
+                    .map(|o| (o, message))
+            })
+            .await;
+            match outcome {
+                Ok((o, message)) => {
+                    tracing::warn!(error = %message, outcome = ?o, "run failed");
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        }
+        (Ended::Stopped, None | Some(StopReason::LeaseLost)) => Ok(()),
+    };
+    match stored {
+        Ok(()) | Err(Error::LeaseLost { .. }) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "could not store the outcome; the lease will expire and the job be retried")
+        }
+    }
+}
+
+/// Commit completions in batches: whatever has queued up while the previous
+/// batch committed goes in the next one.
+async fn complete_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Completion>) {
+    let max = shared.opts.complete_batch;
+    let store = shared.store.clone();
+    drop(shared); // do not keep the channel's sender alive
+    let mut batch = Vec::with_capacity(max);
+    while rx.recv_many(&mut batch, max).await > 0 {
+        let done: Vec<_> = batch
+            .drain(..)
+            .map(|c| (c.id, c.token, Some(c.result)))
+            .collect();
+        let s = store.clone();
+        tracing::debug!(count = done.len(), "committing completions");
+        match blocking(move || s.complete_many(&done)).await {
+            Ok(b) if !b.lost.is_empty() => {
+                tracing::warn!(lost = ?b.lost, "completions discarded: leases lost")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "could not store completions; their leases will expire and the jobs be retried")
+            }
+        }
+    }
+}
+
+/// Extend every lease of this worker in one statement; notice lost leases and
+/// cancel requests.  Also refreshes the worker's own row.
+async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(shared.opts.heartbeat_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let held: Vec<(JobId, i64)> = shared
+            .in_flight
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(id, r)| (*id, r.token))
+            .collect();
+        let (store, name, lease) = (shared.store.clone(), shared.name.clone(), shared.opts.lease);
+        let beat = blocking(move || {
+            store.worker_heartbeat(&name)?;
+            store
+                .heartbeat_many(&held, lease)
+                .map(|alive| (held, alive))
+        })
+        .await;
+        let (held, alive) = match beat {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(error = %e, "heartbeat failed");
+                continue;
+            }
+        };
+        let alive: HashMap<JobId, bool> = alive.into_iter().collect();
+        let in_flight = shared.in_flight.lock().unwrap();
+        for (id, token) in held {
+            let Some(r) = in_flight.get(&id).filter(|r| r.token == token) else {
+                continue; // finished meanwhile
+            };
+            match alive.get(&id) {
+                None => {
+                    tracing::warn!(job_id = id, "lease lost; stopping the run");
+                    r.stop(StopReason::LeaseLost);
+                }
+                Some(true) => {
+                    tracing::info!(job_id = id, "cancel requested; stopping the run");
+                    r.stop(StopReason::CancelRequested);
+                }
+                Some(false) => {}
+            }
+        }
+    }
+}
+
+/// Reap expired leases now and then (with jitter, so processes spread out).
+async fn reap_loop(shared: Arc<Shared>, stop: CancellationToken) {
+    let every = shared.opts.reap_interval;
+    let mut n = 0u64;
+    loop {
+        n += 1;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let jitter = f64::from((nanos ^ n as u32) % 1000) / 1000.0;
+        let pause = every.mul_f64(0.75 + 0.5 * jitter);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+        let store = shared.store.clone();
+        if let Err(e) = blocking(move || store.reap()).await {
+            tracing::error!(error = %e, "reap failed");
+        }
+    }
+}
+
+/// Watches `PRAGMA data_version` on its own connection: when another process
+/// (or another connection of this one) commits, idle workers are woken.
+struct Watcher {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Watcher {
+    fn start(store: &Store, every: Duration) -> Watcher {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (store, stop) = (store.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("jobd-watch".into())
+                .spawn(move || {
+                    let conn = match store.connection() {
+                        Ok(c) => c,
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot watch the queue for other processes' work");
+                            return;
+                        }
+                    };
+                    let mut last: Option<i64> = None;
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::park_timeout(every);
+                        let v = conn
+                            .prepare_cached("PRAGMA data_version")
+                            .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
+                            .ok();
+                        if v.is_some() && last.is_some() && v != last {
+                            store.notify_work();
+                        }
+                        if v.is_some() {
+                            last = v;
+                        }
+                    }
+                })
+                .ok()
+        };
+        Watcher { stop, thread }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+/// Run a store call on the blocking pool.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(Error::invalid(
+            "runtime",
+            format!("blocking task did not run: {e}"),
+        )),
+    }
+}
+
+fn human(d: Duration) -> String {
+    if d.as_millis() < 1000 {
+        format!("{} ms", d.as_millis())
+    } else if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}

@@ -1,0 +1,516 @@
+//! The worker runtime in one process: handlers, progress, timeouts, panics,
+//! unknown kinds, retries with backoff (simulated clock), cancellation of a
+//! running job, lost leases, concurrency limits and graceful shutdown.
+//!
+//! Handlers here wait on short real timers or on each other; nothing depends
+//! on a timer being exact.  Leases and backoff run on a `ManualClock`.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jobd::store::{Backoff, JobState, NewJob};
+use jobd::worker::{Handler, JobContext, JobError, Worker, WorkerReport};
+use jobd::{ManualClock, Store, StoreOptions};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+const T0: i64 = 1_700_000_000_000;
+
+fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("queue.db")).unwrap();
+    (dir, store)
+}
+
+fn manual_store() -> (tempfile::TempDir, Store, ManualClock) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let store = Store::open_with(
+        dir.path().join("queue.db"),
+        StoreOptions::default().clock(clock.clone()),
+    )
+    .unwrap();
+    (dir, store, clock)
+}
+
+/// Poll `cond` until it holds (10 s at most).
+async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn state(store: &Store, id: i64) -> JobState {
+    store.get(id).unwrap().state
+}
+
+/// A worker running in the background until `stop` is cancelled.
+fn spawn(
+    builder: jobd::worker::WorkerBuilder,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<jobd::Result<WorkerReport>>,
+) {
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    let handle = tokio::spawn(builder.run(async move { s.cancelled().await }));
+    (stop, handle)
+}
+
+#[derive(serde::Deserialize)]
+struct Add {
+    a: i64,
+    b: i64,
+}
+
+#[derive(Default)]
+struct Adder;
+
+impl Handler for Adder {
+    const KIND: &'static str = "add";
+    type Payload = Add;
+    type Output = Value;
+    async fn run(&self, ctx: JobContext, p: Add) -> Result<Value, JobError> {
+        ctx.progress(50.0, "adding", Some("half way")).await?;
+        let sum = ctx.blocking(move || p.a + p.b).await;
+        Ok(json!({ "sum": sum, "attempt": ctx.attempt(), "tenant": ctx.tenant() }))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_handler_runs_jobs_and_stores_result_and_progress() {
+    let (_d, store) = store();
+    let (stop, worker) = spawn(
+        Worker::builder(store.clone())
+            .handler::<Adder>()
+            .queue("math", 2),
+    );
+    let id = store
+        .enqueue(
+            &NewJob::new("math", "add")
+                .payload(&json!({"a": 2, "b": 3}))
+                .tenant("acme"),
+        )
+        .unwrap();
+    until("job succeeded", || state(&store, id) == JobState::Succeeded).await;
+    let job = store.get(id).unwrap();
+    assert_eq!(
+        job.result,
+        Some(json!({"sum": 5, "attempt": 1, "tenant": "acme"}))
+    );
+    let logged: i64 = store
+        .connection()
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM progress WHERE job_id = ?1 AND stage = 'adding' AND percent = 50",
+            [id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(logged, 1);
+    // The worker registered itself while running.
+    assert_eq!(store.stats().unwrap().live_workers, 1);
+    stop.cancel();
+    let report = worker.await.unwrap().unwrap();
+    assert_eq!(report.succeeded, 1);
+    assert_eq!(store.stats().unwrap().live_workers, 0, "deregistered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_payload_is_dead_at_once() {
+    let (_d, store) = store();
+    let (stop, worker) = spawn(
+        Worker::builder(store.clone())
+            .handler::<Adder>()
+            .queue("math", 1),
+    );
+    let id = store
+        .enqueue(
+            &NewJob::new("math", "add")
+                .payload(&json!({"a": "two"}))
+                .max_attempts(5),
+        )
+        .unwrap();
+    until("job dead", || state(&store, id) == JobState::Dead).await;
+    let job = store.get(id).unwrap();
+    assert_eq!(job.attempts, 1, "not retried");
+    let err = job.last_error.unwrap();
+    assert!(err.contains("payload does not fit job kind 'add'"), "{err}");
+    stop.cancel();
+    worker.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_past_its_timeout_is_stopped_and_fails_its_try() {
+    let (_d, store) = store();
+    let (stop, worker) = spawn(
+        Worker::builder(store.clone())
+            .handle_fn("slow", |_ctx, _p| async {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Ok(Value::Null)
+            })
+            .queue("q", 1),
+    );
+    let id = store
+        .enqueue(
+            &NewJob::new("q", "slow")
+                .timeout(Duration::from_millis(100))
+                .max_attempts(2)
+                .backoff(Backoff::new(Duration::ZERO, Duration::ZERO)),
+        )
+        .unwrap();
+    until("job dead", || state(&store, id) == JobState::Dead).await;
+    let job = store.get(id).unwrap();
+    assert_eq!(job.attempt_log.len(), 2, "timed out, retried, timed out");
+    for a in &job.attempt_log {
+        assert_eq!(a.outcome, "failed");
+        assert_eq!(a.error.as_deref(), Some("timed out after 100 ms"));
+    }
+    stop.cancel();
+    let report = worker.await.unwrap().unwrap();
+    assert_eq!(report.failed, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_fails_its_try_and_the_worker_lives_on() {
+    let (_d, store) = store();
+    let (stop, worker) = spawn(
+        Worker::builder(store.clone())
+            .handle_fn("boom", |_ctx, p| async move {
+                if p["panic"] == json!(true) {
+                    panic!("the printer is on fire");
+                }
+                Ok(json!("fine"))
+            })
+            .queue("q", 1),
+    );
+    let bad = store
+        .enqueue(
+            &NewJob::new("q", "boom")
+                .payload(&json!({"panic": true}))
+                .max_attempts(1),
+        )
+        .unwrap();
+    until("panicking job dead", || {
+        state(&store, bad) == JobState::Dead
+    })
+    .await;
+    let good = store
+        .enqueue(&NewJob::new("q", "boom").payload(&json!({"panic": false})))
+        .unwrap();
+    until("next job succeeded", || {
+        state(&store, good) == JobState::Succeeded
+    })
+    .await;
+    let err = store.get(bad).unwrap().last_error.unwrap();
+    assert_eq!(err, "handler panicked: the printer is on fire");
+    stop.cancel();
+    worker.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_kind_goes_dead_without_retries() {
+    let (_d, store) = store();
+    let (stop, worker) = spawn(
+        Worker::builder(store.clone())
+            .handler::<Adder>()
+            .queue("q", 1),
+    );
+    let id = store
+        .enqueue(&NewJob::new("q", "make_coffee").max_attempts(10))
+        .unwrap();
+    until("job dead", || state(&store, id) == JobState::Dead).await;
+    let job = store.get(id).unwrap();
+    assert_eq!(job.attempts, 1);
+    let err = job.last_error.unwrap();
+    assert!(
+        err.contains("no handler for job kind 'make_coffee'") && err.contains("it handles: add"),
+        "{err}"
+    );
+    stop.cancel();
+    worker.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_follow_the_backoff_in_simulated_time() {
+    let (_d, store, clock) = manual_store();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let r = runs.clone();
+    let (stop, worker) = spawn(
+        Worker::builder(store.clone())
+            .handle_fn("flaky", move |ctx, _p| {
+                let r = r.clone();
+                async move {
+                    r.fetch_add(1, Ordering::SeqCst);
+                    if ctx.attempt() < 3 {
+                        Err(JobError::retryable(format!("try {} failed", ctx.attempt())))
+                    } else {
+                        Ok(json!({"took": ctx.attempt()}))
+                    }
+                }
+            })
+            .queue("q", 1),
+    );
+    let backoff = Backoff::new(Duration::from_secs(60), Duration::from_secs(3600));
+    let id = store
+        .enqueue(&NewJob::new("q", "flaky").max_attempts(3).backoff(backoff))
+        .unwrap();
+    for attempt in 1..=2 {
+        until("try failed and was scheduled", || {
+            let j = store.get(id).unwrap();
+            j.state == JobState::Scheduled && j.attempts == attempt
+        })
+        .await;
+        let due = store.get(id).unwrap().run_at;
+        assert_eq!(due - clock.now_ms(), backoff.delay_ms(id, attempt));
+        // Just before it is due, nothing runs, however long we wait.
+        clock.set(due - 1);
+        store.notify_work();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), attempt as usize);
+        // Once due, the idle worker picks it up when woken.
+        clock.set(due);
+        store.notify_work();
+    }
+    until("job succeeded", || state(&store, id) == JobState::Succeeded).await;
+    assert_eq!(runs.load(Ordering::SeqCst), 3);
+    let outcomes: Vec<String> = store
+        .get(id)
+        .unwrap()
+        .attempt_log
+        .into_iter()
+        .map(|a| a.outcome)
+        .collect();
+    assert_eq!(outcomes, ["failed", "failed", "succeeded"]);
+    stop.cancel();
+    worker.await.unwrap().unwrap();
+}
+
+use jobd::Clock;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_running_job_stops_it() {
+    let (_d, store) = store();
+    let started = Arc::new(tokio::sync::Notify::new());
+    let s = started.clone();
+    let (stop, worker) = spawn(
+        Worker::builder(store.clone())
+            // A handler that listens for cancellation ...
+            .handle_fn("polite", move |ctx, _p| {
+                let s = s.clone();
+                async move {
+                    s.notify_one();
+                    ctx.cancelled().await;
+                    Err(JobError::retryable("stopped on request"))
+                }
+            })
+            // ... and one that does not: dropped after the stop grace.
+            .handle_fn("deaf", |_ctx, _p| async {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Ok(Value::Null)
+            })
+            .queue("q", 2)
+            .lease(Duration::from_secs(2))
+            .heartbeat_interval(Duration::from_millis(20)),
+    );
+    let polite = store.enqueue(&NewJob::new("q", "polite")).unwrap();
+    let deaf = store.enqueue(&NewJob::new("q", "deaf")).unwrap();
+    started.notified().await;
+    until("deaf running", || state(&store, deaf) == JobState::Running).await;
+    store.cancel(polite).unwrap();
+    store.cancel(deaf).unwrap();
+    until("both cancelled", || {
+        state(&store, polite) == JobState::Cancelled && state(&store, deaf) == JobState::Cancelled
+    })
+    .await;
+    let p = store.get(polite).unwrap();
+    assert_eq!(p.attempt_log[0].outcome, "cancelled");
+    assert!(p
+        .last_error
+        .unwrap()
+        .contains("cancelled while running: stopped on request"));
+    stop.cancel();
+    let report = worker.await.unwrap().unwrap();
+    assert_eq!(report.cancelled, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_lease_stops_the_run_and_discards_its_result() {
+    let (_d, store, clock) = manual_store();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let r = release.clone();
+    let (stop, worker) = spawn(
+        Worker::builder(store.clone())
+            .handle_fn("slow", move |ctx, _p| {
+                let r = r.clone();
+                async move {
+                    if ctx.attempt() == 1 {
+                        r.notified().await; // never comes: the lease is lost first
+                    }
+                    Ok(json!({"attempt": ctx.attempt()}))
+                }
+            })
+            .queue("q", 1)
+            .lease(Duration::from_secs(10))
+            .heartbeat_interval(Duration::from_millis(20))
+            .reap_interval(Duration::from_secs(3600)),
+    );
+    let id = store.enqueue(&NewJob::new("q", "slow")).unwrap();
+    until("running", || state(&store, id) == JobState::Running).await;
+    // The worker "stalls" past its lease (simulated) and the job is reaped.
+    clock.advance(Duration::from_secs(11));
+    let reaped = store.reap().unwrap();
+    assert_eq!(reaped.requeued, vec![id]);
+    // The heartbeat finds the lease lost and stops the first run; the job,
+    // ready again, runs a second time and that result is kept.
+    until("succeeded on try 2", || {
+        store.get(id).unwrap().state == JobState::Succeeded
+    })
+    .await;
+    let job = store.get(id).unwrap();
+    assert_eq!(job.result, Some(json!({"attempt": 2})));
+    let outcomes: Vec<&str> = job.attempt_log.iter().map(|a| a.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["lost", "succeeded"]);
+    stop.cancel();
+    let report = worker.await.unwrap().unwrap();
+    assert_eq!(report.lost, 1);
+    assert_eq!(report.succeeded, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_limits_per_queue_and_global_are_never_exceeded() {
+    let (_d, store) = store();
+    #[derive(Default)]
+    struct Gauge {
+        now: AtomicUsize,
+        max: AtomicUsize,
+    }
+    let gauges: Arc<[Gauge; 3]> = Arc::new(Default::default()); // pdf, email, all
+    let g = gauges.clone();
+    let (stop, worker) = spawn(
+        Worker::builder(store.clone())
+            .handle_fn("work", move |ctx, _p| {
+                let g = g.clone();
+                async move {
+                    let mine = if ctx.queue() == "pdf" { 0 } else { 1 };
+                    for i in [mine, 2] {
+                        let n = g[i].now.fetch_add(1, Ordering::SeqCst) + 1;
+                        g[i].max.fetch_max(n, Ordering::SeqCst);
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    for i in [mine, 2] {
+                        g[i].now.fetch_sub(1, Ordering::SeqCst);
+                    }
+                    Ok(Value::Null)
+                }
+            })
+            .queue("pdf", 2)
+            .queue("email", 5)
+            .max_concurrency(6),
+    );
+    let jobs: Vec<NewJob> = (0..40)
+        .flat_map(|_| [NewJob::new("pdf", "work"), NewJob::new("email", "work")])
+        .collect();
+    store.enqueue_many(&jobs).unwrap();
+    until("all done", || {
+        let s = store.stats().unwrap();
+        ["pdf", "email"]
+            .iter()
+            .all(|q| s.queue(q).map(|q| q.succeeded) == Some(40))
+    })
+    .await;
+    stop.cancel();
+    worker.await.unwrap().unwrap();
+    let max: Vec<usize> = gauges
+        .iter()
+        .map(|g| g.max.load(Ordering::SeqCst))
+        .collect();
+    eprintln!(
+        "max simultaneous runs: pdf {}, email {}, all {}",
+        max[0], max[1], max[2]
+    );
+    assert!(max[0] <= 2 && max[1] <= 5 && max[2] <= 6, "{max:?}");
+    assert_eq!(max[0], 2, "the pdf limit was reached");
+    assert!(max[2] >= 5, "jobs ran side by side: {max:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_short_jobs_finish_and_releases_the_rest() {
+    let (_d, store) = store();
+    let (stop, worker) = spawn(
+        Worker::builder(store.clone())
+            .handle_fn("nap", |_ctx, p| async move {
+                let ms = p["ms"].as_u64().unwrap();
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok(json!({"slept": ms}))
+            })
+            .queue("q", 4)
+            .shutdown_grace(Duration::from_millis(300)),
+    );
+    let short = store
+        .enqueue(&NewJob::new("q", "nap").payload(&json!({"ms": 100})))
+        .unwrap();
+    let long = store
+        .enqueue(&NewJob::new("q", "nap").payload(&json!({"ms": 3_600_000})))
+        .unwrap();
+    until("both running", || {
+        state(&store, short) == JobState::Running && state(&store, long) == JobState::Running
+    })
+    .await;
+    let t = Instant::now();
+    stop.cancel();
+    let report = worker.await.unwrap().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert_eq!(state(&store, short), JobState::Succeeded);
+    let l = store.get(long).unwrap();
+    assert_eq!(l.state, JobState::Ready, "released for another worker");
+    assert_eq!(l.attempt_log[0].outcome, "released");
+    assert_eq!((report.succeeded, report.released), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enqueue_wakes_an_idle_worker_at_once() {
+    let (_d, store) = store();
+    let (stop, worker) = spawn(
+        Worker::builder(store.clone())
+            .handle_fn("noop", |_ctx, _p| async { Ok(Value::Null) })
+            .queue("q", 1)
+            // No help from polling: only the in-process wake-up can do it.
+            .poll_interval(Duration::from_secs(3600)),
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await; // idle
+    let t = Instant::now();
+    let id = store.enqueue(&NewJob::new("q", "noop")).unwrap();
+    until("done", || state(&store, id) == JobState::Succeeded).await;
+    assert!(t.elapsed() < Duration::from_secs(5));
+    stop.cancel();
+    worker.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn bad_worker_configuration_is_refused() {
+    let (_d, store) = store();
+    let err = |b: jobd::worker::WorkerBuilder| async move {
+        b.run(async {}).await.unwrap_err().to_string()
+    };
+    assert!(err(Worker::builder(store.clone()))
+        .await
+        .contains("at least one queue"));
+    assert!(err(Worker::builder(store.clone()).queue("q", 0))
+        .await
+        .contains("concurrency of at least 1"));
+    assert!(
+        err(Worker::builder(store.clone()).queue("q", 1).queue("q", 2))
+            .await
+            .contains("listed twice")
+    );
+    assert!(err(Worker::builder(store.clone())
+        .queue("q", 1)
+        .lease(Duration::from_secs(1))
+        .heartbeat_interval(Duration::from_secs(1)))
+    .await
+    .contains("at most half the lease"));
+}
