@@ -64,6 +64,24 @@ const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 /// Check the 100-byte SQLite header without opening the file through SQLite, so
 /// nothing (not even a journal) is written to a file that is not ours.
 pub(crate) fn check_header(path: &Path) -> Result<()> {
+    // A live queue can look short for a moment while another process
+    // checkpoints (page 1, with the new page count, is written before the
+    // pages that extend the file): look again before calling it truncated.
+    let mut tries = 0;
+    loop {
+        match check_header_once(path) {
+            Err(Error::Corrupt { reason, .. })
+                if reason.starts_with("truncated: the header says") && tries < 5 =>
+            {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn check_header_once(path: &Path) -> Result<()> {
     let io = |operation, source| Error::Io {
         operation,
         path: path.to_path_buf(),
@@ -134,9 +152,15 @@ pub(crate) fn check_header(path: &Path) -> Result<()> {
             "truncated: {len} bytes is not a whole number of {page_size}-byte pages"
         )));
     }
-    // The in-header page count is trustworthy when "version-valid-for" equals the change counter.
+    // The in-header page count is trustworthy when "version-valid-for" equals
+    // the change counter — and no WAL is live: while another process
+    // checkpoints, page 1 (with the new count) reaches the file before the
+    // pages that extend it, so a live queue can look short for a moment.
     let (change_counter, page_count, valid_for) = (be32(24), be32(28) as u64, be32(92));
-    if valid_for == change_counter && page_count > 0 && len < page_count * page_size {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let wal_live = std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0);
+    if !wal_live && valid_for == change_counter && page_count > 0 && len < page_count * page_size {
         return Err(corrupt(format!(
             "truncated: the header says {} bytes ({page_count} pages), the file has {len}",
             page_count * page_size
