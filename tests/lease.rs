@@ -509,10 +509,21 @@ fn complete_many_skips_lost_leases() {
         .map(|j| (j.id, j.lease_token, Some(json!(j.id))))
         .collect();
     done[1].1 ^= 1; // a token that is not the lease's
+    done.push(done[0].clone()); // the same try twice counts once
     let batch = f.store.complete_many(&done).unwrap();
     assert_eq!(batch.completed, 2);
     assert_eq!(batch.lost, vec![jobs[1].id]);
     assert_eq!(f.store.get(jobs[1].id).unwrap().state, JobState::Running);
+    for j in [&jobs[0], &jobs[2]] {
+        let got = f.store.get(j.id).unwrap();
+        assert_eq!(got.state, JobState::Succeeded);
+        assert_eq!(got.result, Some(json!(j.id)));
+        assert_eq!(got.finished_at, Some(f.clock.now_ms()));
+        let outcomes: Vec<&str> = got.attempt_log.iter().map(|a| a.outcome.as_str()).collect();
+        assert_eq!(outcomes, ["succeeded"]);
+        assert_eq!(got.attempt_log[0].worker.as_deref(), Some("w"));
+    }
+    assert_eq!(count(&f.store, "SELECT count(*) FROM attempts"), 2);
 }
 
 #[test]

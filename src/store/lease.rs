@@ -52,7 +52,7 @@ RETURNING cancel_requested";
 pub(crate) const HEARTBEAT_MANY: &str = "
 UPDATE jobs SET lease_expires_at = ?2
 FROM (SELECT value ->> 0 AS id, value ->> 1 AS token FROM json_each(?1)) AS held
-WHERE jobs.id = held.id AND jobs.lease_token = held.token AND jobs.state = 'running'
+WHERE jobs.id = held.id AND jobs.lease_token = held.token AND +jobs.state = 'running'
 RETURNING jobs.id, jobs.cancel_requested";
 
 /// When the next delayed job or retry falls due.
@@ -65,6 +65,28 @@ SET state = 'succeeded', result = ?3, finished_at = ?4, progress_percent = 100,
     lease_token = NULL, lease_expires_at = NULL
 WHERE id = ?1 AND lease_token = ?2 AND state = 'running'
 RETURNING attempts, lease_owner, started_at";
+
+/// (`+jobs.state`: never drive these joins from the `jobs_running` index —
+/// with few running jobs the planner likes it, and then scans every running
+/// job for each entry of the batch.  The rowid lookup is always right.)
+///
+/// Batched completion, set-based: ?1 is a JSON array of `[id, token,
+/// result JSON text or null]`, ?2 the time.  First the tries are recorded
+/// (only those still held), then the jobs finished; one statement each,
+/// whatever the batch size.
+pub(crate) const COMPLETE_MANY_RECORD: &str = "
+INSERT INTO attempts (job_id, attempt, worker, started_at, finished_at, outcome, error)
+SELECT jobs.id, jobs.attempts, jobs.lease_owner, jobs.started_at, ?2, 'succeeded', NULL
+FROM json_each(?1) AS done CROSS JOIN jobs ON jobs.id = done.value ->> 0
+WHERE jobs.lease_token = done.value ->> 1 AND +jobs.state = 'running'";
+
+pub(crate) const COMPLETE_MANY: &str = "
+UPDATE jobs
+SET state = 'succeeded', result = done.result, finished_at = ?2, progress_percent = 100,
+    lease_token = NULL, lease_expires_at = NULL
+FROM (SELECT value ->> 0 AS id, value ->> 1 AS token, value ->> 2 AS result FROM json_each(?1)) AS done
+WHERE jobs.id = done.id AND jobs.lease_token = done.token AND +jobs.state = 'running'
+RETURNING jobs.id";
 
 /// The running try of a job, fenced by its token.
 pub(crate) const RUNNING_TRY: &str = "
@@ -135,6 +157,8 @@ pub(crate) const STATEMENTS: &[(&str, &str)] = &[
     ("HEARTBEAT_MANY", HEARTBEAT_MANY),
     ("NEXT_RUN_AT", NEXT_RUN_AT),
     ("COMPLETE", COMPLETE),
+    ("COMPLETE_MANY_RECORD", COMPLETE_MANY_RECORD),
+    ("COMPLETE_MANY", COMPLETE_MANY),
     ("RUNNING_TRY", RUNNING_TRY),
     ("END_TRY", END_TRY),
     ("RECORD_ATTEMPT", RECORD_ATTEMPT),
@@ -308,21 +332,34 @@ impl Store {
         &self,
         done: &[(JobId, i64, Option<serde_json::Value>)],
     ) -> Result<CompleteBatch> {
-        let results: Vec<Option<String>> = done
+        // One entry per try (a repeated entry would record the try twice).
+        let mut seen = std::collections::HashSet::with_capacity(done.len());
+        let batch: Vec<(JobId, i64, Option<String>)> = done
             .iter()
-            .map(|(_, _, r)| r.as_ref().map(|v| v.to_string()))
+            .filter(|(id, token, _)| seen.insert((*id, *token)))
+            .map(|(id, token, r)| (*id, *token, r.as_ref().map(|v| v.to_string())))
             .collect();
+        if batch.is_empty() {
+            return Ok(CompleteBatch::default());
+        }
+        let batch_json =
+            serde_json::to_string(&batch).map_err(|e| Error::invalid("done", e.to_string()))?;
         let now = self.now();
-        self.write("complete_many", |tx| {
-            let mut batch = CompleteBatch::default();
-            for ((id, token, _), result) in done.iter().zip(&results) {
-                match complete_in(tx, *id, *token, result.as_deref(), now) {
-                    Ok(()) => batch.completed += 1,
-                    Err(Error::LeaseLost { job_id }) => batch.lost.push(job_id),
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok(batch)
+        let finished = self.write("complete_many", |tx| {
+            tx.prepare_cached(COMPLETE_MANY_RECORD)?
+                .execute(params![batch_json, now])?;
+            let mut stmt = tx.prepare_cached(COMPLETE_MANY)?;
+            let ids = stmt.query_map(params![batch_json, now], |r| r.get::<_, JobId>(0))?;
+            Ok(ids.collect::<rusqlite::Result<std::collections::HashSet<JobId>>>()?)
+        })?;
+        let lost: Vec<JobId> = batch
+            .iter()
+            .map(|(id, _, _)| *id)
+            .filter(|id| !finished.contains(id))
+            .collect();
+        Ok(CompleteBatch {
+            completed: finished.len(),
+            lost,
         })
     }
 
