@@ -17,6 +17,14 @@ ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('scheduled',
 DO NOTHING
 RETURNING id";
 
+/// Insert a job that has no unique key: nothing can conflict, and the id is
+/// `last_insert_rowid()` — no `RETURNING`, which costs SQLite a temporary
+/// table per row.
+pub(crate) const INSERT_PLAIN_JOB: &str = "
+INSERT INTO jobs (queue, kind, payload, state, priority, run_at, max_attempts, attempt_limit,
+                  backoff_base_ms, backoff_max_ms, timeout_ms, unique_key, tenant, created_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
+
 /// The live job holding a unique key.
 pub(crate) const LIVE_JOB_BY_KEY: &str = "
 SELECT id FROM jobs
@@ -26,6 +34,7 @@ WHERE unique_key = ?1 AND state IN ('scheduled', 'ready', 'running')";
 #[cfg(test)]
 pub(crate) const STATEMENTS: &[(&str, &str)] = &[
     ("INSERT_JOB", INSERT_JOB),
+    ("INSERT_PLAIN_JOB", INSERT_PLAIN_JOB),
     ("LIVE_JOB_BY_KEY", LIVE_JOB_BY_KEY),
 ];
 
@@ -105,26 +114,28 @@ fn insert_validated(conn: &Connection, job: &NewJob, payload: &str, now: Millis)
         RunAt::After(delay) => now.saturating_add(duration_ms(delay)),
     };
     let state = if run_at > now { "scheduled" } else { "ready" };
-    let inserted: Option<JobId> = returning_row(
-        conn,
-        INSERT_JOB,
-        params![
-            job.queue,
-            job.kind,
-            payload,
-            state,
-            job.priority,
-            run_at,
-            job.max_attempts,
-            job.backoff.base_ms,
-            job.backoff.max_ms,
-            job.timeout.map(duration_ms),
-            job.unique_key,
-            job.tenant,
-            now,
-        ],
-        |r| r.get(0),
-    )?;
+    let values = params![
+        job.queue,
+        job.kind,
+        payload,
+        state,
+        job.priority,
+        run_at,
+        job.max_attempts,
+        job.backoff.base_ms,
+        job.backoff.max_ms,
+        job.timeout.map(duration_ms),
+        job.unique_key,
+        job.tenant,
+        now,
+    ];
+    if job.unique_key.is_none() {
+        // `execute` steps the statement to the end: in autocommit mode a
+        // failed commit (a full disk) is reported, never a phantom id.
+        conn.prepare_cached(INSERT_PLAIN_JOB)?.execute(values)?;
+        return Ok(conn.last_insert_rowid());
+    }
+    let inserted: Option<JobId> = returning_row(conn, INSERT_JOB, values, |r| r.get(0))?;
     if let Some(id) = inserted {
         return Ok(id);
     }

@@ -59,12 +59,21 @@ RETURNING jobs.id, jobs.cancel_requested";
 pub(crate) const NEXT_RUN_AT: &str = "
 SELECT min(run_at) FROM jobs WHERE state = 'scheduled'";
 
+/// Record the successful try — only while the lease is still held, so no
+/// row means the lease was lost.  Then [`COMPLETE`] finishes the job.  (Two
+/// plain statements: an `UPDATE … RETURNING` would cost SQLite a temporary
+/// table per call.)
+pub(crate) const COMPLETE_RECORD: &str = "
+INSERT INTO attempts (job_id, attempt, worker, started_at, finished_at, outcome, error)
+SELECT id, attempts, lease_owner, started_at, ?3, 'succeeded', NULL
+FROM jobs
+WHERE id = ?1 AND lease_token = ?2 AND state = 'running'";
+
 pub(crate) const COMPLETE: &str = "
 UPDATE jobs
 SET state = 'succeeded', result = ?3, finished_at = ?4, progress_percent = 100,
     lease_token = NULL, lease_expires_at = NULL
-WHERE id = ?1 AND lease_token = ?2 AND state = 'running'
-RETURNING attempts, lease_owner, started_at";
+WHERE id = ?1 AND lease_token = ?2 AND state = 'running'";
 
 /// (`+jobs.state`: never drive these joins from the `jobs_running` index —
 /// with few running jobs the planner likes it, and then scans every running
@@ -156,6 +165,7 @@ pub(crate) const STATEMENTS: &[(&str, &str)] = &[
     ("HEARTBEAT", HEARTBEAT),
     ("HEARTBEAT_MANY", HEARTBEAT_MANY),
     ("NEXT_RUN_AT", NEXT_RUN_AT),
+    ("COMPLETE_RECORD", COMPLETE_RECORD),
     ("COMPLETE", COMPLETE),
     ("COMPLETE_MANY_RECORD", COMPLETE_MANY_RECORD),
     ("COMPLETE_MANY", COMPLETE_MANY),
@@ -561,20 +571,14 @@ fn complete_in(
     result: Option<&str>,
     now: Millis,
 ) -> Result<()> {
-    let row: Option<(i64, Option<String>, Millis)> =
-        returning_row(tx, COMPLETE, params![id, token, result, now], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })?;
-    let (attempt, worker, started_at) = row.ok_or(Error::LeaseLost { job_id: id })?;
-    tx.prepare_cached(RECORD_ATTEMPT)?.execute(params![
-        id,
-        attempt,
-        worker,
-        started_at,
-        now,
-        "succeeded",
-        None::<&str>
-    ])?;
+    let recorded = tx
+        .prepare_cached(COMPLETE_RECORD)?
+        .execute(params![id, token, now])?;
+    if recorded == 0 {
+        return Err(Error::LeaseLost { job_id: id });
+    }
+    tx.prepare_cached(COMPLETE)?
+        .execute(params![id, token, result, now])?;
     Ok(())
 }
 

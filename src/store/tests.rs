@@ -117,6 +117,12 @@ fn claim_reap_and_unique_lookups_are_index_seeks() {
     assert_index_seeks(&store, "COMPLETE", lease::COMPLETE, "INTEGER PRIMARY KEY");
     assert_index_seeks(
         &store,
+        "COMPLETE_RECORD",
+        lease::COMPLETE_RECORD,
+        "INTEGER PRIMARY KEY",
+    );
+    assert_index_seeks(
+        &store,
         "COMPLETE_MANY",
         lease::COMPLETE_MANY,
         "INTEGER PRIMARY KEY",
@@ -182,8 +188,11 @@ fn synchronous_full_is_configurable() {
 fn hot_statements_are_prepared_once_and_never_recompiled() {
     use rusqlite::StatementStatus;
     let (_dir, store) = fresh();
-    for _ in 0..20 {
+    for i in 0..20 {
         store.enqueue(&NewJob::new("q", "k")).unwrap();
+        store
+            .enqueue(&NewJob::new("other", "k").unique_key(format!("key-{i}")))
+            .unwrap();
         let job = store
             .claim("w", &["q"], 1, Duration::from_secs(30))
             .unwrap()
@@ -199,11 +208,12 @@ fn hot_statements_are_prepared_once_and_never_recompiled() {
     let conn = store.connection().unwrap();
     for (name, sql) in [
         ("INSERT_JOB", enqueue::INSERT_JOB),
+        ("INSERT_PLAIN_JOB", enqueue::INSERT_PLAIN_JOB),
         ("CLAIM", lease::CLAIM),
         ("PROMOTE_DUE", lease::PROMOTE_DUE),
         ("HEARTBEAT", lease::HEARTBEAT),
         ("COMPLETE", lease::COMPLETE),
-        ("RECORD_ATTEMPT", lease::RECORD_ATTEMPT),
+        ("COMPLETE_RECORD", lease::COMPLETE_RECORD),
         ("LIST_JOBS", admin::LIST_JOBS),
         ("PURGE_BATCH", admin::PURGE_BATCH),
     ] {
