@@ -1,42 +1,17 @@
 //! Real processes, real signals: worker processes (the `worker_process`
 //! example) are SIGKILLed mid-job and SIGTERMed with jobs in flight.
 
+mod common;
+use common::{count, example, Reaper};
+
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use jobd::store::NewJob;
 use jobd::{JobState, Store};
 use serde_json::json;
-
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(name);
-    assert!(
-        path.exists(),
-        "example {name} not built (run through cargo test)"
-    );
-    path
-}
-
-/// Children killed when the test ends, however it ends.
-struct Reaper(Vec<Child>);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 /// A worker process with short leases, so killed jobs come back quickly.
 fn worker(db: &Path, queues: &str, grace_ms: u64) -> Child {
@@ -58,13 +33,6 @@ fn worker(db: &Path, queues: &str, grace_ms: u64) -> Child {
 fn signal(child: &Child, sig: i32) {
     let rc = unsafe { libc::kill(child.id() as i32, sig) };
     assert_eq!(rc, 0, "kill({}, {sig})", child.id());
-}
-
-fn count(db: &Path, sql: &str) -> i64 {
-    rusqlite::Connection::open(db)
-        .unwrap()
-        .query_row(sql, [], |r| r.get(0))
-        .unwrap()
 }
 
 fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {

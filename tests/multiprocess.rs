@@ -2,48 +2,14 @@
 //! while a fifth process enqueues 20,000 jobs.  Every job must succeed exactly
 //! once, none may be lost, and no process may see SQLITE_BUSY.
 
+mod common;
+use common::{count, example, Reaper};
+
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 const JOBS: usize = 20_000;
 const WORKERS: usize = 4;
-
-/// `cargo test` builds the examples next to the test binaries' directory.
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(name);
-    assert!(
-        path.exists(),
-        "example {name} not built at {} (run through cargo test)",
-        path.display()
-    );
-    path
-}
-
-/// Children killed if the test fails before it waits for them.
-struct Reaper(Vec<std::process::Child>);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-        }
-    }
-}
-
-fn count(db: &Path, sql: &str) -> i64 {
-    rusqlite::Connection::open(db)
-        .unwrap()
-        .query_row(sql, [], |r| r.get(0))
-        .unwrap()
-}
 
 #[test]
 fn four_workers_and_a_producer_share_one_file_without_loss_or_duplicates() {

@@ -1,0 +1,43 @@
+//! Helpers shared by the tests that spawn real processes.
+
+use std::path::{Path, PathBuf};
+use std::process::Child;
+
+/// An example binary: `cargo test` builds the examples next to the test
+/// binaries' directory.
+pub fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(
+        path.exists(),
+        "example {name} not built at {} (run through cargo test)",
+        path.display()
+    );
+    path
+}
+
+/// Children killed (and waited for) when the test ends, however it ends.
+pub struct Reaper(pub Vec<Child>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A single integer from `sql`, on a fresh connection.
+pub fn count(db: &Path, sql: &str) -> i64 {
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .query_row(sql, [], |r| r.get(0))
+        .unwrap()
+}
