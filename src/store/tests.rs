@@ -63,6 +63,22 @@ fn plan(store: &Store, sql: &str) -> Vec<String> {
     rows.map(|r| r.unwrap()).collect()
 }
 
+/// 2000 jobs in the states `state_of` gives them, then `ANALYZE`: planner
+/// statistics resembling a real queue.
+fn seed_and_analyze(store: &Store, state_of: impl Fn(usize) -> &'static str) {
+    let conn = store.connection().unwrap();
+    for i in 0..2000 {
+        conn.execute(
+            "INSERT INTO jobs (queue, kind, state, run_at, max_attempts, attempt_limit, backoff_base_ms,
+                               backoff_max_ms, created_at, lease_expires_at)
+             VALUES ('q' || (?1 % 3), 'k', ?2, ?1, 3, 3, 1, 2, ?1, ?1)",
+            rusqlite::params![i as i64, state_of(i)],
+        )
+        .unwrap();
+    }
+    conn.execute_batch("ANALYZE").unwrap();
+}
+
 /// Every access to `jobs` in the plan is an index search, never a scan of the table.
 fn assert_index_seeks(store: &Store, name: &str, sql: &str, index: &str) {
     let plan = plan(store, sql);
@@ -91,19 +107,9 @@ fn assert_index_seeks(store: &Store, name: &str, sql: &str, index: &str) {
 fn claim_reap_and_unique_lookups_are_index_seeks() {
     let (_dir, store) = fresh();
     // Give the planner statistics resembling a busy queue.
-    let conn = store.connection().unwrap();
-    for i in 0..2000 {
-        let state = ["ready", "succeeded", "running", "scheduled"][i % 4];
-        conn.execute(
-            "INSERT INTO jobs (queue, kind, state, run_at, max_attempts, attempt_limit, backoff_base_ms,
-                               backoff_max_ms, created_at, lease_expires_at)
-             VALUES ('q' || (?1 % 3), 'k', ?2, ?1, 3, 3, 1, 2, ?1, ?1)",
-            rusqlite::params![i as i64, state],
-        )
-        .unwrap();
-    }
-    conn.execute_batch("ANALYZE").unwrap();
-    drop(conn);
+    seed_and_analyze(&store, |i| {
+        ["ready", "succeeded", "running", "scheduled"][i % 4]
+    });
     assert_index_seeks(&store, "CLAIM", lease::CLAIM, "jobs_ready");
     assert_index_seeks(&store, "PROMOTE_DUE", lease::PROMOTE_DUE, "jobs_scheduled");
     assert_index_seeks(&store, "REAP_RECORD", lease::REAP_RECORD, "jobs_running");
@@ -315,18 +321,7 @@ fn batched_statements_look_jobs_up_by_id_even_when_few_jobs_run() {
     let (_dir, store) = fresh();
     // Statistics of a queue with much history and nothing running: the
     // planner is tempted to drive the join from the (tiny) running index.
-    let conn = store.connection().unwrap();
-    for i in 0..2000 {
-        let state = if i % 10 == 0 { "ready" } else { "succeeded" };
-        conn.execute(
-            "INSERT INTO jobs (queue, kind, state, run_at, max_attempts, attempt_limit, backoff_base_ms, backoff_max_ms, created_at)
-             VALUES ('q', 'k', ?1, 0, 1, 1, 0, 0, 0)",
-            [state],
-        )
-        .unwrap();
-    }
-    conn.execute_batch("ANALYZE").unwrap();
-    drop(conn);
+    seed_and_analyze(&store, |i| if i % 10 == 0 { "ready" } else { "succeeded" });
     for (name, sql) in [
         ("COMPLETE_MANY", lease::COMPLETE_MANY),
         ("COMPLETE_MANY_RECORD", lease::COMPLETE_MANY_RECORD),
