@@ -13,7 +13,8 @@ pub(crate) const INSERT_JOB: &str = "
 INSERT INTO jobs (queue, kind, payload, state, priority, run_at, max_attempts, attempt_limit,
                   backoff_base_ms, backoff_max_ms, timeout_ms, unique_key, tenant, created_at)
 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
-ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('scheduled', 'ready', 'running')
+ON CONFLICT (unique_key)
+    WHERE unique_key IS NOT NULL AND (state = 'scheduled' OR state = 'ready' OR state = 'running')
 DO NOTHING
 RETURNING id";
 
@@ -28,7 +29,7 @@ VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
 /// The live job holding a unique key.
 pub(crate) const LIVE_JOB_BY_KEY: &str = "
 SELECT id FROM jobs
-WHERE unique_key = ?1 AND state IN ('scheduled', 'ready', 'running')";
+WHERE unique_key = ?1 AND (state = 'scheduled' OR state = 'ready' OR state = 'running')";
 
 /// Every named statement of this module, for the prepare-them-all test.
 #[cfg(test)]
