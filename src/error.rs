@@ -23,6 +23,14 @@ pub enum Error {
     #[error("job {job_id} not found")]
     NotFound { job_id: i64 },
 
+    /// No schedule with this name exists.
+    #[error("schedule {name:?} not found")]
+    ScheduleNotFound { name: String },
+
+    /// A schedule with this name already exists.
+    #[error("a schedule named {name:?} already exists (remove it first, or replace it)")]
+    ScheduleExists { name: String },
+
     /// The operation does not apply to a job in its current state.
     #[error("job {job_id} is {state}; cannot {operation}")]
     InvalidState {

@@ -6,6 +6,8 @@
 //! * [`worker`] — the tokio runtime that runs jobs with registered handlers:
 //!   per-queue concurrency, heartbeats, timeouts, retries, cancellation,
 //!   graceful shutdown.
+//! * [`scheduler`] — cron and interval schedules in the same file, each tick
+//!   fired exactly once however many schedulers run.
 //! * [`clock`] — injectable time, so leases and backoff are tested without sleeping.
 //! * [`error`] — the one error enum.
 //! * `cli` (in the binary) — the `jobd` command line over the library.
@@ -27,6 +29,7 @@
 
 pub mod clock;
 pub mod error;
+pub mod scheduler;
 pub mod store;
 pub mod worker;
 

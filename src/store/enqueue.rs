@@ -108,7 +108,12 @@ impl Store {
     }
 }
 
-fn insert_validated(conn: &Connection, job: &NewJob, payload: &str, now: Millis) -> Result<JobId> {
+pub(crate) fn insert_validated(
+    conn: &Connection,
+    job: &NewJob,
+    payload: &str,
+    now: Millis,
+) -> Result<JobId> {
     let run_at = match job.run_at {
         RunAt::Now => now,
         RunAt::At(at) => at,

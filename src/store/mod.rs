@@ -36,8 +36,8 @@
 
 mod admin;
 mod checkpoint;
-mod enqueue;
-mod job;
+pub(crate) mod enqueue;
+pub(crate) mod job;
 mod lease;
 mod open;
 mod schema;

@@ -12,7 +12,10 @@ use crate::error::{Error, Result};
 pub const APPLICATION_ID: i32 = 0x4A4F_4244;
 
 /// The migrations, in order; migration `i` brings the file to version `i + 1`.
-pub const MIGRATIONS: &[&str] = &[include_str!("../../schema/0001_init.sql")];
+pub const MIGRATIONS: &[&str] = &[
+    include_str!("../../schema/0001_init.sql"),
+    include_str!("../../schema/0002_scheduler.sql"),
+];
 
 /// The schema version this build writes and understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -14,6 +14,8 @@ fn all_statements() -> Vec<(&'static str, &'static str)> {
         lease::STATEMENTS,
         admin::STATEMENTS,
         checkpoint::STATEMENTS,
+        crate::scheduler::manage::STATEMENTS,
+        crate::scheduler::fire::STATEMENTS,
     ]
     .concat()
 }
@@ -29,6 +31,8 @@ fn every_named_statement_prepares_on_a_fresh_database() {
         include_str!("lease.rs"),
         include_str!("admin.rs"),
         include_str!("checkpoint.rs"),
+        include_str!("../scheduler/manage.rs"),
+        include_str!("../scheduler/fire.rs"),
     ]
     .iter()
     .flat_map(|src| src.lines())
@@ -43,7 +47,12 @@ fn every_named_statement_prepares_on_a_fresh_database() {
         conn.prepare(sql)
             .unwrap_or_else(|e| panic!("statement {name} does not prepare: {e}"));
     }
-    for view in ["job_overview", "queue_stats", "attempt_log"] {
+    for view in [
+        "job_overview",
+        "queue_stats",
+        "attempt_log",
+        "schedule_overview",
+    ] {
         conn.prepare(&format!("SELECT * FROM {view}"))
             .unwrap_or_else(|e| panic!("view {view}: {e}"));
     }
@@ -111,6 +120,11 @@ fn claim_reap_and_unique_lookups_are_index_seeks() {
         ["ready", "succeeded", "running", "scheduled"][i % 4]
     });
     assert_index_seeks(&store, "CLAIM", lease::CLAIM, "jobs_ready");
+    // The scheduler's once-a-second question.
+    assert_eq!(
+        plan(&store, crate::scheduler::fire::NEXT_DUE),
+        ["SEARCH schedules USING COVERING INDEX schedules_due"]
+    );
     assert_index_seeks(&store, "PROMOTE_DUE", lease::PROMOTE_DUE, "jobs_scheduled");
     assert_index_seeks(&store, "REAP_RECORD", lease::REAP_RECORD, "jobs_running");
     assert_index_seeks(&store, "REAP_REQUEUE", lease::REAP_REQUEUE, "jobs_running");
