@@ -4,6 +4,7 @@
 mod demo;
 mod jobs;
 mod queues;
+mod schedules;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +33,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Create the queue database and install the default schedules.
+    Init(schedules::InitArgs),
     /// Run the demo: enqueue a mixed workload, work it off with several
     /// workers, and print a report.
     Demo(demo::DemoArgs),
@@ -50,6 +53,11 @@ enum Command {
     /// Pause, resume or purge a queue.
     #[command(subcommand)]
     Queue(queues::QueueCommand),
+    /// Manage recurring jobs: add, list, show, remove, pause, resume, run-now.
+    #[command(subcommand)]
+    Schedule(schedules::ScheduleCommand),
+    /// Run the cron scheduler in the foreground until SIGINT/SIGTERM.
+    Scheduler(schedules::SchedulerArgs),
     /// Send back jobs whose worker stopped heartbeating.
     Reap,
     /// Check the queue file with PRAGMA integrity_check.
@@ -80,6 +88,9 @@ type CliResult<T = ExitCode> = Result<T, Box<dyn std::error::Error>>;
 
 fn dispatch(cli: Cli) -> CliResult {
     match cli.command {
+        Command::Init(args) => schedules::init(&cli.db, args),
+        Command::Schedule(cmd) => schedules::schedule(&cli.db, cmd),
+        Command::Scheduler(args) => schedules::run_scheduler(&cli.db, args),
         Command::Demo(args) => demo::run(args),
         Command::Enqueue(args) => jobs::enqueue(&cli.db, args),
         Command::Show(args) => jobs::show(&cli.db, args),

@@ -10,7 +10,7 @@ use rusqlite::{params, OptionalExtension, Row};
 
 use crate::clock::{duration_ms, Millis};
 use crate::error::{Error, Result};
-use crate::scheduler::schedule::{Misfire, NewSchedule, ScheduleInfo};
+use crate::scheduler::schedule::{FireRecord, Misfire, NewSchedule, ScheduleInfo};
 use crate::scheduler::when::{Timetable, When};
 use crate::store::enqueue::insert_validated;
 use crate::store::job::{validate_name, RunAt};
@@ -173,16 +173,15 @@ impl Store {
     }
 
     /// The latest `limit` fired ticks of a schedule, newest first:
-    /// `(due time, fired time, job id)`.
-    pub fn schedule_fires(
-        &self,
-        name: &str,
-        limit: usize,
-    ) -> Result<Vec<(Millis, Option<Millis>, Option<JobId>)>> {
+    pub fn schedule_fires(&self, name: &str, limit: usize) -> Result<Vec<FireRecord>> {
         self.with_conn("list schedule fires", |conn| {
             let mut stmt = conn.prepare_cached(RECENT_FIRES)?;
             let rows = stmt.query_map(params![name, limit as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                Ok(FireRecord {
+                    fire_at: r.get(0)?,
+                    fired_at: r.get(1)?,
+                    job_id: r.get(2)?,
+                })
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })

@@ -42,7 +42,7 @@ mod when;
 use std::future::Future;
 use std::time::Duration;
 
-pub use schedule::{FireReport, Fired, Misfire, NewSchedule, ScheduleInfo};
+pub use schedule::{FireRecord, FireReport, Fired, Misfire, NewSchedule, ScheduleInfo};
 pub use when::{parse_timezone, Timetable, When, MIN_INTERVAL};
 
 use crate::error::Result;

@@ -185,6 +185,17 @@ pub struct ScheduleInfo {
     pub updated_at: Millis,
 }
 
+/// A tick in a schedule's fire history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FireRecord {
+    /// When the tick was due.
+    pub fire_at: Millis,
+    /// When a scheduler fired it.
+    pub fired_at: Option<Millis>,
+    /// The job it enqueued (gone once the job is purged).
+    pub job_id: Option<i64>,
+}
+
 /// One tick fired by [`Scheduler::tick`](crate::scheduler::Scheduler::tick).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Fired {

@@ -61,7 +61,7 @@ pub use job::{
 };
 pub use lease::CompleteBatch;
 pub use open::{ConnectionOptions, Synchronous};
-pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
+pub use schema::{APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION};
 
 /// How a [`Store`] is opened.
 #[derive(Debug, Clone)]

@@ -1,4 +1,6 @@
 //! Helpers shared by the tests that spawn real processes.
+// Each test crate compiles this module and uses only some of it.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Child;
