@@ -1,5 +1,5 @@
 //! jobd embedded in an application: define a handler, enqueue a job, run the
-//! worker in the same process, print the result.
+//! worker and the scheduler in the same process, print the results.
 //!
 //! ```text
 //! cargo run --example embedded
@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use jobd::scheduler::{NewSchedule, Scheduler};
 use jobd::worker::{Handler, JobContext, JobError, Worker};
 use jobd::{JobState, NewJob, Store};
 use serde::{Deserialize, Serialize};
@@ -70,6 +71,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .run(async move { stop.cancelled().await })
     });
 
+    // A recurring job: in an app this would be "0 2 * * *"; here a short
+    // interval so the example sees it fire.
+    let scheduler = tokio::spawn({
+        let stop = stop.clone();
+        Scheduler::new(store.clone())
+            .poll_interval(Duration::from_millis(50))
+            .run(async move { stop.cancelled().await })
+    });
+    let monthly = Invoice {
+        customer: "subscription".into(),
+        lines: vec![("hosting".into(), 1, 20.0)],
+    };
+    store.add_schedule(
+        &NewSchedule::every(
+            "subscription-invoice",
+            Duration::from_millis(250),
+            "billing",
+            "make_invoice",
+        )
+        .payload(&monthly),
+    )?;
+
     let invoice = Invoice {
         customer: "ACME".into(),
         lines: vec![
@@ -87,8 +110,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
+    // Wait for two ticks of the schedule to have run.
+    let fired = loop {
+        let fires = store.schedule_fires("subscription-invoice", 10)?;
+        let done = fires
+            .iter()
+            .filter_map(|f| f.job_id)
+            .filter(|id| matches!(store.get(*id).map(|j| j.state), Ok(JobState::Succeeded)))
+            .count();
+        if done >= 2 {
+            break fires.len();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     stop.cancel();
     let report = worker.await??;
+    scheduler.await??;
 
     assert_eq!(job.state, JobState::Succeeded, "{:?}", job.last_error);
     println!(
@@ -96,6 +133,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         job.state,
         job.result.unwrap_or_default()
     );
+    println!("schedule subscription-invoice fired {fired} time(s)");
     println!("worker ran {} job(s)", report.succeeded);
     Ok(())
 }
