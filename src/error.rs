@@ -23,6 +23,17 @@ pub enum Error {
     #[error("job {job_id} not found")]
     NotFound { job_id: i64 },
 
+    /// A long operation stopped early because its job was cancelled or its
+    /// worker is shutting down; nothing half-done was kept.
+    #[error(
+        "{operation} stopped before it finished: the job was cancelled or its worker is stopping"
+    )]
+    Stopped { operation: &'static str },
+
+    /// No tenant database with this name exists.
+    #[error("tenant {tenant:?} not found")]
+    TenantNotFound { tenant: String },
+
     /// No schedule with this name exists.
     #[error("schedule {name:?} not found")]
     ScheduleNotFound { name: String },

@@ -8,6 +8,10 @@
 //!   graceful shutdown.
 //! * [`scheduler`] — cron and interval schedules in the same file, each tick
 //!   fired exactly once however many schedulers run.
+//! * [`tenants`] — the directory of tenant SQLite databases the built-in
+//!   handlers work across, and deterministic demo data for it.
+//! * [`handlers`] — the built-in jobs: tenant backups with restore,
+//!   maintenance, health checks.
 //! * [`clock`] — injectable time, so leases and backoff are tested without sleeping.
 //! * [`error`] — the one error enum.
 //! * `cli` (in the binary) — the `jobd` command line over the library.
@@ -29,8 +33,10 @@
 
 pub mod clock;
 pub mod error;
+pub mod handlers;
 pub mod scheduler;
 pub mod store;
+pub mod tenants;
 pub mod worker;
 
 pub use clock::{Clock, ManualClock, Millis, SystemClock};

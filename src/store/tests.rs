@@ -16,6 +16,7 @@ fn all_statements() -> Vec<(&'static str, &'static str)> {
         checkpoint::STATEMENTS,
         crate::scheduler::manage::STATEMENTS,
         crate::scheduler::fire::STATEMENTS,
+        crate::handlers::maintenance::STATEMENTS,
     ]
     .concat()
 }
@@ -33,6 +34,7 @@ fn every_named_statement_prepares_on_a_fresh_database() {
         include_str!("checkpoint.rs"),
         include_str!("../scheduler/manage.rs"),
         include_str!("../scheduler/fire.rs"),
+        include_str!("../handlers/maintenance.rs"),
     ]
     .iter()
     .flat_map(|src| src.lines())

@@ -1,0 +1,164 @@
+//! The built-in handlers: the jobs the platform behind jobd used to block
+//! its HTTP requests on.
+//!
+//! | kind | queue | payload | does |
+//! |---|---|---|---|
+//! | `backup_tenants` | maintenance | `{"keep": 7, "tenants": [..]?}` | zstd-compressed, verified online backup of every tenant ([`backup`]) |
+//! | `cleanup` | maintenance | `{"finished_older_than_days": 7, ...}` | purge finished jobs, optimize and truncate the queue file ([`maintenance`]) |
+//!
+//! Each handler is a plain blocking function (testable without a worker,
+//! reporting through a [`Reporter`]) wrapped in a [`Handler`](crate::worker::Handler)
+//! that runs it on the blocking pool and stores its progress.  One tenant's
+//! failure is recorded as that tenant's; the batch goes on.  Bad input
+//! (unknown tenant, invalid options) fails the job for good; I/O failures
+//! are retried.
+
+pub mod backup;
+pub mod maintenance;
+
+use std::path::{Path, PathBuf};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Error;
+use crate::tenants::TenantDir;
+use crate::worker::{JobContext, JobError};
+
+/// The data directory: `tenants/`, `artifacts/`, `backups/` (and usually the
+/// queue file, `queue.db`).
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+    tenants: TenantDir,
+}
+
+impl DataDir {
+    pub fn new(root: impl Into<PathBuf>) -> DataDir {
+        let root = root.into();
+        DataDir {
+            tenants: TenantDir::new(root.join("tenants")),
+            root,
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn tenants(&self) -> &TenantDir {
+        &self.tenants
+    }
+
+    pub fn artifacts(&self) -> PathBuf {
+        self.root.join("artifacts")
+    }
+
+    pub fn backups(&self) -> PathBuf {
+        self.root.join("backups")
+    }
+}
+
+/// Progress and cancellation for a handler's blocking work.
+#[derive(Debug, Clone)]
+pub struct Reporter {
+    tx: Option<tokio::sync::watch::Sender<Option<Report>>>,
+    cancel: CancellationToken,
+}
+
+/// One progress report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub percent: f64,
+    pub stage: String,
+    pub detail: Option<String>,
+}
+
+impl Reporter {
+    /// A reporter that reports nowhere and is never cancelled (for calling
+    /// the handlers' functions directly).
+    pub fn silent() -> Reporter {
+        Reporter {
+            tx: None,
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    pub fn report(&self, percent: f64, stage: &str, detail: Option<String>) {
+        if let Some(tx) = &self.tx {
+            tx.send_replace(Some(Report {
+                percent: percent.clamp(0.0, 100.0),
+                stage: stage.to_string(),
+                detail,
+            }));
+        }
+    }
+
+    /// True once the job should stop (cancelled, lease lost, shutdown).
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// An error to return when [`Reporter::is_cancelled`].
+    pub fn check_cancelled(&self) -> Result<(), JobError> {
+        if self.is_cancelled() {
+            Err(JobError::retryable(
+                "stopped: the job was cancelled or its worker is stopping",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Run `f` on the blocking pool, storing its progress reports on the job as
+/// they come (the latest one wins when they come faster than they are stored).
+pub async fn run_blocking<T, F>(ctx: &JobContext, f: F) -> Result<T, JobError>
+where
+    F: FnOnce(&Reporter) -> Result<T, JobError> + Send + 'static,
+    T: Send + 'static,
+{
+    let (tx, mut rx) = tokio::sync::watch::channel(None::<Report>);
+    let reporter = Reporter {
+        tx: Some(tx),
+        cancel: ctx.cancellation(),
+    };
+    let work = ctx.blocking(move || f(&reporter));
+    tokio::pin!(work);
+    let mut stored: Option<Report> = None;
+    let result = loop {
+        tokio::select! {
+            biased;
+            result = &mut work => break result,
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    break (&mut work).await; // the reporter is gone: the work is ending
+                }
+                let report = rx.borrow_and_update().clone();
+                if let Some(r) = report.as_ref().filter(|r| Some(*r) != stored.as_ref()) {
+                    ctx.progress(r.percent, &r.stage, r.detail.as_deref()).await?;
+                    stored = report;
+                }
+            }
+        }
+    };
+    // The last report, if it was not stored yet.
+    let last = rx.borrow().clone();
+    if let Some(r) = last.as_ref().filter(|r| Some(*r) != stored.as_ref()) {
+        ctx.progress(r.percent, &r.stage, r.detail.as_deref())
+            .await?;
+    }
+    result
+}
+
+/// A jobd error as a job failure: bad input is permanent, the rest retryable.
+pub(crate) fn job_error(e: Error) -> JobError {
+    match e {
+        Error::InvalidInput { .. } | Error::TenantNotFound { .. } => JobError::permanent(e),
+        other => JobError::retryable(other),
+    }
+}
+
+/// Hex of bytes.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,491 @@
+//! Tenant databases and the built-in handlers: backup/restore, cleanup,
+//! health check.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jobd::handlers::backup::{self, BackupHandler, BackupOptions, BackupStatus};
+use jobd::handlers::maintenance::{self, CleanupOptions};
+use jobd::handlers::{DataDir, Reporter};
+use jobd::store::JobState;
+use jobd::tenants::{seed, SeedOptions};
+use jobd::worker::Worker;
+use jobd::{Error, NewJob, Store};
+
+fn small(tenants: usize) -> SeedOptions {
+    SeedOptions {
+        tenants,
+        templates_per_tenant: 5,
+        scans_per_tenant: 300,
+        ..SeedOptions::default()
+    }
+}
+
+fn seeded(tenants: usize) -> (tempfile::TempDir, DataDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = DataDir::new(dir.path());
+    seed(data.tenants(), &small(tenants)).unwrap();
+    (dir, data)
+}
+
+fn rows(conn: &rusqlite::Connection, sql: &str) -> Vec<String> {
+    let mut stmt = conn.prepare(sql).unwrap();
+    stmt.query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+const SCAN_ROWS: &str = "SELECT json_array(id, template_id, scanned_at, country, device, referrer) FROM scans ORDER BY id";
+
+fn file_bytes(path: &std::path::Path) -> Vec<u8> {
+    std::fs::read(path).unwrap()
+}
+
+#[test]
+fn seeding_is_deterministic_and_tenant_names_cannot_escape() {
+    let (_a, one) = seeded(3);
+    let (_b, two) = seeded(3);
+    let list = one.tenants().list().unwrap();
+    assert_eq!(list, ["tenant-001", "tenant-002", "tenant-003"]);
+    for t in &list {
+        let a = rows(&one.tenants().open_read_only(t).unwrap(), SCAN_ROWS);
+        let b = rows(&two.tenants().open_read_only(t).unwrap(), SCAN_ROWS);
+        assert_eq!(a.len(), 300);
+        assert_eq!(a, b, "same seed, same rows");
+    }
+    let d1: String = one
+        .tenants()
+        .open_read_only("tenant-001")
+        .unwrap()
+        .query_row("SELECT value FROM tenant WHERE key = 'domain'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert!(d1.ends_with(".example"), "{d1}");
+    // Seeding again keeps what exists.
+    let again = seed(one.tenants(), &small(4)).unwrap();
+    assert_eq!(again.created, ["tenant-004"]);
+    assert_eq!(again.existing.len(), 3);
+
+    let dir = one.tenants();
+    for bad in ["..", "../queue", "a/b", "x\0y", "", ".hidden"] {
+        let err = dir.path(bad).unwrap_err();
+        assert!(matches!(err, Error::InvalidInput { .. }), "{bad:?}: {err}");
+    }
+    assert!(matches!(
+        dir.path("nobody"),
+        Err(Error::TenantNotFound { .. })
+    ));
+    // A symlink leading out of the directory is refused and not listed.
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("secret.db");
+    std::fs::write(&secret, b"not yours").unwrap();
+    std::os::unix::fs::symlink(&secret, dir.root().join("evil.db")).unwrap();
+    let err = dir.open_read_only("evil").unwrap_err();
+    assert!(err.to_string().contains("symlink leading out"), "{err}");
+    assert!(!dir.list().unwrap().contains(&"evil".to_string()));
+    // A symlink inside is fine.
+    std::os::unix::fs::symlink(
+        dir.root().join("tenant-001.db"),
+        dir.root().join("alias.db"),
+    )
+    .unwrap();
+    assert!(dir.list().unwrap().contains(&"alias".to_string()));
+}
+
+/// Acceptance 4: a backup taken while another thread keeps inserting; every
+/// archive verifies; a restore equals the source at the snapshot.
+#[test]
+fn backup_while_writing_then_restore_equals_the_snapshot() {
+    let (_dir, data) = seeded(3);
+    let tenant = "tenant-002";
+    let path = data.tenants().path(tenant).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let committed = Arc::new(AtomicI64::new(0));
+    let writer = std::thread::spawn({
+        let (stop, committed, path) = (stop.clone(), committed.clone(), path.clone());
+        move || {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.busy_timeout(Duration::from_secs(10)).unwrap();
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) {
+                conn.execute(
+                    "INSERT INTO scans (template_id, scanned_at, country, device) VALUES (1, ?1, 'DE', 'ios')",
+                    [n],
+                )
+                .unwrap();
+                n += 1;
+                committed.store(n, Ordering::SeqCst);
+            }
+            n
+        }
+    });
+    // Let the writer get going, then back up under its feet.
+    let t0 = Instant::now();
+    while committed.load(Ordering::SeqCst) < 200 {
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        std::thread::yield_now();
+    }
+    let before = committed.load(Ordering::SeqCst);
+    let manifest = backup::backup_tenants(
+        &data,
+        &BackupOptions::default(),
+        1_790_000_000_000,
+        &Reporter::silent(),
+    )
+    .unwrap();
+    let after = committed.load(Ordering::SeqCst);
+    stop.store(true, Ordering::SeqCst);
+    let written = writer.join().unwrap();
+    assert!(written > before, "the writer kept writing");
+
+    assert_eq!((manifest.ok, manifest.failed), (3, 0));
+    for line in &manifest.tenants {
+        assert_eq!(line.status, BackupStatus::Ok);
+        assert!(line.ratio > 1.0, "{line:?}");
+        assert_eq!(line.sha256.len(), 64);
+        assert!(manifest.path.join(&line.file).exists());
+    }
+    assert_eq!(backup::list_sets(&data).unwrap(), vec![manifest.set.clone()]);
+    let on_disk = backup::read_manifest(&manifest.path).unwrap();
+    assert_eq!(on_disk.tenants, manifest.tenants);
+
+    // The source now: seed rows + `written` rows.  Wipe it, then restore.
+    let source = rows(&data.tenants().open_read_only(tenant).unwrap(), SCAN_ROWS);
+    data.tenants()
+        .open_read_write(tenant)
+        .unwrap()
+        .execute("DELETE FROM scans", [])
+        .unwrap();
+    let report = backup::restore(&data, &manifest.set, tenant).unwrap();
+    assert!(report.replaced);
+    let restored = rows(&data.tenants().open_read_only(tenant).unwrap(), SCAN_ROWS);
+    // A consistent snapshot is a prefix of the source's rows: every insert
+    // committed before it, none after — and it fell inside the backup.
+    let snapshot_inserts = restored.len() as i64 - 300;
+    assert!(
+        (before..=after).contains(&snapshot_inserts),
+        "{before} <= {snapshot_inserts} <= {after}"
+    );
+    assert_eq!(restored[..], source[..restored.len()]);
+    let check: String = data
+        .tenants()
+        .open_read_only(tenant)
+        .unwrap()
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+
+    // Restoring a tenant whose file is gone puts the file back.
+    let t3 = data.tenants().path("tenant-003").unwrap();
+    let original = rows(
+        &data.tenants().open_read_only("tenant-003").unwrap(),
+        SCAN_ROWS,
+    );
+    std::fs::remove_file(&t3).unwrap();
+    assert!(
+        !backup::restore(&data, &manifest.set, "tenant-003")
+            .unwrap()
+            .replaced
+    );
+    assert_eq!(
+        rows(
+            &data.tenants().open_read_only("tenant-003").unwrap(),
+            SCAN_ROWS
+        ),
+        original
+    );
+}
+
+#[test]
+fn corrupt_or_oversized_archives_are_refused_and_change_nothing() {
+    let (_dir, data) = seeded(1);
+    let tenant = "tenant-001";
+    let manifest = backup::backup_tenants(
+        &data,
+        &BackupOptions::default(),
+        1_790_000_000_000,
+        &Reporter::silent(),
+    )
+    .unwrap();
+    let archive = manifest.path.join(&manifest.tenants[0].file);
+    let tenant_file = data.tenants().path(tenant).unwrap();
+    let tenant_before = file_bytes(&tenant_file);
+    let good = file_bytes(&archive);
+
+    let set_manifest = |sha: &str, size: u64| {
+        let mut m = backup::read_manifest(&manifest.path).unwrap();
+        m.tenants[0].sha256 = sha.to_string();
+        m.tenants[0].source_bytes = size;
+        std::fs::write(
+            manifest.path.join("manifest.json"),
+            serde_json::to_vec(&m).unwrap(),
+        )
+        .unwrap();
+    };
+    let sha = |bytes: &[u8]| {
+        use sha2::Digest;
+        sha2::Sha256::digest(bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+
+    // 1. Bytes flipped: the manifest's hash catches it.
+    let mut bad = good.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0xFF;
+    std::fs::write(&archive, &bad).unwrap();
+    let err = backup::restore(&data, &manifest.set, tenant).unwrap_err();
+    assert!(
+        matches!(err, Error::Corrupt { .. }) && err.to_string().contains("SHA-256"),
+        "{err}"
+    );
+
+    // 2. A manifest rewritten to match garbage: the decompressor catches it.
+    std::fs::write(&archive, b"this is not zstd at all").unwrap();
+    set_manifest(
+        &sha(b"this is not zstd at all"),
+        manifest.tenants[0].source_bytes,
+    );
+    let err = backup::restore(&data, &manifest.set, tenant).unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+
+    // 3. A bomb: 64 MiB of zeros in a few KiB, the manifest claiming 1 MiB.
+    let bomb = zstd::encode_all(std::io::repeat(0).take_bytes(64 << 20), 19).unwrap();
+    assert!(bomb.len() < 64 << 10);
+    std::fs::write(&archive, &bomb).unwrap();
+    set_manifest(&sha(&bomb), 1 << 20);
+    let err = backup::restore(&data, &manifest.set, tenant).unwrap_err();
+    assert!(err.to_string().contains("oversized"), "{err}");
+
+    assert_eq!(
+        file_bytes(&tenant_file),
+        tenant_before,
+        "the tenant is untouched"
+    );
+    let staging: Vec<_> = std::fs::read_dir(data.tenants().root().join(".staging"))
+        .unwrap()
+        .collect();
+    assert!(staging.is_empty(), "no partial restore left behind");
+
+    // Bad names.
+    for (set, t) in [
+        ("../x", tenant),
+        (manifest.set.as_str(), "../x"),
+        ("20991231T000000Z", tenant),
+    ] {
+        assert!(backup::restore(&data, set, t).is_err());
+    }
+}
+
+trait TakeBytes: std::io::Read + Sized {
+    fn take_bytes(self, n: u64) -> std::io::Take<Self> {
+        std::io::Read::take(self, n)
+    }
+}
+impl<R: std::io::Read> TakeBytes for R {}
+
+#[test]
+fn a_failing_tenant_is_its_own_failure_and_retention_keeps_the_newest() {
+    let (_dir, data) = seeded(2);
+    std::fs::write(data.tenants().root().join("broken.db"), vec![0x5Au8; 8192]).unwrap();
+    let opts = BackupOptions {
+        keep: 2,
+        tenants: None,
+    };
+    let mut sets = Vec::new();
+    for i in 0..4 {
+        let m = backup::backup_tenants(
+            &data,
+            &opts,
+            1_790_000_000_000 + i * 3_600_000,
+            &Reporter::silent(),
+        )
+        .unwrap();
+        assert_eq!((m.ok, m.failed), (2, 1));
+        let broken = m.tenants.iter().find(|l| l.tenant == "broken").unwrap();
+        assert_eq!(broken.status, BackupStatus::Failed);
+        assert!(
+            broken.error.as_deref().unwrap().contains("not"),
+            "{broken:?}"
+        );
+        assert!(!m.path.join("broken.db.zst").exists());
+        sets.push(m.set);
+    }
+    assert_eq!(backup::list_sets(&data).unwrap(), sets[2..]);
+    // Two sets in the same second get distinct names.
+    let a = backup::backup_tenants(&data, &opts, 1_800_000_000_000, &Reporter::silent()).unwrap();
+    let b = backup::backup_tenants(&data, &opts, 1_800_000_000_000, &Reporter::silent()).unwrap();
+    assert_ne!(a.set, b.set);
+    assert_eq!(backup::list_sets(&data).unwrap(), [a.set, b.set]);
+
+    // Bad input: nothing written.
+    let count = backup::list_sets(&data).unwrap();
+    for (opts, wanted) in [
+        (
+            BackupOptions {
+                keep: 0,
+                tenants: None,
+            },
+            "keep",
+        ),
+        (
+            BackupOptions {
+                keep: 1,
+                tenants: Some(vec!["../etc".into()]),
+            },
+            "tenant",
+        ),
+        (
+            BackupOptions {
+                keep: 1,
+                tenants: Some(vec!["nobody".into()]),
+            },
+            "not found",
+        ),
+    ] {
+        let err = backup::backup_tenants(&data, &opts, 1_900_000_000_000, &Reporter::silent())
+            .unwrap_err();
+        assert!(err.to_string().contains(wanted), "{err}");
+    }
+    assert_eq!(backup::list_sets(&data).unwrap(), count);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backup_job_runs_on_a_worker_with_progress() {
+    let (dir, data) = seeded(3);
+    let store = Store::open(dir.path().join("queue.db")).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let worker = tokio::spawn({
+        let stop = stop.clone();
+        Worker::builder(store.clone())
+            .register(BackupHandler::new(data.clone()))
+            .queue("maintenance", 1)
+            .run(async move { stop.cancelled().await })
+    });
+    let ok = store
+        .enqueue(
+            &NewJob::new("maintenance", "backup_tenants").payload(&serde_json::json!({"keep": 3})),
+        )
+        .unwrap();
+    let bad = store
+        .enqueue(
+            &NewJob::new("maintenance", "backup_tenants")
+                .payload(&serde_json::json!({"tenants": ["tenant-404"]})),
+        )
+        .unwrap();
+    let typo = store
+        .enqueue(
+            &NewJob::new("maintenance", "backup_tenants").payload(&serde_json::json!({"kepe": 3})),
+        )
+        .unwrap();
+    let t0 = Instant::now();
+    while [ok, bad, typo]
+        .iter()
+        .any(|id| !store.get(*id).unwrap().state.is_finished())
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "jobs did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.cancel();
+    worker.await.unwrap().unwrap();
+
+    let job = store.get(ok).unwrap();
+    assert_eq!(job.state, JobState::Succeeded, "{:?}", job.last_error);
+    let result = job.result.unwrap();
+    assert_eq!(result["ok"], 3);
+    assert_eq!(job.progress.percent, Some(100.0));
+    let reports: i64 = store
+        .connection()
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM progress WHERE job_id = ?1",
+            [ok],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(reports >= 2, "progress was reported ({reports})");
+    // Unknown tenant and a malformed payload: dead at once, saying why.
+    for (id, wanted) in [(bad, "tenant \"tenant-404\" not found"), (typo, "kepe")] {
+        let job = store.get(id).unwrap();
+        assert_eq!(job.state, JobState::Dead);
+        assert_eq!(job.attempts, 1, "not retried");
+        assert!(
+            job.last_error.as_deref().unwrap().contains(wanted),
+            "{:?}",
+            job.last_error
+        );
+    }
+}
+
+#[test]
+fn cleanup_purges_past_retention_and_tends_tenants() {
+    let (dir, data) = seeded(2);
+    let clock = jobd::ManualClock::new(1_790_000_000_000);
+    let store = Store::open_with(
+        dir.path().join("queue.db"),
+        jobd::StoreOptions::default().clock(clock.clone()),
+    )
+    .unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(store.enqueue(&NewJob::new("q", "k")).unwrap());
+    }
+    for job in store
+        .claim("w", &["q"], 2, Duration::from_secs(60))
+        .unwrap()
+    {
+        store
+            .set_progress(
+                job.id,
+                job.lease_token,
+                &jobd::Progress {
+                    percent: Some(50.0),
+                    stage: Some("half".into()),
+                    detail: None,
+                },
+            )
+            .unwrap();
+        store.complete(job.id, job.lease_token, None).unwrap();
+    }
+    clock.advance(Duration::from_secs(8 * 86_400));
+    let report = maintenance::cleanup(
+        &store,
+        Some(&data),
+        &CleanupOptions {
+            analyze_tenants: true,
+            ..CleanupOptions::default()
+        },
+        &Reporter::silent(),
+    )
+    .unwrap();
+    assert_eq!(report.purged_jobs, 2);
+    assert_eq!(report.tenants_done, 2);
+    assert!(report.tenants_failed.is_empty());
+    assert!(matches!(store.get(ids[0]), Err(Error::NotFound { .. })));
+    assert_eq!(
+        store.get(ids[2]).unwrap().state,
+        JobState::Ready,
+        "unfinished jobs stay"
+    );
+    let stats: i64 = data
+        .tenants()
+        .open_read_only("tenant-001")
+        .unwrap()
+        .query_row("SELECT count(*) FROM sqlite_stat1", [], |r| r.get(0))
+        .unwrap();
+    assert!(stats > 0, "tenants analyzed");
+
+    let health = maintenance::health_check(&store, Some(&data), &Reporter::silent()).unwrap();
+    assert!(health.queue_ok && health.unhealthy_tenants.is_empty() && health.tenants == 2);
+    std::fs::write(data.tenants().root().join("broken.db"), vec![7u8; 4096]).unwrap();
+    let health = maintenance::health_check(&store, Some(&data), &Reporter::silent()).unwrap();
+    assert_eq!(health.unhealthy_tenants.len(), 1);
+    assert_eq!(health.unhealthy_tenants[0].0, "broken");
+}
