@@ -148,7 +148,10 @@ fn backup_while_writing_then_restore_equals_the_snapshot() {
         assert_eq!(line.sha256.len(), 64);
         assert!(manifest.path.join(&line.file).exists());
     }
-    assert_eq!(backup::list_sets(&data).unwrap(), vec![manifest.set.clone()]);
+    assert_eq!(
+        backup::list_sets(&data).unwrap(),
+        vec![manifest.set.clone()]
+    );
     let on_disk = backup::read_manifest(&manifest.path).unwrap();
     assert_eq!(on_disk.tenants, manifest.tenants);
 

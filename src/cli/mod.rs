@@ -5,6 +5,7 @@ mod demo;
 mod jobs;
 mod queues;
 mod schedules;
+mod tenants;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,6 +27,15 @@ struct Cli {
         default_value = "jobd-data/queue.db"
     )]
     db: PathBuf,
+
+    /// The data directory: tenants/, artifacts/, backups/.
+    #[arg(
+        long,
+        global = true,
+        env = "JOBD_DATA_DIR",
+        default_value = "jobd-data"
+    )]
+    data_dir: PathBuf,
 
     #[command(subcommand)]
     command: Command,
@@ -58,6 +68,12 @@ enum Command {
     Schedule(schedules::ScheduleCommand),
     /// Run the cron scheduler in the foreground until SIGINT/SIGTERM.
     Scheduler(schedules::SchedulerArgs),
+    /// Tenant databases: seed demo data, list.
+    #[command(subcommand)]
+    Tenants(tenants::TenantsCommand),
+    /// Tenant backups: run one now, list sets, restore a tenant.
+    #[command(subcommand)]
+    Backup(tenants::BackupCommand),
     /// Send back jobs whose worker stopped heartbeating.
     Reap,
     /// Check the queue file with PRAGMA integrity_check.
@@ -91,6 +107,8 @@ fn dispatch(cli: Cli) -> CliResult {
         Command::Init(args) => schedules::init(&cli.db, args),
         Command::Schedule(cmd) => schedules::schedule(&cli.db, cmd),
         Command::Scheduler(args) => schedules::run_scheduler(&cli.db, args),
+        Command::Tenants(cmd) => tenants::tenants(&cli.data_dir, cmd),
+        Command::Backup(cmd) => tenants::backup(&cli.data_dir, cmd),
         Command::Demo(args) => demo::run(args),
         Command::Enqueue(args) => jobs::enqueue(&cli.db, args),
         Command::Show(args) => jobs::show(&cli.db, args),

@@ -1,0 +1,149 @@
+//! `jobd tenants seed | list` and `jobd backup run | list | restore`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use jobd::handlers::backup::{self, BackupOptions, BackupStatus};
+use jobd::handlers::{DataDir, Reporter};
+use jobd::tenants::{seed, SeedOptions};
+
+use super::{iso, CliResult};
+
+#[derive(Subcommand, Debug)]
+pub enum TenantsCommand {
+    /// Create demo tenant databases (deterministic; existing ones are kept).
+    Seed {
+        #[arg(long, default_value_t = 101)]
+        count: usize,
+        /// Scans per tenant.
+        #[arg(long, default_value_t = 100_000)]
+        scans: usize,
+        /// QR templates per tenant.
+        #[arg(long, default_value_t = 40)]
+        templates: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// The tenants found in the tenant directory.
+    List,
+}
+
+pub fn tenants(data_dir: &Path, cmd: TenantsCommand) -> CliResult {
+    let data = DataDir::new(data_dir);
+    match cmd {
+        TenantsCommand::Seed {
+            count,
+            scans,
+            templates,
+            seed: s,
+        } => {
+            let opts = SeedOptions {
+                tenants: count,
+                scans_per_tenant: scans,
+                templates_per_tenant: templates,
+                seed: s,
+                ..SeedOptions::default()
+            };
+            let report = seed(data.tenants(), &opts)?;
+            println!(
+                "{}: created {} tenants ({} templates, {} scans), kept {} existing",
+                data.tenants().root().display(),
+                report.created.len(),
+                report.templates,
+                report.scans,
+                report.existing.len()
+            );
+        }
+        TenantsCommand::List => {
+            for t in data.tenants().list()? {
+                println!("{t}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BackupCommand {
+    /// Back up every tenant now (in this process) into a new set.
+    Run {
+        /// Backup sets to keep.
+        #[arg(long, default_value_t = 7)]
+        keep: usize,
+    },
+    /// The backup sets, oldest first.
+    List,
+    /// Bring a tenant back from a backup set.
+    Restore {
+        /// The set (a name from `jobd backup list`, like 20261123T020000Z).
+        set: String,
+        tenant: String,
+    },
+}
+
+pub fn backup(data_dir: &Path, cmd: BackupCommand) -> CliResult {
+    let data = DataDir::new(data_dir);
+    match cmd {
+        BackupCommand::Run { keep } => {
+            let now = jobd::Clock::now_ms(&jobd::SystemClock);
+            let opts = BackupOptions {
+                keep,
+                tenants: None,
+            };
+            let m = backup::backup_tenants(&data, &opts, now, &Reporter::silent())?;
+            for line in m
+                .tenants
+                .iter()
+                .filter(|l| l.status == BackupStatus::Failed)
+            {
+                eprintln!(
+                    "{}: FAILED: {}",
+                    line.tenant,
+                    line.error.as_deref().unwrap_or("")
+                );
+            }
+            println!(
+                "backup set {} at {}: {} ok, {} failed, {} -> {} bytes ({:.1}x) in {} ms",
+                m.set,
+                m.path.display(),
+                m.ok,
+                m.failed,
+                m.source_bytes,
+                m.compressed_bytes,
+                m.source_bytes as f64 / m.compressed_bytes.max(1) as f64,
+                m.duration_ms
+            );
+            if m.failed > 0 {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        BackupCommand::List => {
+            for set in backup::list_sets(&data)? {
+                let m = backup::read_manifest(&data.backups().join(&set))?;
+                println!(
+                    "{set}  {}  {} ok, {} failed, {} bytes",
+                    iso(m.created_at),
+                    m.ok,
+                    m.failed,
+                    m.compressed_bytes
+                );
+            }
+        }
+        BackupCommand::Restore { set, tenant } => {
+            let r = backup::restore(&data, &set, &tenant)?;
+            println!(
+                "tenant {} restored from {} ({} bytes{})",
+                r.tenant,
+                r.set,
+                r.bytes,
+                if r.replaced {
+                    ", replaced its contents"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
