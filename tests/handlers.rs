@@ -492,3 +492,140 @@ fn cleanup_purges_past_retention_and_tends_tenants() {
     assert_eq!(health.unhealthy_tenants.len(), 1);
     assert_eq!(health.unhealthy_tenants[0].0, "broken");
 }
+
+/// Acceptance 3: the aggregate equals a naive count over the same rows, and
+/// a second request within the TTL opens no tenant database.
+#[test]
+fn analytics_equal_a_naive_count_and_are_served_from_the_cache() {
+    use chrono::{Datelike, TimeZone};
+    use jobd::handlers::analytics::{self, AnalyticsQuery, Period};
+    use std::collections::BTreeMap;
+
+    let (dir, data) = seeded(4);
+    let clock = jobd::ManualClock::new(1_800_000_000_000);
+    let store = Store::open_with(
+        dir.path().join("queue.db"),
+        jobd::StoreOptions::default().clock(clock.clone()),
+    )
+    .unwrap();
+    let domain_of = |t: &str| -> String {
+        rusqlite::Connection::open(data.tenants().root().join(format!("{t}.db")))
+            .unwrap()
+            .query_row("SELECT value FROM tenant WHERE key = 'domain'", [], |r| {
+                r.get(0)
+            })
+            .unwrap()
+    };
+    let end = SeedOptions::default().end_ms;
+    let queries = [
+        AnalyticsQuery::default(),
+        AnalyticsQuery {
+            period: Period::Weekly,
+            template: Some(2),
+            ..Default::default()
+        },
+        AnalyticsQuery {
+            period: Period::Monthly,
+            domain: Some(domain_of("tenant-002")),
+            ..Default::default()
+        },
+        AnalyticsQuery {
+            period: Period::Daily,
+            from_ms: Some(end - 20 * 86_400_000),
+            to_ms: Some(end - 10 * 86_400_000),
+            concurrency: Some(1),
+            ..Default::default()
+        },
+    ];
+    for q in &queries {
+        let got = analytics::analytics(&store, &data, q, &Reporter::silent()).unwrap();
+        assert!(!got.cached);
+        // The naive way: every row into Rust, bucketed with chrono.
+        let (mut periods, mut countries, mut devices) = (
+            BTreeMap::<String, u64>::new(),
+            BTreeMap::<String, u64>::new(),
+            BTreeMap::<String, u64>::new(),
+        );
+        let mut tenants = 0;
+        for t in data.tenants().list().unwrap() {
+            if q.domain.as_ref().is_some_and(|d| *d != domain_of(&t)) {
+                continue;
+            }
+            tenants += 1;
+            let conn =
+                rusqlite::Connection::open(data.tenants().root().join(format!("{t}.db"))).unwrap();
+            let mut stmt = conn
+                .prepare("SELECT template_id, scanned_at, country, device FROM scans")
+                .unwrap();
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                    ))
+                })
+                .unwrap();
+            for row in rows {
+                let (template, at, country, device) = row.unwrap();
+                if q.template.is_some_and(|id| id != template)
+                    || q.from_ms.is_some_and(|f| at < f)
+                    || q.to_ms.is_some_and(|e| at >= e)
+                {
+                    continue;
+                }
+                let day = chrono::Utc.timestamp_millis_opt(at).unwrap().date_naive();
+                let bucket = match q.period {
+                    Period::Daily => day,
+                    Period::Weekly => {
+                        day - chrono::Days::new(day.weekday().num_days_from_monday() as u64)
+                    }
+                    Period::Monthly => day.with_day(1).unwrap(),
+                };
+                *periods
+                    .entry(bucket.format("%Y-%m-%d").to_string())
+                    .or_default() += 1;
+                *countries.entry(country).or_default() += 1;
+                *devices.entry(device).or_default() += 1;
+            }
+        }
+        assert_eq!(got.periods, periods, "{q:?}");
+        assert_eq!(got.by_country, countries);
+        assert_eq!(got.by_device, devices);
+        assert_eq!(got.total_scans, periods.values().sum::<u64>());
+        assert_eq!(got.by_tenant.len(), tenants);
+        assert!(got.total_scans > 0);
+    }
+
+    // Within the TTL: served from the queue file, no tenant opened.
+    let opens = data.tenants().opens();
+    let again = analytics::analytics(&store, &data, &queries[0], &Reporter::silent()).unwrap();
+    assert!(again.cached);
+    assert_eq!(data.tenants().opens(), opens, "no tenant database opened");
+    let first = analytics::cached(&store, &queries[0]).unwrap().unwrap();
+    assert_eq!(first.periods, again.periods);
+    // Past the TTL: computed again.
+    clock.advance(Duration::from_secs(3601));
+    assert!(analytics::cached(&store, &queries[0]).unwrap().is_none());
+    let fresh = analytics::analytics(&store, &data, &queries[0], &Reporter::silent()).unwrap();
+    assert!(!fresh.cached);
+    assert!(data.tenants().opens() > opens);
+
+    // A broken tenant is that tenant's failure; bad queries are refused.
+    std::fs::write(data.tenants().root().join("broken.db"), vec![1u8; 4096]).unwrap();
+    let q = AnalyticsQuery {
+        ttl_secs: 0,
+        ..Default::default()
+    };
+    let with_broken = analytics::analytics(&store, &data, &q, &Reporter::silent()).unwrap();
+    assert_eq!(with_broken.failed_tenants.len(), 1);
+    assert_eq!(with_broken.total_scans, fresh.total_scans);
+    let bad = AnalyticsQuery {
+        from_ms: Some(10),
+        to_ms: Some(5),
+        ..Default::default()
+    };
+    let err = analytics::analytics(&store, &data, &bad, &Reporter::silent()).unwrap_err();
+    assert!(err.to_string().contains("not before"), "{err}");
+}

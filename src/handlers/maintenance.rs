@@ -69,6 +69,9 @@ pub struct CleanupReport {
     pub purged_jobs: usize,
     pub purged_progress: usize,
     pub purged_fires: usize,
+    /// Expired analytics cache entries.
+    #[serde(default)]
+    pub purged_cache: usize,
     /// Tenants analyzed / vacuumed, and those that failed (with the reason).
     pub tenants_done: usize,
     pub tenants_failed: Vec<(String, String)>,
@@ -103,6 +106,7 @@ pub fn cleanup(
         Ok(tx.prepare_cached(PURGE_FIRES)?.execute([cutoff])?)
     })?;
 
+    report.purged_cache = crate::handlers::analytics::purge_expired(store)?;
     reporter.report(40.0, "optimizing the queue file", None);
     store.with_conn("optimize", |c| Ok(c.execute_batch("PRAGMA optimize")?))?;
     store.checkpoint()?;

@@ -4,6 +4,8 @@
 //! | kind | queue | payload | does |
 //! |---|---|---|---|
 //! | `backup_tenants` | maintenance | `{"keep": 7, "tenants": [..]?}` | zstd-compressed, verified online backup of every tenant ([`backup`]) |
+//! | `analytics_rollup` | analytics | `{"period": "daily", "domain"?, "template"?, "from_ms"?, "to_ms"?, "ttl_secs": 3600}` | scans aggregated across all tenants, cached in the queue file ([`analytics`]) |
+//! | `health_check` | maintenance | `{}` | `quick_check` of the queue file and every tenant ([`maintenance`]) |
 //! | `cleanup` | maintenance | `{"finished_older_than_days": 7, ...}` | purge finished jobs, optimize and truncate the queue file ([`maintenance`]) |
 //!
 //! Each handler is a plain blocking function (testable without a worker,
@@ -13,6 +15,7 @@
 //! (unknown tenant, invalid options) fails the job for good; I/O failures
 //! are retried.
 
+pub mod analytics;
 pub mod backup;
 pub mod maintenance;
 

@@ -15,6 +15,7 @@ pub const APPLICATION_ID: i32 = 0x4A4F_4244;
 pub const MIGRATIONS: &[&str] = &[
     include_str!("../../schema/0001_init.sql"),
     include_str!("../../schema/0002_scheduler.sql"),
+    include_str!("../../schema/0003_analytics_cache.sql"),
 ];
 
 /// The schema version this build writes and understands.

@@ -17,6 +17,7 @@ fn all_statements() -> Vec<(&'static str, &'static str)> {
         crate::scheduler::manage::STATEMENTS,
         crate::scheduler::fire::STATEMENTS,
         crate::handlers::maintenance::STATEMENTS,
+        crate::handlers::analytics::STATEMENTS,
     ]
     .concat()
 }
@@ -35,6 +36,7 @@ fn every_named_statement_prepares_on_a_fresh_database() {
         include_str!("../scheduler/manage.rs"),
         include_str!("../scheduler/fire.rs"),
         include_str!("../handlers/maintenance.rs"),
+        include_str!("../handlers/analytics.rs"),
     ]
     .iter()
     .flat_map(|src| src.lines())

@@ -1,0 +1,390 @@
+//! Scan analytics across every tenant database, cached in the queue file.
+//!
+//! A query (period, optional domain and template filters, optional time
+//! range) is answered by reading each tenant's `scans` in parallel, at most
+//! `concurrency` tenants at once, and adding the per-tenant aggregates up.
+//! The answer is cached in the queue file's `analytics_cache` table for the
+//! query's TTL: a second request while it is fresh is served from there
+//! without opening a single tenant database.  A tenant that cannot be read
+//! is listed in `failed_tenants`; the others still count.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use rusqlite::{params, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Millis;
+use crate::error::{Error, Result};
+use crate::handlers::{job_error, run_blocking, DataDir, Reporter};
+use crate::store::Store;
+use crate::worker::{Handler, JobContext, JobError};
+
+/// A cached answer still fresh, and no older than the asker's TTL.
+pub(crate) const GET_CACHED: &str = "
+SELECT result FROM analytics_cache
+WHERE key = ?1 AND expires_at > ?2 AND computed_at > ?2 - ?3";
+
+pub(crate) const PUT_CACHED: &str = "
+INSERT INTO analytics_cache (key, result, computed_at, expires_at) VALUES (?1, ?2, ?3, ?4)
+ON CONFLICT (key) DO UPDATE SET result = ?2, computed_at = ?3, expires_at = ?4";
+
+pub(crate) const PURGE_EXPIRED: &str = "DELETE FROM analytics_cache WHERE expires_at <= ?1";
+
+/// Scans per period bucket of one tenant.  `?1` is the bucket expression's
+/// choice (0 daily, 1 weekly from Monday, 2 monthly); bound, not formatted.
+const SCANS_BY_PERIOD: &str = "
+SELECT CASE ?1
+         WHEN 0 THEN date(scanned_at / 1000, 'unixepoch')
+         WHEN 1 THEN date(scanned_at / 1000, 'unixepoch', 'weekday 0', '-6 days')
+         ELSE strftime('%Y-%m-01', scanned_at / 1000, 'unixepoch')
+       END AS bucket,
+       count(*)
+FROM scans
+WHERE (?2 IS NULL OR template_id = ?2) AND scanned_at >= ?3 AND scanned_at < ?4
+GROUP BY bucket";
+
+const SCANS_BY_COUNTRY: &str = "
+SELECT country, count(*) FROM scans
+WHERE (?1 IS NULL OR template_id = ?1) AND scanned_at >= ?2 AND scanned_at < ?3
+GROUP BY country";
+
+const SCANS_BY_DEVICE: &str = "
+SELECT device, count(*) FROM scans
+WHERE (?1 IS NULL OR template_id = ?1) AND scanned_at >= ?2 AND scanned_at < ?3
+GROUP BY device";
+
+const TENANT_DOMAIN: &str = "SELECT value FROM tenant WHERE key = 'domain'";
+
+/// Every named statement of this module that runs on the queue file, for
+/// the prepare-them-all test (the tenant statements are tested on a tenant).
+#[cfg(test)]
+pub(crate) const STATEMENTS: &[(&str, &str)] = &[
+    ("GET_CACHED", GET_CACHED),
+    ("PUT_CACHED", PUT_CACHED),
+    ("PURGE_EXPIRED", PURGE_EXPIRED),
+];
+
+/// Bucket size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Period {
+    #[default]
+    Daily,
+    /// Weeks start on Monday (UTC).
+    Weekly,
+    Monthly,
+}
+
+/// What to aggregate.  The `analytics_rollup` job's payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalyticsQuery {
+    #[serde(default)]
+    pub period: Period,
+    /// Only tenants with this domain.
+    #[serde(default)]
+    pub domain: Option<String>,
+    /// Only scans of this template id.
+    #[serde(default)]
+    pub template: Option<i64>,
+    /// Scans at or after this time (ms since the epoch).
+    #[serde(default)]
+    pub from_ms: Option<Millis>,
+    /// Scans before this time.
+    #[serde(default)]
+    pub to_ms: Option<Millis>,
+    /// How long the answer is served from the cache, and how old a cached
+    /// answer this request accepts (0: always compute).  Default 3600 s.
+    #[serde(default = "default_ttl")]
+    pub ttl_secs: u64,
+    /// Tenants read at once.  Default: the number of CPUs, at most 8.
+    #[serde(default)]
+    pub concurrency: Option<usize>,
+}
+
+fn default_ttl() -> u64 {
+    3600
+}
+
+impl Default for AnalyticsQuery {
+    fn default() -> Self {
+        AnalyticsQuery {
+            period: Period::Daily,
+            domain: None,
+            template: None,
+            from_ms: None,
+            to_ms: None,
+            ttl_secs: default_ttl(),
+            concurrency: None,
+        }
+    }
+}
+
+impl AnalyticsQuery {
+    /// The cache key: what changes the answer (not the TTL or concurrency).
+    pub fn cache_key(&self) -> String {
+        serde_json::json!({
+            "period": self.period,
+            "domain": self.domain,
+            "template": self.template,
+            "from_ms": self.from_ms,
+            "to_ms": self.to_ms,
+        })
+        .to_string()
+    }
+
+    fn validate(&self) -> Result<()> {
+        if let (Some(from), Some(to)) = (self.from_ms, self.to_ms) {
+            if from >= to {
+                return Err(Error::invalid(
+                    "range",
+                    format!("from_ms {from} is not before to_ms {to}"),
+                ));
+            }
+        }
+        if self.concurrency == Some(0) {
+            return Err(Error::invalid("concurrency", "must be at least 1"));
+        }
+        if let Some(d) = &self.domain {
+            if d.is_empty() || d.len() > 253 {
+                return Err(Error::invalid("domain", "must be 1 to 253 bytes"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Analytics {
+    pub query: AnalyticsQuery,
+    /// Scans per period start (`YYYY-MM-DD`).
+    pub periods: BTreeMap<String, u64>,
+    pub by_country: BTreeMap<String, u64>,
+    pub by_device: BTreeMap<String, u64>,
+    /// Scans per tenant that matched the filters.
+    pub by_tenant: BTreeMap<String, u64>,
+    pub total_scans: u64,
+    pub failed_tenants: Vec<(String, String)>,
+    pub computed_at: Millis,
+    pub duration_ms: u64,
+    /// True when this answer came from the cache.
+    pub cached: bool,
+}
+
+/// The cached answer to `query`, if one is fresh.  Opens no tenant database.
+pub fn cached(store: &Store, query: &AnalyticsQuery) -> Result<Option<Analytics>> {
+    let now = store.clock().now_ms();
+    let text: Option<String> = store.with_conn("read analytics cache", |c| {
+        Ok(c.prepare_cached(GET_CACHED)?
+            .query_row(params![query.cache_key(), now, ttl_ms(query)], |r| r.get(0))
+            .optional()?)
+    })?;
+    Ok(match text {
+        Some(t) => {
+            let mut a: Analytics = serde_json::from_str(&t).map_err(|e| Error::Corrupt {
+                path: store.path().to_path_buf(),
+                reason: format!("analytics cache entry is not an answer: {e}"),
+            })?;
+            a.cached = true;
+            a.query.ttl_secs = query.ttl_secs;
+            a.query.concurrency = query.concurrency;
+            Some(a)
+        }
+        None => None,
+    })
+}
+
+/// Answer `query`: from the cache when fresh, else computed across all
+/// tenants and cached.
+pub fn analytics(
+    store: &Store,
+    data: &DataDir,
+    query: &AnalyticsQuery,
+    reporter: &Reporter,
+) -> Result<Analytics> {
+    query.validate()?;
+    if let Some(hit) = cached(store, query)? {
+        reporter.report(100.0, "served from cache", None);
+        return Ok(hit);
+    }
+    let started = std::time::Instant::now();
+    let now = store.clock().now_ms();
+    let tenants = data.tenants().list()?;
+    let workers = query
+        .concurrency
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .min(8)
+        })
+        .clamp(1, tenants.len().max(1));
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let results = Mutex::new(Vec::with_capacity(tenants.len()));
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                if reporter.is_cancelled() {
+                    return;
+                }
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(tenant) = tenants.get(i) else { return };
+                let outcome = tenant_aggregate(data, tenant, query);
+                results
+                    .lock()
+                    .expect("results lock")
+                    .push((tenant.clone(), outcome));
+                let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                reporter.report(
+                    100.0 * n as f64 / tenants.len() as f64,
+                    "aggregating tenants",
+                    Some(format!("{n}/{} ({tenant})", tenants.len())),
+                );
+            });
+        }
+    });
+    if reporter.is_cancelled() {
+        return Err(Error::Stopped {
+            operation: "analytics",
+        });
+    }
+    let mut answer = Analytics {
+        query: query.clone(),
+        periods: BTreeMap::new(),
+        by_country: BTreeMap::new(),
+        by_device: BTreeMap::new(),
+        by_tenant: BTreeMap::new(),
+        total_scans: 0,
+        failed_tenants: Vec::new(),
+        computed_at: now,
+        duration_ms: 0,
+        cached: false,
+    };
+    let mut results = results.into_inner().expect("results lock");
+    results.sort_by(|a, b| a.0.cmp(&b.0));
+    for (tenant, outcome) in results {
+        match outcome {
+            Ok(None) => {} // filtered out by domain
+            Ok(Some(agg)) => {
+                let add = |map: &mut BTreeMap<String, u64>, rows: Vec<(String, u64)>| {
+                    for (k, n) in rows {
+                        *map.entry(k).or_default() += n;
+                    }
+                };
+                add(&mut answer.periods, agg.periods);
+                add(&mut answer.by_country, agg.countries);
+                add(&mut answer.by_device, agg.devices);
+                answer.total_scans += agg.total;
+                answer.by_tenant.insert(tenant, agg.total);
+            }
+            Err(e) => answer.failed_tenants.push((tenant, e.to_string())),
+        }
+    }
+    answer.duration_ms = started.elapsed().as_millis() as u64;
+    let expires = now.saturating_add(ttl_ms(query));
+    let json = serde_json::to_string(&answer).expect("an answer serializes");
+    store.with_conn("write analytics cache", |c| {
+        c.prepare_cached(PUT_CACHED)?
+            .execute(params![query.cache_key(), json, now, expires])?;
+        Ok(())
+    })?;
+    tracing::info!(
+        tenants = answer.by_tenant.len(),
+        failed = answer.failed_tenants.len(),
+        scans = answer.total_scans,
+        ms = answer.duration_ms,
+        "analytics computed"
+    );
+    Ok(answer)
+}
+
+fn ttl_ms(q: &AnalyticsQuery) -> i64 {
+    (q.ttl_secs.min(i64::MAX as u64 / 1000) * 1000) as i64
+}
+
+struct TenantAggregate {
+    periods: Vec<(String, u64)>,
+    countries: Vec<(String, u64)>,
+    devices: Vec<(String, u64)>,
+    total: u64,
+}
+
+fn tenant_aggregate(
+    data: &DataDir,
+    tenant: &str,
+    q: &AnalyticsQuery,
+) -> Result<Option<TenantAggregate>> {
+    let conn = data.tenants().open_read_only(tenant)?;
+    let path = data.tenants().path(tenant)?;
+    let map = |e| Error::from_sqlite("reading tenant scans", &path, e);
+    if let Some(domain) = &q.domain {
+        let own: Option<String> = conn
+            .query_row(TENANT_DOMAIN, [], |r| r.get(0))
+            .optional()
+            .map_err(map)?;
+        if own.as_deref() != Some(domain.as_str()) {
+            return Ok(None);
+        }
+    }
+    let (from, to) = (q.from_ms.unwrap_or(i64::MIN), q.to_ms.unwrap_or(i64::MAX));
+    let period = match q.period {
+        Period::Daily => 0,
+        Period::Weekly => 1,
+        Period::Monthly => 2,
+    };
+    let collect = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> Result<Vec<(String, u64)>> {
+        let mut stmt = conn.prepare_cached(sql).map_err(map)?;
+        let rows = stmt
+            .query_map(p, |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+            })
+            .map_err(map)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(map)
+    };
+    let periods = collect(SCANS_BY_PERIOD, &[&period, &q.template, &from, &to])?;
+    let countries = collect(SCANS_BY_COUNTRY, &[&q.template, &from, &to])?;
+    let devices = collect(SCANS_BY_DEVICE, &[&q.template, &from, &to])?;
+    let total = periods.iter().map(|(_, n)| n).sum();
+    Ok(Some(TenantAggregate {
+        periods,
+        countries,
+        devices,
+        total,
+    }))
+}
+
+/// Delete expired cache entries; returns how many.
+pub fn purge_expired(store: &Store) -> Result<usize> {
+    let now = store.clock().now_ms();
+    store.with_conn("purge analytics cache", |c| {
+        Ok(c.prepare_cached(PURGE_EXPIRED)?.execute([now])?)
+    })
+}
+
+/// The `analytics_rollup` job: payload [`AnalyticsQuery`], result [`Analytics`].
+pub struct AnalyticsHandler {
+    data: DataDir,
+}
+
+impl AnalyticsHandler {
+    pub fn new(data: DataDir) -> AnalyticsHandler {
+        AnalyticsHandler { data }
+    }
+}
+
+impl Handler for AnalyticsHandler {
+    const KIND: &'static str = crate::scheduler::defaults::ANALYTICS_KIND;
+    type Payload = AnalyticsQuery;
+    type Output = Analytics;
+
+    async fn run(&self, ctx: JobContext, query: AnalyticsQuery) -> Result<Analytics, JobError> {
+        let (store, data) = (ctx.store().clone(), self.data.clone());
+        run_blocking(&ctx, move |r| {
+            analytics(&store, &data, &query, r).map_err(job_error)
+        })
+        .await
+    }
+}
