@@ -629,3 +629,245 @@ fn analytics_equal_a_naive_count_and_are_served_from_the_cache() {
     let err = analytics::analytics(&store, &data, &bad, &Reporter::silent()).unwrap_err();
     assert!(err.to_string().contains("not before"), "{err}");
 }
+
+fn num(o: &lopdf::Object) -> f32 {
+    match o {
+        lopdf::Object::Integer(i) => *i as f32,
+        lopdf::Object::Real(r) => *r,
+        other => panic!("not a number: {other:?}"),
+    }
+}
+
+/// The filled paths of a PDF page, each as its rings' bounding boxes (pt).
+fn filled_paths(doc: &lopdf::Document, page: lopdf::ObjectId) -> Vec<Vec<(f32, f32, f32, f32)>> {
+    let content = lopdf::content::Content::decode(&doc.get_page_content(page)).unwrap();
+    let (mut paths, mut rings, mut ring) = (Vec::new(), Vec::new(), Vec::<(f32, f32)>::new());
+    let close = |ring: &mut Vec<(f32, f32)>, rings: &mut Vec<(f32, f32, f32, f32)>| {
+        if !ring.is_empty() {
+            let xs = ring.iter().map(|p| p.0);
+            let ys = ring.iter().map(|p| p.1);
+            rings.push((
+                xs.clone().fold(f32::MAX, f32::min),
+                ys.clone().fold(f32::MAX, f32::min),
+                xs.fold(f32::MIN, f32::max),
+                ys.fold(f32::MIN, f32::max),
+            ));
+            ring.clear();
+        }
+    };
+    for op in content.operations {
+        match op.operator.as_str() {
+            "m" => {
+                close(&mut ring, &mut rings);
+                ring.push((num(&op.operands[0]), num(&op.operands[1])));
+            }
+            "l" => ring.push((num(&op.operands[0]), num(&op.operands[1]))),
+            "re" => {
+                close(&mut ring, &mut rings);
+                let (x, y, w, h) = (
+                    num(&op.operands[0]),
+                    num(&op.operands[1]),
+                    num(&op.operands[2]),
+                    num(&op.operands[3]),
+                );
+                rings.push((x, y, x + w, y + h));
+            }
+            "h" => close(&mut ring, &mut rings),
+            "f" | "f*" | "F" => {
+                close(&mut ring, &mut rings);
+                paths.push(std::mem::take(&mut rings));
+            }
+            "n" | "S" | "s" => {
+                ring.clear();
+                rings.clear();
+            }
+            _ => {}
+        }
+    }
+    paths
+}
+
+/// Rasterize rectangles (a QR code's modules) and decode the code.
+fn decode_rects(rects: &[(f32, f32, f32, f32)]) -> String {
+    let module = rects.iter().map(|r| r.3 - r.1).fold(f32::MAX, f32::min);
+    let (x0, y0) = (
+        rects.iter().map(|r| r.0).fold(f32::MAX, f32::min),
+        rects.iter().map(|r| r.1).fold(f32::MAX, f32::min),
+    );
+    let (x1, y1) = (
+        rects.iter().map(|r| r.2).fold(f32::MIN, f32::max),
+        rects.iter().map(|r| r.3).fold(f32::MIN, f32::max),
+    );
+    let px = 6.0 / module; // 6 pixels per module
+    let quiet = 24usize;
+    let w = ((x1 - x0) * px).round() as usize + 2 * quiet;
+    let h = ((y1 - y0) * px).round() as usize + 2 * quiet;
+    let mut img = vec![255u8; w * h];
+    for r in rects {
+        let (cx0, cx1) = (
+            ((r.0 - x0) * px).round() as usize,
+            ((r.2 - x0) * px).round() as usize,
+        );
+        // PDF y grows upwards; image rows grow downwards.
+        let (cy0, cy1) = (
+            ((y1 - r.3) * px).round() as usize,
+            ((y1 - r.1) * px).round() as usize,
+        );
+        for y in cy0..cy1 {
+            img[(y + quiet) * w + quiet + cx0..(y + quiet) * w + quiet + cx1].fill(0);
+        }
+    }
+    decode_image(w, h, &img)
+}
+
+fn decode_image(w: usize, h: usize, pixels: &[u8]) -> String {
+    let mut prepared = rqrr::PreparedImage::prepare_from_greyscale(w, h, |x, y| pixels[y * w + x]);
+    let grids = prepared.detect_grids();
+    assert_eq!(grids.len(), 1, "one QR code in the image");
+    grids[0].decode().unwrap().1
+}
+
+/// Acceptance 1: the PDF parses, has the pages and text expected, and its
+/// vector QR code decodes back to the template's URL.
+#[test]
+fn the_qr_pdf_parses_and_its_codes_decode_to_the_url() {
+    use jobd::handlers::qr::{self, PageSize, PdfOptions};
+    let (_dir, data) = seeded(1);
+    let tenant = "tenant-001";
+    let (name, url, label): (String, String, String) = data
+        .tenants()
+        .open_read_only(tenant)
+        .unwrap()
+        .query_row(
+            "SELECT name, target_url, label FROM templates WHERE id = 3",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    let opts = PdfOptions {
+        template_id: 3,
+        tenant: None,
+        page_size: PageSize::Letter,
+        columns: 2,
+        rows: 2,
+        copies: 6,
+        ecc: None,
+    };
+    let result = qr::generate_pdf(&data, tenant, &opts, &Reporter::silent()).unwrap();
+    assert_eq!((result.pages, result.codes), (2, 6));
+    assert!(result.path.starts_with(data.artifacts().join(tenant)));
+    let bytes = std::fs::read(&result.path).unwrap();
+    assert_eq!(bytes.len() as u64, result.bytes);
+
+    let doc = lopdf::Document::load(&result.path).unwrap();
+    let pages = doc.get_pages();
+    assert_eq!(pages.len(), 2);
+    let text = doc.extract_text(&[1]).unwrap();
+    for wanted in [&name, &label, &url] {
+        assert!(
+            text.contains(wanted.as_str()),
+            "page text lacks {wanted:?}: {text:?}"
+        );
+    }
+    // Page 1 has 4 codes, page 2 the other 2: each one filled vector path.
+    let mut codes = 0;
+    for (n, page) in pages.values().enumerate() {
+        let paths: Vec<_> = filled_paths(&doc, *page)
+            .into_iter()
+            .filter(|p| p.len() > 20)
+            .collect();
+        assert_eq!(paths.len(), [4, 2][n], "codes on page {}", n + 1);
+        for p in &paths {
+            assert_eq!(decode_rects(p), url);
+            codes += 1;
+        }
+    }
+    assert_eq!(codes, 6);
+
+    // Bad input: clear, permanent errors.
+    let err = qr::generate_pdf(
+        &data,
+        tenant,
+        &PdfOptions {
+            template_id: 999,
+            ..opts.clone()
+        },
+        &Reporter::silent(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("no template 999"), "{err}");
+    let err = qr::generate_pdf(&data, "tenant-404", &opts, &Reporter::silent()).unwrap_err();
+    assert!(matches!(err, Error::TenantNotFound { .. }));
+    let err = qr::generate_pdf(
+        &data,
+        tenant,
+        &PdfOptions {
+            columns: 0,
+            ..opts.clone()
+        },
+        &Reporter::silent(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("columns"), "{err}");
+}
+
+/// Acceptance 2: every PNG decodes to its URL; bad ids are counted, the
+/// batch goes on.
+#[test]
+fn a_batch_renders_decodable_pngs_and_counts_failures() {
+    use jobd::handlers::qr::{self, BatchOptions, ImageFormat};
+    let (_dir, data) = seeded(1);
+    let tenant = "tenant-001";
+    let opts = BatchOptions {
+        template_ids: vec![1, 2, 999, 3, 4, -5],
+        tenant: None,
+        formats: vec![ImageFormat::Png, ImageFormat::Svg],
+        scale: 4,
+        ecc: None,
+    };
+    let r = qr::batch(&data, tenant, "t", &opts, &Reporter::silent()).unwrap();
+    assert_eq!((r.completed, r.failed, r.total_processed), (4, 2, 6));
+    assert!((r.success_rate - 4.0 / 6.0).abs() < 1e-9);
+    assert_eq!(
+        r.failures.iter().map(|f| f.0).collect::<Vec<_>>(),
+        [999, -5]
+    );
+    let conn = data.tenants().open_read_only(tenant).unwrap();
+    for id in [1, 2, 3, 4] {
+        let url: String = conn
+            .query_row(
+                "SELECT target_url FROM templates WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let decoder = png::Decoder::new(std::io::BufReader::new(
+            std::fs::File::open(r.dir.join(format!("template-{id}.png"))).unwrap(),
+        ));
+        let mut reader = decoder.read_info().unwrap();
+        let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+        let info = reader.next_frame(&mut buf).unwrap();
+        assert_eq!(
+            decode_image(
+                info.width as usize,
+                info.height as usize,
+                &buf[..info.buffer_size()]
+            ),
+            url
+        );
+        let svg = std::fs::read_to_string(r.dir.join(format!("template-{id}.svg"))).unwrap();
+        assert!(svg.starts_with("<?xml") && svg.contains("<svg"));
+    }
+    let err = qr::batch(
+        &data,
+        tenant,
+        "t2",
+        &BatchOptions {
+            template_ids: vec![],
+            ..opts.clone()
+        },
+        &Reporter::silent(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("template ids"), "{err}");
+}

@@ -4,6 +4,8 @@
 //! | kind | queue | payload | does |
 //! |---|---|---|---|
 //! | `backup_tenants` | maintenance | `{"keep": 7, "tenants": [..]?}` | zstd-compressed, verified online backup of every tenant ([`backup`]) |
+//! | `generate_qr_pdf` | pdf | `{"template_id": 7, "page_size": "A4", "columns": 2, "rows": 3, "copies": 12, "ecc"?}` + the job's tenant | a print-ready PDF with vector QR codes ([`qr`]) |
+//! | `batch_qr` | batch | `{"template_ids": [..], "formats": ["png", "svg"], "scale": 8}` + tenant | PNG/SVG per template; failed items recorded, the batch goes on ([`qr`]) |
 //! | `analytics_rollup` | analytics | `{"period": "daily", "domain"?, "template"?, "from_ms"?, "to_ms"?, "ttl_secs": 3600}` | scans aggregated across all tenants, cached in the queue file ([`analytics`]) |
 //! | `health_check` | maintenance | `{}` | `quick_check` of the queue file and every tenant ([`maintenance`]) |
 //! | `cleanup` | maintenance | `{"finished_older_than_days": 7, ...}` | purge finished jobs, optimize and truncate the queue file ([`maintenance`]) |
@@ -18,6 +20,7 @@
 pub mod analytics;
 pub mod backup;
 pub mod maintenance;
+pub mod qr;
 
 use std::path::{Path, PathBuf};
 
