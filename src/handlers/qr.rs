@@ -222,20 +222,33 @@ pub fn generate_pdf(
             ops.push(Op::DrawPolygon {
                 polygon: qr_polygon(&code, x, y, qr_mm),
             });
+            // Under the code, centred in the cell, shrunk to fit its width
+            // (Helvetica averages ~0.5 em a character, Courier is 0.6 em).
+            let centre = margin + col as f32 * cell_w + cell_w / 2.0;
+            let chars = |s: &str| s.chars().count().max(1) as f32;
+            let fit =
+                |pt: f32, em: f32, s: &str| pt.min((cell_w - 4.0) * PT_PER_MM / (em * chars(s)));
+            let width = |pt: f32, em: f32, s: &str| pt * em * chars(s) / PT_PER_MM;
+            let label_size = fit(label_pt, 0.5, &t.label);
+            let url_size = fit(url_pt, 0.6, &t.target_url);
+            let label_y = y - label_pt * 0.45;
+            let label_x = centre - width(label_size, 0.5, &t.label) / 2.0;
             text(
                 &mut ops,
                 BuiltinFont::Helvetica,
-                label_pt,
-                x,
-                y - label_pt * 0.45,
+                label_size,
+                label_x,
+                label_y,
                 &t.label,
             );
+            let url_x = centre - width(url_size, 0.6, &t.target_url) / 2.0;
+            let url_y = label_y - url_pt * 0.5;
             text(
                 &mut ops,
                 BuiltinFont::Courier,
-                url_pt,
-                x,
-                y - label_pt * 0.45 - url_pt * 0.5,
+                url_size,
+                url_x,
+                url_y,
                 &t.target_url,
             );
             drawn += 1;
@@ -267,6 +280,8 @@ pub fn generate_pdf(
         sha256: hex(&Sha256::digest(&bytes)),
     })
 }
+
+const PT_PER_MM: f32 = 72.0 / 25.4;
 
 fn black() -> Color {
     Color::Rgb(Rgb {
