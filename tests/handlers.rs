@@ -871,3 +871,89 @@ fn a_batch_renders_decodable_pngs_and_counts_failures() {
     .unwrap_err();
     assert!(err.to_string().contains("template ids"), "{err}");
 }
+
+/// Acceptance 5: every handler over 101 seeded tenants, on a worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_handlers_over_101_tenants() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = DataDir::new(dir.path());
+    let opts = SeedOptions {
+        tenants: 101,
+        templates_per_tenant: 3,
+        scans_per_tenant: 50,
+        ..SeedOptions::default()
+    };
+    seed(data.tenants(), &opts).unwrap();
+    let store = Store::open(dir.path().join("queue.db")).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let worker = tokio::spawn({
+        let stop = stop.clone();
+        jobd::handlers::builtin(Worker::builder(store.clone()), &data)
+            .run(async move { stop.cancelled().await })
+    });
+    let tenants = data.tenants().list().unwrap();
+    assert_eq!(tenants.len(), 101);
+    let mut jobs = Vec::new();
+    for t in &tenants {
+        jobs.push(
+            NewJob::new("pdf", "generate_qr_pdf").tenant(t).payload(
+                &serde_json::json!({"template_id": 1, "columns": 2, "rows": 2, "copies": 5}),
+            ),
+        );
+        jobs.push(
+            NewJob::new("batch", "batch_qr")
+                .tenant(t)
+                .payload(&serde_json::json!({"template_ids": [1, 2, 3, 4]})),
+        );
+    }
+    jobs.push(
+        NewJob::new("analytics", "analytics_rollup")
+            .payload(&serde_json::json!({"period": "weekly"})),
+    );
+    jobs.push(
+        NewJob::new("maintenance", "backup_tenants").payload(&serde_json::json!({"keep": 2})),
+    );
+    jobs.push(NewJob::new("maintenance", "cleanup"));
+    jobs.push(NewJob::new("maintenance", "health_check"));
+    let ids = store.enqueue_many(&jobs).unwrap();
+    let t0 = Instant::now();
+    while ids
+        .iter()
+        .any(|id| !store.get(*id).unwrap().state.is_finished())
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "jobs did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    worker.await.unwrap().unwrap();
+
+    for id in &ids {
+        let job = store.get(*id).unwrap();
+        assert_eq!(
+            job.state,
+            JobState::Succeeded,
+            "{} {}: {:?}",
+            job.kind,
+            id,
+            job.last_error
+        );
+        assert_eq!(
+            job.progress.percent,
+            Some(100.0),
+            "{} reported progress",
+            job.kind
+        );
+    }
+    let result = |i: usize| store.get(ids[i]).unwrap().result.unwrap();
+    assert_eq!(result(0)["pages"], 2);
+    assert_eq!(result(1)["completed"], 3);
+    assert_eq!(result(1)["failed"], 1, "template 4 does not exist");
+    let n = 2 * 101;
+    assert_eq!(result(n)["by_tenant"].as_object().unwrap().len(), 101);
+    assert_eq!(result(n)["total_scans"], 101 * 50);
+    assert_eq!(result(n + 1)["ok"], 101);
+    assert_eq!(result(n + 3)["tenants"], 101);
+}

@@ -168,3 +168,31 @@ pub(crate) fn job_error(e: Error) -> JobError {
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Queues of the built-in handlers, with the concurrency the platform ran
+/// them at: pdf ×2, batch ×1, analytics ×1, maintenance ×1.
+pub const BUILTIN_QUEUES: &[(&str, usize)] = &[
+    ("pdf", 2),
+    ("batch", 1),
+    (crate::scheduler::defaults::ANALYTICS_QUEUE, 1),
+    (crate::scheduler::defaults::MAINTENANCE_QUEUE, 1),
+];
+
+/// Register every built-in handler, working on `data`, and their queues
+/// (see [`BUILTIN_QUEUES`]) on `builder`.
+pub fn builtin(
+    builder: crate::worker::WorkerBuilder,
+    data: &DataDir,
+) -> crate::worker::WorkerBuilder {
+    let mut builder = builder
+        .register(qr::PdfHandler::new(data.clone()))
+        .register(qr::BatchHandler::new(data.clone()))
+        .register(analytics::AnalyticsHandler::new(data.clone()))
+        .register(backup::BackupHandler::new(data.clone()))
+        .register(maintenance::CleanupHandler::new(Some(data.clone())))
+        .register(maintenance::HealthHandler::new(Some(data.clone())));
+    for (queue, concurrency) in BUILTIN_QUEUES {
+        builder = builder.queue(queue, *concurrency);
+    }
+    builder
+}
