@@ -841,9 +841,10 @@ fn a_batch_renders_decodable_pngs_and_counts_failures() {
                 |r| r.get(0),
             )
             .unwrap();
-        let decoder = png::Decoder::new(std::io::BufReader::new(
+        let mut decoder = png::Decoder::new(std::io::BufReader::new(
             std::fs::File::open(r.dir.join(format!("template-{id}.png"))).unwrap(),
         ));
+        decoder.set_transformations(png::Transformations::EXPAND); // 1-bit -> 8-bit
         let mut reader = decoder.read_info().unwrap();
         let mut buf = vec![0; reader.output_buffer_size().unwrap()];
         let info = reader.next_frame(&mut buf).unwrap();
