@@ -166,6 +166,12 @@ fn iso(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+
+    #[test]
     fn iso_formats_utc_times() {
         assert_eq!(super::iso(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(super::iso(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
