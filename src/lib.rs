@@ -12,6 +12,8 @@
 //!   handlers work across, and deterministic demo data for it.
 //! * [`handlers`] — the built-in jobs: tenant backups with restore,
 //!   maintenance, health checks.
+//! * [`server`] — the HTTP API (axum) of `jobd serve`: jobs, queues,
+//!   schedules, analytics, `/healthz`, `/metrics`, behind a bearer token.
 //! * [`clock`] — injectable time, so leases and backoff are tested without sleeping.
 //! * [`error`] — the one error enum.
 //! * `cli` (in the binary) — the `jobd` command line over the library.
@@ -35,6 +37,7 @@ pub mod clock;
 pub mod error;
 pub mod handlers;
 pub mod scheduler;
+pub mod server;
 pub mod store;
 pub mod tenants;
 pub mod worker;

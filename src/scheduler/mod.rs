@@ -42,7 +42,9 @@ mod when;
 use std::future::Future;
 use std::time::Duration;
 
-pub use schedule::{FireRecord, FireReport, Fired, Misfire, NewSchedule, ScheduleInfo};
+pub use schedule::{
+    FireRecord, FireReport, Fired, Misfire, NewSchedule, ScheduleInfo, ScheduleSpec,
+};
 pub use when::{parse_timezone, Timetable, When, MIN_INTERVAL};
 
 use crate::error::Result;

@@ -216,3 +216,85 @@ pub struct FireReport {
     /// The earliest next tick of any enabled schedule.
     pub next_fire_at: Option<Millis>,
 }
+
+/// A schedule as JSON (the HTTP API's body): `cron` or `every` (a duration
+/// such as `"30m"`), the job, and the options.  Unknown fields are refused.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSpec {
+    pub name: String,
+    #[serde(default)]
+    pub cron: Option<String>,
+    #[serde(default)]
+    pub every: Option<String>,
+    #[serde(default)]
+    pub timezone: Option<String>,
+    pub queue: String,
+    pub kind: String,
+    #[serde(default)]
+    pub payload: Option<serde_json::Value>,
+    #[serde(default)]
+    pub priority: Option<i64>,
+    #[serde(default)]
+    pub max_attempts: Option<i64>,
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub tenant: Option<String>,
+    #[serde(default)]
+    pub misfire: Option<Misfire>,
+    #[serde(default)]
+    pub misfire_cap: Option<i64>,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+impl ScheduleSpec {
+    pub fn into_new_schedule(self) -> Result<NewSchedule> {
+        let when = match (self.cron, self.every) {
+            (Some(expr), None) => When::Cron(expr),
+            (None, Some(every)) => When::Every(humantime::parse_duration(&every).map_err(|e| {
+                Error::invalid(
+                    "every",
+                    format!("{every:?}: {e} (try \"30m\", \"1h\", \"90s\")"),
+                )
+            })?),
+            _ => {
+                return Err(Error::invalid(
+                    "schedule",
+                    "give exactly one of cron, every",
+                ))
+            }
+        };
+        let mut job = NewJob::new(self.queue, self.kind);
+        if let Some(p) = self.payload {
+            job = job.payload(&p);
+        }
+        if let Some(p) = self.priority {
+            job = job.priority(p);
+        }
+        if let Some(n) = self.max_attempts {
+            job = job.max_attempts(n);
+        }
+        if let Some(ms) = self.timeout_ms {
+            job = job.timeout(Duration::from_millis(ms));
+        }
+        if let Some(t) = self.tenant {
+            job = job.tenant(t);
+        }
+        let mut s = NewSchedule::new(self.name, when, job);
+        if let Some(tz) = self.timezone {
+            s = s.timezone(tz);
+        }
+        if let Some(m) = self.misfire {
+            s = s.misfire(m);
+        }
+        if let Some(c) = self.misfire_cap {
+            s = s.misfire_cap(c);
+        }
+        if let Some(e) = self.enabled {
+            s = s.enabled(e);
+        }
+        Ok(s)
+    }
+}

@@ -18,6 +18,7 @@ fn all_statements() -> Vec<(&'static str, &'static str)> {
         crate::scheduler::fire::STATEMENTS,
         crate::handlers::maintenance::STATEMENTS,
         crate::handlers::analytics::STATEMENTS,
+        crate::server::metrics::STATEMENTS,
     ]
     .concat()
 }
@@ -37,6 +38,7 @@ fn every_named_statement_prepares_on_a_fresh_database() {
         include_str!("../scheduler/fire.rs"),
         include_str!("../handlers/maintenance.rs"),
         include_str!("../handlers/analytics.rs"),
+        include_str!("../server/metrics.rs"),
     ]
     .iter()
     .flat_map(|src| src.lines())

@@ -144,6 +144,18 @@ impl WorkerBuilder {
         self
     }
 
+    /// The job kinds registered so far, sorted.
+    pub fn kinds(&self) -> Vec<String> {
+        let mut kinds: Vec<String> = self.handlers.keys().cloned().collect();
+        kinds.sort();
+        kinds
+    }
+
+    /// The queues added so far, in order.
+    pub fn queue_names(&self) -> Vec<String> {
+        self.queues.iter().map(|(q, _)| q.clone()).collect()
+    }
+
     /// Serve `queue`, running at most `concurrency` of its jobs at once.
     /// Queues are served in the order they are added.
     pub fn queue(mut self, queue: &str, concurrency: usize) -> Self {

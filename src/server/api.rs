@@ -1,0 +1,313 @@
+//! The `/api/v1` routes and `/healthz`.
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::handlers::analytics::{self, AnalyticsQuery, Period};
+use crate::scheduler::ScheduleSpec;
+use crate::server::{ApiError, ApiState};
+use crate::store::{JobSpec, JobState, ListFilter, NewJob};
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Run a store call on the blocking pool (SQLite calls block).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> crate::Result<T> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "API task failed");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+        })?
+        .map_err(ApiError::from)
+}
+
+fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
+    body.map(|Json(v)| v)
+        .map_err(|r| ApiError::new(r.status(), format!("bad request body: {}", r.body_text())))
+}
+
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
+    q.map(|Query(v)| v)
+        .map_err(|r| ApiError::bad_request(format!("bad query string: {}", r.body_text())))
+}
+
+fn job_id(raw: &str) -> ApiResult<i64> {
+    raw.parse()
+        .map_err(|_| ApiError::bad_request(format!("job id {raw:?} is not a number")))
+}
+
+/// `POST /api/v1/jobs`: one job object, or an array of them (one transaction).
+pub(super) async fn enqueue(
+    State(s): State<ApiState>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let body = json_body(body)?;
+    let (specs, many) = match body {
+        Value::Array(items) => (items, true),
+        obj @ Value::Object(_) => (vec![obj], false),
+        _ => {
+            return Err(ApiError::bad_request(
+                "the body must be a job object or an array of them",
+            ))
+        }
+    };
+    if specs.is_empty() {
+        return Err(ApiError::bad_request("an empty array enqueues nothing"));
+    }
+    let mut jobs: Vec<NewJob> = Vec::with_capacity(specs.len());
+    for (i, v) in specs.into_iter().enumerate() {
+        let at = |e: String| ApiError::bad_request(if many { format!("job #{i}: {e}") } else { e });
+        let spec: JobSpec =
+            serde_json::from_value(v).map_err(|e| at(format!("invalid job: {e}")))?;
+        if let Some(kinds) = &s.kinds {
+            if !kinds.contains(&spec.kind) {
+                let known: Vec<&str> = kinds.iter().map(String::as_str).collect();
+                return Err(at(format!(
+                    "unknown job kind {:?}; this daemon runs: {}",
+                    spec.kind,
+                    known.join(", ")
+                )));
+            }
+        }
+        jobs.push(spec.into_new_job().map_err(|e| at(e.to_string()))?);
+    }
+    let store = s.store.clone();
+    if many {
+        let ids = blocking(move || store.enqueue_many(&jobs)).await?;
+        Ok((StatusCode::CREATED, Json(json!({ "ids": ids }))))
+    } else {
+        let id = blocking(move || store.enqueue(&jobs[0])).await?;
+        Ok((StatusCode::CREATED, Json(json!({ "id": id }))))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListParams {
+    queue: Option<String>,
+    state: Option<String>,
+    kind: Option<String>,
+    tenant: Option<String>,
+    before_id: Option<i64>,
+    limit: Option<i64>,
+}
+
+/// `GET /api/v1/jobs?queue=&state=&kind=&tenant=&before_id=&limit=`
+pub(super) async fn list_jobs(
+    State(s): State<ApiState>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let p = query(params)?;
+    let state = match p.state.as_deref() {
+        Some(st) => Some(st.parse::<JobState>().map_err(ApiError::from)?),
+        None => None,
+    };
+    let filter = ListFilter {
+        queue: p.queue,
+        state,
+        kind: p.kind,
+        tenant: p.tenant,
+        before_id: p.before_id,
+        limit: p.limit,
+    };
+    let jobs = blocking(move || s.store.list(&filter)).await?;
+    Ok(Json(json!({ "jobs": jobs })))
+}
+
+/// `GET /api/v1/jobs/{id}`
+pub(super) async fn get_job(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id = job_id(&id)?;
+    let job = blocking(move || s.store.get(id)).await?;
+    Ok(Json(serde_json::to_value(job).unwrap_or_default()))
+}
+
+/// `POST /api/v1/jobs/{id}/cancel`
+pub(super) async fn cancel(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id = job_id(&id)?;
+    let outcome = blocking(move || s.store.cancel(id)).await?;
+    Ok(Json(
+        json!({ "id": id, "outcome": format!("{outcome:?}").to_lowercase() }),
+    ))
+}
+
+/// `POST /api/v1/jobs/{id}/retry`
+pub(super) async fn retry(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id = job_id(&id)?;
+    blocking(move || s.store.retry(id)).await?;
+    Ok(Json(json!({ "id": id, "state": "ready" })))
+}
+
+/// `GET /api/v1/queues`: counts per queue and state, live workers.
+pub(super) async fn queues(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
+    let stats = blocking(move || s.store.stats()).await?;
+    Ok(Json(serde_json::to_value(stats).unwrap_or_default()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PurgeParams {
+    #[serde(default)]
+    older_than_secs: u64,
+}
+
+/// `POST /api/v1/queues/{name}/pause|resume|purge[?older_than_secs=]`
+pub(super) async fn queue_action(
+    State(s): State<ApiState>,
+    Path((name, action)): Path<(String, String)>,
+    params: Result<Query<PurgeParams>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let store = s.store.clone();
+    match action.as_str() {
+        "pause" => {
+            let n = name.clone();
+            blocking(move || store.pause(&n)).await?;
+            Ok(Json(json!({ "queue": name, "paused": true })))
+        }
+        "resume" => {
+            let n = name.clone();
+            blocking(move || store.resume(&n)).await?;
+            Ok(Json(json!({ "queue": name, "paused": false })))
+        }
+        "purge" => {
+            let secs = query(params)?.older_than_secs;
+            let n = name.clone();
+            let purged =
+                blocking(move || store.purge(std::time::Duration::from_secs(secs), Some(&n)))
+                    .await?;
+            Ok(Json(json!({ "queue": name, "purged": purged })))
+        }
+        other => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no queue action {other:?}; use pause, resume or purge"),
+        )),
+    }
+}
+
+/// `GET /api/v1/schedules`
+pub(super) async fn schedules(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
+    let list = blocking(move || s.store.schedules()).await?;
+    Ok(Json(json!({ "schedules": list })))
+}
+
+/// `GET /api/v1/schedules/{name}`
+pub(super) async fn get_schedule(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let info = blocking(move || s.store.schedule(&name)).await?;
+    Ok(Json(serde_json::to_value(info).unwrap_or_default()))
+}
+
+/// `POST /api/v1/schedules`: a [`ScheduleSpec`].
+pub(super) async fn add_schedule(
+    State(s): State<ApiState>,
+    body: Result<Json<ScheduleSpec>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let spec = json_body(body)?;
+    let schedule = spec.into_new_schedule().map_err(ApiError::from)?;
+    let info = blocking(move || s.store.add_schedule(&schedule)).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::to_value(info).unwrap_or_default()),
+    ))
+}
+
+/// `DELETE /api/v1/schedules/{name}`
+pub(super) async fn remove_schedule(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    blocking(move || s.store.remove_schedule(&name)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AnalyticsParams {
+    #[serde(default)]
+    period: Period,
+    domain: Option<String>,
+    template: Option<i64>,
+    from_ms: Option<i64>,
+    to_ms: Option<i64>,
+    ttl_secs: Option<u64>,
+}
+
+/// `GET /api/v1/analytics?period=&domain=&template=`: the cached answer
+/// (200), or a queued `analytics_rollup` job computing it (202).
+pub(super) async fn analytics(
+    State(s): State<ApiState>,
+    params: Result<Query<AnalyticsParams>, QueryRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let p = query(params)?;
+    let q = AnalyticsQuery {
+        period: p.period,
+        domain: p.domain,
+        template: p.template,
+        from_ms: p.from_ms,
+        to_ms: p.to_ms,
+        ttl_secs: p.ttl_secs.unwrap_or(3600),
+        concurrency: None,
+    };
+    let store = s.store.clone();
+    let probe = q.clone();
+    if let Some(hit) = blocking(move || analytics::cached(&store, &probe)).await? {
+        return Ok((
+            StatusCode::OK,
+            Json(json!({ "cached": true, "result": hit })),
+        ));
+    }
+    // One job per distinct query while it is pending.
+    let job = NewJob::new(
+        crate::scheduler::defaults::ANALYTICS_QUEUE,
+        crate::scheduler::defaults::ANALYTICS_KIND,
+    )
+    .payload(&q)
+    .unique_key(format!("analytics:{}", q.cache_key()));
+    let store = s.store.clone();
+    let id = blocking(move || store.enqueue(&job)).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "cached": false, "job_id": id, "status": format!("/api/v1/jobs/{id}") })),
+    ))
+}
+
+/// Unknown `/api/v1/...` paths.
+pub(super) async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such API route")
+}
+
+/// `GET /healthz`: the queue file answers, live workers, the scheduler.
+pub(super) async fn healthz(State(s): State<ApiState>) -> (StatusCode, Json<Value>) {
+    let store = s.store.clone();
+    match blocking(move || store.stats()).await {
+        Ok(stats) => (
+            StatusCode::OK,
+            Json(json!({
+                "status": "ok",
+                "queue_db": "ok",
+                "live_workers": stats.live_workers,
+                "scheduler": if s.scheduler { "running" } else { "not in this process" },
+            })),
+        ),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "unavailable", "queue_db": e.message })),
+        ),
+    }
+}

@@ -1,0 +1,208 @@
+//! The HTTP API (axum, JSON) that `jobd serve` runs beside the workers and
+//! the scheduler.
+//!
+//! Every `/api/v1` route needs `Authorization: Bearer <token>` (compared in
+//! constant time; never logged).  `/healthz` and `/metrics` are open, for
+//! load balancers and Prometheus.  Errors are JSON `{"error": "..."}` with a
+//! status that says whose fault it is: 400 bad input, 401 no or wrong token,
+//! 404 no such thing, 409 not in this state, 413 body too large, 503 busy,
+//! 507 disk full, 500 anything else — whose details (paths, SQL) go to the
+//! log, not the client.
+
+mod api;
+pub(crate) mod metrics;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::error::Error;
+use crate::handlers::DataDir;
+use crate::store::Store;
+
+/// The largest request body accepted (a batch of many jobs fits).
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// What the API serves.
+#[derive(Clone)]
+pub struct ApiState {
+    pub(crate) store: Store,
+    token_hash: [u8; 32],
+    pub(crate) data: Option<DataDir>,
+    /// Job kinds the daemon's workers run; enqueueing another is refused.
+    /// `None` accepts any kind (workers elsewhere may run it).
+    pub(crate) kinds: Option<Arc<BTreeSet<String>>>,
+    /// Whether this process runs a scheduler (reported by `/healthz`).
+    pub(crate) scheduler: bool,
+}
+
+impl ApiState {
+    /// An API on `store` guarded by `token` (at least 16 characters).
+    pub fn new(store: Store, token: &str) -> crate::Result<ApiState> {
+        if token.len() < 16 {
+            return Err(Error::invalid(
+                "api token",
+                "must be at least 16 characters (jobd init makes one)",
+            ));
+        }
+        Ok(ApiState {
+            store,
+            token_hash: Sha256::digest(token.as_bytes()).into(),
+            data: None,
+            kinds: None,
+            scheduler: false,
+        })
+    }
+
+    /// The data directory (analytics requests need it).
+    pub fn data(mut self, data: DataDir) -> ApiState {
+        self.data = Some(data);
+        self
+    }
+
+    /// Refuse to enqueue kinds outside `kinds`.
+    pub fn kinds(mut self, kinds: impl IntoIterator<Item = String>) -> ApiState {
+        self.kinds = Some(Arc::new(kinds.into_iter().collect()));
+        self
+    }
+
+    /// Report a running scheduler in `/healthz`.
+    pub fn with_scheduler(mut self, running: bool) -> ApiState {
+        self.scheduler = running;
+        self
+    }
+
+    /// Compare a presented token with ours in constant time (hashes are
+    /// compared, so not even the length leaks).
+    fn token_ok(&self, presented: &str) -> bool {
+        let h: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        bool::from(h.ct_eq(&self.token_hash))
+    }
+}
+
+/// The whole HTTP surface: the API, `/healthz`, `/metrics`.
+pub fn router(state: ApiState) -> Router {
+    let api = Router::new()
+        .route("/jobs", post(api::enqueue).get(api::list_jobs))
+        .route("/jobs/{id}", get(api::get_job))
+        .route("/jobs/{id}/cancel", post(api::cancel))
+        .route("/jobs/{id}/retry", post(api::retry))
+        .route("/queues", get(api::queues))
+        .route("/queues/{name}/{action}", post(api::queue_action))
+        .route("/schedules", get(api::schedules).post(api::add_schedule))
+        .route(
+            "/schedules/{name}",
+            get(api::get_schedule).delete(api::remove_schedule),
+        )
+        .route("/analytics", get(api::analytics))
+        .fallback(api::not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth));
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(api::healthz))
+        .route("/metrics", get(metrics::metrics))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Serve `router` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    tracing::info!(addr = ?listener.local_addr().ok(), "HTTP API listening");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn auth(State(state): State<ApiState>, req: Request, next: Next) -> Response {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(token) if state.token_ok(token) => next.run(req).await,
+        _ => {
+            let mut resp = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong API token: send Authorization: Bearer <token>",
+            )
+            .into_response();
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            resp
+        }
+    }
+}
+
+/// An error response: a status and a message for the client.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response()
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> ApiError {
+        let status = match &e {
+            Error::InvalidInput { .. } => StatusCode::BAD_REQUEST,
+            Error::NotFound { .. }
+            | Error::ScheduleNotFound { .. }
+            | Error::TenantNotFound { .. } => StatusCode::NOT_FOUND,
+            Error::InvalidState { .. } | Error::Conflict { .. } | Error::ScheduleExists { .. } => {
+                StatusCode::CONFLICT
+            }
+            Error::Busy { .. } | Error::Pool(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::DiskFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let message = match status {
+            StatusCode::INTERNAL_SERVER_ERROR => {
+                tracing::error!(error = %e, "API request failed");
+                "internal error (details are in the daemon's log)".to_string()
+            }
+            StatusCode::SERVICE_UNAVAILABLE => "the queue is busy; try again".to_string(),
+            StatusCode::INSUFFICIENT_STORAGE => {
+                "the queue's disk is full; nothing was written".to_string()
+            }
+            _ => e.to_string(),
+        };
+        ApiError::new(status, message)
+    }
+}

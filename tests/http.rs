@@ -1,0 +1,360 @@
+//! The HTTP API: every route's success, 401 without or with a wrong token,
+//! 400 on bad input, 404 on unknown things.
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use jobd::handlers::{DataDir, Reporter};
+use jobd::server::{router, ApiState};
+use jobd::Store;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+const TOKEN: &str = "test-token-0123456789abcdef";
+
+struct Api {
+    _dir: tempfile::TempDir,
+    app: Router,
+    store: Store,
+    data: DataDir,
+}
+
+fn api() -> Api {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("queue.db")).unwrap();
+    let data = DataDir::new(dir.path());
+    let state = ApiState::new(store.clone(), TOKEN)
+        .unwrap()
+        .data(data.clone())
+        .kinds(["send_email", "analytics_rollup", "noop"].map(String::from))
+        .with_scheduler(true);
+    Api {
+        app: router(state),
+        store,
+        data,
+        _dir: dir,
+    }
+}
+
+async fn call(
+    app: &Router,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<String>,
+) -> (StatusCode, String) {
+    let mut req = Request::builder().method(method).uri(path);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let req = match body {
+        Some(b) => req
+            .header("content-type", "application/json")
+            .body(Body::from(b))
+            .unwrap(),
+        None => req.body(Body::empty()).unwrap(),
+    };
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+async fn ok(app: &Router, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    let (status, text) = call(app, method, path, Some(TOKEN), body.map(|b| b.to_string())).await;
+    let value = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    (status, value)
+}
+
+fn error_of(v: &Value) -> &str {
+    v["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error message in {v}"))
+}
+
+#[tokio::test]
+async fn every_api_route_needs_the_token() {
+    let a = api();
+    let routes = [
+        (Method::POST, "/api/v1/jobs"),
+        (Method::GET, "/api/v1/jobs"),
+        (Method::GET, "/api/v1/jobs/1"),
+        (Method::POST, "/api/v1/jobs/1/cancel"),
+        (Method::POST, "/api/v1/jobs/1/retry"),
+        (Method::GET, "/api/v1/queues"),
+        (Method::POST, "/api/v1/queues/email/pause"),
+        (Method::POST, "/api/v1/queues/email/resume"),
+        (Method::POST, "/api/v1/queues/email/purge"),
+        (Method::GET, "/api/v1/schedules"),
+        (Method::POST, "/api/v1/schedules"),
+        (Method::GET, "/api/v1/schedules/x"),
+        (Method::DELETE, "/api/v1/schedules/x"),
+        (Method::GET, "/api/v1/analytics"),
+        (Method::GET, "/api/v1/nope"),
+    ];
+    for (method, path) in routes {
+        for token in [None, Some("wrong-token-0123456789abcdef"), Some("")] {
+            let (status, body) = call(&a.app, method.clone(), path, token, Some("{}".into())).await;
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{method} {path} with {token:?}"
+            );
+            let v: Value = serde_json::from_str(&body).unwrap();
+            assert!(error_of(&v).contains("token"), "{body}");
+            assert!(!body.contains(TOKEN));
+        }
+    }
+    // Basic auth or a bare token is not a bearer token.
+    let req = Request::get("/api/v1/queues")
+        .header("authorization", TOKEN)
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        a.app.clone().oneshot(req).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(a.store.stats().unwrap().queues.len(), 0, "nothing was done");
+    // A short token is refused when the API is built.
+    assert!(ApiState::new(a.store.clone(), "short").is_err());
+}
+
+#[tokio::test]
+async fn jobs_enqueue_get_list_cancel_retry() {
+    let a = api();
+    let (s, v) = ok(&a.app, Method::POST, "/api/v1/jobs", Some(json!({"queue": "email", "kind": "send_email", "payload": {"to": "a@b.c"}, "priority": 2}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["id"].as_i64().unwrap();
+    let (s, v) = ok(
+        &a.app,
+        Method::POST,
+        "/api/v1/jobs",
+        Some(json!([
+            {"queue": "email", "kind": "send_email"},
+            {"queue": "email", "kind": "noop", "delay_ms": 60000}
+        ])),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(v["ids"].as_array().unwrap().len(), 2);
+
+    let (s, v) = ok(&a.app, Method::GET, &format!("/api/v1/jobs/{id}"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        (
+            v["state"].as_str(),
+            v["payload"]["to"].as_str(),
+            v["priority"].as_i64()
+        ),
+        (Some("ready"), Some("a@b.c"), Some(2))
+    );
+    let (s, v) = ok(
+        &a.app,
+        Method::GET,
+        "/api/v1/jobs?queue=email&state=ready&limit=10",
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["jobs"].as_array().unwrap().len(), 2);
+    let (_, v) = ok(&a.app, Method::GET, "/api/v1/jobs?state=scheduled", None).await;
+    assert_eq!(v["jobs"].as_array().unwrap().len(), 1);
+
+    // Retry of a live job is a conflict; cancel, then retry works.
+    let (s, v) = ok(
+        &a.app,
+        Method::POST,
+        &format!("/api/v1/jobs/{id}/retry"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    let (s, v) = ok(
+        &a.app,
+        Method::POST,
+        &format!("/api/v1/jobs/{id}/cancel"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(a.store.get(id).unwrap().state, jobd::JobState::Cancelled);
+    let (s, _) = ok(
+        &a.app,
+        Method::POST,
+        &format!("/api/v1/jobs/{id}/retry"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(a.store.get(id).unwrap().state, jobd::JobState::Ready);
+
+    // 404s.
+    for (m, p) in [
+        (Method::GET, "/api/v1/jobs/999999"),
+        (Method::POST, "/api/v1/jobs/999999/cancel"),
+        (Method::POST, "/api/v1/jobs/999999/retry"),
+        (Method::GET, "/api/v1/nope"),
+    ] {
+        let (s, v) = ok(&a.app, m.clone(), p, None).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{m} {p}: {v}");
+        error_of(&v);
+    }
+}
+
+#[tokio::test]
+async fn bad_input_is_a_400_that_says_what_is_wrong_and_writes_nothing() {
+    let a = api();
+    let cases: Vec<(Method, &str, Option<String>, &str)> = vec![
+        (Method::POST, "/api/v1/jobs", Some("{not json".into()), "bad request body"),
+        (Method::POST, "/api/v1/jobs", Some(json!({"kind": "noop"}).to_string()), "queue"),
+        (Method::POST, "/api/v1/jobs", Some(json!({"queue": "q", "kind": "noop", "prio": 1}).to_string()), "prio"),
+        (Method::POST, "/api/v1/jobs", Some(json!({"queue": "q", "kind": "make_coffee"}).to_string()), "unknown job kind \"make_coffee\""),
+        (Method::POST, "/api/v1/jobs", Some(json!({"queue": "bad queue", "kind": "noop"}).to_string()), "queue"),
+        (Method::POST, "/api/v1/jobs", Some(json!([{"queue": "q", "kind": "noop"}, {"queue": "q", "kind": "noop", "max_attempts": 0}]).to_string()), "job #1"),
+        (Method::POST, "/api/v1/jobs", Some("[]".into()), "empty"),
+        (Method::POST, "/api/v1/jobs", Some("42".into()), "job object"),
+        (Method::GET, "/api/v1/jobs/abc", None, "not a number"),
+        (Method::GET, "/api/v1/jobs?state=bogus", None, "bogus"),
+        (Method::GET, "/api/v1/jobs?limit=many", None, "bad query string"),
+        (Method::GET, "/api/v1/jobs?colour=red", None, "colour"),
+        (Method::POST, "/api/v1/queues/bad%20name/pause", None, "queue"),
+        (Method::POST, "/api/v1/queues/q/purge?older_than_secs=-1", None, "bad query string"),
+        (Method::POST, "/api/v1/schedules", Some(json!({"name": "s", "cron": "0 2 * *", "queue": "q", "kind": "noop"}).to_string()), "4 fields"),
+        (Method::POST, "/api/v1/schedules", Some(json!({"name": "s", "cron": "0 2 * * *", "timezone": "Mars/Base", "queue": "q", "kind": "noop"}).to_string()), "Mars/Base"),
+        (Method::POST, "/api/v1/schedules", Some(json!({"name": "s", "every": "soonish", "queue": "q", "kind": "noop"}).to_string()), "soonish"),
+        (Method::POST, "/api/v1/schedules", Some(json!({"name": "s", "queue": "q", "kind": "noop"}).to_string()), "exactly one of cron, every"),
+        (Method::GET, "/api/v1/analytics?period=hourly", None, "bad query string"),
+    ];
+    for (m, p, body, wanted) in cases {
+        let (s, text) = call(&a.app, m.clone(), p, Some(TOKEN), body).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{m} {p}: {text}");
+        let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+        assert!(error_of(&v).contains(wanted), "{m} {p}: {text}");
+    }
+    // An oversized body: 413, not read into memory.
+    let big = format!(
+        "{{\"queue\":\"q\",\"kind\":\"noop\",\"payload\":\"{}\"}}",
+        "x".repeat(2 << 20)
+    );
+    let (s, _) = call(&a.app, Method::POST, "/api/v1/jobs", Some(TOKEN), Some(big)).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        a.store.stats().unwrap().queues.len(),
+        0,
+        "nothing was enqueued"
+    );
+    assert!(
+        a.store.schedules().unwrap().is_empty(),
+        "no schedule was stored"
+    );
+}
+
+#[tokio::test]
+async fn queues_schedules_health_and_metrics() {
+    let a = api();
+    ok(
+        &a.app,
+        Method::POST,
+        "/api/v1/jobs",
+        Some(json!({"queue": "email", "kind": "noop"})),
+    )
+    .await;
+    let (s, v) = ok(&a.app, Method::POST, "/api/v1/queues/email/pause", None).await;
+    assert_eq!((s, v["paused"].as_bool()), (StatusCode::OK, Some(true)));
+    let (s, v) = ok(&a.app, Method::GET, "/api/v1/queues", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["queues"][0]["queue"], "email");
+    assert_eq!(v["queues"][0]["paused"], true);
+    assert_eq!(v["queues"][0]["ready"], 1);
+    let (s, _) = ok(&a.app, Method::POST, "/api/v1/queues/email/resume", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = ok(
+        &a.app,
+        Method::POST,
+        "/api/v1/queues/email/purge?older_than_secs=0",
+        None,
+    )
+    .await;
+    assert_eq!((s, v["purged"].as_i64()), (StatusCode::OK, Some(0)));
+    let (s, _) = ok(&a.app, Method::POST, "/api/v1/queues/email/explode", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    let spec = json!({"name": "nightly", "cron": "30 2 * * *", "timezone": "Europe/Berlin", "queue": "email", "kind": "noop", "payload": {"a": 1}});
+    let (s, v) = ok(
+        &a.app,
+        Method::POST,
+        "/api/v1/schedules",
+        Some(spec.clone()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert!(v["next_fire_at"].as_i64().is_some());
+    let (s, v) = ok(&a.app, Method::POST, "/api/v1/schedules", Some(spec)).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    let (_, v) = ok(&a.app, Method::GET, "/api/v1/schedules", None).await;
+    assert_eq!(v["schedules"][0]["name"], "nightly");
+    let (s, v) = ok(&a.app, Method::GET, "/api/v1/schedules/nightly", None).await;
+    assert_eq!(
+        (s, v["timezone"].as_str()),
+        (StatusCode::OK, Some("Europe/Berlin"))
+    );
+    let (s, _) = ok(&a.app, Method::DELETE, "/api/v1/schedules/nightly", None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    for m in [Method::GET, Method::DELETE] {
+        let (s, _) = ok(&a.app, m, "/api/v1/schedules/nightly", None).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+    }
+
+    // Open endpoints.
+    let (s, text) = call(&a.app, Method::GET, "/healthz", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        (v["status"].as_str(), v["scheduler"].as_str()),
+        (Some("ok"), Some("running"))
+    );
+    let (s, text) = call(&a.app, Method::GET, "/metrics", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        text.contains("jobd_jobs{queue=\"email\",state=\"ready\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("# TYPE jobd_attempts_total counter"));
+    assert!(text.contains("jobd_live_workers 0"));
+}
+
+#[tokio::test]
+async fn analytics_are_queued_then_served_from_the_cache() {
+    let a = api();
+    jobd::tenants::seed(
+        a.data.tenants(),
+        &jobd::tenants::SeedOptions {
+            tenants: 3,
+            templates_per_tenant: 2,
+            scans_per_tenant: 40,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let path = "/api/v1/analytics?period=weekly";
+    let (s, v) = ok(&a.app, Method::GET, path, None).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let job = v["job_id"].as_i64().unwrap();
+    // Asked again while pending: the same job, not a second one.
+    let (_, again) = ok(&a.app, Method::GET, path, None).await;
+    assert_eq!(again["job_id"].as_i64(), Some(job));
+
+    // A worker runs the job (here: the handler's function directly).
+    let q: jobd::handlers::analytics::AnalyticsQuery =
+        serde_json::from_value(a.store.get(job).unwrap().payload).unwrap();
+    jobd::handlers::analytics::analytics(&a.store, &a.data, &q, &Reporter::silent()).unwrap();
+    let (s, v) = ok(&a.app, Method::GET, path, None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["cached"], true);
+    assert_eq!(v["result"]["total_scans"], 120);
+}
