@@ -130,6 +130,7 @@ fn ticks_fire_exactly_once_through_sigkills_and_restarts() {
 
 fn jobd(db: &Path, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(JOBD)
+        .current_dir(db.parent().unwrap().parent().unwrap())
         .arg("--db")
         .arg(db)
         .args(args)

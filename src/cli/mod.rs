@@ -1,10 +1,12 @@
 //! The `jobd` command line.  One file per group of commands; every command
 //! prints one clear line and exits non-zero on error, never a panic.
 
+mod config;
 mod demo;
 mod jobs;
 mod queues;
 mod schedules;
+mod serve;
 mod tenants;
 
 use std::path::PathBuf;
@@ -19,23 +21,17 @@ use clap::{Parser, Subcommand};
     about = "A durable background-job queue in one SQLite file"
 )]
 struct Cli {
-    /// The queue database.
-    #[arg(
-        long,
-        global = true,
-        env = "JOBD_DB",
-        default_value = "jobd-data/queue.db"
-    )]
-    db: PathBuf,
+    /// The configuration file (default: ./jobd.toml when it exists).
+    #[arg(long, global = true, env = "JOBD_CONFIG")]
+    config: Option<PathBuf>,
 
-    /// The data directory: tenants/, artifacts/, backups/.
-    #[arg(
-        long,
-        global = true,
-        env = "JOBD_DATA_DIR",
-        default_value = "jobd-data"
-    )]
-    data_dir: PathBuf,
+    /// The queue database (default: <data dir>/queue.db).
+    #[arg(long, global = true, env = "JOBD_DB")]
+    db: Option<PathBuf>,
+
+    /// The data directory: queue.db, tenants/, artifacts/, backups/ (default: jobd-data).
+    #[arg(long, global = true, env = "JOBD_DATA_DIR")]
+    data_dir: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Command,
@@ -43,8 +39,13 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Create the queue database and install the default schedules.
+    /// Create the data directory, the queue database, a commented jobd.toml
+    /// with an API token, and the default schedules.
     Init(schedules::InitArgs),
+    /// Run the daemon: workers (built-in handlers), the scheduler and the HTTP API.
+    Serve(serve::ServeArgs),
+    /// Run workers only (extra processes on the same queue file).
+    Worker(serve::WorkerArgs),
     /// Run the demo: enqueue a mixed workload, work it off with several
     /// workers, and print a report.
     Demo(demo::DemoArgs),
@@ -103,22 +104,36 @@ pub fn run() -> ExitCode {
 type CliResult<T = ExitCode> = Result<T, Box<dyn std::error::Error>>;
 
 fn dispatch(cli: Cli) -> CliResult {
+    let config = config::Config::load(cli.config.as_deref())?;
+    let data_dir = cli
+        .data_dir
+        .clone()
+        .or_else(|| config.data_dir.clone())
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_DATA_DIR));
+    let db = cli
+        .db
+        .clone()
+        .or_else(|| config.db.clone())
+        .unwrap_or_else(|| data_dir.join("queue.db"));
+    let (db, data_dir) = (db.as_path(), data_dir.as_path());
     match cli.command {
-        Command::Init(args) => schedules::init(&cli.db, args),
-        Command::Schedule(cmd) => schedules::schedule(&cli.db, cmd),
-        Command::Scheduler(args) => schedules::run_scheduler(&cli.db, args),
-        Command::Tenants(cmd) => tenants::tenants(&cli.data_dir, cmd),
-        Command::Backup(cmd) => tenants::backup(&cli.data_dir, cmd),
+        Command::Serve(args) => serve::serve(db, data_dir, &config, args),
+        Command::Worker(args) => serve::worker_only(db, data_dir, &config, args),
+        Command::Init(args) => schedules::init(db, data_dir, cli.config.as_deref(), args),
+        Command::Schedule(cmd) => schedules::schedule(db, cmd),
+        Command::Scheduler(args) => schedules::run_scheduler(db, args),
+        Command::Tenants(cmd) => tenants::tenants(data_dir, cmd),
+        Command::Backup(cmd) => tenants::backup(data_dir, cmd),
         Command::Demo(args) => demo::run(args),
-        Command::Enqueue(args) => jobs::enqueue(&cli.db, args),
-        Command::Show(args) => jobs::show(&cli.db, args),
-        Command::List(args) => jobs::list(&cli.db, args),
-        Command::Cancel(args) => jobs::cancel(&cli.db, args),
-        Command::Retry(args) => jobs::retry(&cli.db, args),
-        Command::Stats(args) => queues::stats(&cli.db, args),
-        Command::Queue(cmd) => queues::queue(&cli.db, cmd),
+        Command::Enqueue(args) => jobs::enqueue(db, args),
+        Command::Show(args) => jobs::show(db, args),
+        Command::List(args) => jobs::list(db, args),
+        Command::Cancel(args) => jobs::cancel(db, args),
+        Command::Retry(args) => jobs::retry(db, args),
+        Command::Stats(args) => queues::stats(db, args),
+        Command::Queue(cmd) => queues::queue(db, cmd),
         Command::Reap => {
-            let report = open(&cli.db)?.reap()?;
+            let report = open(db)?.reap()?;
             println!(
                 "requeued {}, dead {}, cancelled {}",
                 report.requeued.len(),
@@ -128,8 +143,8 @@ fn dispatch(cli: Cli) -> CliResult {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check => {
-            open(&cli.db)?.integrity_check()?;
-            println!("{}: ok", cli.db.display());
+            open(db)?.integrity_check()?;
+            println!("{}: ok", db.display());
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -21,14 +21,31 @@ pub struct InitArgs {
     restore_defaults: bool,
 }
 
-/// Create the queue file (if missing) and install the default schedules once.
-pub fn init(db: &Path, args: InitArgs) -> CliResult {
+/// Create the data directory and the queue file (if missing), a commented
+/// `jobd.toml` with a fresh API token (if there is none), and the default
+/// schedules (once).
+pub fn init(db: &Path, data_dir: &Path, config: Option<&Path>, args: InitArgs) -> CliResult {
+    for sub in ["tenants", "artifacts", "backups"] {
+        let dir = data_dir.join(sub);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    }
     let store = open_or_create(db)?;
     println!(
         "{}: ready (schema version {})",
         db.display(),
         jobd::store::SCHEMA_VERSION
     );
+    let config_path = config.unwrap_or(Path::new("jobd.toml"));
+    if config_path.exists() {
+        println!("{}: kept as it is", config_path.display());
+    } else {
+        let token = super::config::new_token()?;
+        write_private(config_path, &super::config::template(data_dir, &token))?;
+        println!(
+            "{}: written, with a new API token (api_token; readable by you only)",
+            config_path.display()
+        );
+    }
     if args.no_defaults {
         return Ok(ExitCode::SUCCESS);
     }
@@ -307,4 +324,19 @@ pub fn run_scheduler(db: &Path, args: SchedulerArgs) -> CliResult {
             .await
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Create `path` with `text`, readable and writable by the owner only.
+fn write_private(path: &Path, text: &str) -> CliResult<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("creating {}: {e}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    Ok(())
 }

@@ -170,15 +170,18 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 }
 
 /// Queues of the built-in handlers, with the concurrency the platform ran
-/// them at: pdf ×2, batch ×1, analytics ×1, maintenance ×1.
+/// them at: pdf ×2, batch ×1, analytics ×1, maintenance ×1, email ×5, and
+/// `default` ×4 for `noop`/`sleep` and anything else.
 pub const BUILTIN_QUEUES: &[(&str, usize)] = &[
     ("pdf", 2),
+    ("email", 5),
+    ("default", 4),
     ("batch", 1),
     (crate::scheduler::defaults::ANALYTICS_QUEUE, 1),
     (crate::scheduler::defaults::MAINTENANCE_QUEUE, 1),
 ];
 
-/// Register every built-in handler, working on `data`, and their queues
+/// Register every built-in handler (and `noop`, `sleep`), working on `data`, and their queues
 /// (see [`BUILTIN_QUEUES`]) on `builder`.
 pub fn builtin(
     builder: crate::worker::WorkerBuilder,
@@ -191,8 +194,29 @@ pub fn builtin(
         .register(backup::BackupHandler::new(data.clone()))
         .register(maintenance::CleanupHandler::new(Some(data.clone())))
         .register(maintenance::HealthHandler::new(Some(data.clone())));
+    builder = sleep_handler(noop_handler(builder));
     for (queue, concurrency) in BUILTIN_QUEUES {
         builder = builder.queue(queue, *concurrency);
     }
     builder
+}
+
+/// `noop`: does nothing and succeeds (smoke tests, `jobd bench`).
+pub fn noop_handler(builder: crate::worker::WorkerBuilder) -> crate::worker::WorkerBuilder {
+    builder.handle_fn("noop", |_ctx, _payload| async { Ok(serde_json::json!({})) })
+}
+
+/// `sleep`: `{"ms": N}` — waits N ms (stopping early when cancelled).
+pub fn sleep_handler(builder: crate::worker::WorkerBuilder) -> crate::worker::WorkerBuilder {
+    builder.handle_fn("sleep", |ctx, payload| async move {
+        let ms = payload
+            .get("ms")
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| JobError::permanent("sleep needs {\"ms\": <milliseconds>}"))?;
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_millis(ms)) => {}
+            _ = ctx.cancelled() => return Err(JobError::retryable("stopped while sleeping")),
+        }
+        Ok(serde_json::json!({ "slept_ms": ms }))
+    })
 }

@@ -151,6 +151,12 @@ impl WorkerBuilder {
         kinds
     }
 
+    /// Forget the queues added so far (to set them afresh from configuration).
+    pub fn clear_queues(mut self) -> Self {
+        self.queues.clear();
+        self
+    }
+
     /// The queues added so far, in order.
     pub fn queue_names(&self) -> Vec<String> {
         self.queues.iter().map(|(q, _)| q.clone()).collect()

@@ -1,0 +1,157 @@
+//! `jobd serve` (workers + scheduler + HTTP API in one process) and
+//! `jobd worker` (workers only, for extra processes on the same file).
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use jobd::handlers::{self, DataDir};
+use jobd::scheduler::Scheduler;
+use jobd::server::{self, ApiState};
+use jobd::worker::{Worker, WorkerBuilder};
+use tokio_util::sync::CancellationToken;
+
+use super::config::{Config, DEFAULT_LISTEN};
+use super::{open_or_create, CliResult};
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address of the HTTP API.
+    #[arg(long, env = "JOBD_LISTEN")]
+    listen: Option<String>,
+    /// Do not run the cron scheduler in this process.
+    #[arg(long)]
+    no_scheduler: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    /// Only these queues (default: every configured queue).
+    #[arg(long = "queue")]
+    queues: Vec<String>,
+}
+
+/// The worker of this process: built-in handlers, queues from the config.
+fn worker(store: &jobd::Store, data: &DataDir, config: &Config, only: &[String]) -> WorkerBuilder {
+    let mut queues: Vec<(String, usize)> = handlers::BUILTIN_QUEUES
+        .iter()
+        .map(|(q, n)| (q.to_string(), *n))
+        .collect();
+    for (q, n) in &config.queues {
+        match queues.iter_mut().find(|(name, _)| name == q) {
+            Some(entry) => entry.1 = *n,
+            None => queues.push((q.clone(), *n)),
+        }
+    }
+    // `builtin` adds its default queues; start from a builder without them
+    // and add the configured ones instead.
+    let mut builder = handlers::builtin(Worker::builder(store.clone()), data);
+    builder = builder.clear_queues();
+    for (q, n) in queues {
+        if (only.is_empty() || only.contains(&q)) && n > 0 {
+            builder = builder.queue(&q, n);
+        }
+    }
+    if let Some(n) = config.max_concurrency {
+        builder = builder.max_concurrency(n);
+    }
+    if let Some(secs) = config.shutdown_grace_secs {
+        builder = builder.shutdown_grace(Duration::from_secs(secs));
+    }
+    builder
+}
+
+fn runtime() -> CliResult<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+pub fn serve(db: &Path, data_dir: &Path, config: &Config, args: ServeArgs) -> CliResult {
+    let token = std::env::var("JOBD_API_TOKEN")
+        .ok()
+        .or_else(|| config.api_token.clone())
+        .ok_or(
+            "no API token: run `jobd init` (it writes one to jobd.toml) or set JOBD_API_TOKEN",
+        )?;
+    let listen = args
+        .listen
+        .or_else(|| config.listen.clone())
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+    let store = open_or_create(db)?;
+    // Absolute, so the paths in job results mean the same to every reader.
+    let data = DataDir::new(std::path::absolute(data_dir)?);
+    let builder = worker(&store, &data, config, &[]);
+    let run_scheduler = !args.no_scheduler && config.scheduler.unwrap_or(true);
+    let state = ApiState::new(store.clone(), &token)?
+        .data(data.clone())
+        .kinds(builder.kinds())
+        .with_scheduler(run_scheduler);
+
+    runtime()?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&listen)
+            .await
+            .map_err(|e| format!("listening on {listen}: {e}"))?;
+        eprintln!(
+            "jobd serve: {} — API on http://{}, {} queues{}",
+            db.display(),
+            listener.local_addr()?,
+            builder.queue_names().len(),
+            if run_scheduler { ", scheduler" } else { "" }
+        );
+        let stop = CancellationToken::new();
+        let signal = jobd::worker::shutdown_signal();
+        tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                signal.await;
+                stop.cancel();
+            }
+        });
+        let http = tokio::spawn({
+            let stop = stop.clone();
+            server::serve(listener, server::router(state), async move {
+                stop.cancelled().await
+            })
+        });
+        let scheduler = run_scheduler.then(|| {
+            let stop = stop.clone();
+            tokio::spawn(Scheduler::new(store.clone()).run(async move { stop.cancelled().await }))
+        });
+        let stop_worker = stop.clone();
+        let report = builder
+            .run(async move { stop_worker.cancelled().await })
+            .await;
+        stop.cancel(); // a worker that failed takes the rest down with it
+        let report = report?;
+        http.await??;
+        if let Some(s) = scheduler {
+            s.await??;
+        }
+        eprintln!(
+            "jobd serve: stopped ({} jobs succeeded, {} failed, {} released)",
+            report.succeeded, report.failed, report.released
+        );
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn worker_only(db: &Path, data_dir: &Path, config: &Config, args: WorkerArgs) -> CliResult {
+    let store = open_or_create(db)?;
+    let data = DataDir::new(std::path::absolute(data_dir)?);
+    let builder = worker(&store, &data, config, &args.queues);
+    if builder.queue_names().is_empty() {
+        return Err(format!("no such queue among {:?}", args.queues).into());
+    }
+    runtime()?.block_on(async move {
+        let report = builder.run(jobd::worker::shutdown_signal()).await?;
+        eprintln!(
+            "jobd worker: stopped ({} jobs succeeded, {} failed, {} released)",
+            report.succeeded, report.failed, report.released
+        );
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

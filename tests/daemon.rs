@@ -1,0 +1,243 @@
+//! `jobd init` + `jobd serve` as a real process: the API over TCP runs the
+//! built-in handlers, and SIGTERM stops it cleanly.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Reaper;
+use serde_json::{json, Value};
+
+const JOBD: &str = env!("CARGO_BIN_EXE_jobd");
+
+fn jobd(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(JOBD)
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "jobd {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// One HTTP/1.1 request; (status, JSON body).
+fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp[9..12].parse().unwrap();
+    let text = resp.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+    (
+        status,
+        serde_json::from_str(text).unwrap_or(Value::String(text.to_string())),
+    )
+}
+
+fn wait_done(addr: &str, token: &str, id: i64) -> Value {
+    let t0 = Instant::now();
+    loop {
+        let (status, job) = http(
+            addr,
+            "GET",
+            &format!("/api/v1/jobs/{id}"),
+            Some(token),
+            None,
+        );
+        assert_eq!(status, 200, "{job}");
+        if ["succeeded", "dead", "cancelled"].contains(&job["state"].as_str().unwrap()) {
+            return job;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "job {id} did not finish: {job}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn serve_runs_the_api_workers_and_scheduler_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = jobd(dir.path(), &["init"]);
+    assert!(out.contains("jobd.toml: written"), "{out}");
+    for sub in ["tenants", "artifacts", "backups"] {
+        assert!(dir.path().join("jobd-data").join(sub).is_dir());
+    }
+    let config = std::fs::read_to_string(dir.path().join("jobd.toml")).unwrap();
+    let token = config
+        .lines()
+        .find_map(|l| l.strip_prefix("api_token = \""))
+        .unwrap()
+        .trim_end_matches('"')
+        .to_string();
+    assert_eq!(token.len(), 64);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("jobd.toml"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "jobd.toml is private");
+    // A short shutdown grace, so the SIGTERM below does not wait 30 s.
+    let short = config.replace("shutdown_grace_secs = 30", "shutdown_grace_secs = 1");
+    assert_ne!(short, config);
+    std::fs::write(dir.path().join("jobd.toml"), short).unwrap();
+    jobd(
+        dir.path(),
+        &[
+            "tenants",
+            "seed",
+            "--count",
+            "3",
+            "--scans",
+            "50",
+            "--templates",
+            "3",
+        ],
+    );
+
+    let mut child = Command::new(JOBD)
+        .current_dir(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("JOBD_LOG", "warn")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut reaper = Reaper(vec![child]);
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines.next().expect("serve printed its address").unwrap();
+        if let Some(rest) = line.split_once("API on http://") {
+            break rest.1.split(',').next().unwrap().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {}); // keep draining stderr
+
+    let (status, health) = http(&addr, "GET", "/healthz", None, None);
+    assert_eq!(
+        (status, health["scheduler"].as_str()),
+        (200, Some("running")),
+        "{health}"
+    );
+    let (status, _) = http(&addr, "GET", "/api/v1/queues", None, None);
+    assert_eq!(status, 401);
+
+    // A PDF for a tenant, through the API, run by the daemon's workers.
+    let (status, v) = http(
+        &addr,
+        "POST",
+        "/api/v1/jobs",
+        Some(&token),
+        Some(
+            json!({"queue": "pdf", "kind": "generate_qr_pdf", "tenant": "tenant-002", "payload": {"template_id": 2, "copies": 3, "columns": 3}}),
+        ),
+    );
+    assert_eq!(status, 201, "{v}");
+    let job = wait_done(&addr, &token, v["id"].as_i64().unwrap());
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let pdf = job["result"]["path"].as_str().unwrap();
+    assert!(Path::new(pdf).exists() && pdf.contains("tenant-002"));
+    // Unknown kinds are refused by this daemon.
+    let (status, v) = http(
+        &addr,
+        "POST",
+        "/api/v1/jobs",
+        Some(&token),
+        Some(json!({"queue": "pdf", "kind": "print_money"})),
+    );
+    assert_eq!(status, 400, "{v}");
+
+    // Analytics: queued, computed by a worker, then served from the cache.
+    let (status, v) = http(
+        &addr,
+        "GET",
+        "/api/v1/analytics?period=monthly",
+        Some(&token),
+        None,
+    );
+    assert_eq!(status, 202, "{v}");
+    let job = wait_done(&addr, &token, v["job_id"].as_i64().unwrap());
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let (status, v) = http(
+        &addr,
+        "GET",
+        "/api/v1/analytics?period=monthly",
+        Some(&token),
+        None,
+    );
+    assert_eq!(
+        (status, v["result"]["total_scans"].as_i64()),
+        (200, Some(150)),
+        "{v}"
+    );
+
+    // The default schedules are there, with next fire times.
+    let (_, v) = http(&addr, "GET", "/api/v1/schedules", Some(&token), None);
+    assert_eq!(v["schedules"].as_array().unwrap().len(), 4);
+
+    // A long job in flight, then SIGTERM: released or finished, clean exit.
+    let (_, v) = http(
+        &addr,
+        "POST",
+        "/api/v1/jobs",
+        Some(&token),
+        Some(json!({"queue": "default", "kind": "sleep", "payload": {"ms": 60000}})),
+    );
+    let sleeper = v["id"].as_i64().unwrap();
+    let t0 = Instant::now();
+    while http(
+        &addr,
+        "GET",
+        &format!("/api/v1/jobs/{sleeper}"),
+        Some(&token),
+        None,
+    )
+    .1["state"]
+        != "running"
+    {
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let child = &mut reaper.0[0];
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(45), "serve did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    let store = jobd::Store::open(dir.path().join("jobd-data/queue.db")).unwrap();
+    assert_eq!(
+        store.get(sleeper).unwrap().state,
+        jobd::JobState::Ready,
+        "released, not stuck running"
+    );
+}
