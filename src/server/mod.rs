@@ -106,6 +106,8 @@ pub fn router(state: ApiState) -> Router {
         .fallback(api::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
+        .route("/", get(dashboard))
+        .route("/dashboard.js", get(dashboard_js))
         .nest("/api/v1", api)
         .route("/healthz", get(api::healthz))
         .route("/metrics", get(metrics::metrics))
@@ -123,6 +125,34 @@ pub async fn serve(
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// The web dashboard: one self-contained page (no CDN; works offline).  It
+/// asks for the token and keeps it in the browser.
+const DASHBOARD: &str = include_str!("static/dashboard.html");
+const DASHBOARD_JS: &str = include_str!("static/dashboard.js");
+
+/// Only this origin's script and no inline script: text from the queue
+/// could never run even if it reached the page as markup.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'unsafe-inline'";
+
+async fn dashboard() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_SECURITY_POLICY, CSP),
+        ],
+        DASHBOARD,
+    )
+        .into_response()
+}
+
+async fn dashboard_js() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        DASHBOARD_JS,
+    )
+        .into_response()
 }
 
 async fn auth(State(state): State<ApiState>, req: Request, next: Next) -> Response {

@@ -1,0 +1,133 @@
+"use strict";
+// Everything that comes from the queue (names, payloads, errors) is put in
+// the page with textContent, never innerHTML: it is shown as text.
+const $ = (id) => document.getElementById(id);
+let token = localStorage.getItem("jobd-token") || "";
+let openJob = null;
+
+async function api(method, path) {
+  const r = await fetch("/api/v1" + path, { method, headers: { "Authorization": "Bearer " + token } });
+  const body = await r.json().catch(() => ({}));
+  if (r.status === 401) { showLogin("That token was not accepted."); throw new Error("unauthorized"); }
+  if (!r.ok) throw new Error(body.error || ("HTTP " + r.status));
+  return body;
+}
+
+function el(tag, text, cls) {
+  const e = document.createElement(tag);
+  if (text !== undefined && text !== null) e.textContent = String(text);
+  if (cls) e.className = cls;
+  return e;
+}
+function cell(tr, text, cls) { const td = el("td", text, cls); tr.appendChild(td); return td; }
+function iso(ms) { return ms ? new Date(ms).toISOString().replace(".000Z", "Z") : "–"; }
+function fill(tbody, rows) { tbody.replaceChildren(...rows); }
+
+function showLogin(msg) {
+  $("app").hidden = true; $("login").hidden = false;
+  $("login-error").textContent = msg || "";
+}
+
+async function refreshQueues() {
+  const stats = await api("GET", "/queues");
+  const rows = stats.queues.map((q) => {
+    const tr = el("tr"); tr.dataset.queue = q.queue;
+    cell(tr, q.queue); cell(tr, q.paused ? "paused" : "active");
+    for (const k of ["scheduled", "ready", "running", "succeeded", "dead", "cancelled"]) {
+      const td = cell(tr, q[k], "num"); td.dataset.count = k;
+    }
+    cell(tr, q.oldest_ready_age_ms == null ? "–" : (q.oldest_ready_age_ms / 1000).toFixed(1) + " s");
+    const b = el("button", q.paused ? "Resume" : "Pause");
+    b.onclick = () => api("POST", "/queues/" + encodeURIComponent(q.queue) + (q.paused ? "/resume" : "/pause")).then(refresh);
+    tr.appendChild(el("td")).appendChild(b);
+    return tr;
+  });
+  fill($("queues").tBodies[0], rows);
+  $("workers").textContent = stats.live_workers + " live worker process(es)";
+  const total = stats.queues.reduce((n, q) => n + q.ready + q.running, 0);
+  $("summary").textContent = stats.queues.length + " queues · " + total + " waiting or running";
+}
+
+async function refreshJobs() {
+  const params = new URLSearchParams({ limit: "200" });
+  if ($("filter-state").value) params.set("state", $("filter-state").value);
+  if ($("filter-queue").value.trim()) params.set("queue", $("filter-queue").value.trim());
+  const { jobs } = await api("GET", "/jobs?" + params);
+  const needle = $("filter-text").value.trim().toLowerCase();
+  const rows = jobs
+    .filter((j) => !needle || [j.kind, j.tenant, j.last_error, j.queue].some((v) => v && String(v).toLowerCase().includes(needle)))
+    .map((j) => {
+      const tr = el("tr"); tr.dataset.job = j.id;
+      const a = el("a", j.id); a.onclick = () => { openJob = j.id; refreshJob(); };
+      tr.appendChild(el("td")).appendChild(a);
+      cell(tr, j.queue); cell(tr, j.kind); cell(tr, j.state, "state-" + j.state);
+      cell(tr, j.attempts + "/" + j.attempt_limit, "num"); cell(tr, j.tenant || "");
+      cell(tr, j.progress_percent == null ? "" : Math.round(j.progress_percent) + "%", "num");
+      cell(tr, j.last_error || "", "error");
+      return tr;
+    });
+  fill($("jobs").tBodies[0], rows);
+}
+
+async function refreshJob() {
+  if (openJob === null) { $("job").hidden = true; return; }
+  const j = await api("GET", "/jobs/" + openJob);
+  $("job").hidden = false;
+  $("job-id").textContent = "#" + j.id;
+  $("job-state").textContent = j.state; $("job-state").className = "state-" + j.state;
+  const pct = j.progress.percent || 0;
+  $("job-bar").style.width = Math.max(0, Math.min(100, pct)) + "%";
+  $("job-progress").textContent = (j.progress.percent == null ? "" : pct.toFixed(0) + "% ") + (j.progress.stage || "") + (j.progress.detail ? " — " + j.progress.detail : "");
+  $("job-kind").textContent = j.queue + "/" + j.kind;
+  $("job-tenant").textContent = j.tenant || "–";
+  $("job-payload").textContent = JSON.stringify(j.payload, null, 2);
+  $("job-result").textContent = j.result == null ? "–" : JSON.stringify(j.result, null, 2);
+  $("job-error").textContent = j.last_error || "–";
+  $("job-retry").disabled = !(j.state === "dead" || j.state === "cancelled");
+  $("job-cancel").disabled = !(j.state === "scheduled" || j.state === "ready" || j.state === "running");
+  fill($("job-attempts").tBodies[0], (j.attempt_log || []).map((a) => {
+    const tr = el("tr");
+    cell(tr, a.attempt); cell(tr, a.worker || ""); cell(tr, a.outcome); cell(tr, iso(a.started_at)); cell(tr, a.error || "", "error");
+    return tr;
+  }));
+}
+
+async function refreshSchedules() {
+  const { schedules } = await api("GET", "/schedules");
+  fill($("schedules").tBodies[0], schedules.map((s) => {
+    const tr = el("tr");
+    cell(tr, s.name);
+    cell(tr, s.when.cron !== undefined ? s.when.cron : "every " + (s.when.every.secs) + " s");
+    cell(tr, s.timezone); cell(tr, s.queue + "/" + s.kind); cell(tr, s.enabled ? "yes" : "paused");
+    cell(tr, iso(s.next_fire_at)); cell(tr, iso(s.last_fire_at));
+    return tr;
+  }));
+}
+
+async function refresh() {
+  try {
+    await Promise.all([refreshQueues(), refreshJobs(), refreshJob(), refreshSchedules()]);
+    $("status").textContent = "updated " + new Date().toLocaleTimeString();
+  } catch (e) {
+    if (e.message !== "unauthorized") $("status").textContent = "error: " + e.message;
+  }
+}
+
+$("save-token").onclick = async () => {
+  token = $("token").value.trim();
+  try {
+    await api("GET", "/queues");
+    localStorage.setItem("jobd-token", token);
+    $("login").hidden = true; $("app").hidden = false;
+    refresh();
+  } catch (e) { if (e.message !== "unauthorized") showLogin(e.message); }
+};
+$("token").addEventListener("keydown", (e) => { if (e.key === "Enter") $("save-token").click(); });
+$("forget-token").onclick = () => { localStorage.removeItem("jobd-token"); token = ""; showLogin(""); };
+$("job-retry").onclick = () => api("POST", "/jobs/" + openJob + "/retry").then(refresh).catch((e) => $("status").textContent = e.message);
+$("job-cancel").onclick = () => api("POST", "/jobs/" + openJob + "/cancel").then(refresh).catch((e) => $("status").textContent = e.message);
+$("job-close").onclick = () => { openJob = null; refreshJob(); };
+for (const id of ["filter-state", "filter-queue", "filter-text"]) $(id).addEventListener("input", refreshJobs);
+
+if (token) { $("login").hidden = true; $("app").hidden = false; refresh(); }
+setInterval(() => { if (!$("app").hidden) refresh(); }, 2000);

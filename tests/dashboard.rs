@@ -1,0 +1,202 @@
+//! The web dashboard in a real headless Chromium (Debian's `chromium` and
+//! `chromium-driver`; `.ci/run` installs them): token, queue counts, a job
+//! page, retry of a dead job, and a `<script>` payload shown as text.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{ClientBuilder, Locator};
+use jobd::server::{router, ApiState};
+use jobd::store::JobState;
+use jobd::{NewJob, Store};
+use serde_json::json;
+
+const TOKEN: &str = "dashboard-test-token-0123456789";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn text_of(c: &fantoccini::Client, css: &str) -> String {
+    match c.find(Locator::Css(css)).await {
+        Ok(e) => e.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+async fn wait_text(c: &fantoccini::Client, css: &str, want: &str) {
+    let t0 = Instant::now();
+    loop {
+        let got = text_of(c, css).await;
+        if got.contains(want) {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "{css}: waited for {want:?}, have {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_in_headless_chromium() {
+    if !std::path::Path::new(CHROMEDRIVER).exists() || !std::path::Path::new(CHROMIUM).exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install chromium and chromium-driver"
+        );
+        eprintln!(
+            "SKIPPED: no {CHROMIUM} / {CHROMEDRIVER} (apt-get install chromium chromium-driver)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("queue.db")).unwrap();
+    let evil = "<script>window.pwned=1</script><img src=x onerror=\"window.pwned=2\">";
+    store.enqueue(&NewJob::new("email", "send_email")).unwrap();
+    let dead = store
+        .enqueue(
+            &NewJob::new("email", "send_email")
+                .payload(&json!({ "html": evil }))
+                .max_attempts(1),
+        )
+        .unwrap();
+    for job in store
+        .claim("w", &["email"], 10, Duration::from_secs(60))
+        .unwrap()
+    {
+        if job.id == dead {
+            store
+                .fail(job.id, job.lease_token, "<b>smtp said no</b>", false)
+                .unwrap();
+        } else {
+            store.complete(job.id, job.lease_token, None).unwrap();
+        }
+    }
+    assert_eq!(store.get(dead).unwrap().state, JobState::Dead);
+
+    // The daemon's HTTP side, in this process.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = router(ApiState::new(store.clone(), TOKEN).unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let port = free_port();
+    let mut driver = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": CHROMIUM,
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync",
+                format!("--user-data-dir={}", profile.path().display()),
+            ],
+        }),
+    );
+    let t0 = Instant::now();
+    let c = loop {
+        match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+        {
+            Ok(c) => break c,
+            Err(e) => {
+                assert!(t0.elapsed() < Duration::from_secs(20), "chromedriver: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+
+    let outcome = async {
+        c.goto(&format!("http://{addr}/")).await.unwrap();
+        // A wrong token is refused.
+        let input = c.find(Locator::Css("#token")).await.unwrap();
+        input.send_keys("not-the-token").await.unwrap();
+        c.find(Locator::Css("#save-token"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        wait_text(&c, "#login-error", "not accepted").await;
+        // The right one opens the dashboard.
+        input.clear().await.unwrap();
+        input.send_keys(TOKEN).await.unwrap();
+        c.find(Locator::Css("#save-token"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        wait_text(
+            &c,
+            "#queues tr[data-queue='email'] td[data-count='dead']",
+            "1",
+        )
+        .await;
+        wait_text(
+            &c,
+            "#queues tr[data-queue='email'] td[data-count='succeeded']",
+            "1",
+        )
+        .await;
+
+        // Open the dead job.
+        let link = format!("#jobs tr[data-job='{dead}'] a");
+        c.wait().for_element(Locator::Css(&link)).await.unwrap();
+        c.find(Locator::Css(&link))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        wait_text(&c, "#job-state", "dead").await;
+        // The payload and the error are shown as text, and nothing ran.
+        wait_text(&c, "#job-payload", "<script>window.pwned=1</script>").await;
+        wait_text(&c, "#job-error", "<b>smtp said no</b>").await;
+        let pwned = c
+            .execute("return window.pwned === undefined", vec![])
+            .await
+            .unwrap();
+        assert_eq!(pwned, json!(true), "a payload's script ran");
+
+        // Retry: the job goes back to ready, on the page and in the file.
+        c.find(Locator::Css("#job-retry"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        wait_text(&c, "#job-state", "ready").await;
+        assert_eq!(store.get(dead).unwrap().state, JobState::Ready);
+        wait_text(
+            &c,
+            "#queues tr[data-queue='email'] td[data-count='ready']",
+            "1",
+        )
+        .await;
+    };
+    // Close the browser whatever happened, then report.
+    let result = tokio::time::timeout(Duration::from_secs(90), outcome).await;
+    let _ = c.close().await;
+    let _ = driver.kill();
+    let _ = driver.wait();
+    result.expect("the dashboard test timed out");
+}
