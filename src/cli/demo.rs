@@ -1,145 +1,243 @@
-//! `jobd demo`: a mixed workload on a fresh queue file, worked off by several
-//! worker threads through the store API, then a report that matches the file.
+//! `jobd demo`: the platform's day in one command.  A fresh data dir, 101
+//! seeded tenant databases, a QR PDF per tenant, a batch of QR images, an
+//! analytics rollup, a verified backup of every tenant, and a stream of
+//! small jobs (a few flaky, a few doomed) — run by the real worker runtime
+//! with the built-in handlers while progress bars show them, then a report
+//! read back from the queue file.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use jobd::handlers::{self, DataDir};
 use jobd::store::{Backoff, JobState, NewJob};
+use jobd::tenants::{seed, SeedOptions};
+use jobd::worker::{JobError, Worker};
 use jobd::Store;
+use serde::Serialize;
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 
 use super::CliResult;
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
-    /// Directory for the demo's queue file (its old queue file is replaced).
+    /// The demo's data directory (its queue file, tenants, artifacts and
+    /// backups are replaced).
     #[arg(long, default_value = "jobd-demo")]
     data_dir: PathBuf,
-    /// Jobs to enqueue.
+    /// Tenant databases to seed.
+    #[arg(long, default_value_t = 101)]
+    tenants: usize,
+    /// Scans per tenant.
+    #[arg(long, default_value_t = 20_000)]
+    scans: usize,
+    /// Small jobs (1% fail once and are retried, 0.1% always fail).
     #[arg(long, default_value_t = 20_000)]
     jobs: usize,
-    /// Worker threads.
-    #[arg(long, default_value_t = 4)]
-    workers: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
-const QUEUES: [&str; 5] = ["pdf", "batch", "analytics", "maintenance", "email"];
-const LEASE: Duration = Duration::from_secs(30);
+/// What `jobd demo` reports (and `--json` prints).
+#[derive(Debug, Serialize)]
+struct Report {
+    data_dir: PathBuf,
+    queue_db: PathBuf,
+    tenants: usize,
+    seed_secs: f64,
+    run_secs: f64,
+    jobs: i64,
+    jobs_per_sec: f64,
+    states: std::collections::BTreeMap<String, i64>,
+    pdfs: usize,
+    artifacts: PathBuf,
+    batch: serde_json::Value,
+    analytics_total_scans: serde_json::Value,
+    backup_set: serde_json::Value,
+}
 
 pub fn run(args: DemoArgs) -> CliResult {
-    std::fs::create_dir_all(&args.data_dir)
-        .map_err(|e| format!("creating {}: {e}", args.data_dir.display()))?;
-    let db = args.data_dir.join("queue.db");
-    for suffix in ["", "-wal", "-shm"] {
-        let f = PathBuf::from(format!("{}{suffix}", db.display()));
-        if f.exists() {
-            std::fs::remove_file(&f).map_err(|e| format!("removing {}: {e}", f.display()))?;
-        }
-    }
-    let store = Store::open(&db)?;
-    eprintln!("jobd demo: queue file {}", db.display());
+    let root = std::path::absolute(&args.data_dir)?;
+    fresh(&root)?;
+    let data = DataDir::new(&root);
+    let db = root.join("queue.db");
+    let quiet = args.json;
+    let bars = MultiProgress::with_draw_target(if quiet {
+        ProgressDrawTarget::hidden()
+    } else {
+        ProgressDrawTarget::stderr()
+    });
 
-    // The workload: mostly quick jobs, 1% that fail once and succeed on retry,
-    // 0.1% that always fail (they end dead after 3 tries), some delayed ones,
-    // one cancelled before it runs, and ten enqueues of one unique key.
+    let seeding = bars.add(ProgressBar::new_spinner());
+    seeding.set_message(format!(
+        "seeding {} tenant databases ({} scans each)",
+        args.tenants, args.scans
+    ));
+    seeding.enable_steady_tick(Duration::from_millis(120));
+    let t = Instant::now();
+    seed(
+        data.tenants(),
+        &SeedOptions {
+            tenants: args.tenants,
+            scans_per_tenant: args.scans,
+            ..SeedOptions::default()
+        },
+    )?;
+    let seed_secs = t.elapsed().as_secs_f64();
+    seeding.finish_with_message(format!(
+        "seeded {} tenants in {seed_secs:.1} s",
+        args.tenants
+    ));
+
+    let store = Store::open(&db)?;
+    let tenants = data.tenants().list()?;
     let started = Instant::now();
-    let jobs: Vec<NewJob> = (0..args.jobs)
-        .map(|i| {
-            let queue = QUEUES[i % QUEUES.len()];
-            let kind = match i {
-                i if i % 1000 == 7 => "doomed",
-                i if i % 100 == 3 => "flaky",
-                _ => "noop",
-            };
-            let mut job = NewJob::new(queue, kind)
-                .payload(&json!({"n": i, "tenant": format!("tenant-{:03}", i % 101)}))
-                .tenant(format!("tenant-{:03}", i % 101))
+    let mut jobs: Vec<NewJob> = tenants
+        .iter()
+        .map(|t| {
+            NewJob::new("pdf", "generate_qr_pdf")
+                .tenant(t)
+                .payload(&json!({"template_id": 1, "columns": 3, "rows": 4, "copies": 12}))
+        })
+        .collect();
+    let first = tenants.first().cloned().unwrap_or_default();
+    let mut batch_ids: Vec<i64> = (1..=40).collect();
+    batch_ids.extend([404, 405]); // no such templates: recorded, the batch goes on
+    jobs.push(
+        NewJob::new("batch", "batch_qr")
+            .tenant(&first)
+            .payload(&json!({"template_ids": batch_ids, "formats": ["png", "svg"]})),
+    );
+    jobs.push(NewJob::new("analytics", "analytics_rollup").payload(&json!({"period": "weekly"})));
+    jobs.push(NewJob::new("maintenance", "backup_tenants").payload(&json!({"keep": 3})));
+    for i in 0..args.jobs {
+        let kind = match i {
+            i if i % 1000 == 7 => "doomed",
+            i if i % 100 == 3 => "flaky",
+            _ => "noop",
+        };
+        jobs.push(
+            NewJob::new("default", kind)
+                .payload(&json!({"n": i}))
                 .backoff(Backoff::new(
                     Duration::from_millis(50),
                     Duration::from_millis(200),
-                ));
-            if i % 500 == 11 {
-                job = job.delay(Duration::from_millis(800));
+                )),
+        );
+    }
+    let ids = store.enqueue_many(&jobs)?;
+    let (pdf_ids, rest) = ids.split_at(tenants.len());
+    let (batch_id, analytics_id, backup_id) = (rest[0], rest[1], rest[2]);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let builder = handlers::builtin(Worker::builder(store.clone()), &data)
+        .handle_fn("flaky", |ctx, _| async move {
+            if ctx.attempt() == 1 {
+                return Err(JobError::retryable("flaky: fails on its first try"));
             }
-            job
+            Ok(json!({"attempt": ctx.attempt()}))
         })
-        .collect();
-    let mut ids = Vec::with_capacity(jobs.len());
-    for chunk in jobs.chunks(1000) {
-        ids.extend(store.enqueue_many(chunk)?);
-    }
-    let unique: Vec<i64> = (0..10)
-        .map(|_| store.enqueue(&NewJob::new("maintenance", "noop").unique_key("nightly-cleanup")))
-        .collect::<jobd::Result<_>>()?;
-    let cancelled =
-        store.enqueue(&NewJob::new("email", "noop").delay(Duration::from_secs(3600)))?;
-    store.cancel(cancelled)?;
-    let enqueue_time = started.elapsed();
-    eprintln!(
-        "enqueued {} jobs in {:.2?} ({:.0} jobs/s); the unique key gave one job: {}",
-        ids.len() + 2,
-        enqueue_time,
-        (ids.len() + 2) as f64 / enqueue_time.as_secs_f64(),
-        unique.iter().all(|&id| id == unique[0])
-    );
+        .handle_fn("doomed", |_, _| async {
+            Err(JobError::retryable("doomed: fails every try"))
+        });
+    let style = ProgressStyle::with_template("{prefix:>10} [{bar:32}] {pos:>6}/{len:<6} {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    let bar = |prefix: &str, len: u64| {
+        let b = bars.add(ProgressBar::new(len));
+        b.set_style(style.clone());
+        b.set_prefix(prefix.to_string());
+        b
+    };
+    let pdf_bar = bar("pdf", pdf_ids.len() as u64);
+    let batch_bar = bar("batch", 100);
+    let analytics_bar = bar("analytics", 100);
+    let backup_bar = bar("backup", 100);
+    let small_bar = bar("small", args.jobs as u64);
 
-    let drain_started = Instant::now();
-    let done = Arc::new(AtomicBool::new(false));
-    let workers: Vec<_> = (0..args.workers.max(1))
-        .map(|n| {
-            let (store, done) = (store.clone(), done.clone());
-            std::thread::spawn(move || work(store, format!("demo-worker-{n}"), done))
-        })
-        .collect();
-    let mut last = Instant::now();
-    loop {
-        std::thread::sleep(Duration::from_millis(100));
-        store.reap()?;
-        let stats = store.stats()?;
-        let waiting: i64 = stats
-            .queues
-            .iter()
-            .map(|q| q.scheduled + q.ready + q.running)
-            .sum();
-        if last.elapsed() >= Duration::from_millis(500) || waiting == 0 {
-            let succeeded: i64 = stats.queues.iter().map(|q| q.succeeded).sum();
-            eprintln!(
-                "  {:>6.1}s  succeeded {succeeded:>7}  waiting {waiting:>7}",
-                drain_started.elapsed().as_secs_f64()
-            );
-            last = Instant::now();
+    runtime.block_on(async {
+        let stop = CancellationToken::new();
+        let worker = tokio::spawn({
+            let stop = stop.clone();
+            builder.run(async move { stop.cancelled().await })
+        });
+        loop {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            let store = store.clone();
+            let pdfs = pdf_ids.to_vec();
+            let snapshot = tokio::task::spawn_blocking(move || -> jobd::Result<_> {
+                let stats = store.stats()?;
+                let get = |id| store.get(id);
+                let pdf_done = pdfs
+                    .iter()
+                    .filter(|id| get(**id).map(|j| j.state.is_finished()).unwrap_or(false))
+                    .count();
+                Ok((
+                    stats,
+                    pdf_done,
+                    get(batch_id)?,
+                    get(analytics_id)?,
+                    get(backup_id)?,
+                ))
+            })
+            .await??;
+            let (stats, pdf_done, batch, analytics, backup) = snapshot;
+            pdf_bar.set_position(pdf_done as u64);
+            for (b, job) in [
+                (&batch_bar, &batch),
+                (&analytics_bar, &analytics),
+                (&backup_bar, &backup),
+            ] {
+                b.set_position(job.progress.percent.unwrap_or(0.0) as u64);
+                b.set_message(
+                    job.progress
+                        .detail
+                        .clone()
+                        .or(job.progress.stage.clone())
+                        .unwrap_or_default(),
+                );
+                if job.state.is_finished() {
+                    b.set_position(100);
+                    b.set_message(job.state.as_str().to_string());
+                }
+            }
+            if let Some(q) = stats.queue("default") {
+                small_bar.set_position((q.succeeded + q.dead) as u64);
+                small_bar.set_message(format!("{} retrying", q.scheduled));
+            }
+            let waiting: i64 = stats
+                .queues
+                .iter()
+                .map(|q| q.scheduled + q.ready + q.running)
+                .sum();
+            if waiting == 0 {
+                break;
+            }
         }
-        if waiting == 0 {
-            break;
-        }
+        stop.cancel();
+        worker.await??;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })?;
+    for b in [
+        &pdf_bar,
+        &batch_bar,
+        &analytics_bar,
+        &backup_bar,
+        &small_bar,
+    ] {
+        b.finish();
     }
-    done.store(true, Ordering::SeqCst);
-    for w in workers {
-        w.join().map_err(|_| "a worker thread panicked")??;
-    }
-    let drain_time = drain_started.elapsed();
+    let run_secs = started.elapsed().as_secs_f64();
 
+    // The report, read back from the queue file.
     let stats = store.stats()?;
-    let total = |f: fn(&jobd::store::QueueStats) -> i64| stats.queues.iter().map(f).sum::<i64>();
-    let processed = total(|q| q.succeeded) + total(|q| q.dead);
-    println!();
-    println!("jobd demo report");
-    println!("  queue file       {}", db.display());
-    println!(
-        "  wall time        {:.2?} (enqueue {:.2?}, drain {:.2?})",
-        started.elapsed(),
-        enqueue_time,
-        drain_time
-    );
-    println!(
-        "  throughput       {:.0} jobs/s drained with {} worker threads",
-        processed as f64 / drain_time.as_secs_f64(),
-        args.workers
-    );
+    let mut states = std::collections::BTreeMap::new();
     for state in JobState::ALL {
         let n: i64 = stats
             .queues
@@ -153,54 +251,100 @@ pub fn run(args: DemoArgs) -> CliResult {
                 JobState::Cancelled => q.cancelled,
             })
             .sum();
-        println!("  {:<16} {n}", state.as_str());
+        states.insert(state.as_str().to_string(), n);
     }
-    println!();
-    println!("Look inside with any SQLite client:");
-    println!("  sqlite3 {} 'select * from queue_stats'", db.display());
-    println!(
-        "  sqlite3 {} \"select * from job_overview where state = 'dead'\"",
-        db.display()
-    );
-    println!(
-        "  cargo run --release -- --db {} show {}",
-        db.display(),
-        ids.get(7).copied().unwrap_or(1)
-    );
+    let total: i64 = states.values().sum();
+    let result = |id| store.get(id).map(|j| j.result.unwrap_or_default());
+    let analytics = result(analytics_id)?;
+    let backup = result(backup_id)?;
+    let report = Report {
+        data_dir: root.clone(),
+        queue_db: db.clone(),
+        tenants: tenants.len(),
+        seed_secs,
+        run_secs,
+        jobs: total,
+        jobs_per_sec: total as f64 / run_secs,
+        states,
+        pdfs: pdf_ids.len(),
+        artifacts: data.artifacts(),
+        batch: result(batch_id)?,
+        analytics_total_scans: analytics["total_scans"].clone(),
+        backup_set: backup["path"].clone(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report, &root);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-/// A worker thread: claim a batch, "run" each job, complete or fail it.
-fn work(store: Store, name: String, done: Arc<AtomicBool>) -> jobd::Result<()> {
-    let queues: Vec<&str> = QUEUES.to_vec();
-    while !done.load(Ordering::SeqCst) {
-        let batch = store.claim(&name, &queues, 64, LEASE)?;
-        if batch.is_empty() {
-            std::thread::sleep(Duration::from_millis(5));
-            continue;
+fn print_report(r: &Report, root: &Path) {
+    println!();
+    println!("jobd demo report");
+    println!("  data dir        {}", r.data_dir.display());
+    println!(
+        "  seeding         {} tenants in {:.1} s",
+        r.tenants, r.seed_secs
+    );
+    println!(
+        "  run             {} jobs in {:.2} s ({:.0} jobs/s)",
+        r.jobs, r.run_secs, r.jobs_per_sec
+    );
+    for (state, n) in &r.states {
+        println!("    {state:<12} {n}");
+    }
+    println!(
+        "  QR PDFs         {} under {}",
+        r.pdfs,
+        r.artifacts.display()
+    );
+    println!(
+        "  batch QR        {} completed, {} failed (success rate {:.2}) in {}",
+        r.batch["completed"],
+        r.batch["failed"],
+        r.batch["success_rate"].as_f64().unwrap_or(0.0),
+        r.batch["dir"].as_str().unwrap_or("")
+    );
+    println!(
+        "  analytics       {} scans across all tenants (cached in the queue file)",
+        r.analytics_total_scans
+    );
+    println!("  backup set      {}", r.backup_set.as_str().unwrap_or("-"));
+    println!();
+    println!("Look inside:");
+    println!(
+        "  sqlite3 {} 'select * from queue_stats'",
+        r.queue_db.display()
+    );
+    println!(
+        "  sqlite3 {} \"select * from job_overview where state = 'dead'\"",
+        r.queue_db.display()
+    );
+    println!("The daemon and its dashboard:");
+    println!(
+        "  jobd --data-dir {} init    # writes ./jobd.toml with an API token",
+        root.display()
+    );
+    println!("  jobd serve                 # then open http://127.0.0.1:7878/ and paste the token");
+}
+
+/// Remove what a previous demo left in `root`: its queue file, tenants,
+/// artifacts and backups — nothing else.
+fn fresh(root: &Path) -> CliResult<()> {
+    std::fs::create_dir_all(root).map_err(|e| format!("creating {}: {e}", root.display()))?;
+    for f in ["queue.db", "queue.db-wal", "queue.db-shm"] {
+        let p = root.join(f);
+        if p.exists() {
+            std::fs::remove_file(&p).map_err(|e| format!("removing {}: {e}", p.display()))?;
         }
-        let mut finished = Vec::with_capacity(batch.len());
-        for job in batch {
-            match job.kind.as_str() {
-                "flaky" if job.attempt == 1 => {
-                    store.fail(
-                        job.id,
-                        job.lease_token,
-                        "flaky: fails on its first try",
-                        true,
-                    )?;
-                }
-                "doomed" => {
-                    store.fail(job.id, job.lease_token, "doomed: fails every try", true)?;
-                }
-                _ => finished.push((
-                    job.id,
-                    job.lease_token,
-                    Some(json!({"worker": name, "attempt": job.attempt})),
-                )),
-            }
+    }
+    for d in ["tenants", "artifacts", "backups"] {
+        let p = root.join(d);
+        if p.exists() {
+            std::fs::remove_dir_all(&p).map_err(|e| format!("removing {}: {e}", p.display()))?;
         }
-        store.complete_many(&finished)?;
     }
     Ok(())
 }

@@ -1,0 +1,81 @@
+//! `jobd demo` start to finish at small sizes; its report matches the file.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+#[test]
+fn the_demo_runs_and_its_report_matches_the_queue_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let out = Command::new(env!("CARGO_BIN_EXE_jobd"))
+        .current_dir(dir.path())
+        .args([
+            "demo",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--tenants",
+            "4",
+            "--scans",
+            "100",
+            "--jobs",
+            "300",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    let store = jobd::Store::open(data.join("queue.db")).unwrap();
+    let stats = store.stats().unwrap();
+    let sum = |f: fn(&jobd::store::QueueStats) -> i64| stats.queues.iter().map(f).sum::<i64>();
+    assert_eq!(report["states"]["succeeded"], sum(|q| q.succeeded));
+    assert_eq!(report["states"]["dead"], sum(|q| q.dead));
+    assert_eq!(
+        sum(|q| q.scheduled + q.ready + q.running),
+        0,
+        "nothing left waiting"
+    );
+    let jobs: i64 = store
+        .connection()
+        .unwrap()
+        .query_row("SELECT count(*) FROM jobs", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(report["jobs"], jobs);
+    assert_eq!(jobs, 4 + 3 + 300);
+    // 0.1% doomed (1 of 300: n % 1000 == 7) ends dead, everything else succeeds.
+    assert_eq!(report["states"]["dead"], 1);
+
+    assert_eq!(report["tenants"], 4);
+    let pdfs = walk(&data.join("artifacts"), "pdf");
+    assert_eq!(pdfs, 4);
+    assert_eq!(
+        (
+            report["batch"]["completed"].as_i64(),
+            report["batch"]["failed"].as_i64()
+        ),
+        (Some(40), Some(2))
+    );
+    assert_eq!(report["analytics_total_scans"], 400);
+    let set = report["backup_set"].as_str().unwrap();
+    assert!(std::path::Path::new(set).join("manifest.json").exists());
+}
+
+fn walk(dir: &std::path::Path, ext: &str) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| {
+            if p.is_dir() {
+                walk(&p, ext)
+            } else {
+                usize::from(p.extension().is_some_and(|e| e == ext))
+            }
+        })
+        .sum()
+}
