@@ -160,6 +160,9 @@ fn serve_runs_the_api_workers_and_scheduler_and_stops_on_sigterm() {
     assert_eq!(status, 201, "{v}");
     let job = wait_done(&addr, &token, v["id"].as_i64().unwrap());
     assert_eq!(job["state"], "succeeded", "{job}");
+    // `jobd watch` on the finished job: exit 0 and its result.
+    let watched = jobd(dir.path(), &["watch", &job["id"].to_string()]);
+    assert!(watched.contains("sha256"), "{watched}");
     let pdf = job["result"]["path"].as_str().unwrap();
     assert!(Path::new(pdf).exists() && pdf.contains("tenant-002"));
     // Unknown kinds are refused by this daemon.

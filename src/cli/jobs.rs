@@ -224,3 +224,71 @@ pub fn retry(db: &Path, args: IdArgs) -> CliResult {
     println!("job {}: ready", args.id);
     Ok(ExitCode::SUCCESS)
 }
+
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    id: i64,
+    /// Seconds to wait at most (default: until the job ends).
+    #[arg(long)]
+    timeout: Option<u64>,
+}
+
+/// A progress bar until the job ends.  Exit code: 0 succeeded, 1 dead,
+/// 2 cancelled, 3 timed out watching.
+pub fn watch(db: &Path, args: WatchArgs) -> CliResult {
+    use indicatif::{ProgressBar, ProgressStyle};
+    let store = open(db)?;
+    let job = store.get(args.id)?;
+    let bar = ProgressBar::new(100);
+    bar.set_style(
+        ProgressStyle::with_template("job {prefix} [{bar:40}] {pos:>3}% {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(format!("{} {}/{}", job.id, job.queue, job.kind));
+    let deadline = args
+        .timeout
+        .map(|s| std::time::Instant::now() + std::time::Duration::from_secs(s));
+    let job = loop {
+        let job = store.get(args.id)?;
+        bar.set_position(job.progress.percent.unwrap_or(0.0).clamp(0.0, 100.0) as u64);
+        let stage = job.progress.stage.clone().unwrap_or_default();
+        let detail = job
+            .progress
+            .detail
+            .clone()
+            .map(|d| format!(" — {d}"))
+            .unwrap_or_default();
+        bar.set_message(format!("{} {stage}{detail}", job.state.as_str()));
+        if job.state.is_finished() {
+            break job;
+        }
+        if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            bar.abandon_with_message(format!(
+                "{} (still going; stopped watching)",
+                job.state.as_str()
+            ));
+            return Ok(ExitCode::from(3));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    bar.finish_with_message(job.state.as_str().to_string());
+    match job.state {
+        JobState::Succeeded => {
+            println!("{}", job.result.map(|r| r.to_string()).unwrap_or_default());
+            Ok(ExitCode::SUCCESS)
+        }
+        JobState::Dead => {
+            eprintln!(
+                "job {} is dead: {}",
+                job.id,
+                job.last_error.unwrap_or_default()
+            );
+            Ok(ExitCode::from(1))
+        }
+        _ => {
+            eprintln!("job {} was cancelled", job.id);
+            Ok(ExitCode::from(2))
+        }
+    }
+}

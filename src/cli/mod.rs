@@ -53,6 +53,8 @@ enum Command {
     Enqueue(jobs::EnqueueArgs),
     /// Show one job: state, progress, tries, result, error.
     Show(jobs::ShowArgs),
+    /// A progress bar until the job ends (exit code: 0 succeeded, 1 dead, 2 cancelled).
+    Watch(jobs::WatchArgs),
     /// List jobs, newest first.
     List(jobs::ListArgs),
     /// Cancel a job (a running one is asked to stop).
@@ -132,6 +134,7 @@ fn dispatch(cli: Cli) -> CliResult {
         Command::Demo(args) => demo::run(args),
         Command::Enqueue(args) => jobs::enqueue(db, args),
         Command::Show(args) => jobs::show(db, args),
+        Command::Watch(args) => jobs::watch(db, args),
         Command::List(args) => jobs::list(db, args),
         Command::Cancel(args) => jobs::cancel(db, args),
         Command::Retry(args) => jobs::retry(db, args),
