@@ -79,3 +79,42 @@ fn walk(dir: &std::path::Path, ext: &str) -> usize {
         })
         .sum()
 }
+
+#[test]
+fn jobd_bench_reports_enqueue_drain_and_latency() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_jobd"))
+        .current_dir(dir.path())
+        .args([
+            "bench",
+            "--jobs",
+            "600",
+            "--workers",
+            "1",
+            "--processes",
+            "1",
+            "--latency-samples",
+            "20",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for wanted in [
+        "enqueue   600 jobs",
+        "drain",
+        "1 process(es)",
+        "latency   enqueue→start p50",
+    ] {
+        assert!(text.contains(wanted), "{wanted:?} in {text}");
+    }
+    // The scratch queue file is gone.
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("jobd-data"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

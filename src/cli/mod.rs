@@ -1,6 +1,7 @@
 //! The `jobd` command line.  One file per group of commands; every command
 //! prints one clear line and exits non-zero on error, never a panic.
 
+mod bench;
 mod config;
 mod demo;
 mod jobs;
@@ -46,6 +47,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Run workers only (extra processes on the same queue file).
     Worker(serve::WorkerArgs),
+    /// How fast is jobd on this disk: enqueue and drain no-op jobs, measure latency.
+    Bench(bench::BenchArgs),
     /// Run the demo: enqueue a mixed workload, work it off with several
     /// workers, and print a report.
     Demo(demo::DemoArgs),
@@ -126,6 +129,7 @@ fn dispatch(cli: Cli) -> CliResult {
     match cli.command {
         Command::Serve(args) => serve::serve(db, data_dir, &config, args),
         Command::Worker(args) => serve::worker_only(db, data_dir, &config, args),
+        Command::Bench(args) => bench::run(data_dir, args),
         Command::Init(args) => schedules::init(db, data_dir, cli.config.as_deref(), args),
         Command::Schedule(cmd) => schedules::schedule(db, cmd),
         Command::Scheduler(args) => schedules::run_scheduler(db, args),

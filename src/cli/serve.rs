@@ -27,13 +27,23 @@ pub struct ServeArgs {
 
 #[derive(Args, Debug)]
 pub struct WorkerArgs {
-    /// Only these queues (default: every configured queue).
+    /// Only these queues (default: every configured queue).  A queue that is
+    /// not configured is served with --concurrency.
     #[arg(long = "queue")]
     queues: Vec<String>,
+    /// Concurrency of --queue queues that the configuration does not list.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
 }
 
 /// The worker of this process: built-in handlers, queues from the config.
-fn worker(store: &jobd::Store, data: &DataDir, config: &Config, only: &[String]) -> WorkerBuilder {
+fn worker(
+    store: &jobd::Store,
+    data: &DataDir,
+    config: &Config,
+    only: &[String],
+    unlisted: usize,
+) -> WorkerBuilder {
     let mut queues: Vec<(String, usize)> = handlers::BUILTIN_QUEUES
         .iter()
         .map(|(q, n)| (q.to_string(), *n))
@@ -42,6 +52,11 @@ fn worker(store: &jobd::Store, data: &DataDir, config: &Config, only: &[String])
         match queues.iter_mut().find(|(name, _)| name == q) {
             Some(entry) => entry.1 = *n,
             None => queues.push((q.clone(), *n)),
+        }
+    }
+    for q in only {
+        if !queues.iter().any(|(name, _)| name == q) {
+            queues.push((q.clone(), unlisted));
         }
     }
     // `builtin` adds its default queues; start from a builder without them
@@ -82,7 +97,7 @@ pub fn serve(db: &Path, data_dir: &Path, config: &Config, args: ServeArgs) -> Cl
     let store = open_or_create(db)?;
     // Absolute, so the paths in job results mean the same to every reader.
     let data = DataDir::new(std::path::absolute(data_dir)?);
-    let builder = worker(&store, &data, config, &[]);
+    let builder = worker(&store, &data, config, &[], 0);
     let run_scheduler = !args.no_scheduler && config.scheduler.unwrap_or(true);
     let state = ApiState::new(store.clone(), &token)?
         .data(data.clone())
@@ -141,7 +156,7 @@ pub fn serve(db: &Path, data_dir: &Path, config: &Config, args: ServeArgs) -> Cl
 pub fn worker_only(db: &Path, data_dir: &Path, config: &Config, args: WorkerArgs) -> CliResult {
     let store = open_or_create(db)?;
     let data = DataDir::new(std::path::absolute(data_dir)?);
-    let builder = worker(&store, &data, config, &args.queues);
+    let builder = worker(&store, &data, config, &args.queues, args.concurrency);
     if builder.queue_names().is_empty() {
         return Err(format!("no such queue among {:?}", args.queues).into());
     }
