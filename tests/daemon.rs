@@ -119,6 +119,9 @@ fn serve_runs_the_api_workers_and_scheduler_and_stops_on_sigterm() {
             "3",
         ],
     );
+    let tenants: Value =
+        serde_json::from_str(&jobd(dir.path(), &["tenants", "list", "--json"])).unwrap();
+    assert_eq!(tenants, json!(["tenant-001", "tenant-002", "tenant-003"]));
 
     let mut child = Command::new(JOBD)
         .current_dir(dir.path())

@@ -65,9 +65,16 @@ pub enum ScheduleCommand {
     /// Add a schedule (or with --replace, redefine one).
     Add(Box<AddArgs>),
     /// Every schedule with its next fire time.
-    List,
+    List {
+        #[arg(long)]
+        json: bool,
+    },
     /// One schedule: definition, next fire times, recent fires.
-    Show { name: String },
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove a schedule (jobs it enqueued stay).
     Remove { name: String },
     /// Stop firing a schedule.
@@ -123,8 +130,8 @@ pub struct AddArgs {
 pub fn schedule(db: &Path, cmd: ScheduleCommand) -> CliResult {
     match cmd {
         ScheduleCommand::Add(args) => add(db, *args),
-        ScheduleCommand::List => list(db),
-        ScheduleCommand::Show { name } => show(db, &name),
+        ScheduleCommand::List { json } => list(db, json),
+        ScheduleCommand::Show { name, json } => show(db, &name, json),
         ScheduleCommand::Remove { name } => {
             open(db)?.remove_schedule(&name)?;
             println!("schedule {name}: removed");
@@ -189,8 +196,12 @@ fn add(db: &Path, a: AddArgs) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
-fn list(db: &Path) -> CliResult {
+fn list(db: &Path, json: bool) -> CliResult {
     let schedules = open(db)?.schedules()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&schedules)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     if schedules.is_empty() {
         println!("no schedules (jobd init installs the defaults; jobd schedule add adds one)");
         return Ok(ExitCode::SUCCESS);
@@ -214,9 +225,18 @@ fn list(db: &Path) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
-fn show(db: &Path, name: &str) -> CliResult {
+fn show(db: &Path, name: &str, json: bool) -> CliResult {
     let store = open(db)?;
     let s = store.schedule(name)?;
+    if json {
+        let value = serde_json::json!({
+            "schedule": s,
+            "upcoming": upcoming(&s, 5),
+            "recent_fires": store.schedule_fires(name, 10)?,
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     println!("schedule {}: {}", s.name, describe(&s));
     println!("  payload:  {}", s.payload);
     println!(

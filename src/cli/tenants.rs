@@ -26,7 +26,10 @@ pub enum TenantsCommand {
         seed: u64,
     },
     /// The tenants found in the tenant directory.
-    List,
+    List {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn tenants(data_dir: &Path, cmd: TenantsCommand) -> CliResult {
@@ -55,9 +58,14 @@ pub fn tenants(data_dir: &Path, cmd: TenantsCommand) -> CliResult {
                 report.existing.len()
             );
         }
-        TenantsCommand::List => {
-            for t in data.tenants().list()? {
-                println!("{t}");
+        TenantsCommand::List { json } => {
+            let tenants = data.tenants().list()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&tenants)?);
+            } else {
+                for t in tenants {
+                    println!("{t}");
+                }
             }
         }
     }
@@ -73,7 +81,10 @@ pub enum BackupCommand {
         keep: usize,
     },
     /// The backup sets, oldest first.
-    List,
+    List {
+        #[arg(long)]
+        json: bool,
+    },
     /// Bring a tenant back from a backup set.
     Restore {
         /// The set (a name from `jobd backup list`, like 20261123T020000Z).
@@ -118,7 +129,15 @@ pub fn backup(data_dir: &Path, cmd: BackupCommand) -> CliResult {
                 return Ok(ExitCode::FAILURE);
             }
         }
-        BackupCommand::List => {
+        BackupCommand::List { json } => {
+            if json {
+                let manifests = backup::list_sets(&data)?
+                    .iter()
+                    .map(|set| backup::read_manifest(&data.backups().join(set)))
+                    .collect::<jobd::Result<Vec<_>>>()?;
+                println!("{}", serde_json::to_string_pretty(&manifests)?);
+                return Ok(ExitCode::SUCCESS);
+            }
             for set in backup::list_sets(&data)? {
                 let m = backup::read_manifest(&data.backups().join(&set))?;
                 println!(
