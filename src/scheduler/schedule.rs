@@ -266,22 +266,21 @@ impl ScheduleSpec {
                 ))
             }
         };
-        let mut job = NewJob::new(self.queue, self.kind);
-        if let Some(p) = self.payload {
-            job = job.payload(&p);
+        // The job half is a job spec without a run time or unique key.
+        let job = crate::store::JobSpec {
+            queue: self.queue,
+            kind: self.kind,
+            payload: self.payload,
+            priority: self.priority,
+            run_at: None,
+            delay_ms: None,
+            max_attempts: self.max_attempts,
+            backoff: None,
+            timeout_ms: self.timeout_ms,
+            unique_key: None,
+            tenant: self.tenant,
         }
-        if let Some(p) = self.priority {
-            job = job.priority(p);
-        }
-        if let Some(n) = self.max_attempts {
-            job = job.max_attempts(n);
-        }
-        if let Some(ms) = self.timeout_ms {
-            job = job.timeout(Duration::from_millis(ms));
-        }
-        if let Some(t) = self.tenant {
-            job = job.tenant(t);
-        }
+        .into_new_job()?;
         let mut s = NewSchedule::new(self.name, when, job);
         if let Some(tz) = self.timezone {
             s = s.timezone(tz);
