@@ -143,6 +143,18 @@ async fn jobs_enqueue_get_list_cancel_retry() {
     assert_eq!(s, StatusCode::CREATED);
     assert_eq!(v["ids"].as_array().unwrap().len(), 2);
 
+    // `curl -d` labels a JSON body as a form: it is still read as JSON.
+    let req = Request::post("/api/v1/jobs")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(
+            r#"{"queue":"email","kind":"noop","delay_ms":60000}"#,
+        ))
+        .unwrap();
+    assert_eq!(
+        a.app.clone().oneshot(req).await.unwrap().status(),
+        StatusCode::CREATED
+    );
     let (s, v) = ok(&a.app, Method::GET, &format!("/api/v1/jobs/{id}"), None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(
@@ -163,7 +175,7 @@ async fn jobs_enqueue_get_list_cancel_retry() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["jobs"].as_array().unwrap().len(), 2);
     let (_, v) = ok(&a.app, Method::GET, "/api/v1/jobs?state=scheduled", None).await;
-    assert_eq!(v["jobs"].as_array().unwrap().len(), 1);
+    assert_eq!(v["jobs"].as_array().unwrap().len(), 2);
 
     // Retry of a live job is a conflict; cancel, then retry works.
     let (s, v) = ok(

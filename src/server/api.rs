@@ -1,6 +1,6 @@
 //! The `/api/v1` routes and `/healthz`.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -27,9 +27,14 @@ async fn blocking<T: Send + 'static>(
         .map_err(ApiError::from)
 }
 
-fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
-    body.map(|Json(v)| v)
-        .map_err(|r| ApiError::new(r.status(), format!("bad request body: {}", r.body_text())))
+/// The body as JSON, whatever its Content-Type says (`curl -d` sends
+/// form-encoded headers with a JSON body); too large is 413, not JSON 400.
+fn json_body<T: serde::de::DeserializeOwned>(
+    body: Result<axum::body::Bytes, BytesRejection>,
+) -> ApiResult<T> {
+    let bytes = body.map_err(|r| ApiError::new(r.status(), r.body_text()))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("bad request body: {e}")))
 }
 
 fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
@@ -45,9 +50,9 @@ fn job_id(raw: &str) -> ApiResult<i64> {
 /// `POST /api/v1/jobs`: one job object, or an array of them (one transaction).
 pub(super) async fn enqueue(
     State(s): State<ApiState>,
-    body: Result<Json<Value>, JsonRejection>,
+    body: Result<axum::body::Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let body = json_body(body)?;
+    let body: Value = json_body(body)?;
     let (specs, many) = match body {
         Value::Array(items) => (items, true),
         obj @ Value::Object(_) => (vec![obj], false),
@@ -216,9 +221,9 @@ pub(super) async fn get_schedule(
 /// `POST /api/v1/schedules`: a [`ScheduleSpec`].
 pub(super) async fn add_schedule(
     State(s): State<ApiState>,
-    body: Result<Json<ScheduleSpec>, JsonRejection>,
+    body: Result<axum::body::Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let spec = json_body(body)?;
+    let spec: ScheduleSpec = json_body(body)?;
     let schedule = spec.into_new_schedule().map_err(ApiError::from)?;
     let info = blocking(move || s.store.add_schedule(&schedule)).await?;
     Ok((
