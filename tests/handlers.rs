@@ -958,3 +958,35 @@ async fn all_handlers_over_101_tenants() {
     assert_eq!(result(n + 1)["ok"], 101);
     assert_eq!(result(n + 3)["tenants"], 101);
 }
+
+#[test]
+fn a_cancelled_backup_or_analytics_leaves_nothing_behind() {
+    let (dir, data) = seeded(3);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    cancel.cancel();
+    let stopped = Reporter::cancellable(cancel);
+    let err = backup::backup_tenants(
+        &data,
+        &BackupOptions::default(),
+        1_790_000_000_000,
+        &stopped,
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::Stopped { .. }), "{err}");
+    let left: Vec<_> = std::fs::read_dir(data.backups()).unwrap().collect();
+    assert!(
+        left.is_empty(),
+        "no set and no .partial directory: {left:?}"
+    );
+
+    let store = Store::open(dir.path().join("queue.db")).unwrap();
+    let q = jobd::handlers::analytics::AnalyticsQuery::default();
+    let err = jobd::handlers::analytics::analytics(&store, &data, &q, &stopped).unwrap_err();
+    assert!(matches!(err, Error::Stopped { .. }), "{err}");
+    assert!(
+        jobd::handlers::analytics::cached(&store, &q)
+            .unwrap()
+            .is_none(),
+        "nothing cached"
+    );
+}

@@ -9,8 +9,6 @@
 //! is listed in `failed_tenants`; the others still count.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use chrono::Datelike;
 use rusqlite::{params, OptionalExtension};
@@ -18,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Millis;
 use crate::error::{Error, Result};
-use crate::handlers::{job_error, run_blocking, DataDir, Reporter};
+use crate::handlers::{job_error, per_tenant, run_blocking, tenant_threads, DataDir, Reporter};
 use crate::store::Store;
 use crate::worker::{Handler, JobContext, JobError};
 
@@ -200,44 +198,14 @@ pub fn analytics(
     let started = std::time::Instant::now();
     let now = store.clock().now_ms();
     let tenants = data.tenants().list()?;
-    let workers = query
-        .concurrency
-        .unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map_or(2, |n| n.get())
-                .min(8)
-        })
-        .clamp(1, tenants.len().max(1));
-    let next = AtomicUsize::new(0);
-    let done = AtomicUsize::new(0);
-    let results = Mutex::new(Vec::with_capacity(tenants.len()));
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| loop {
-                if reporter.is_cancelled() {
-                    return;
-                }
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(tenant) = tenants.get(i) else { return };
-                let outcome = tenant_aggregate(data, tenant, query);
-                results
-                    .lock()
-                    .expect("results lock")
-                    .push((tenant.clone(), outcome));
-                let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-                reporter.report(
-                    100.0 * n as f64 / tenants.len() as f64,
-                    "aggregating tenants",
-                    Some(format!("{n}/{} ({tenant})", tenants.len())),
-                );
-            });
-        }
-    });
-    if reporter.is_cancelled() {
-        return Err(Error::Stopped {
-            operation: "analytics",
-        });
-    }
+    let workers = query.concurrency.unwrap_or_else(|| tenant_threads(8));
+    let outcomes = per_tenant(&tenants, workers, reporter, "aggregating tenants", |t| {
+        tenant_aggregate(data, t, query)
+    })
+    .ok_or(Error::Stopped {
+        operation: "analytics",
+    })?;
+    let results = tenants.iter().cloned().zip(outcomes);
     let mut answer = Analytics {
         query: query.clone(),
         periods: BTreeMap::new(),
@@ -250,8 +218,6 @@ pub fn analytics(
         duration_ms: 0,
         cached: false,
     };
-    let mut results = results.into_inner().expect("results lock");
-    results.sort_by(|a, b| a.0.cmp(&b.0));
     for (tenant, outcome) in results {
         match outcome {
             Ok(None) => {} // filtered out by domain

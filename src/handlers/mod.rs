@@ -89,6 +89,12 @@ impl Reporter {
         }
     }
 
+    /// A reporter that reports nowhere and stops when `cancel` is cancelled
+    /// (for calling the handlers' functions directly with a way to stop them).
+    pub fn cancellable(cancel: CancellationToken) -> Reporter {
+        Reporter { tx: None, cancel }
+    }
+
     pub fn report(&self, percent: f64, stage: &str, detail: Option<String>) {
         if let Some(tx) = &self.tx {
             tx.send_replace(Some(Report {
@@ -219,4 +225,51 @@ pub fn sleep_handler(builder: crate::worker::WorkerBuilder) -> crate::worker::Wo
         }
         Ok(serde_json::json!({ "slept_ms": ms }))
     })
+}
+
+/// Run `f` over `tenants` on at most `workers` threads, reporting progress
+/// under `stage` after each tenant.  Results come back in `tenants`' order;
+/// `None` when the job was cancelled before every tenant was done.
+pub(crate) fn per_tenant<T: Send>(
+    tenants: &[String],
+    workers: usize,
+    reporter: &Reporter,
+    stage: &str,
+    f: impl Fn(&str) -> T + Sync,
+) -> Option<Vec<T>> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let slots: Vec<Mutex<Option<T>>> = tenants.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..workers.clamp(1, tenants.len().max(1)) {
+            scope.spawn(|| loop {
+                if reporter.is_cancelled() {
+                    return;
+                }
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(tenant) = tenants.get(i) else { return };
+                let value = f(tenant);
+                *slots[i].lock().expect("slot lock") = Some(value);
+                let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                reporter.report(
+                    100.0 * n as f64 / tenants.len() as f64,
+                    stage,
+                    Some(format!("{n}/{} ({tenant})", tenants.len())),
+                );
+            });
+        }
+    });
+    slots
+        .into_iter()
+        .map(|m| m.into_inner().expect("slot lock"))
+        .collect()
+}
+
+/// Threads for work across tenants: the CPUs, at most `cap`.
+pub(crate) fn tenant_threads(cap: usize) -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(cap)
 }
