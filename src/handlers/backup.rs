@@ -34,7 +34,7 @@ use sha2::{Digest, Sha256};
 use crate::clock::Millis;
 use crate::error::{Error, Result};
 use crate::handlers::{
-    hex, job_error, per_tenant, run_blocking, tenant_threads, DataDir, Reporter,
+    hex, job_error, per_tenant, run_blocking, tenant_threads, write_atomically, DataDir, Reporter,
 };
 use crate::worker::{Handler, JobContext, JobError};
 
@@ -546,19 +546,6 @@ fn file_len(path: &Path) -> Result<u64> {
             source,
         })?
         .len())
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let io = |source| Error::Io {
-        operation: "writing",
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut f = File::create(&tmp).map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {

@@ -6,8 +6,7 @@
 //! written to a temporary name and renamed into place under
 //! `<data dir>/artifacts/<tenant>/`.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use printpdf::{
     BuiltinFont, Color, LinePoint, Mm, Op, PaintMode, PdfDocument, PdfFontHandle, PdfPage,
@@ -19,7 +18,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::handlers::{hex, job_error, run_blocking, DataDir, Reporter};
+use crate::handlers::{
+    hex, job_error, run_blocking, sync_fs, write_atomically, write_file, DataDir, Reporter,
+};
 use crate::worker::{Handler, JobContext, JobError};
 
 /// Job kind of the PDF handler.
@@ -449,9 +450,10 @@ pub fn batch(
             )?;
             for format in &opts.formats {
                 match format {
-                    ImageFormat::Png => write_atomically(
+                    ImageFormat::Png => write_file(
                         &dir.join(format!("template-{id}.png")),
                         &png(&code, opts.scale)?,
+                        false,
                     )?,
                     ImageFormat::Svg => {
                         let svg = code
@@ -534,61 +536,6 @@ pub fn png(code: &QrCode, scale: u32) -> Result<Vec<u8>> {
     writer.write_image_data(&bits).map_err(encode_err)?;
     writer.finish().map_err(encode_err)?;
     Ok(out)
-}
-
-/// Write `bytes` to `path` through a temporary file and a rename, fsynced.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_file(path, bytes, true)
-}
-
-/// Write `bytes` to `path` through a temporary file and a rename; fsync the
-/// file first when `durable` (a batch instead flushes the whole file system
-/// once at its end, see [`sync_fs`]).
-fn write_file(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
-    let io = |source: std::io::Error| {
-        if source.kind() == std::io::ErrorKind::StorageFull {
-            Error::DiskFull {
-                operation: "writing",
-                path: path.to_path_buf(),
-            }
-        } else {
-            Error::Io {
-                operation: "writing",
-                path: path.to_path_buf(),
-                source,
-            }
-        }
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
-    ));
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    if durable {
-        f.sync_all().map_err(io)?;
-    }
-    std::fs::rename(&tmp, path).map_err(io)
-}
-
-/// Flush everything written to the file system holding `dir` — one flush for
-/// a whole batch of files instead of an fsync per file (~1 ms each).
-fn sync_fs(dir: &Path) -> Result<()> {
-    use std::os::fd::AsRawFd;
-    let io = |source| Error::Io {
-        operation: "syncing",
-        path: dir.to_path_buf(),
-        source,
-    };
-    let d = std::fs::File::open(dir).map_err(io)?;
-    // SAFETY: syncfs only reads the descriptor, which `d` keeps open.
-    if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
-        return Err(io(std::io::Error::last_os_error()));
-    }
-    Ok(())
 }
 
 fn tenant_of(ctx: &JobContext, payload: &Option<String>) -> Result<String, JobError> {

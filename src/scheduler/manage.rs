@@ -148,7 +148,6 @@ impl Store {
     fn put_schedule(&self, s: &NewSchedule, replace: bool) -> Result<ScheduleInfo> {
         let now = self.now();
         let max = self.options().max_payload_bytes;
-        s.check(max, now)?; // refuse bad input before taking the write lock
         let info = self.write("add schedule", |tx| put_in(tx, s, replace, max, now))?;
         tracing::info!(schedule = %info.name, when = %info.when, timezone = %info.timezone,
                        next_fire_at = ?info.next_fire_at, replace, "schedule saved");
