@@ -19,8 +19,18 @@
 //! WAL from the beginning.  The pool's connections keep SQLite's
 //! auto-checkpoint at `fallback_frames`, well above, as a safety net should
 //! this thread fall behind.
+//!
+//! A `RESTART` needs a moment with no writer, and SQLite's busy handler is not
+//! fair: writers that commit back to back (two threads enqueueing in a loop)
+//! can keep the lock taken at every retry until the wait runs out, and the WAL
+//! grows without bound.  So the checkpointer raises a [`Gate`] first: this
+//! process's store operations that start while it is raised wait (at most
+//! `restart_wait`) for it to come down, the transaction in flight finishes,
+//! and the checkpoint gets its moment.  Writers in other processes still
+//! compete through the busy handler; they are rarely all back to back.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -59,7 +69,61 @@ impl Default for CheckpointOptions {
 #[derive(Debug)]
 pub(crate) struct Checkpointer {
     stop: Arc<(Mutex<bool>, Condvar)>,
+    gate: Arc<Gate>,
     handle: Option<JoinHandle<()>>,
+}
+
+/// Raised while a `RESTART` checkpoint runs: this process's store operations
+/// hold back until it comes down, so the checkpoint finds the write lock free.
+/// Waiting is bounded (a nested operation, or a caller's own open transaction,
+/// cannot deadlock it: the checkpoint gives up after its busy timeout and
+/// lowers the gate).
+#[derive(Debug)]
+pub(crate) struct Gate {
+    raised: AtomicBool,
+    lock: Mutex<()>,
+    lowered: Condvar,
+    max_wait: Duration,
+}
+
+impl Gate {
+    fn new(max_wait: Duration) -> Gate {
+        Gate {
+            raised: AtomicBool::new(false),
+            lock: Mutex::new(()),
+            lowered: Condvar::new(),
+            max_wait,
+        }
+    }
+
+    /// Called before every store operation: one atomic load when the gate is
+    /// down (nearly always).
+    #[inline]
+    pub(crate) fn pass(&self) {
+        if self.raised.load(Ordering::Acquire) {
+            self.wait();
+        }
+    }
+
+    #[cold]
+    fn wait(&self) {
+        let guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = self.lowered.wait_timeout_while(guard, self.max_wait, |_| {
+            self.raised.load(Ordering::Acquire)
+        });
+    }
+
+    fn raise(&self) {
+        self.raised.store(true, Ordering::Release);
+    }
+
+    fn lower(&self) {
+        {
+            let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.raised.store(false, Ordering::Release);
+        }
+        self.lowered.notify_all();
+    }
 }
 
 pub(crate) const PASSIVE: &str = "PRAGMA wal_checkpoint(PASSIVE)";
@@ -75,6 +139,9 @@ impl Checkpointer {
         opts: CheckpointOptions,
     ) -> std::io::Result<Checkpointer> {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        // Operations held at the gate wait a little longer than the checkpoint
+        // may, so they are not let through just before it gets the lock.
+        let gate = Arc::new(Gate::new(opts.restart_wait + opts.restart_wait / 2));
         let conn_opts = ConnectionOptions {
             busy_timeout: opts.restart_wait,
             ..conn_opts.clone()
@@ -83,12 +150,18 @@ impl Checkpointer {
             .name("jobd-checkpoint".into())
             .spawn({
                 let stop = stop.clone();
-                move || run(&path, &conn_opts, &opts, &stop)
+                let gate = gate.clone();
+                move || run(&path, &conn_opts, &opts, &stop, &gate)
             })?;
         Ok(Checkpointer {
             stop,
+            gate,
             handle: Some(handle),
         })
+    }
+
+    pub(crate) fn gate(&self) -> &Gate {
+        &self.gate
     }
 }
 
@@ -108,6 +181,7 @@ fn run(
     conn_opts: &ConnectionOptions,
     opts: &CheckpointOptions,
     stop: &(Mutex<bool>, Condvar),
+    gate: &Gate,
 ) {
     let conn = match Connection::open_with_flags(
         path,
@@ -142,8 +216,13 @@ fn run(
         seen_version = version;
         match checkpoint(&conn, PASSIVE) {
             Ok((_, frames, _)) if frames >= opts.restart_frames => {
-                if let Err(error) = checkpoint(&conn, RESTART) {
-                    tracing::debug!(%error, "restart checkpoint failed");
+                gate.raise();
+                let restarted = checkpoint(&conn, RESTART);
+                gate.lower();
+                match restarted {
+                    Ok((0, _, _)) => {}
+                    Ok(_) => tracing::debug!(frames, "restart checkpoint timed out; will retry"),
+                    Err(error) => tracing::debug!(%error, "restart checkpoint failed"),
                 }
             }
             Ok(_) => {}

@@ -116,7 +116,7 @@ struct Inner {
     pool: Pool<SqliteConnectionManager>,
     path: PathBuf,
     opts: StoreOptions,
-    _checkpointer: Option<checkpoint::Checkpointer>,
+    checkpointer: Option<checkpoint::Checkpointer>,
     /// Bumped whenever this process makes new work claimable (enqueue, retry,
     /// resume, a retry scheduled, a lease reaped); idle workers watch it.
     work: tokio::sync::watch::Sender<u64>,
@@ -184,7 +184,7 @@ impl Store {
                 pool,
                 path,
                 opts,
-                _checkpointer: checkpointer,
+                checkpointer,
                 work: tokio::sync::watch::Sender::new(0),
             }),
         })
@@ -243,6 +243,7 @@ impl Store {
         operation: &'static str,
         mut f: impl FnMut(&Transaction) -> Result<T>,
     ) -> Result<T> {
+        self.pass_gate();
         let mut conn = self.connection()?;
         self.retry_busy(operation, || {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -260,8 +261,17 @@ impl Store {
         operation: &'static str,
         mut f: impl FnMut(&Connection) -> Result<T>,
     ) -> Result<T> {
+        self.pass_gate();
         let conn = self.connection()?;
         self.retry_busy(operation, || f(&conn))
+    }
+
+    /// Hold back while the checkpointer restarts the WAL (see
+    /// [`checkpoint`](self::checkpoint)); one atomic load otherwise.
+    fn pass_gate(&self) {
+        if let Some(ck) = &self.inner.checkpointer {
+            ck.gate().pass();
+        }
     }
 
     fn retry_busy<T>(
