@@ -85,8 +85,8 @@ fn seed_and_analyze(store: &Store, state_of: impl Fn(usize) -> &'static str) {
     for i in 0..2000 {
         conn.execute(
             "INSERT INTO jobs (queue, kind, state, run_at, max_attempts, attempt_limit, backoff_base_ms,
-                               backoff_max_ms, created_at, lease_expires_at)
-             VALUES ('q' || (?1 % 3), 'k', ?2, ?1, 3, 3, 1, 2, ?1, ?1)",
+                               backoff_max_ms, created_at, lease_expires_at, started_at)
+             VALUES ('q' || (?1 % 3), 'k', ?2, ?1, 3, 3, 1, 2, ?1, ?1, ?1)",
             rusqlite::params![i as i64, state_of(i)],
         )
         .unwrap();
@@ -213,8 +213,29 @@ fn synchronous_full_is_configurable() {
 #[test]
 fn hot_statements_are_prepared_once_and_never_recompiled() {
     use rusqlite::StatementStatus;
-    let (_dir, store) = fresh();
+    let dir = tempfile::tempdir().unwrap();
+    let clock = crate::ManualClock::new(1_000_000);
+    let store = Store::open_with(
+        dir.path().join("queue.db"),
+        StoreOptions::default().clock(clock.clone()),
+    )
+    .unwrap();
+    // Statistics with STAT4 samples (as `PRAGMA optimize` gathers them): a
+    // bound value compared with an indexed column must still not make SQLite
+    // recompile the statement each time the value changes.
+    seed_and_analyze(&store, |i| {
+        ["ready", "scheduled", "running", "succeeded"][i % 4]
+    });
+    let stat4: i64 = store
+        .connection()
+        .unwrap()
+        .query_row("SELECT count(*) FROM sqlite_stat4", [], |r| r.get(0))
+        .unwrap();
+    assert!(stat4 > 0, "ANALYZE gathered no STAT4 samples");
     for i in 0..20 {
+        clock.advance(Duration::from_millis(7));
+        store.reap().unwrap();
+        store.next_run_at().unwrap();
         store.enqueue(&NewJob::new("q", "k")).unwrap();
         store
             .enqueue(&NewJob::new("other", "k").unique_key(format!("key-{i}")))
@@ -237,6 +258,9 @@ fn hot_statements_are_prepared_once_and_never_recompiled() {
         ("INSERT_PLAIN_JOB", enqueue::INSERT_PLAIN_JOB),
         ("CLAIM", lease::CLAIM),
         ("PROMOTE_DUE", lease::PROMOTE_DUE),
+        ("REAP_RECORD", lease::REAP_RECORD),
+        ("REAP_REQUEUE", lease::REAP_REQUEUE),
+        ("NEXT_RUN_AT", lease::NEXT_RUN_AT),
         ("HEARTBEAT", lease::HEARTBEAT),
         ("COMPLETE", lease::COMPLETE),
         ("COMPLETE_RECORD", lease::COMPLETE_RECORD),
