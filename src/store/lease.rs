@@ -75,28 +75,6 @@ SET state = 'succeeded', result = ?3, finished_at = ?4, progress_percent = 100,
     lease_token = NULL, lease_expires_at = NULL
 WHERE id = ?1 AND lease_token = ?2 AND state = 'running'";
 
-/// (`+jobs.state`: never drive these joins from the `jobs_running` index —
-/// with few running jobs the planner likes it, and then scans every running
-/// job for each entry of the batch.  The rowid lookup is always right.)
-///
-/// Batched completion, set-based: ?1 is a JSON array of `[id, token,
-/// result JSON text or null]`, ?2 the time.  First the tries are recorded
-/// (only those still held), then the jobs finished; one statement each,
-/// whatever the batch size.
-pub(crate) const COMPLETE_MANY_RECORD: &str = "
-INSERT INTO attempts (job_id, attempt, worker, started_at, finished_at, outcome, error)
-SELECT jobs.id, jobs.attempts, jobs.lease_owner, jobs.started_at, ?2, 'succeeded', NULL
-FROM json_each(?1) AS done CROSS JOIN jobs ON jobs.id = done.value ->> 0
-WHERE jobs.lease_token = done.value ->> 1 AND +jobs.state = 'running'";
-
-pub(crate) const COMPLETE_MANY: &str = "
-UPDATE jobs
-SET state = 'succeeded', result = done.result, finished_at = ?2, progress_percent = 100,
-    lease_token = NULL, lease_expires_at = NULL
-FROM (SELECT value ->> 0 AS id, value ->> 1 AS token, value ->> 2 AS result FROM json_each(?1)) AS done
-WHERE jobs.id = done.id AND jobs.lease_token = done.token AND +jobs.state = 'running'
-RETURNING jobs.id";
-
 /// The running try of a job, fenced by its token.
 pub(crate) const RUNNING_TRY: &str = "
 SELECT attempts, attempt_limit, backoff_base_ms, backoff_max_ms, lease_owner, started_at, cancel_requested
@@ -167,8 +145,6 @@ pub(crate) const STATEMENTS: &[(&str, &str)] = &[
     ("NEXT_RUN_AT", NEXT_RUN_AT),
     ("COMPLETE_RECORD", COMPLETE_RECORD),
     ("COMPLETE", COMPLETE),
-    ("COMPLETE_MANY_RECORD", COMPLETE_MANY_RECORD),
-    ("COMPLETE_MANY", COMPLETE_MANY),
     ("RUNNING_TRY", RUNNING_TRY),
     ("END_TRY", END_TRY),
     ("RECORD_ATTEMPT", RECORD_ATTEMPT),
@@ -338,6 +314,11 @@ impl Store {
 
     /// Complete many tries in one transaction.  A job whose lease was lost is
     /// skipped (its result discarded) and reported in [`CompleteBatch::lost`].
+    ///
+    /// The two statements of [`Store::complete`], prepared once and run per
+    /// job: measured faster than one set-based statement pair over a JSON
+    /// array (`json_each` parsing, and a temporary table for the `RETURNING`
+    /// that told which jobs were still held).
     pub fn complete_many(
         &self,
         done: &[(JobId, i64, Option<serde_json::Value>)],
@@ -352,15 +333,18 @@ impl Store {
         if batch.is_empty() {
             return Ok(CompleteBatch::default());
         }
-        let batch_json =
-            serde_json::to_string(&batch).map_err(|e| Error::invalid("done", e.to_string()))?;
         let now = self.now();
         let finished = self.write("complete_many", |tx| {
-            tx.prepare_cached(COMPLETE_MANY_RECORD)?
-                .execute(params![batch_json, now])?;
-            let mut stmt = tx.prepare_cached(COMPLETE_MANY)?;
-            let ids = stmt.query_map(params![batch_json, now], |r| r.get::<_, JobId>(0))?;
-            Ok(ids.collect::<rusqlite::Result<std::collections::HashSet<JobId>>>()?)
+            let mut record = tx.prepare_cached(COMPLETE_RECORD)?;
+            let mut finish = tx.prepare_cached(COMPLETE)?;
+            let mut finished = std::collections::HashSet::with_capacity(batch.len());
+            for (id, token, result) in &batch {
+                if record.execute(params![id, token, now])? == 1 {
+                    finish.execute(params![id, token, result, now])?;
+                    finished.insert(*id);
+                }
+            }
+            Ok(finished)
         })?;
         let lost: Vec<JobId> = batch
             .iter()
