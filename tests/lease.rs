@@ -693,3 +693,70 @@ fn the_views_show_the_queue_to_a_human() {
         .unwrap();
     assert_eq!(created, "2023-11-14T22:13:20.000Z");
 }
+
+/// A batch mixing plain jobs (inserted many rows per statement), delayed
+/// ones, and unique keys (fresh, taken by an earlier job, repeated inside the
+/// batch): every returned id is the job at that position.
+fn check_batch_ids(store: &Store, first_key: usize) {
+    let taken = store
+        .enqueue(&NewJob::new("q", "k").unique_key(format!("key-{first_key}")))
+        .unwrap();
+    let batch: Vec<NewJob> = (0..203)
+        .map(|i| {
+            let job = NewJob::new("q", "k").payload(&json!({ "i": i }));
+            match i {
+                _ if i % 37 == 5 => job.unique_key(format!("key-{}", first_key + i % 2)),
+                _ if i % 11 == 3 => job.delay(Duration::from_secs(60)),
+                _ => job,
+            }
+        })
+        .collect();
+    let ids = store.enqueue_many(&batch).unwrap();
+    assert_eq!(ids.len(), batch.len());
+    let mut keyed = std::collections::HashMap::new();
+    for (i, id) in ids.iter().enumerate() {
+        let info = store.get(*id).unwrap();
+        if i % 37 == 5 {
+            let key = format!("key-{}", first_key + i % 2);
+            let first = *keyed.entry(key.clone()).or_insert(*id);
+            assert_eq!(*id, first, "job #{i}: one live job per key");
+            if i % 2 == 0 {
+                assert_eq!(*id, taken, "job #{i}: the key was taken before the batch");
+            }
+            continue;
+        }
+        assert_eq!(info.payload, json!({ "i": i }), "job #{i} got id {id}");
+        let state = if i % 11 == 3 {
+            JobState::Scheduled
+        } else {
+            JobState::Ready
+        };
+        assert_eq!(info.state, state, "job #{i}");
+    }
+}
+
+#[test]
+fn a_mixed_batch_returns_each_jobs_own_id() {
+    let f = fixture();
+    check_batch_ids(&f.store, 0);
+    check_batch_ids(&f.store, 10);
+}
+
+#[test]
+fn a_batch_near_the_largest_id_still_returns_each_jobs_own_id() {
+    let f = fixture();
+    // SQLite picks free ids at random once the largest id is i64::MAX: the
+    // batch must not assume they are consecutive.
+    f.store
+        .connection()
+        .unwrap()
+        .execute(
+            "INSERT INTO jobs (id, queue, kind, state, run_at, max_attempts, attempt_limit,
+                               backoff_base_ms, backoff_max_ms, created_at)
+             VALUES (?1, 'old', 'k', 'succeeded', 0, 1, 1, 0, 0, 0)",
+            [i64::MAX - 50],
+        )
+        .unwrap();
+    check_batch_ids(&f.store, 0);
+    check_batch_ids(&f.store, 10);
+}

@@ -393,4 +393,12 @@ fn hot_writes_build_no_temporary_tables() {
             "{name} builds a temporary table: {ops:?}"
         );
     }
+    // enqueue_many's multi-row inserts, at every chunk size.
+    for rows in enqueue::INSERT_CHUNKS {
+        let ops = opcodes(&store, &enqueue::insert_jobs_sql(rows));
+        assert!(
+            !ops.iter().any(|op| op == "OpenEphemeral"),
+            "the {rows}-row insert builds a temporary table"
+        );
+    }
 }
