@@ -5,7 +5,9 @@
 //! measures jobd's enqueue, batched enqueue, claim+complete one at a time and
 //! in batches of 100 — and, on a bare table with the same indexes a leased
 //! queue needs, a one-row INSERT per transaction and a bare claim
-//! `UPDATE … RETURNING` + completing `UPDATE` per job, no jobd code.  Each
+//! `UPDATE … RETURNING` + completing `UPDATE` per job, no jobd code; and the
+//! same in batches (1000-row insert transactions; a claim of 100 and its 100
+//! completing updates), beside which the batched jobd figures stand.  Each
 //! figure is the median of 3 runs; jobd figures are also given as a fraction
 //! of the raw limit, which survives a noisy machine.
 
@@ -147,6 +149,45 @@ fn main() {
                 assert_eq!(done.execute(params![id, token, "{}"]).unwrap(), 1);
             }
         });
+        // The batched limits: 1000-row transactions, and a claim of 100 +
+        // 100 completing UPDATEs, two transactions per batch.
+        let raw_many = rate(200_000, || {
+            let mut stmt = raw.prepare_cached("INSERT INTO raw (queue, payload, state, run_at) VALUES ('bench', ?1, 'ready', ?2)").unwrap();
+            for _ in 0..200 {
+                raw.execute_batch("BEGIN").unwrap();
+                for _ in 0..1000 {
+                    n += 1;
+                    stmt.execute(params![format!("{{\"n\":{n}}}"), n]).unwrap();
+                }
+                raw.execute_batch("COMMIT").unwrap();
+            }
+        });
+        let raw_batch = rate(20_000, || {
+            let mut claim = raw
+                .prepare_cached(
+                    "UPDATE raw SET state = 'running', owner = 'w', token = random(), expires = ?1
+                     WHERE id IN (SELECT id FROM raw WHERE state = 'ready' AND queue = 'bench' ORDER BY run_at, id LIMIT 100)
+                     RETURNING id, payload, token",
+                )
+                .unwrap();
+            let mut done = raw
+                .prepare_cached("UPDATE raw SET state = 'done', result = ?3, expires = NULL WHERE id = ?1 AND token = ?2 AND state = 'running'")
+                .unwrap();
+            for _ in 0..200 {
+                raw.execute_batch("BEGIN IMMEDIATE").unwrap();
+                let got: Vec<(i64, String, i64)> = claim
+                    .query_map([i64::MAX], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .unwrap()
+                    .map(|r| r.unwrap())
+                    .collect();
+                raw.execute_batch("COMMIT; BEGIN IMMEDIATE").unwrap();
+                assert_eq!(got.len(), 100);
+                for (id, _payload, token) in &got {
+                    assert_eq!(done.execute(params![id, token, "{}"]).unwrap(), 1);
+                }
+                raw.execute_batch("COMMIT").unwrap();
+            }
+        });
         drop(raw);
 
         let store = prefill_jobd(&dir.path().join("queue.db"), rows);
@@ -211,6 +252,18 @@ fn main() {
             limit: None,
         });
         table.push(Row {
+            name: "raw: INSERTs in 1000-row transactions",
+            rows,
+            rate: raw_many,
+            limit: None,
+        });
+        table.push(Row {
+            name: "raw: claim 100 + 100 completing UPDATEs",
+            rows,
+            rate: raw_batch,
+            limit: None,
+        });
+        table.push(Row {
             name: "enqueue (one job per transaction)",
             rows,
             rate: single,
@@ -220,13 +273,13 @@ fn main() {
             name: "enqueue_many, batches of 100",
             rows,
             rate: many100,
-            limit: Some(("raw insert", raw_insert)),
+            limit: Some(("raw batched insert", raw_many)),
         });
         table.push(Row {
             name: "enqueue_many, batches of 1000",
             rows,
             rate: many1000,
-            limit: Some(("raw insert", raw_insert)),
+            limit: Some(("raw batched insert", raw_many)),
         });
         table.push(Row {
             name: "claim + complete, one at a time",
@@ -238,7 +291,7 @@ fn main() {
             name: "claim 100 + complete_many 100",
             rows,
             rate: batched,
-            limit: Some(("raw cycle", raw_cycle)),
+            limit: Some(("raw batched cycle", raw_batch)),
         });
     }
     println!("| operation | existing rows | jobs/s | vs raw limit |");
