@@ -81,6 +81,8 @@ pub(crate) struct Checkpointer {
 #[derive(Debug)]
 pub(crate) struct Gate {
     raised: AtomicBool,
+    /// RESTART checkpoints that completed (for tests and diagnostics).
+    restarts: std::sync::atomic::AtomicU64,
     lock: Mutex<()>,
     lowered: Condvar,
     max_wait: Duration,
@@ -90,6 +92,7 @@ impl Gate {
     fn new(max_wait: Duration) -> Gate {
         Gate {
             raised: AtomicBool::new(false),
+            restarts: std::sync::atomic::AtomicU64::new(0),
             lock: Mutex::new(()),
             lowered: Condvar::new(),
             max_wait,
@@ -160,6 +163,12 @@ impl Checkpointer {
         })
     }
 
+    /// RESTART checkpoints completed so far.
+    #[cfg(test)]
+    pub(crate) fn restarts(&self) -> u64 {
+        self.gate.restarts.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn gate(&self) -> &Gate {
         &self.gate
     }
@@ -220,7 +229,9 @@ fn run(
                 let restarted = checkpoint(&conn, RESTART);
                 gate.lower();
                 match restarted {
-                    Ok((0, _, _)) => {}
+                    Ok((0, _, _)) => {
+                        gate.restarts.fetch_add(1, Ordering::Relaxed);
+                    }
                     Ok(_) => tracing::debug!(frames, "restart checkpoint timed out; will retry"),
                     Err(error) => tracing::debug!(%error, "restart checkpoint failed"),
                 }
