@@ -1,40 +1,46 @@
 //! Enqueueing: one job, many in one transaction, or inside the caller's own
 //! transaction so that an app commits its data and its job atomically.
 
-use rusqlite::{params, Connection};
+use rusqlite::{Connection, ToSql};
 
 use crate::clock::{duration_ms, Millis};
 use crate::error::{Error, Result};
 use crate::store::job::{JobId, NewJob, RunAt};
 use crate::store::{returning_row, Store};
 
-/// Insert a job unless a live job holds its unique key (then insert nothing).
-pub(crate) const INSERT_JOB: &str = "
+/// The insert's head and one row of parameters: one column list for the
+/// single and the multi-row inserts.  Bound from [`JobRow::values`].
+macro_rules! insert_jobs_head {
+    () => {
+        "
 INSERT INTO jobs (queue, kind, payload, state, priority, run_at, max_attempts, attempt_limit,
                   backoff_base_ms, backoff_max_ms, timeout_ms, unique_key, tenant, created_at)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+VALUES "
+    };
+}
+macro_rules! insert_jobs_row {
+    () => {
+        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    };
+}
+
+/// Insert a job unless a live job holds its unique key (then insert nothing).
+pub(crate) const INSERT_JOB: &str = concat!(
+    insert_jobs_head!(),
+    insert_jobs_row!(),
+    "
 ON CONFLICT (unique_key)
     WHERE unique_key IS NOT NULL AND (state = 'scheduled' OR state = 'ready' OR state = 'running')
 DO NOTHING
-RETURNING id";
+RETURNING id"
+);
 
 /// Insert a job that has no unique key: nothing can conflict, and the id is
 /// `last_insert_rowid()` — no `RETURNING`, which costs SQLite a temporary
 /// table per row.
-pub(crate) const INSERT_PLAIN_JOB: &str = "
-INSERT INTO jobs (queue, kind, payload, state, priority, run_at, max_attempts, attempt_limit,
-                  backoff_base_ms, backoff_max_ms, timeout_ms, unique_key, tenant, created_at)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
+pub(crate) const INSERT_PLAIN_JOB: &str = concat!(insert_jobs_head!(), insert_jobs_row!());
 
-/// `enqueue_many`'s statement for a run of jobs without unique keys: this
-/// head, then [`INSERT_JOBS_ROW`] once per job, comma-separated (see
-/// [`insert_jobs_sql`]).
-const INSERT_JOBS_HEAD: &str = "
-INSERT INTO jobs (queue, kind, payload, state, priority, run_at, max_attempts, attempt_limit,
-                  backoff_base_ms, backoff_max_ms, timeout_ms, unique_key, tenant, created_at)
-VALUES ";
-const INSERT_JOBS_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
-/// Parameters of one [`INSERT_JOBS_ROW`].
+/// Parameters of one row of the insert.
 const ROW_PARAMS: usize = 14;
 /// Jobs per multi-row `INSERT`: a run of jobs goes in the largest of these
 /// chunks that fits, what is left below the smallest goes in one by one.  A
@@ -167,17 +173,11 @@ fn insert_batch(
     Ok(ids)
 }
 
-/// The multi-row `INSERT` of `rows` jobs (one of [`INSERT_CHUNKS`]).
+/// `enqueue_many`'s multi-row `INSERT` of `rows` jobs without unique keys
+/// (one of [`INSERT_CHUNKS`]): the head, then one row of parameters per job.
 pub(crate) fn insert_jobs_sql(rows: usize) -> String {
-    let mut sql = String::with_capacity(INSERT_JOBS_HEAD.len() + rows * 48);
-    sql.push_str(INSERT_JOBS_HEAD);
-    for k in 0..rows {
-        if k > 0 {
-            sql.push_str(", ");
-        }
-        sql.push_str(INSERT_JOBS_ROW);
-    }
-    sql
+    let rows = vec![insert_jobs_row!(); rows].join(", ");
+    format!(concat!(insert_jobs_head!(), "{}"), rows)
 }
 
 /// One multi-row `INSERT` of jobs without unique keys; returns the last id.
@@ -189,22 +189,10 @@ fn insert_plain_chunk(
 ) -> Result<JobId> {
     let mut stmt = conn.prepare_cached(&insert_jobs_sql(jobs.len()))?;
     for (k, (job, payload)) in jobs.iter().zip(payloads).enumerate() {
-        let (state, run_at) = state_and_run_at(job, now);
-        let at = k * ROW_PARAMS;
-        stmt.raw_bind_parameter(at + 1, &job.queue)?;
-        stmt.raw_bind_parameter(at + 2, &job.kind)?;
-        stmt.raw_bind_parameter(at + 3, payload)?;
-        stmt.raw_bind_parameter(at + 4, state)?;
-        stmt.raw_bind_parameter(at + 5, job.priority)?;
-        stmt.raw_bind_parameter(at + 6, run_at)?;
-        stmt.raw_bind_parameter(at + 7, job.max_attempts)?;
-        stmt.raw_bind_parameter(at + 8, job.max_attempts)?;
-        stmt.raw_bind_parameter(at + 9, job.backoff.base_ms)?;
-        stmt.raw_bind_parameter(at + 10, job.backoff.max_ms)?;
-        stmt.raw_bind_parameter(at + 11, job.timeout.map(duration_ms))?;
-        stmt.raw_bind_parameter(at + 12, &job.unique_key)?;
-        stmt.raw_bind_parameter(at + 13, &job.tenant)?;
-        stmt.raw_bind_parameter(at + 14, now)?;
+        let row = JobRow::new(job, payload, now);
+        for (n, value) in row.values().into_iter().enumerate() {
+            stmt.raw_bind_parameter(k * ROW_PARAMS + n + 1, value)?;
+        }
     }
     // No conflict clause: every row is stored or the statement fails.
     let inserted = stmt.raw_execute()?;
@@ -212,14 +200,53 @@ fn insert_plain_chunk(
     Ok(conn.last_insert_rowid())
 }
 
-fn state_and_run_at(job: &NewJob, now: Millis) -> (&'static str, Millis) {
-    let run_at = match job.run_at {
-        RunAt::Now => now,
-        RunAt::At(at) => at,
-        RunAt::After(delay) => now.saturating_add(duration_ms(delay)),
-    };
-    let state = if run_at > now { "scheduled" } else { "ready" };
-    (state, run_at)
+/// One job's values, in the column order of the insert.
+struct JobRow<'a> {
+    job: &'a NewJob,
+    payload: &'a str,
+    state: &'static str,
+    run_at: Millis,
+    timeout_ms: Option<i64>,
+    now: Millis,
+}
+
+impl<'a> JobRow<'a> {
+    fn new(job: &'a NewJob, payload: &'a str, now: Millis) -> JobRow<'a> {
+        let run_at = match job.run_at {
+            RunAt::Now => now,
+            RunAt::At(at) => at,
+            RunAt::After(delay) => now.saturating_add(duration_ms(delay)),
+        };
+        JobRow {
+            job,
+            payload,
+            state: if run_at > now { "scheduled" } else { "ready" },
+            run_at,
+            timeout_ms: job.timeout.map(duration_ms),
+            now,
+        }
+    }
+
+    /// `max_attempts` twice: it is also the first `attempt_limit`.
+    fn values(&self) -> [&dyn ToSql; ROW_PARAMS] {
+        let job = self.job;
+        [
+            &job.queue,
+            &job.kind,
+            &self.payload,
+            &self.state,
+            &job.priority,
+            &self.run_at,
+            &job.max_attempts,
+            &job.max_attempts,
+            &job.backoff.base_ms,
+            &job.backoff.max_ms,
+            &self.timeout_ms,
+            &job.unique_key,
+            &job.tenant,
+            &self.now,
+        ]
+    }
 }
 
 pub(crate) fn insert_validated(
@@ -228,22 +255,8 @@ pub(crate) fn insert_validated(
     payload: &str,
     now: Millis,
 ) -> Result<JobId> {
-    let (state, run_at) = state_and_run_at(job, now);
-    let values = params![
-        job.queue,
-        job.kind,
-        payload,
-        state,
-        job.priority,
-        run_at,
-        job.max_attempts,
-        job.backoff.base_ms,
-        job.backoff.max_ms,
-        job.timeout.map(duration_ms),
-        job.unique_key,
-        job.tenant,
-        now,
-    ];
+    let row = JobRow::new(job, payload, now);
+    let values = &row.values()[..];
     if job.unique_key.is_none() {
         // `execute` steps the statement to the end: in autocommit mode a
         // failed commit (a full disk) is reported, never a phantom id.
