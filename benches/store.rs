@@ -71,6 +71,12 @@ CREATE TABLE raw (id INTEGER PRIMARY KEY, queue TEXT NOT NULL, payload TEXT NOT 
 CREATE INDEX raw_ready ON raw (queue, run_at, id) WHERE state = 'ready';
 CREATE INDEX raw_running ON raw (expires) WHERE state = 'running';";
 
+/// The raw insert of one job, and the raw completion of one claimed job.
+const RAW_INSERT: &str =
+    "INSERT INTO raw (queue, payload, state, run_at) VALUES ('bench', ?1, 'ready', ?2)";
+const RAW_DONE: &str = "UPDATE raw SET state = 'done', result = ?3, expires = NULL
+                        WHERE id = ?1 AND token = ?2 AND state = 'running'";
+
 fn raw_conn(path: &Path, rows: usize) -> Connection {
     let c = Connection::open(path).unwrap();
     c.execute_batch(
@@ -121,7 +127,7 @@ fn main() {
         let raw = raw_conn(&dir.path().join("raw.db"), rows);
         let mut n = 0i64;
         let raw_insert = rate(20_000, || {
-            let mut stmt = raw.prepare_cached("INSERT INTO raw (queue, payload, state, run_at) VALUES ('bench', ?1, 'ready', ?2)").unwrap();
+            let mut stmt = raw.prepare_cached(RAW_INSERT).unwrap();
             for _ in 0..20_000 {
                 n += 1;
                 stmt.execute(params![format!("{{\"n\":{n}}}"), n]).unwrap();
@@ -135,9 +141,7 @@ fn main() {
                      RETURNING id, payload, token",
                 )
                 .unwrap();
-            let mut done = raw
-                .prepare_cached("UPDATE raw SET state = 'done', result = ?3, expires = NULL WHERE id = ?1 AND token = ?2 AND state = 'running'")
-                .unwrap();
+            let mut done = raw.prepare_cached(RAW_DONE).unwrap();
             for _ in 0..5_000 {
                 let (id, _payload, token): (i64, String, i64) = {
                     let mut rows = claim.query([i64::MAX]).unwrap();
@@ -152,7 +156,7 @@ fn main() {
         // The batched limits: 1000-row transactions, and a claim of 100 +
         // 100 completing UPDATEs, two transactions per batch.
         let raw_many = rate(200_000, || {
-            let mut stmt = raw.prepare_cached("INSERT INTO raw (queue, payload, state, run_at) VALUES ('bench', ?1, 'ready', ?2)").unwrap();
+            let mut stmt = raw.prepare_cached(RAW_INSERT).unwrap();
             for _ in 0..200 {
                 raw.execute_batch("BEGIN").unwrap();
                 for _ in 0..1000 {
@@ -170,9 +174,7 @@ fn main() {
                      RETURNING id, payload, token",
                 )
                 .unwrap();
-            let mut done = raw
-                .prepare_cached("UPDATE raw SET state = 'done', result = ?3, expires = NULL WHERE id = ?1 AND token = ?2 AND state = 'running'")
-                .unwrap();
+            let mut done = raw.prepare_cached(RAW_DONE).unwrap();
             for _ in 0..200 {
                 raw.execute_batch("BEGIN IMMEDIATE").unwrap();
                 let got: Vec<(i64, String, i64)> = claim
