@@ -16,6 +16,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../../schema/0001_init.sql"),
     include_str!("../../schema/0002_scheduler.sql"),
     include_str!("../../schema/0003_analytics_cache.sql"),
+    include_str!("../../schema/0004_json_checked_by_jobd.sql"),
 ];
 
 /// The schema version this build writes and understands.
@@ -72,7 +73,22 @@ pub(crate) fn check_identity(id: Identity, path: &Path) -> Result<()> {
 
 /// Bring the file to [`SCHEMA_VERSION`].  Safe to run from several processes at
 /// once: the write lock is taken first, and the version read under it.
+///
+/// Foreign keys are off while migrations run — a migration that rebuilds a
+/// table (0004) drops the old one, and with them on that drop would cascade
+/// into `attempts` and `progress` — and `PRAGMA foreign_key_check` must come
+/// back empty before the commit.
 pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
+    let map = |e| Error::from_sqlite("migrating the schema", path, e);
+    conn.pragma_update(None, "foreign_keys", "OFF")
+        .map_err(map)?;
+    let migrated = migrate_with_fk_off(conn, path);
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(map)?;
+    migrated
+}
+
+fn migrate_with_fk_off(conn: &mut Connection, path: &Path) -> Result<()> {
     let map = |e| Error::from_sqlite("migrating the schema", path, e);
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -85,6 +101,29 @@ pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(id.user_version as usize) {
         tx.execute_batch(sql).map_err(map)?;
         tracing::info!(path = %path.display(), version = i + 1, "applied schema migration");
+    }
+    let dangling: Vec<String> = {
+        let mut stmt = tx.prepare("PRAGMA foreign_key_check").map_err(map)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(format!(
+                    "{} row {} -> {}",
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<i64>>(1)?.unwrap_or_default(),
+                    r.get::<_, String>(2)?
+                ))
+            })
+            .map_err(map)?;
+        rows.take(5).collect::<rusqlite::Result<_>>().map_err(map)?
+    };
+    if !dangling.is_empty() {
+        return Err(Error::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!(
+                "migration left rows pointing at missing parents (rolled back): {}",
+                dangling.join("; ")
+            ),
+        });
     }
     tx.pragma_update(None, "application_id", APPLICATION_ID)
         .map_err(map)?;
