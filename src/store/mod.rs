@@ -41,6 +41,7 @@ pub(crate) mod job;
 mod lease;
 mod open;
 mod schema;
+mod turn;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -120,6 +121,8 @@ struct Inner {
     /// Bumped whenever this process makes new work claimable (enqueue, retry,
     /// resume, a retry scheduled, a lease reaped); idle workers watch it.
     work: tokio::sync::watch::Sender<u64>,
+    /// This process's writers take turns (see [`turn`]).
+    turns: turn::Turns,
 }
 
 /// Times a transaction is retried when SQLite reports busy beyond the busy
@@ -186,6 +189,7 @@ impl Store {
                 opts,
                 checkpointer,
                 work: tokio::sync::watch::Sender::new(0),
+                turns: turn::Turns::default(),
             }),
         })
     }
@@ -245,6 +249,10 @@ impl Store {
     ) -> Result<T> {
         self.pass_gate();
         let mut conn = self.connection()?;
+        let _turn = self
+            .inner
+            .turns
+            .take(self.inner.opts.connection.busy_timeout);
         self.retry_busy(operation, || {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let value = f(&tx)?;
