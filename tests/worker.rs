@@ -122,11 +122,6 @@ async fn typed_handler_runs_jobs_and_stores_result_and_progress() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_payload_is_dead_at_once() {
     let (_d, store) = store();
-    let (stop, worker) = spawn(
-        Worker::builder(store.clone())
-            .handler::<Adder>()
-            .queue("math", 1),
-    );
     let id = store
         .enqueue(
             &NewJob::new("math", "add")
@@ -134,11 +129,30 @@ async fn malformed_payload_is_dead_at_once() {
                 .max_attempts(5),
         )
         .unwrap();
-    until("job dead", || state(&store, id) == JobState::Dead).await;
-    let job = store.get(id).unwrap();
-    assert_eq!(job.attempts, 1, "not retried");
-    let err = job.last_error.unwrap();
-    assert!(err.contains("payload does not fit job kind 'add'"), "{err}");
+    // Text that is not JSON at all, written behind jobd's back.
+    let raw = store
+        .enqueue(&NewJob::new("math", "add").max_attempts(5))
+        .unwrap();
+    store
+        .connection()
+        .unwrap()
+        .execute(
+            "UPDATE jobs SET payload = '{\"a\": 1,' WHERE id = ?1",
+            [raw],
+        )
+        .unwrap();
+    let (stop, worker) = spawn(
+        Worker::builder(store.clone())
+            .handler::<Adder>()
+            .queue("math", 1),
+    );
+    for id in [id, raw] {
+        until("job dead", || state(&store, id) == JobState::Dead).await;
+        let job = store.get(id).unwrap();
+        assert_eq!(job.attempts, 1, "not retried");
+        let err = job.last_error.unwrap();
+        assert!(err.contains("payload does not fit job kind 'add'"), "{err}");
+    }
     stop.cancel();
     worker.await.unwrap().unwrap();
 }
