@@ -74,6 +74,13 @@ CREATE INDEX raw_running ON raw (expires) WHERE state = 'running';";
 /// The raw insert of one job, and the raw completion of one claimed job.
 const RAW_INSERT: &str =
     "INSERT INTO raw (queue, payload, state, run_at) VALUES ('bench', ?1, 'ready', ?2)";
+/// The bare claim of ?2 jobs (`CAST`: a bare bound `LIMIT` would recompile
+/// the statement at every call, see src/store/lease.rs).
+const RAW_CLAIM: &str =
+    "UPDATE raw SET state = 'running', owner = 'w', token = random(), expires = ?1
+WHERE id IN (SELECT id FROM raw WHERE state = 'ready' AND queue = 'bench'
+             ORDER BY run_at, id LIMIT CAST(?2 AS INTEGER))
+RETURNING id, payload, token";
 const RAW_DONE: &str = "UPDATE raw SET state = 'done', result = ?3, expires = NULL
                         WHERE id = ?1 AND token = ?2 AND state = 'running'";
 
@@ -134,17 +141,11 @@ fn main() {
             }
         });
         let raw_cycle = rate(5_000, || {
-            let mut claim = raw
-                .prepare_cached(
-                    "UPDATE raw SET state = 'running', owner = 'w', token = random(), expires = ?1
-                     WHERE id IN (SELECT id FROM raw WHERE state = 'ready' AND queue = 'bench' ORDER BY run_at, id LIMIT 1)
-                     RETURNING id, payload, token",
-                )
-                .unwrap();
+            let mut claim = raw.prepare_cached(RAW_CLAIM).unwrap();
             let mut done = raw.prepare_cached(RAW_DONE).unwrap();
             for _ in 0..5_000 {
                 let (id, _payload, token): (i64, String, i64) = {
-                    let mut rows = claim.query([i64::MAX]).unwrap();
+                    let mut rows = claim.query([i64::MAX, 1]).unwrap();
                     let r = rows.next().unwrap().unwrap();
                     let v = (r.get(0).unwrap(), r.get(1).unwrap(), r.get(2).unwrap());
                     while rows.next().unwrap().is_some() {}
@@ -167,18 +168,12 @@ fn main() {
             }
         });
         let raw_batch = rate(20_000, || {
-            let mut claim = raw
-                .prepare_cached(
-                    "UPDATE raw SET state = 'running', owner = 'w', token = random(), expires = ?1
-                     WHERE id IN (SELECT id FROM raw WHERE state = 'ready' AND queue = 'bench' ORDER BY run_at, id LIMIT 100)
-                     RETURNING id, payload, token",
-                )
-                .unwrap();
+            let mut claim = raw.prepare_cached(RAW_CLAIM).unwrap();
             let mut done = raw.prepare_cached(RAW_DONE).unwrap();
             for _ in 0..200 {
                 raw.execute_batch("BEGIN IMMEDIATE").unwrap();
                 let got: Vec<(i64, String, i64)> = claim
-                    .query_map([i64::MAX], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .query_map([i64::MAX, 100], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                     .unwrap()
                     .map(|r| r.unwrap())
                     .collect();

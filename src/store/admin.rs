@@ -448,11 +448,17 @@ impl Store {
             let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
             let mut findings: Vec<String> = rows.collect::<rusqlite::Result<_>>()?;
             let mut stmt = c.prepare(NOT_JSON)?;
-            let bad = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
-            for row in bad {
-                let (id, column) = row?;
+            let bad = stmt.query_map([], |r| {
+                Ok(format!(
+                    "job {}: {} is not JSON",
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?
+                ))
+            })?;
+            let bad: Vec<String> = bad.collect::<rusqlite::Result<_>>()?;
+            if !bad.is_empty() {
                 findings.retain(|f| f != "ok");
-                findings.push(format!("job {id}: {column} is not JSON"));
+                findings.extend(bad);
             }
             Ok(findings)
         })?;

@@ -248,11 +248,13 @@ impl Store {
         mut f: impl FnMut(&Transaction) -> Result<T>,
     ) -> Result<T> {
         self.pass_gate();
-        let mut conn = self.connection()?;
+        // The turn before the connection: a writer waiting for its turn
+        // holds no pooled connection that others could use.
         let _turn = self
             .inner
             .turns
             .take(self.inner.opts.connection.busy_timeout);
+        let mut conn = self.connection()?;
         self.retry_busy(operation, || {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let value = f(&tx)?;

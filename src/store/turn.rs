@@ -19,8 +19,16 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, Default)]
 pub(crate) struct Turns {
-    taken: Mutex<bool>,
+    state: Mutex<State>,
     released: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    taken: bool,
+    /// Writers waiting for the turn: a release with none wakes nobody (a
+    /// futex wake is a system call, and nearly every write finds no one).
+    waiting: usize,
 }
 
 /// The turn, given back when dropped (if it was had).
@@ -30,20 +38,25 @@ pub(crate) struct Turn<'a> {
 
 impl Turns {
     pub(crate) fn take(&self, limit: Duration) -> Turn<'_> {
-        let deadline = Instant::now() + limit;
-        let mut taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
-        while *taken {
-            let now = Instant::now();
-            if now >= deadline {
-                return Turn { turns: None };
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.taken {
+            let deadline = Instant::now() + limit;
+            state.waiting += 1;
+            while state.taken {
+                let now = Instant::now();
+                if now >= deadline {
+                    state.waiting -= 1;
+                    return Turn { turns: None };
+                }
+                state = self
+                    .released
+                    .wait_timeout(state, deadline - now)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
             }
-            taken = self
-                .released
-                .wait_timeout(taken, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            state.waiting -= 1;
         }
-        *taken = true;
+        state.taken = true;
         Turn { turns: Some(self) }
     }
 }
@@ -51,8 +64,11 @@ impl Turns {
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
         if let Some(turns) = self.turns {
-            *turns.taken.lock().unwrap_or_else(|e| e.into_inner()) = false;
-            turns.released.notify_one();
+            let mut state = turns.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.taken = false;
+            if state.waiting > 0 {
+                turns.released.notify_one();
+            }
         }
     }
 }
