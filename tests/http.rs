@@ -7,6 +7,7 @@ use axum::Router;
 use http_body_util::BodyExt;
 use jobd::handlers::{DataDir, Reporter};
 use jobd::server::{router, ApiState};
+use jobd::store::NewJob;
 use jobd::Store;
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -330,8 +331,30 @@ async fn queues_schedules_health_and_metrics() {
         (v["status"].as_str(), v["scheduler"].as_str()),
         (Some("ok"), Some("running"))
     );
+    // Finished tries of both kinds: a success (stored on its job row) and a
+    // failure (a row in `tries`).
+    for _ in 0..3 {
+        a.store.enqueue(&NewJob::new("m", "noop")).unwrap();
+    }
+    let lease = std::time::Duration::from_secs(30);
+    let tries = a.store.claim("w", &["m"], 3, lease).unwrap();
+    a.store
+        .complete(tries[0].id, tries[0].lease_token, None)
+        .unwrap();
+    a.store
+        .complete(tries[1].id, tries[1].lease_token, None)
+        .unwrap();
+    a.store
+        .fail(tries[2].id, tries[2].lease_token, "boom", true)
+        .unwrap();
     let (s, text) = call(&a.app, Method::GET, "/metrics", None, None).await;
     assert_eq!(s, StatusCode::OK);
+    for line in [
+        "jobd_attempts_total{queue=\"m\",outcome=\"succeeded\"} 2",
+        "jobd_attempts_total{queue=\"m\",outcome=\"failed\"} 1",
+    ] {
+        assert!(text.contains(line), "{line} missing: {text}");
+    }
     assert!(
         text.contains("jobd_jobs{queue=\"email\",state=\"ready\"} 1"),
         "{text}"

@@ -504,6 +504,8 @@ fn complete_many_skips_lost_leases() {
         f.store.enqueue(&NewJob::new("q", "k")).unwrap();
     }
     let jobs = f.store.claim("w", &["q"], 3, LEASE).unwrap();
+    let claimed_at = f.clock.now_ms();
+    f.clock.advance(Duration::from_secs(2));
     let mut done: Vec<_> = jobs
         .iter()
         .map(|j| (j.id, j.lease_token, Some(json!(j.id))))
@@ -521,9 +523,15 @@ fn complete_many_skips_lost_leases() {
         assert_eq!(got.finished_at, Some(f.clock.now_ms()));
         let outcomes: Vec<&str> = got.attempt_log.iter().map(|a| a.outcome.as_str()).collect();
         assert_eq!(outcomes, ["succeeded"]);
-        assert_eq!(got.attempt_log[0].worker.as_deref(), Some("w"));
+        let t = &got.attempt_log[0];
+        assert_eq!(t.worker.as_deref(), Some("w"));
+        assert_eq!((t.attempt, t.started_at), (1, claimed_at));
+        assert_eq!(t.finished_at, f.clock.now_ms());
     }
     assert_eq!(count(&f.store, "SELECT count(*) FROM attempts"), 2);
+    // The succeeded tries are their job rows (schema/0005); the history
+    // table holds only tries that ended otherwise.
+    assert_eq!(count(&f.store, "SELECT count(*) FROM tries"), 0);
 }
 
 #[test]

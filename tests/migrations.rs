@@ -1,5 +1,7 @@
-//! Migrating a file written by an older jobd keeps every row, and the rebuilt
-//! `jobs` table (schema/0004) behaves like the old one.
+//! Migrating a file written by an older jobd keeps every row, the rebuilt
+//! `jobs` table (schema/0004) behaves like the old one, and the succeeded
+//! tries moved onto their jobs (schema/0005) still read the same through the
+//! `attempts` view.
 
 use std::time::Duration;
 
@@ -98,6 +100,28 @@ fn a_version_3_file_keeps_every_row_through_the_jobs_rebuild() {
     // The old rows work as before: history, the unique key, the claim.
     let dead = store.get(2).unwrap();
     assert_eq!(dead.attempt_log.len(), 3);
+    // The succeeded try left the history table for its job row — worker and
+    // times included, though this job row had none of its own — and reads
+    // the same through the view.
+    let done = store.get(1).unwrap();
+    assert_eq!(done.attempt_log.len(), 1);
+    let t = &done.attempt_log[0];
+    assert_eq!(
+        (t.attempt, t.worker.as_deref(), t.started_at, t.finished_at),
+        (1, Some("w"), 1, 5)
+    );
+    assert_eq!(t.outcome, "succeeded");
+    assert_eq!(done.started_at, Some(1));
+    let succeeded_rows: i64 = store
+        .connection()
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM tries WHERE outcome = 'succeeded'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(succeeded_rows, 0);
     assert_eq!(
         store
             .enqueue(&NewJob::new("pdf", "render").unique_key("k3"))
@@ -122,7 +146,7 @@ fn a_version_3_file_keeps_every_row_through_the_jobs_rebuild() {
     assert_eq!(left, 0);
     assert!(conn
         .execute(
-            "INSERT INTO attempts (job_id, attempt, started_at, finished_at, outcome)
+            "INSERT INTO tries (job_id, attempt, started_at, finished_at, outcome)
              VALUES (777, 1, 0, 0, 'lost')",
             [],
         )

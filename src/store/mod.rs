@@ -26,13 +26,17 @@
 //!
 //! # Statements per job on the hot path
 //!
-//! * enqueue: 1 `INSERT … RETURNING` in its own transaction (plus a `SELECT`
-//!   when a unique key was already taken); `enqueue_many`: one transaction.
+//! * enqueue: 1 plain `INSERT` in its own transaction (with a unique key,
+//!   `INSERT … ON CONFLICT DO NOTHING RETURNING`, plus a `SELECT` when the key
+//!   was already taken); `enqueue_many`: multi-row `INSERT`s, one transaction.
 //! * claim: 1 `UPDATE … RETURNING` for the whole batch, after 1 `UPDATE` that
 //!   promotes due scheduled jobs (an index seek that usually finds nothing),
 //!   in one `BEGIN IMMEDIATE` transaction.
-//! * complete: 1 fenced `UPDATE … RETURNING` + 1 `INSERT` into `attempts`, one
-//!   transaction; `complete_many` does a batch in one transaction.
+//! * complete: 1 fenced `UPDATE` in its own transaction; `complete_many`
+//!   runs it per job in one transaction.  No history row: a succeeded job's
+//!   row is the record of its winning try, and the `attempts` view reads it
+//!   from there (schema/0005).  Tries that end otherwise write a row in
+//!   `tries`.
 
 mod admin;
 mod checkpoint;

@@ -17,6 +17,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../../schema/0002_scheduler.sql"),
     include_str!("../../schema/0003_analytics_cache.sql"),
     include_str!("../../schema/0004_json_checked_by_jobd.sql"),
+    include_str!("../../schema/0005_success_on_the_job_row.sql"),
 ];
 
 /// The schema version this build writes and understands.

@@ -143,12 +143,6 @@ fn claim_reap_and_unique_lookups_are_index_seeks() {
     assert_index_seeks(&store, "COMPLETE", lease::COMPLETE, "INTEGER PRIMARY KEY");
     assert_index_seeks(
         &store,
-        "COMPLETE_RECORD",
-        lease::COMPLETE_RECORD,
-        "INTEGER PRIMARY KEY",
-    );
-    assert_index_seeks(
-        &store,
         "HEARTBEAT_MANY",
         lease::HEARTBEAT_MANY,
         "INTEGER PRIMARY KEY",
@@ -251,7 +245,6 @@ fn hot_statements_are_prepared_once_and_never_recompiled() {
         ("NEXT_RUN_AT", lease::NEXT_RUN_AT),
         ("HEARTBEAT", lease::HEARTBEAT),
         ("COMPLETE", lease::COMPLETE),
-        ("COMPLETE_RECORD", lease::COMPLETE_RECORD),
         ("LIST_JOBS", admin::LIST_JOBS),
         ("PURGE_BATCH", admin::PURGE_BATCH),
     ] {
@@ -362,8 +355,7 @@ fn batched_statements_look_jobs_up_by_id_even_when_few_jobs_run() {
     // Statistics of a queue with much history and nothing running: the
     // planner is tempted to drive the join from the (tiny) running index.
     seed_and_analyze(&store, |i| if i % 10 == 0 { "ready" } else { "succeeded" });
-    // (Batched completion runs COMPLETE_RECORD and COMPLETE per job, which
-    // the test above covers.)
+    // (Batched completion runs COMPLETE per job, which the test above covers.)
     assert_index_seeks(
         &store,
         "HEARTBEAT_MANY",
@@ -396,7 +388,6 @@ fn hot_writes_build_no_temporary_tables() {
     for (name, sql) in [
         ("INSERT_PLAIN_JOB", enqueue::INSERT_PLAIN_JOB),
         ("COMPLETE", lease::COMPLETE),
-        ("COMPLETE_RECORD", lease::COMPLETE_RECORD),
     ] {
         let ops = opcodes(&store, sql);
         assert!(
