@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use jobd::store::{Backoff, JobState, NewJob};
+use jobd::store::{Backoff, CancelOutcome, JobState, NewJob};
 use jobd::worker::{Handler, JobContext, JobError, Worker, WorkerReport};
 use jobd::{ManualClock, Store, StoreOptions};
 use serde_json::{json, Value};
@@ -349,6 +349,37 @@ async fn cancelling_a_running_job_stops_it() {
     stop.cancel();
     let report = worker.await.unwrap().unwrap();
     assert_eq!(report.cancelled, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_in_the_same_process_stops_the_run_before_the_next_heartbeat() {
+    let (_d, store) = store();
+    let started = Arc::new(tokio::sync::Notify::new());
+    let s = started.clone();
+    let (stop, worker) = spawn(
+        Worker::builder(store.clone())
+            .handle_fn("polite", move |ctx, _p| {
+                let s = s.clone();
+                async move {
+                    s.notify_one();
+                    ctx.cancelled().await;
+                    Err(JobError::retryable("stopped on request"))
+                }
+            })
+            .queue("q", 1)
+            // The next heartbeat is a minute away; `until` gives up after 10 s.
+            .lease(Duration::from_secs(180))
+            .heartbeat_interval(Duration::from_secs(60)),
+    );
+    let id = store.enqueue(&NewJob::new("q", "polite")).unwrap();
+    started.notified().await;
+    assert_eq!(store.cancel(id).unwrap(), CancelOutcome::Requested);
+    until("cancelled without waiting for a heartbeat", || {
+        state(&store, id) == JobState::Cancelled
+    })
+    .await;
+    stop.cancel();
+    assert_eq!(worker.await.unwrap().unwrap().cancelled, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

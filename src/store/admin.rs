@@ -325,6 +325,9 @@ impl Store {
             }
         })?;
         tracing::info!(job_id = id, ?outcome, "cancel");
+        if outcome == CancelOutcome::Requested {
+            self.notify_cancel();
+        }
         Ok(outcome)
     }
 

@@ -125,6 +125,8 @@ struct Inner {
     /// Bumped whenever this process makes new work claimable (enqueue, retry,
     /// resume, a retry scheduled, a lease reaped); idle workers watch it.
     work: tokio::sync::watch::Sender<u64>,
+    /// Bumped when cancellation of a running job is asked in this process.
+    cancels: tokio::sync::watch::Sender<u64>,
     /// This process's writers take turns (see [`turn`]).
     turns: turn::Turns,
 }
@@ -193,6 +195,7 @@ impl Store {
                 opts,
                 checkpointer,
                 work: tokio::sync::watch::Sender::new(0),
+                cancels: tokio::sync::watch::Sender::new(0),
                 turns: turn::Turns::default(),
             }),
         })
@@ -209,6 +212,18 @@ impl Store {
     /// A receiver that changes whenever [`Store::notify_work`] is called.
     pub fn watch_work(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.work.subscribe()
+    }
+
+    /// A receiver that changes whenever this process asks a running job to
+    /// stop ([`Store::cancel`]): this process's workers look at their leases
+    /// at once instead of at their next heartbeat.  (A cancel from another
+    /// process is seen at the next heartbeat.)
+    pub fn watch_cancels(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.cancels.subscribe()
+    }
+
+    pub(crate) fn notify_cancel(&self) {
+        self.inner.cancels.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// The queue file's path.

@@ -493,15 +493,21 @@ async fn complete_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Comp
 }
 
 /// Extend every lease of this worker in one statement; notice lost leases and
-/// cancel requests.  Also refreshes the worker's own row.
+/// cancel requests.  Also refreshes the worker's own row.  Runs every
+/// heartbeat interval, and at once when this process asks a running job to
+/// stop (so a cancel from the daemon's API or dashboard is not kept waiting).
 async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(shared.opts.heartbeat_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
+    let mut cancels = shared.store.watch_cancels();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
+            // The store (and so the sender) outlives this loop: `changed`
+            // cannot fail here.
+            Ok(()) = cancels.changed() => {}
         }
         let held: Vec<(JobId, i64)> = shared
             .in_flight
