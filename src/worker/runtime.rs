@@ -112,7 +112,10 @@ pub(crate) async fn run(
     });
     let background = CancellationToken::new();
     let completer = tokio::spawn(complete_loop(shared.clone(), completion_rx));
-    let heartbeats = tokio::spawn(heartbeat_loop(shared.clone(), background.clone()));
+    // Subscribed here, not in the task: a cancel asked before the task first
+    // runs must still wake it.
+    let cancels = store.watch_cancels();
+    let heartbeats = tokio::spawn(heartbeat_loop(shared.clone(), background.clone(), cancels));
     let reaper = tokio::spawn(reap_loop(shared.clone(), background.clone()));
     let watcher = Watcher::start(&store, opts.poll_interval);
 
@@ -496,11 +499,14 @@ async fn complete_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Comp
 /// cancel requests.  Also refreshes the worker's own row.  Runs every
 /// heartbeat interval, and at once when this process asks a running job to
 /// stop (so a cancel from the daemon's API or dashboard is not kept waiting).
-async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken) {
+async fn heartbeat_loop(
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    mut cancels: tokio::sync::watch::Receiver<u64>,
+) {
     let mut tick = tokio::time::interval(shared.opts.heartbeat_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
-    let mut cancels = shared.store.watch_cancels();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
