@@ -409,55 +409,45 @@ fn hot_writes_build_no_temporary_tables() {
 fn a_writer_waits_out_another_connections_lock_up_to_the_busy_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("queue.db");
-    let timeout = Duration::from_millis(100);
-    let opts = StoreOptions {
-        connection: ConnectionOptions {
-            busy_timeout: timeout,
-            ..ConnectionOptions::default()
-        },
-        ..StoreOptions::default()
+    let open = |timeout| {
+        let opts = StoreOptions {
+            connection: ConnectionOptions {
+                busy_timeout: timeout,
+                ..ConnectionOptions::default()
+            },
+            ..StoreOptions::default()
+        };
+        Store::open_with(&path, opts).unwrap()
     };
-    let store = Store::open_with(&path, opts).unwrap();
-    // A writer this store knows nothing about (as another process would be).
+    let ready =
+        |store: &Store| -> i64 { store.stats().unwrap().queues.iter().map(|q| q.ready).sum() };
+    // A writer these stores know nothing about (as another process would be).
     let other = Connection::open(&path).unwrap();
 
     // Held past the timeout: Busy, after waiting at least the timeout, and
     // nothing written.
+    let timeout = Duration::from_millis(100);
+    let impatient = open(timeout);
     other.execute_batch("BEGIN IMMEDIATE").unwrap();
     let t = std::time::Instant::now();
-    let err = store
+    let err = impatient
         .enqueue(&crate::store::NewJob::new("q", "k"))
         .unwrap_err();
     assert!(matches!(err, Error::Busy { .. }), "{err}");
     assert!(t.elapsed() >= timeout, "gave up after {:?}", t.elapsed());
     other.execute_batch("COMMIT").unwrap();
-    assert_eq!(
-        store
-            .stats()
-            .unwrap()
-            .queues
-            .iter()
-            .map(|q| q.ready)
-            .sum::<i64>(),
-        0
-    );
+    assert_eq!(ready(&impatient), 0);
 
     // Held for less than the timeout: the writer gets through once it is free.
+    let patient = open(Duration::from_secs(30));
     other.execute_batch("BEGIN IMMEDIATE").unwrap();
     let release = std::thread::spawn(move || {
-        std::thread::sleep(timeout / 4);
+        std::thread::sleep(Duration::from_millis(50));
         other.execute_batch("COMMIT").unwrap();
     });
-    store.enqueue(&crate::store::NewJob::new("q", "k")).unwrap();
+    patient
+        .enqueue(&crate::store::NewJob::new("q", "k"))
+        .unwrap();
     release.join().unwrap();
-    assert_eq!(
-        store
-            .stats()
-            .unwrap()
-            .queues
-            .iter()
-            .map(|q| q.ready)
-            .sum::<i64>(),
-        1
-    );
+    assert_eq!(ready(&patient), 1);
 }
