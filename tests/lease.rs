@@ -659,6 +659,44 @@ fn stats_count_states_and_live_workers() {
 }
 
 #[test]
+fn stats_count_every_state_per_queue() {
+    let f = fixture();
+    let early = f.store.enqueue(&NewJob::new("a", "k")).unwrap();
+    f.clock.advance(Duration::from_secs(5));
+    for _ in 0..3 {
+        f.store.enqueue(&NewJob::new("a", "k")).unwrap();
+    }
+    f.store.enqueue(&NewJob::new("b", "k")).unwrap();
+    let waiting = f.store.enqueue(&NewJob::new("b", "k")).unwrap();
+    f.store.cancel(waiting).unwrap();
+    // `a`: the oldest job runs, one fails with tries left (a retry waits).
+    let t = f.store.claim("w", &["a"], 2, LEASE).unwrap();
+    assert_eq!(t[0].id, early);
+    f.store.fail(t[1].id, t[1].lease_token, "x", true).unwrap();
+    f.clock.advance(Duration::from_secs(1));
+    let stats = f.store.stats().unwrap();
+    let a = stats.queue("a").unwrap();
+    assert_eq!(
+        (
+            a.scheduled,
+            a.ready,
+            a.running,
+            a.succeeded,
+            a.dead,
+            a.cancelled,
+            a.failed
+        ),
+        (1, 2, 1, 0, 0, 0, 1)
+    );
+    assert_eq!(a.oldest_ready_age_ms, Some(1_000), "the oldest still ready");
+    let b = stats.queue("b").unwrap();
+    assert_eq!((b.ready, b.cancelled, b.failed), (1, 1, 0));
+    assert_eq!(b.oldest_ready_age_ms, Some(1_000));
+    assert_eq!(stats.queues.len(), 2);
+    assert_eq!(f.store.live_workers().unwrap(), 0);
+}
+
+#[test]
 fn purge_deletes_finished_jobs_with_their_history() {
     let f = fixture();
     let old = f.store.enqueue(&NewJob::new("q", "k")).unwrap();

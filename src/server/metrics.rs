@@ -8,24 +8,59 @@ use axum::response::{IntoResponse, Response};
 
 use crate::server::{ApiError, ApiState};
 
-/// Finished tries per queue and outcome, with their total run time: the
-/// `attempts` view's two halves (schema/0005) counted where they are stored,
-/// so nothing is materialised.
-pub(crate) const ATTEMPT_TOTALS: &str = "
-SELECT queue, outcome, sum(n), sum(run_ms)
-FROM (SELECT j.queue AS queue, t.outcome AS outcome, count(*) AS n,
-             sum(t.finished_at - t.started_at) AS run_ms
-      FROM tries AS t JOIN jobs AS j ON j.id = t.job_id
-      GROUP BY j.queue, t.outcome
-      UNION ALL
-      SELECT queue, 'succeeded', count(*), sum(finished_at - coalesce(started_at, finished_at))
-      FROM jobs WHERE state = 'succeeded'
-      GROUP BY queue)
-GROUP BY queue, outcome";
+/// Tries that ended without success, per queue and outcome, with their total
+/// run time (the `tries` half of the `attempts` view, schema/0005).
+pub(crate) const TRY_TOTALS: &str = "
+SELECT j.queue, t.outcome, count(*), sum(t.finished_at - t.started_at)
+FROM tries AS t JOIN jobs AS j ON j.id = t.job_id
+GROUP BY j.queue, t.outcome";
+
+/// The other half: one row per succeeded job with its winning try's run
+/// time, summed per queue in Rust (a `GROUP BY` would sort every row).
+pub(crate) const SUCCEEDED_RUNS: &str = "
+SELECT queue, finished_at - coalesce(started_at, finished_at)
+FROM jobs WHERE state = 'succeeded'";
 
 /// Every named statement of this module, for the prepare-them-all test.
 #[cfg(test)]
-pub(crate) const STATEMENTS: &[(&str, &str)] = &[("ATTEMPT_TOTALS", ATTEMPT_TOTALS)];
+pub(crate) const STATEMENTS: &[(&str, &str)] = &[
+    ("TRY_TOTALS", TRY_TOTALS),
+    ("SUCCEEDED_RUNS", SUCCEEDED_RUNS),
+];
+
+/// Finished tries per (queue, outcome): count and total run time in ms.
+type TryTotals = std::collections::BTreeMap<(String, String), (i64, i64)>;
+
+fn try_totals(c: &rusqlite::Connection) -> crate::Result<TryTotals> {
+    let mut totals = TryTotals::new();
+    let mut stmt = c.prepare_cached(TRY_TOTALS)?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let t = totals.entry((r.get(0)?, r.get(1)?)).or_default();
+        t.0 += r.get::<_, i64>(2)?;
+        t.1 += r.get::<_, Option<i64>>(3)?.unwrap_or(0);
+    }
+    drop(rows);
+    let mut succeeded: std::collections::HashMap<String, (i64, i64)> = Default::default();
+    let mut stmt = c.prepare_cached(SUCCEEDED_RUNS)?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let queue = r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
+        let ms = r.get::<_, Option<i64>>(1)?.unwrap_or(0);
+        if !succeeded.contains_key(queue) {
+            succeeded.insert(queue.to_string(), (0, 0));
+        }
+        let t = succeeded.get_mut(queue).expect("inserted above");
+        t.0 += 1;
+        t.1 += ms;
+    }
+    for (queue, (n, ms)) in succeeded {
+        let t = totals.entry((queue, "succeeded".to_string())).or_default();
+        t.0 += n;
+        t.1 += ms;
+    }
+    Ok(totals)
+}
 
 fn label(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -37,18 +72,7 @@ pub(super) async fn metrics(State(s): State<ApiState>) -> Result<Response, ApiEr
     let store = s.store.clone();
     let (stats, attempts) = tokio::task::spawn_blocking(move || -> crate::Result<_> {
         let stats = store.stats()?;
-        let attempts = store.with_conn("metrics", |c| {
-            let mut stmt = c.prepare_cached(ATTEMPT_TOTALS)?;
-            let rows = stmt.query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, Option<i64>>(3)?.unwrap_or(0),
-                ))
-            })?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-        })?;
+        let attempts = store.with_conn("metrics", try_totals)?;
         Ok((stats, attempts))
     })
     .await
@@ -97,7 +121,7 @@ pub(super) async fn metrics(State(s): State<ApiState>) -> Result<Response, ApiEr
     out.push_str("# HELP jobd_live_workers Worker processes with a fresh heartbeat.\n# TYPE jobd_live_workers gauge\n");
     let _ = writeln!(out, "jobd_live_workers {}", stats.live_workers);
     out.push_str("# HELP jobd_attempts_total Finished tries by queue and outcome (succeeded, failed, lost, cancelled, released).\n# TYPE jobd_attempts_total counter\n");
-    for (queue, outcome, n, _) in &attempts {
+    for ((queue, outcome), (n, _)) in &attempts {
         let _ = writeln!(
             out,
             "jobd_attempts_total{{queue=\"{}\",outcome=\"{}\"}} {n}",
@@ -106,7 +130,7 @@ pub(super) async fn metrics(State(s): State<ApiState>) -> Result<Response, ApiEr
         );
     }
     out.push_str("# HELP jobd_attempt_duration_seconds Run time of finished tries.\n# TYPE jobd_attempt_duration_seconds summary\n");
-    for (queue, outcome, n, ms) in &attempts {
+    for ((queue, outcome), (n, ms)) in &attempts {
         let l = format!("queue=\"{}\",outcome=\"{}\"", label(queue), label(outcome));
         let _ = writeln!(
             out,

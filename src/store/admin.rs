@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rusqlite::{params, OptionalExtension, Row};
 
-use crate::clock::duration_ms;
+use crate::clock::{duration_ms, Millis};
 use crate::error::{Error, Result};
 use crate::store::job::{
     validate_name, AttemptInfo, Backoff, CancelOutcome, JobId, JobInfo, JobState, JobSummary,
@@ -37,9 +37,10 @@ WHERE (?1 IS NULL OR queue = ?1)
 ORDER BY id DESC
 LIMIT CAST(?6 AS INTEGER)";
 
-pub(crate) const STATS_BY_STATE: &str = "
-SELECT queue, state, count(*), min(run_at), count(*) FILTER (WHERE attempts > 0)
-FROM jobs GROUP BY queue, state";
+/// What [`Store::stats`] counts, one row per job, aggregated in Rust: SQLite
+/// has no hash aggregate, and `GROUP BY queue, state` sorted every row of the
+/// table (2.3 s on a million jobs, against 0.06 s for the scan itself).
+pub(crate) const STATS_ROWS: &str = "SELECT queue, state, run_at, attempts > 0 FROM jobs";
 
 pub(crate) const QUEUE_SETTINGS: &str = "SELECT name, paused, concurrency FROM queues";
 
@@ -92,7 +93,7 @@ pub(crate) const STATEMENTS: &[(&str, &str)] = &[
     ("GET_JOB", GET_JOB),
     ("GET_ATTEMPTS", GET_ATTEMPTS),
     ("LIST_JOBS", LIST_JOBS),
-    ("STATS_BY_STATE", STATS_BY_STATE),
+    ("STATS_ROWS", STATS_ROWS),
     ("QUEUE_SETTINGS", QUEUE_SETTINGS),
     ("LIVE_WORKERS", LIVE_WORKERS),
     ("JOB_STATE", JOB_STATE),
@@ -110,6 +111,11 @@ fn state_col(r: &Row, i: usize) -> rusqlite::Result<JobState> {
     s.parse().map_err(|e: Error| {
         rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
     })
+}
+
+/// A text column, borrowed from the row (no allocation per row).
+fn text_ref<'r>(r: &'r Row, i: usize) -> rusqlite::Result<&'r str> {
+    Ok(r.get_ref(i)?.as_str()?)
 }
 
 /// A JSON column.  Text that is not JSON (written behind jobd's back — see
@@ -235,38 +241,47 @@ impl Store {
         let live_since = now - duration_ms(self.inner.opts.worker_liveness);
         self.with_conn("stats", |conn| {
             let mut queues: BTreeMap<String, QueueStats> = BTreeMap::new();
-            let mut stmt = conn.prepare_cached(STATS_BY_STATE)?;
-            let rows = stmt.query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    state_col(r, 1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, i64>(4)?,
-                ))
-            })?;
-            for row in rows {
-                let (queue, state, count, min_run_at, tried) = row?;
-                let q = queues.entry(queue.clone()).or_insert_with(|| QueueStats {
-                    queue,
-                    ..Default::default()
-                });
+            let mut oldest_ready: BTreeMap<String, Millis> = BTreeMap::new();
+            let mut stmt = conn.prepare_cached(STATS_ROWS)?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let queue = text_ref(r, 0)?;
+                let state: JobState = text_ref(r, 1)?.parse()?;
+                let run_at: Millis = r.get(2)?;
+                let tried: bool = r.get(3)?;
+                if !queues.contains_key(queue) {
+                    queues.insert(
+                        queue.to_string(),
+                        QueueStats {
+                            queue: queue.to_string(),
+                            ..Default::default()
+                        },
+                    );
+                }
+                let q = queues.get_mut(queue).expect("inserted above");
                 match state {
                     JobState::Scheduled => {
-                        q.scheduled = count;
-                        q.failed += tried; // waiting to retry
+                        q.scheduled += 1;
+                        q.failed += i64::from(tried); // waiting to retry
                     }
                     JobState::Ready => {
-                        q.ready = count;
-                        q.oldest_ready_age_ms = Some((now - min_run_at).max(0));
+                        q.ready += 1;
+                        let oldest = oldest_ready.entry(q.queue.clone()).or_insert(run_at);
+                        *oldest = (*oldest).min(run_at);
                     }
-                    JobState::Running => q.running = count,
-                    JobState::Succeeded => q.succeeded = count,
+                    JobState::Running => q.running += 1,
+                    JobState::Succeeded => q.succeeded += 1,
                     JobState::Dead => {
-                        q.dead = count;
-                        q.failed += count;
+                        q.dead += 1;
+                        q.failed += 1;
                     }
-                    JobState::Cancelled => q.cancelled = count,
+                    JobState::Cancelled => q.cancelled += 1,
+                }
+            }
+            drop(rows);
+            for (queue, run_at) in oldest_ready {
+                if let Some(q) = queues.get_mut(&queue) {
+                    q.oldest_ready_age_ms = Some((now - run_at).max(0));
                 }
             }
             let mut stmt = conn.prepare_cached(QUEUE_SETTINGS)?;
@@ -296,8 +311,19 @@ impl Store {
         })
     }
 
+    /// Worker processes whose heartbeat is fresher than the liveness window.
+    pub fn live_workers(&self) -> Result<i64> {
+        let live_since = self.now() - duration_ms(self.inner.opts.worker_liveness);
+        self.with_conn("live workers", |conn| {
+            Ok(conn
+                .prepare_cached(LIVE_WORKERS)?
+                .query_row([live_since], |r| r.get(0))?)
+        })
+    }
+
     /// Cancel a job: a waiting one at once; a running one is flagged, and its
-    /// worker sees the flag on its next heartbeat.
+    /// worker sees the flag at once when it runs in this process, else on its
+    /// next heartbeat.
     pub fn cancel(&self, id: JobId) -> Result<CancelOutcome> {
         let now = self.now();
         let outcome = self.write("cancel", |tx| {
