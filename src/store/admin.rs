@@ -39,7 +39,7 @@ LIMIT CAST(?6 AS INTEGER)";
 
 /// What [`Store::stats`] counts, one row per job, aggregated in Rust: SQLite
 /// has no hash aggregate, and `GROUP BY queue, state` sorted every row of the
-/// table (2.3 s on a million jobs, against 0.06 s for the scan itself).
+/// table (1.5 s on a million jobs; this scan and the counting: 0.5 s).
 pub(crate) const STATS_ROWS: &str = "SELECT queue, state, run_at, attempts > 0 FROM jobs";
 
 pub(crate) const QUEUE_SETTINGS: &str = "SELECT name, paused, concurrency FROM queues";
@@ -241,7 +241,6 @@ impl Store {
         let live_since = now - duration_ms(self.inner.opts.worker_liveness);
         self.with_conn("stats", |conn| {
             let mut queues: BTreeMap<String, QueueStats> = BTreeMap::new();
-            let mut oldest_ready: BTreeMap<String, Millis> = BTreeMap::new();
             let mut stmt = conn.prepare_cached(STATS_ROWS)?;
             let mut rows = stmt.query([])?;
             while let Some(r) = rows.next()? {
@@ -266,8 +265,9 @@ impl Store {
                     }
                     JobState::Ready => {
                         q.ready += 1;
-                        let oldest = oldest_ready.entry(q.queue.clone()).or_insert(run_at);
-                        *oldest = (*oldest).min(run_at);
+                        // The earliest run_at for now; made an age below.
+                        let earliest = q.oldest_ready_age_ms.get_or_insert(run_at);
+                        *earliest = (*earliest).min(run_at);
                     }
                     JobState::Running => q.running += 1,
                     JobState::Succeeded => q.succeeded += 1,
@@ -279,10 +279,8 @@ impl Store {
                 }
             }
             drop(rows);
-            for (queue, run_at) in oldest_ready {
-                if let Some(q) = queues.get_mut(&queue) {
-                    q.oldest_ready_age_ms = Some((now - run_at).max(0));
-                }
+            for q in queues.values_mut() {
+                q.oldest_ready_age_ms = q.oldest_ready_age_ms.map(|run_at| (now - run_at).max(0));
             }
             let mut stmt = conn.prepare_cached(QUEUE_SETTINGS)?;
             let rows = stmt.query_map([], |r| {
