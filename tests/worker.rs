@@ -305,21 +305,24 @@ async fn retries_follow_the_backoff_in_simulated_time() {
 
 use jobd::Clock;
 
+/// A handler that says when it has started, then waits for cancellation and
+/// fails its try with "stopped on request".
+async fn polite(started: Arc<tokio::sync::Notify>, ctx: JobContext) -> Result<Value, JobError> {
+    started.notify_one();
+    ctx.cancelled().await;
+    Err(JobError::retryable("stopped on request"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_running_job_stops_it() {
     let (_d, store) = store();
     let started = Arc::new(tokio::sync::Notify::new());
-    let s = started.clone();
     let (stop, worker) = spawn(
         Worker::builder(store.clone())
             // A handler that listens for cancellation ...
-            .handle_fn("polite", move |ctx, _p| {
-                let s = s.clone();
-                async move {
-                    s.notify_one();
-                    ctx.cancelled().await;
-                    Err(JobError::retryable("stopped on request"))
-                }
+            .handle_fn("polite", {
+                let s = started.clone();
+                move |ctx, _p| polite(s.clone(), ctx)
             })
             // ... and one that does not: dropped after the stop grace.
             .handle_fn("deaf", |_ctx, _p| async {
@@ -355,16 +358,11 @@ async fn cancelling_a_running_job_stops_it() {
 async fn a_cancel_in_the_same_process_stops_the_run_before_the_next_heartbeat() {
     let (_d, store) = store();
     let started = Arc::new(tokio::sync::Notify::new());
-    let s = started.clone();
     let (stop, worker) = spawn(
         Worker::builder(store.clone())
-            .handle_fn("polite", move |ctx, _p| {
-                let s = s.clone();
-                async move {
-                    s.notify_one();
-                    ctx.cancelled().await;
-                    Err(JobError::retryable("stopped on request"))
-                }
+            .handle_fn("polite", {
+                let s = started.clone();
+                move |ctx, _p| polite(s.clone(), ctx)
             })
             .queue("q", 1)
             // The next heartbeat is a minute away; `until` gives up after 10 s.

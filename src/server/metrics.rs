@@ -7,6 +7,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::server::{ApiError, ApiState};
+use crate::store::admin::{tally, text_ref};
 
 /// Tries that ended without success, per queue and outcome, with their total
 /// run time (the `tries` half of the `attempts` view, schema/0005).
@@ -41,18 +42,13 @@ fn try_totals(c: &rusqlite::Connection) -> crate::Result<TryTotals> {
         t.1 += r.get::<_, Option<i64>>(3)?.unwrap_or(0);
     }
     drop(rows);
-    let mut succeeded: std::collections::HashMap<String, (i64, i64)> = Default::default();
+    let mut succeeded: std::collections::BTreeMap<String, (i64, i64)> = Default::default();
     let mut stmt = c.prepare_cached(SUCCEEDED_RUNS)?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
-        let queue = r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
-        let ms = r.get::<_, Option<i64>>(1)?.unwrap_or(0);
-        if !succeeded.contains_key(queue) {
-            succeeded.insert(queue.to_string(), (0, 0));
-        }
-        let t = succeeded.get_mut(queue).expect("inserted above");
+        let t = tally(&mut succeeded, text_ref(r, 0)?, Default::default);
         t.0 += 1;
-        t.1 += ms;
+        t.1 += r.get::<_, Option<i64>>(1)?.unwrap_or(0);
     }
     for (queue, (n, ms)) in succeeded {
         let t = totals.entry((queue, "succeeded".to_string())).or_default();

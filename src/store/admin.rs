@@ -114,8 +114,21 @@ fn state_col(r: &Row, i: usize) -> rusqlite::Result<JobState> {
 }
 
 /// A text column, borrowed from the row (no allocation per row).
-fn text_ref<'r>(r: &'r Row, i: usize) -> rusqlite::Result<&'r str> {
+pub(crate) fn text_ref<'r>(r: &'r Row, i: usize) -> rusqlite::Result<&'r str> {
     Ok(r.get_ref(i)?.as_str()?)
+}
+
+/// The entry of `key` in a map aggregated over many rows: the key is copied
+/// only the first time it is seen (`entry` would want an owned key per row).
+pub(crate) fn tally<'m, V>(
+    map: &'m mut BTreeMap<String, V>,
+    key: &str,
+    new: impl FnOnce() -> V,
+) -> &'m mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_string(), new());
+    }
+    map.get_mut(key).expect("inserted above")
 }
 
 /// A JSON column.  Text that is not JSON (written behind jobd's back — see
@@ -248,16 +261,10 @@ impl Store {
                 let state: JobState = text_ref(r, 1)?.parse()?;
                 let run_at: Millis = r.get(2)?;
                 let tried: bool = r.get(3)?;
-                if !queues.contains_key(queue) {
-                    queues.insert(
-                        queue.to_string(),
-                        QueueStats {
-                            queue: queue.to_string(),
-                            ..Default::default()
-                        },
-                    );
-                }
-                let q = queues.get_mut(queue).expect("inserted above");
+                let q = tally(&mut queues, queue, || QueueStats {
+                    queue: queue.to_string(),
+                    ..Default::default()
+                });
                 match state {
                     JobState::Scheduled => {
                         q.scheduled += 1;
