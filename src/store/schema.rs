@@ -77,7 +77,7 @@ pub(crate) fn check_identity(id: Identity, path: &Path) -> Result<()> {
 ///
 /// Foreign keys are off while migrations run — a migration that rebuilds a
 /// table (0004) drops the old one, and with them on that drop would cascade
-/// into `attempts` and `progress` — and `PRAGMA foreign_key_check` must come
+/// into the history (`attempts` then, `tries` since 0005) and `progress` — and `PRAGMA foreign_key_check` must come
 /// back empty before the commit.
 pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
     let map = |e| Error::from_sqlite("migrating the schema", path, e);
