@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use jobd::store::{Backoff, CancelOutcome, FailOutcome, JobState, ListFilter, NewJob, Progress};
+use jobd::store::{
+    Backoff, CancelOutcome, FailOutcome, JobState, ListFilter, NewJob, Progress, StatsReuse,
+};
 use jobd::{Clock, Error, ManualClock, Store, StoreOptions};
 use serde_json::json;
 
@@ -694,6 +696,81 @@ fn stats_count_every_state_per_queue() {
     assert_eq!(b.oldest_ready_age_ms, Some(1_000));
     assert_eq!(stats.queues.len(), 2);
     assert_eq!(f.store.live_workers().unwrap(), 0);
+}
+
+/// A store whose clock the test moves, with `reuse` for `stats_recent`.
+fn fixture_reusing(reuse: StatsReuse) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let opts = StoreOptions {
+        stats_reuse: reuse,
+        ..StoreOptions::default().clock(clock.clone())
+    };
+    let store = Store::open_with(dir.path().join("queue.db"), opts).unwrap();
+    Fixture {
+        _dir: dir,
+        store,
+        clock,
+    }
+}
+
+/// (ready, running, succeeded, finished age) of queue `q` from `stats_recent`.
+fn recent(store: &Store) -> (i64, i64, i64, i64) {
+    let stats = store.stats_recent().unwrap();
+    let q = stats.queue("q").unwrap();
+    (q.ready, q.running, q.succeeded, stats.finished_age_ms)
+}
+
+#[test]
+fn stats_recent_reads_waiting_jobs_now_and_reuses_finished_counts_while_young() {
+    // Every count is worth reusing, for ages up to ~4e9 times its cost.
+    let f = fixture_reusing(StatsReuse {
+        min_scan: Duration::ZERO,
+        factor: u32::MAX,
+    });
+    for _ in 0..3 {
+        f.store.enqueue(&NewJob::new("q", "k")).unwrap();
+    }
+    let t = f.store.claim("w", &["q"], 2, LEASE).unwrap();
+    f.store.complete(t[0].id, t[0].lease_token, None).unwrap();
+    assert_eq!(recent(&f.store), (1, 1, 1, 0));
+
+    f.store.complete(t[1].id, t[1].lease_token, None).unwrap();
+    f.clock.advance(Duration::from_secs(5));
+    // Running is read now; succeeded is the count of 5 s ago, and says so.
+    assert_eq!(recent(&f.store), (1, 0, 1, 5_000));
+    // `stats` always counts now, and leaves its count for the next caller.
+    let exact = f.store.stats().unwrap();
+    assert_eq!(exact.queue("q").unwrap().succeeded, 2);
+    assert_eq!(exact.finished_age_ms, 0);
+    assert_eq!(recent(&f.store), (1, 0, 2, 0));
+}
+
+#[test]
+fn stats_recent_counts_again_once_the_count_is_older_than_its_cost_allows() {
+    // Reuse for as long as the count took (microseconds here).
+    let f = fixture_reusing(StatsReuse {
+        min_scan: Duration::ZERO,
+        factor: 1,
+    });
+    f.store.enqueue(&NewJob::new("q", "k")).unwrap();
+    assert_eq!(recent(&f.store), (1, 0, 0, 0));
+    let t = f.store.claim("w", &["q"], 1, LEASE).unwrap().remove(0);
+    f.store.complete(t.id, t.lease_token, None).unwrap();
+    f.clock.advance(Duration::from_secs(1));
+    assert_eq!(recent(&f.store), (0, 0, 1, 0));
+}
+
+#[test]
+fn stats_recent_on_a_small_file_is_always_read_now() {
+    // The default: counts cheaper than 20 ms of CPU are never reused.
+    let f = fixture();
+    f.store.enqueue(&NewJob::new("q", "k")).unwrap();
+    assert_eq!(recent(&f.store), (1, 0, 0, 0));
+    let t = f.store.claim("w", &["q"], 1, LEASE).unwrap().remove(0);
+    f.store.complete(t.id, t.lease_token, None).unwrap();
+    assert_eq!(recent(&f.store), (0, 0, 1, 0));
+    assert_eq!(f.store.stats_recent().unwrap(), f.store.stats().unwrap());
 }
 
 #[test]

@@ -195,7 +195,7 @@ pub fn health_check(store: &Store, data: Option<&DataDir>, reporter: &Reporter) 
     let queue_ok = store.with_conn("quick_check", |c| {
         Ok(c.query_row("PRAGMA quick_check", [], |r| r.get::<_, String>(0))?)
     })? == "ok";
-    let live_workers = store.stats()?.live_workers;
+    let live_workers = store.live_workers()?;
     let mut health = Health {
         queue_ok,
         live_workers,

@@ -159,7 +159,7 @@ pub(super) async fn retry(
 
 /// `GET /api/v1/queues`: counts per queue and state, live workers.
 pub(super) async fn queues(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
-    let stats = blocking(move || s.store.stats()).await?;
+    let stats = blocking(move || s.store.stats_recent()).await?;
     Ok(Json(serde_json::to_value(stats).unwrap_or_default()))
 }
 

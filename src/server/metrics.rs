@@ -67,7 +67,7 @@ fn label(v: &str) -> String {
 pub(super) async fn metrics(State(s): State<ApiState>) -> Result<Response, ApiError> {
     let store = s.store.clone();
     let (stats, attempts) = tokio::task::spawn_blocking(move || -> crate::Result<_> {
-        let stats = store.stats()?;
+        let stats = store.stats_recent()?;
         let attempts = store.with_conn("metrics", try_totals)?;
         Ok((stats, attempts))
     })

@@ -526,6 +526,10 @@ pub struct Stats {
     pub queues: Vec<QueueStats>,
     /// Workers whose heartbeat is fresher than the liveness window.
     pub live_workers: i64,
+    /// How old the finished counts (succeeded, dead, cancelled) are, in ms:
+    /// 0 from [`Store::stats`](crate::Store::stats); maybe more from
+    /// [`Store::stats_recent`](crate::Store::stats_recent).
+    pub finished_age_ms: i64,
 }
 
 impl Stats {

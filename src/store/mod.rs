@@ -58,6 +58,7 @@ use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use crate::clock::{Clock, Millis, SystemClock};
 use crate::error::{Error, Result};
 
+pub use admin::StatsReuse;
 pub use checkpoint::CheckpointOptions;
 pub use job::{
     validate_name, validate_tenant, AttemptInfo, Backoff, CancelOutcome, ClaimedJob, FailOutcome,
@@ -83,6 +84,8 @@ pub struct StoreOptions {
     /// in whichever commit crosses SQLite's threshold; see
     /// [`CheckpointOptions`].  `None` leaves it to SQLite.
     pub checkpoint: Option<CheckpointOptions>,
+    /// How [`Store::stats_recent`] may reuse finished counts.
+    pub stats_reuse: StatsReuse,
 }
 
 impl Default for StoreOptions {
@@ -94,6 +97,7 @@ impl Default for StoreOptions {
             worker_liveness: Duration::from_secs(30),
             clock: Arc::new(SystemClock),
             checkpoint: Some(CheckpointOptions::default()),
+            stats_reuse: StatsReuse::default(),
         }
     }
 }
@@ -129,6 +133,8 @@ struct Inner {
     cancels: tokio::sync::watch::Sender<u64>,
     /// This process's writers take turns (see [`turn`]).
     turns: turn::Turns,
+    /// The last count of finished jobs (see [`Store::stats_recent`]).
+    finished: std::sync::Mutex<Option<Arc<admin::FinishedCounts>>>,
 }
 
 /// Times a transaction is retried when SQLite reports busy beyond the busy
@@ -197,6 +203,7 @@ impl Store {
                 work: tokio::sync::watch::Sender::new(0),
                 cancels: tokio::sync::watch::Sender::new(0),
                 turns: turn::Turns::default(),
+                finished: std::sync::Mutex::new(None),
             }),
         })
     }

@@ -151,6 +151,27 @@ fn claim_reap_and_unique_lookups_are_index_seeks() {
 }
 
 #[test]
+fn waiting_counts_walk_their_partial_indexes() {
+    let (_dir, store) = fresh();
+    seed_and_analyze(&store, |i| {
+        ["ready", "succeeded", "running", "scheduled", "succeeded"][i % 5]
+    });
+    // Ready per queue: the index is in queue order and holds run_at.
+    let ready = plan(&store, admin::READY_BY_QUEUE);
+    assert_eq!(ready, ["SCAN jobs USING COVERING INDEX jobs_ready"]);
+    let waiting = plan(&store, admin::WAITING_ROWS);
+    for index in ["jobs_scheduled", "jobs_running"] {
+        assert!(
+            waiting
+                .iter()
+                .any(|l| l == &format!("SCAN jobs USING INDEX {index}")),
+            "{index} not used: {waiting:?}"
+        );
+    }
+    assert!(!waiting.iter().any(|l| l == "SCAN jobs"), "{waiting:?}");
+}
+
+#[test]
 fn pragmas_are_set_on_every_pooled_connection() {
     let (_dir, store) = fresh();
     let conns: Vec<_> = (0..3).map(|_| store.connection().unwrap()).collect();

@@ -43,7 +43,9 @@ async function refreshQueues() {
     return tr;
   });
   fill($("queues").tBodies[0], rows);
-  $("workers").textContent = stats.live_workers + " live worker process(es)";
+  // On a big file the finished counts are re-read every few seconds only.
+  const age = stats.finished_age_ms >= 1000 ? " · finished counts as of " + Math.round(stats.finished_age_ms / 1000) + " s ago" : "";
+  $("workers").textContent = stats.live_workers + " live worker process(es)" + age;
   const total = stats.queues.reduce((n, q) => n + q.ready + q.running, 0);
   $("summary").textContent = stats.queues.length + " queues · " + total + " waiting or running";
 }
