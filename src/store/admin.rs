@@ -206,6 +206,23 @@ fn count_finished(conn: &rusqlite::Connection, now: Millis) -> Result<FinishedCo
     })
 }
 
+/// Run `sql` (no parameters) and hand each row to `fill` with the stats of
+/// the queue its first column names.
+fn per_queue(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    queues: &mut BTreeMap<String, QueueStats>,
+    mut fill: impl FnMut(&mut QueueStats, &Row) -> rusqlite::Result<()>,
+) -> Result<()> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let queue = text_ref(r, 0)?;
+        fill(tally(queues, queue, || QueueStats::named(queue)), r)?;
+    }
+    Ok(())
+}
+
 /// CPU time used by this thread: what a scan cost, without the time the
 /// thread waited for a core (a busy machine must not make a small file's
 /// counts look expensive).
@@ -389,62 +406,41 @@ impl Store {
             // One snapshot for every count read here.
             let tx = conn.unchecked_transaction()?;
             let mut queues: BTreeMap<String, QueueStats> = BTreeMap::new();
-            let new_queue = |queue: &str| QueueStats {
-                queue: queue.to_string(),
-                ..Default::default()
-            };
-            {
-                let mut stmt = tx.prepare_cached(READY_BY_QUEUE)?;
-                let mut rows = stmt.query([])?;
-                while let Some(r) = rows.next()? {
-                    let queue = text_ref(r, 0)?;
-                    let q = tally(&mut queues, queue, || new_queue(queue));
-                    q.ready = r.get(1)?;
-                    let earliest: Millis = r.get(2)?;
-                    q.oldest_ready_age_ms = Some((now - earliest).max(0));
+            per_queue(&tx, READY_BY_QUEUE, &mut queues, |q, r| {
+                q.ready = r.get(1)?;
+                let earliest: Millis = r.get(2)?;
+                q.oldest_ready_age_ms = Some((now - earliest).max(0));
+                Ok(())
+            })?;
+            per_queue(&tx, WAITING_ROWS, &mut queues, |q, r| {
+                if r.get::<_, bool>(1)? {
+                    q.running += 1;
+                } else {
+                    q.scheduled += 1;
+                    q.failed += i64::from(r.get::<_, bool>(2)?); // waiting to retry
                 }
-                let mut stmt = tx.prepare_cached(WAITING_ROWS)?;
-                let mut rows = stmt.query([])?;
-                while let Some(r) = rows.next()? {
-                    let queue = text_ref(r, 0)?;
-                    let q = tally(&mut queues, queue, || new_queue(queue));
-                    if r.get::<_, bool>(1)? {
-                        q.running += 1;
-                    } else {
-                        q.scheduled += 1;
-                        q.failed += i64::from(r.get::<_, bool>(2)?); // waiting to retry
-                    }
-                }
-            }
+                Ok(())
+            })?;
             let finished = match &earlier {
                 Some(f) => f.clone(),
                 None => {
                     let f = Arc::new(count_finished(&tx, now)?);
-                    *self
-                        .inner
-                        .finished
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner()) = Some(f.clone());
+                    *self.last_finished() = Some(f.clone());
                     f
                 }
             };
             for (queue, [succeeded, dead, cancelled]) in &finished.by_queue {
-                let q = tally(&mut queues, queue, || new_queue(queue));
+                let q = tally(&mut queues, queue, || QueueStats::named(queue));
                 q.succeeded = *succeeded;
                 q.dead = *dead;
                 q.cancelled = *cancelled;
                 q.failed += dead;
             }
-            let mut stmt = tx.prepare_cached(QUEUE_SETTINGS)?;
-            let mut rows = stmt.query([])?;
-            while let Some(r) = rows.next()? {
-                let name = text_ref(r, 0)?;
-                let q = tally(&mut queues, name, || new_queue(name));
+            per_queue(&tx, QUEUE_SETTINGS, &mut queues, |q, r| {
                 q.paused = r.get(1)?;
                 q.concurrency = r.get(2)?;
-            }
-            drop(rows);
-            drop(stmt);
+                Ok(())
+            })?;
             let live_workers = tx
                 .prepare_cached(LIVE_WORKERS)?
                 .query_row([live_since], |r| r.get(0))?;
@@ -457,14 +453,18 @@ impl Store {
         })
     }
 
+    fn last_finished(&self) -> std::sync::MutexGuard<'_, Option<Arc<FinishedCounts>>> {
+        // A panic while it was held left a whole value (it is only assigned).
+        self.inner
+            .finished
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The last finished counts of this store, if young enough to reuse.
     fn reusable_finished(&self, now: Millis) -> Option<Arc<FinishedCounts>> {
         let reuse = self.inner.opts.stats_reuse;
-        let last = self
-            .inner
-            .finished
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let last = self.last_finished();
         let f = last.as_ref()?;
         let fresh_for = duration_ms(f.cost.saturating_mul(reuse.factor));
         let age = now - f.counted_at;

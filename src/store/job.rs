@@ -520,6 +520,16 @@ pub struct QueueStats {
     pub oldest_ready_age_ms: Option<i64>,
 }
 
+impl QueueStats {
+    /// A queue with nothing counted yet.
+    pub(crate) fn named(queue: &str) -> QueueStats {
+        QueueStats {
+            queue: queue.to_string(),
+            ..Default::default()
+        }
+    }
+}
+
 /// [`Store::stats`](crate::Store::stats): per-queue counts and live workers.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Stats {
