@@ -696,6 +696,14 @@ fn stats_count_every_state_per_queue() {
     assert_eq!(b.oldest_ready_age_ms, Some(1_000));
     assert_eq!(stats.queues.len(), 2);
     assert_eq!(f.store.live_workers().unwrap(), 0);
+    // Run time of succeeded jobs: claim to complete, 1 s + 2 s.
+    f.store.complete(t[0].id, t[0].lease_token, None).unwrap();
+    let u = f.store.claim("w", &["a"], 1, LEASE).unwrap().remove(0);
+    f.clock.advance(Duration::from_secs(2));
+    f.store.complete(u.id, u.lease_token, None).unwrap();
+    let stats = f.store.stats().unwrap();
+    let a = stats.queue("a").unwrap();
+    assert_eq!((a.succeeded, a.succeeded_run_ms), (2, 3_000));
 }
 
 /// A store whose clock the test moves, with `reuse` for `stats_recent`.

@@ -7,7 +7,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::server::{ApiError, ApiState};
-use crate::store::admin::{tally, text_ref};
+use crate::store::Stats;
 
 /// Tries that ended without success, per queue and outcome, with their total
 /// run time (the `tries` half of the `attempts` view, schema/0005).
@@ -16,23 +16,16 @@ SELECT j.queue, t.outcome, count(*), sum(t.finished_at - t.started_at)
 FROM tries AS t JOIN jobs AS j ON j.id = t.job_id
 GROUP BY j.queue, t.outcome";
 
-/// The other half: one row per succeeded job with its winning try's run
-/// time, summed per queue in Rust (a `GROUP BY` would sort every row).
-pub(crate) const SUCCEEDED_RUNS: &str = "
-SELECT queue, finished_at - coalesce(started_at, finished_at)
-FROM jobs WHERE state = 'succeeded'";
-
 /// Every named statement of this module, for the prepare-them-all test.
 #[cfg(test)]
-pub(crate) const STATEMENTS: &[(&str, &str)] = &[
-    ("TRY_TOTALS", TRY_TOTALS),
-    ("SUCCEEDED_RUNS", SUCCEEDED_RUNS),
-];
+pub(crate) const STATEMENTS: &[(&str, &str)] = &[("TRY_TOTALS", TRY_TOTALS)];
 
 /// Finished tries per (queue, outcome): count and total run time in ms.
 type TryTotals = std::collections::BTreeMap<(String, String), (i64, i64)>;
 
-fn try_totals(c: &rusqlite::Connection) -> crate::Result<TryTotals> {
+/// Tries that ended without success from `tries`; succeeded ones (one per
+/// succeeded job, schema/0005) from the stats' finished counts.
+fn try_totals(c: &rusqlite::Connection, stats: &Stats) -> crate::Result<TryTotals> {
     let mut totals = TryTotals::new();
     let mut stmt = c.prepare_cached(TRY_TOTALS)?;
     let mut rows = stmt.query([])?;
@@ -41,19 +34,12 @@ fn try_totals(c: &rusqlite::Connection) -> crate::Result<TryTotals> {
         t.0 += r.get::<_, i64>(2)?;
         t.1 += r.get::<_, Option<i64>>(3)?.unwrap_or(0);
     }
-    drop(rows);
-    let mut succeeded: std::collections::BTreeMap<String, (i64, i64)> = Default::default();
-    let mut stmt = c.prepare_cached(SUCCEEDED_RUNS)?;
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
-        let t = tally(&mut succeeded, text_ref(r, 0)?, Default::default);
-        t.0 += 1;
-        t.1 += r.get::<_, Option<i64>>(1)?.unwrap_or(0);
-    }
-    for (queue, (n, ms)) in succeeded {
-        let t = totals.entry((queue, "succeeded".to_string())).or_default();
-        t.0 += n;
-        t.1 += ms;
+    for q in stats.queues.iter().filter(|q| q.succeeded > 0) {
+        let t = totals
+            .entry((q.queue.clone(), "succeeded".to_string()))
+            .or_default();
+        t.0 += q.succeeded;
+        t.1 += q.succeeded_run_ms;
     }
     Ok(totals)
 }
@@ -68,7 +54,7 @@ pub(super) async fn metrics(State(s): State<ApiState>) -> Result<Response, ApiEr
     let store = s.store.clone();
     let (stats, attempts) = tokio::task::spawn_blocking(move || -> crate::Result<_> {
         let stats = store.stats_recent()?;
-        let attempts = store.with_conn("metrics", try_totals)?;
+        let attempts = store.with_conn("metrics", |c| try_totals(c, &stats))?;
         Ok((stats, attempts))
     })
     .await

@@ -51,14 +51,15 @@ SELECT queue, 0, attempts > 0 FROM jobs WHERE state = 'scheduled'
 UNION ALL
 SELECT queue, 1, 0 FROM jobs WHERE state = 'running'";
 
-/// Every job's queue and state, for counting the finished ones in Rust.  No
-/// index covers finished jobs (one more index entry per completion doubled
-/// the time of a batched complete — measured), so this reads every job, and
-/// a `WHERE` on the state costs more than skipping the other rows in Rust.
-/// SQLite has no hash aggregate: `GROUP BY queue, state` sorted every row
-/// (1.1 s on a million jobs; this scan and the counting: 0.3 s).
-/// [`Store::stats_recent`] reuses the counts.
-pub(crate) const FINISHED_ROWS: &str = "SELECT queue, state FROM jobs";
+/// Every job's queue and state, and a succeeded job's run time, for counting
+/// the finished ones in Rust.  No index covers finished jobs (one more index
+/// entry per completion doubled the time of a batched complete — measured),
+/// so this reads every job, and a `WHERE` on the state costs more than
+/// skipping the other rows in Rust.  SQLite has no hash aggregate:
+/// `GROUP BY queue, state` sorted every row (1.1 s on a million jobs; this
+/// scan and the counting: 0.46 s).  [`Store::stats_recent`] reuses the counts.
+pub(crate) const FINISHED_ROWS: &str = "
+SELECT queue, state, finished_at - coalesce(started_at, finished_at) FROM jobs";
 
 pub(crate) const QUEUE_SETTINGS: &str = "SELECT name, paused, concurrency FROM queues";
 
@@ -134,7 +135,7 @@ fn state_col(r: &Row, i: usize) -> rusqlite::Result<JobState> {
 }
 
 /// A text column, borrowed from the row (no allocation per row).
-pub(crate) fn text_ref<'r>(r: &'r Row, i: usize) -> rusqlite::Result<&'r str> {
+fn text_ref<'r>(r: &'r Row, i: usize) -> rusqlite::Result<&'r str> {
     Ok(r.get_ref(i)?.as_str()?)
 }
 
@@ -160,41 +161,56 @@ impl Default for StatsReuse {
     }
 }
 
-/// Finished jobs per queue (succeeded, dead, cancelled), and when and at
-/// what cost they were counted.
+/// Finished jobs per queue, and when and at what cost they were counted.
 #[derive(Debug)]
 pub(crate) struct FinishedCounts {
     counted_at: Millis,
     cost: Duration,
-    by_queue: BTreeMap<String, [i64; 3]>,
+    by_queue: BTreeMap<String, Finished>,
+}
+
+/// One queue's finished jobs.
+#[derive(Debug, Default, Clone, Copy)]
+struct Finished {
+    succeeded: i64,
+    dead: i64,
+    cancelled: i64,
+    /// Run time of the succeeded jobs' winning tries, in ms.
+    succeeded_run_ms: i64,
 }
 
 fn count_finished(conn: &rusqlite::Connection, now: Millis) -> Result<FinishedCounts> {
     let started = thread_cpu_time();
     // Queues are few: a list searched from the last hit, keyed by the bytes
     // SQLite hands out (no UTF-8 check or map lookup per row).
-    let mut counts: Vec<(Vec<u8>, [i64; 3])> = Vec::new();
+    let mut counts: Vec<(Vec<u8>, Finished)> = Vec::new();
     let mut last = 0;
     let mut stmt = conn.prepare_cached(FINISHED_ROWS)?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
-        let slot = match bytes_ref(r, 1)? {
-            b"succeeded" => 0,
-            b"dead" => 1,
-            b"cancelled" => 2,
-            _ => continue,
-        };
+        let state = bytes_ref(r, 1)?;
+        if !matches!(state, b"succeeded" | b"dead" | b"cancelled") {
+            continue;
+        }
         let queue = bytes_ref(r, 0)?;
         if counts.get(last).is_none_or(|(q, _)| q.as_slice() != queue) {
             last = match counts.iter().position(|(q, _)| q.as_slice() == queue) {
                 Some(i) => i,
                 None => {
-                    counts.push((queue.to_vec(), [0; 3]));
+                    counts.push((queue.to_vec(), Finished::default()));
                     counts.len() - 1
                 }
             };
         }
-        counts[last].1[slot] += 1;
+        let n = &mut counts[last].1;
+        match state {
+            b"succeeded" => {
+                n.succeeded += 1;
+                n.succeeded_run_ms += r.get::<_, Option<i64>>(2)?.unwrap_or(0);
+            }
+            b"dead" => n.dead += 1,
+            _ => n.cancelled += 1,
+        }
     }
     Ok(FinishedCounts {
         counted_at: now,
@@ -245,11 +261,7 @@ fn bytes_ref<'r>(r: &'r Row, i: usize) -> rusqlite::Result<&'r [u8]> {
 
 /// The entry of `key` in a map aggregated over many rows: the key is copied
 /// only the first time it is seen (`entry` would want an owned key per row).
-pub(crate) fn tally<'m, V>(
-    map: &'m mut BTreeMap<String, V>,
-    key: &str,
-    new: impl FnOnce() -> V,
-) -> &'m mut V {
+fn tally<'m, V>(map: &'m mut BTreeMap<String, V>, key: &str, new: impl FnOnce() -> V) -> &'m mut V {
     if !map.contains_key(key) {
         map.insert(key.to_string(), new());
     }
@@ -389,7 +401,7 @@ impl Store {
     /// that is young enough (see [`StatsReuse`]), and
     /// [`Stats::finished_age_ms`] says how old they are.  On a file whose
     /// finished jobs take less than [`StatsReuse::min_scan`] to count (about
-    /// 50,000 jobs by default) every answer is read now.
+    /// 40,000 jobs by default) every answer is read now.
     pub fn stats_recent(&self) -> Result<Stats> {
         self.collect_stats(true)
     }
@@ -429,12 +441,13 @@ impl Store {
                     f
                 }
             };
-            for (queue, [succeeded, dead, cancelled]) in &finished.by_queue {
+            for (queue, n) in &finished.by_queue {
                 let q = tally(&mut queues, queue, || QueueStats::named(queue));
-                q.succeeded = *succeeded;
-                q.dead = *dead;
-                q.cancelled = *cancelled;
-                q.failed += dead;
+                q.succeeded = n.succeeded;
+                q.succeeded_run_ms = n.succeeded_run_ms;
+                q.dead = n.dead;
+                q.cancelled = n.cancelled;
+                q.failed += n.dead;
             }
             per_queue(&tx, QUEUE_SETTINGS, &mut queues, |q, r| {
                 q.paused = r.get(1)?;

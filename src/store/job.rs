@@ -512,6 +512,8 @@ pub struct QueueStats {
     pub ready: i64,
     pub running: i64,
     pub succeeded: i64,
+    /// Run time of the succeeded jobs' winning tries, in ms (claim to complete).
+    pub succeeded_run_ms: i64,
     pub dead: i64,
     pub cancelled: i64,
     /// Jobs whose last try failed: dead ones plus those waiting to retry.

@@ -38,7 +38,7 @@
 //!   from there (schema/0005).  Tries that end otherwise write a row in
 //!   `tries`.
 
-pub(crate) mod admin;
+mod admin;
 mod checkpoint;
 pub(crate) mod enqueue;
 pub(crate) mod job;
