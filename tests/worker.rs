@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jobd::store::{Backoff, CancelOutcome, JobState, NewJob};
-use jobd::worker::{Handler, JobContext, JobError, Worker, WorkerReport};
+use jobd::worker::{Handler, JobContext, JobError, Worker, WorkerBuilder, WorkerReport};
 use jobd::{ManualClock, Store, StoreOptions};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -305,25 +305,30 @@ async fn retries_follow_the_backoff_in_simulated_time() {
 
 use jobd::Clock;
 
-/// A handler that says when it has started, then waits for cancellation and
-/// fails its try with "stopped on request".
-async fn polite(started: Arc<tokio::sync::Notify>, ctx: JobContext) -> Result<Value, JobError> {
-    started.notify_one();
-    ctx.cancelled().await;
-    Err(JobError::retryable("stopped on request"))
+/// A worker whose "polite" handler says when it has started (on the returned
+/// `Notify`), then waits for cancellation and fails its try with "stopped on
+/// request".
+fn with_polite_handler(store: &Store) -> (WorkerBuilder, Arc<tokio::sync::Notify>) {
+    let started = Arc::new(tokio::sync::Notify::new());
+    let s = started.clone();
+    let builder = Worker::builder(store.clone()).handle_fn("polite", move |ctx, _p| {
+        let s = s.clone();
+        async move {
+            s.notify_one();
+            ctx.cancelled().await;
+            Err::<Value, _>(JobError::retryable("stopped on request"))
+        }
+    });
+    (builder, started)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_running_job_stops_it() {
     let (_d, store) = store();
-    let started = Arc::new(tokio::sync::Notify::new());
+    // A handler that listens for cancellation ...
+    let (builder, started) = with_polite_handler(&store);
     let (stop, worker) = spawn(
-        Worker::builder(store.clone())
-            // A handler that listens for cancellation ...
-            .handle_fn("polite", {
-                let s = started.clone();
-                move |ctx, _p| polite(s.clone(), ctx)
-            })
+        builder
             // ... and one that does not: dropped after the stop grace.
             .handle_fn("deaf", |_ctx, _p| async {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
@@ -357,13 +362,9 @@ async fn cancelling_a_running_job_stops_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_in_the_same_process_stops_the_run_before_the_next_heartbeat() {
     let (_d, store) = store();
-    let started = Arc::new(tokio::sync::Notify::new());
+    let (builder, started) = with_polite_handler(&store);
     let (stop, worker) = spawn(
-        Worker::builder(store.clone())
-            .handle_fn("polite", {
-                let s = started.clone();
-                move |ctx, _p| polite(s.clone(), ctx)
-            })
+        builder
             .queue("q", 1)
             // The next heartbeat is a minute away; `until` gives up after 10 s.
             .lease(Duration::from_secs(180))

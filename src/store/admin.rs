@@ -179,6 +179,21 @@ struct Finished {
     succeeded_run_ms: i64,
 }
 
+impl Finished {
+    fn add(&mut self, o: Finished) {
+        self.succeeded += o.succeeded;
+        self.dead += o.dead;
+        self.cancelled += o.cancelled;
+        self.succeeded_run_ms += o.succeeded_run_ms;
+    }
+}
+
+fn count_live_workers(conn: &rusqlite::Connection, live_since: Millis) -> Result<i64> {
+    Ok(conn
+        .prepare_cached(LIVE_WORKERS)?
+        .query_row([live_since], |r| r.get(0))?)
+}
+
 fn count_finished(conn: &rusqlite::Connection, now: Millis) -> Result<FinishedCounts> {
     let started = thread_cpu_time();
     // Queues are few: a list searched from the last hit, keyed by the bytes
@@ -188,10 +203,22 @@ fn count_finished(conn: &rusqlite::Connection, now: Millis) -> Result<FinishedCo
     let mut stmt = conn.prepare_cached(FINISHED_ROWS)?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
-        let state = bytes_ref(r, 1)?;
-        if !matches!(state, b"succeeded" | b"dead" | b"cancelled") {
-            continue;
-        }
+        let one = match bytes_ref(r, 1)? {
+            b"succeeded" => Finished {
+                succeeded: 1,
+                succeeded_run_ms: r.get::<_, Option<i64>>(2)?.unwrap_or(0),
+                ..Finished::default()
+            },
+            b"dead" => Finished {
+                dead: 1,
+                ..Finished::default()
+            },
+            b"cancelled" => Finished {
+                cancelled: 1,
+                ..Finished::default()
+            },
+            _ => continue, // waiting or running: counted through their indexes
+        };
         let queue = bytes_ref(r, 0)?;
         if counts.get(last).is_none_or(|(q, _)| q.as_slice() != queue) {
             last = match counts.iter().position(|(q, _)| q.as_slice() == queue) {
@@ -202,15 +229,7 @@ fn count_finished(conn: &rusqlite::Connection, now: Millis) -> Result<FinishedCo
                 }
             };
         }
-        let n = &mut counts[last].1;
-        match state {
-            b"succeeded" => {
-                n.succeeded += 1;
-                n.succeeded_run_ms += r.get::<_, Option<i64>>(2)?.unwrap_or(0);
-            }
-            b"dead" => n.dead += 1,
-            _ => n.cancelled += 1,
-        }
+        counts[last].1.add(one);
     }
     Ok(FinishedCounts {
         counted_at: now,
@@ -454,9 +473,7 @@ impl Store {
                 q.concurrency = r.get(2)?;
                 Ok(())
             })?;
-            let live_workers = tx
-                .prepare_cached(LIVE_WORKERS)?
-                .query_row([live_since], |r| r.get(0))?;
+            let live_workers = count_live_workers(&tx, live_since)?;
             tx.commit()?;
             Ok(Stats {
                 queues: queues.into_values().collect(),
@@ -487,11 +504,7 @@ impl Store {
     /// Worker processes whose heartbeat is fresher than the liveness window.
     pub fn live_workers(&self) -> Result<i64> {
         let live_since = self.now() - duration_ms(self.inner.opts.worker_liveness);
-        self.with_conn("live workers", |conn| {
-            Ok(conn
-                .prepare_cached(LIVE_WORKERS)?
-                .query_row([live_since], |r| r.get(0))?)
-        })
+        self.with_conn("live workers", |conn| count_live_workers(conn, live_since))
     }
 
     /// Cancel a job: a waiting one at once; a running one is flagged, and its

@@ -77,8 +77,8 @@ pub(crate) fn check_identity(id: Identity, path: &Path) -> Result<()> {
 ///
 /// Foreign keys are off while migrations run — a migration that rebuilds a
 /// table (0004) drops the old one, and with them on that drop would cascade
-/// into the history (`attempts` then, `tries` since 0005) and `progress` — and `PRAGMA foreign_key_check` must come
-/// back empty before the commit.
+/// into the history (`attempts` then, `tries` since 0005) and `progress` —
+/// and `PRAGMA foreign_key_check` must come back empty before the commit.
 pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
     let map = |e| Error::from_sqlite("migrating the schema", path, e);
     conn.pragma_update(None, "foreign_keys", "OFF")
