@@ -247,3 +247,44 @@ fn serve_runs_the_api_workers_and_scheduler_and_stops_on_sigterm() {
         "released, not stuck running"
     );
 }
+
+/// `jobd queue limit` stores a file-wide limit that `jobd stats` shows; a bad
+/// limit is refused with the reason and changes nothing.
+#[test]
+fn queue_limit_sets_and_lifts_a_file_wide_concurrency_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    jobd(dir.path(), &["init"]);
+    let out = jobd(dir.path(), &["queue", "limit", "pdf", "2"]);
+    assert_eq!(out.trim(), "queue pdf: at most 2 jobs at once");
+    let stats: Value = serde_json::from_str(&jobd(dir.path(), &["stats", "--json"])).unwrap();
+    let pdf = |stats: &Value| {
+        stats["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["queue"] == "pdf")
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(pdf(&stats)["concurrency"], 2);
+    assert!(jobd(dir.path(), &["stats"]).contains("pdf (at most 2)"));
+
+    let bad = Command::new(JOBD)
+        .current_dir(dir.path())
+        .args(["queue", "limit", "pdf", "0"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("give a number of at least 1, or none"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    let stats: Value = serde_json::from_str(&jobd(dir.path(), &["stats", "--json"])).unwrap();
+    assert_eq!(pdf(&stats)["concurrency"], 2, "unchanged");
+
+    let out = jobd(dir.path(), &["queue", "limit", "pdf", "none"]);
+    assert_eq!(out.trim(), "queue pdf: no concurrency limit");
+    let stats: Value = serde_json::from_str(&jobd(dir.path(), &["stats", "--json"])).unwrap();
+    assert!(pdf(&stats)["concurrency"].is_null());
+}

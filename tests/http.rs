@@ -91,6 +91,7 @@ async fn every_api_route_needs_the_token() {
         (Method::POST, "/api/v1/queues/email/pause"),
         (Method::POST, "/api/v1/queues/email/resume"),
         (Method::POST, "/api/v1/queues/email/purge"),
+        (Method::POST, "/api/v1/queues/email/limit?limit=2"),
         (Method::GET, "/api/v1/schedules"),
         (Method::POST, "/api/v1/schedules"),
         (Method::GET, "/api/v1/schedules/x"),
@@ -237,6 +238,9 @@ async fn bad_input_is_a_400_that_says_what_is_wrong_and_writes_nothing() {
         (Method::GET, "/api/v1/jobs?colour=red", None, "colour"),
         (Method::POST, "/api/v1/queues/bad%20name/pause", None, "queue"),
         (Method::POST, "/api/v1/queues/q/purge?older_than_secs=-1", None, "bad query string"),
+        (Method::POST, "/api/v1/queues/q/limit", None, "limit is required"),
+        (Method::POST, "/api/v1/queues/q/limit?limit=lots", None, "\"lots\""),
+        (Method::POST, "/api/v1/queues/q/limit?limit=0", None, "less than 1"),
         (Method::POST, "/api/v1/schedules", Some(json!({"name": "s", "cron": "0 2 * *", "queue": "q", "kind": "noop"}).to_string()), "4 fields"),
         (Method::POST, "/api/v1/schedules", Some(json!({"name": "s", "cron": "0 2 * * *", "timezone": "Mars/Base", "queue": "q", "kind": "noop"}).to_string()), "Mars/Base"),
         (Method::POST, "/api/v1/schedules", Some(json!({"name": "s", "every": "soonish", "queue": "q", "kind": "noop"}).to_string()), "soonish"),
@@ -294,6 +298,26 @@ async fn queues_schedules_health_and_metrics() {
     )
     .await;
     assert_eq!((s, v["purged"].as_i64()), (StatusCode::OK, Some(0)));
+    let (s, v) = ok(
+        &a.app,
+        Method::POST,
+        "/api/v1/queues/email/limit?limit=3",
+        None,
+    )
+    .await;
+    assert_eq!((s, v["concurrency"].as_i64()), (StatusCode::OK, Some(3)));
+    let (_, v) = ok(&a.app, Method::GET, "/api/v1/queues", None).await;
+    assert_eq!(v["queues"][0]["concurrency"], 3);
+    let (s, v) = ok(
+        &a.app,
+        Method::POST,
+        "/api/v1/queues/email/limit?limit=none",
+        None,
+    )
+    .await;
+    assert_eq!((s, v["concurrency"].is_null()), (StatusCode::OK, true));
+    let (_, v) = ok(&a.app, Method::GET, "/api/v1/queues", None).await;
+    assert!(v["queues"][0]["concurrency"].is_null());
     let (s, _) = ok(&a.app, Method::POST, "/api/v1/queues/email/explode", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 

@@ -472,6 +472,68 @@ fn paused_queues_are_skipped() {
 }
 
 #[test]
+fn a_queue_concurrency_limit_holds_across_workers_and_frees_with_each_end() {
+    let f = fixture();
+    let s = &f.store;
+    for _ in 0..6 {
+        s.enqueue(&NewJob::new("pdf", "k")).unwrap();
+    }
+    s.enqueue(&NewJob::new("mail", "k")).unwrap();
+    s.set_concurrency("pdf", Some(2)).unwrap();
+    assert_eq!(
+        s.stats().unwrap().queue("pdf").unwrap().concurrency,
+        Some(2)
+    );
+
+    // Two workers (any process: the limit is counted in the file) ask for more.
+    let first = s.claim("w1", &["pdf"], 10, LEASE).unwrap();
+    assert_eq!(first.len(), 2, "only up to the limit");
+    assert!(s.claim("w2", &["pdf"], 10, LEASE).unwrap().is_empty());
+    // Another queue in the same claim is not held back by it.
+    let mixed = s.claim("w2", &["pdf", "mail"], 10, LEASE).unwrap();
+    assert_eq!(mixed.len(), 1);
+    assert_eq!(mixed[0].queue, "mail");
+    s.complete(mixed[0].id, mixed[0].lease_token, None).unwrap();
+
+    // Each try that ends, however it ends, frees its slot for one job.
+    s.complete(first[0].id, first[0].lease_token, None).unwrap();
+    let second = s.claim("w2", &["pdf"], 10, LEASE).unwrap();
+    assert_eq!(second.len(), 1);
+    s.fail(first[1].id, first[1].lease_token, "boom", false)
+        .unwrap();
+    assert_eq!(s.claim("w1", &["pdf"], 10, LEASE).unwrap().len(), 1);
+    assert!(s.claim("w1", &["pdf"], 10, LEASE).unwrap().is_empty());
+
+    // An expired lease keeps its slot until the reaper gives the job back.
+    f.clock.advance(LEASE + Duration::from_secs(1));
+    assert!(s.claim("w3", &["pdf"], 10, LEASE).unwrap().is_empty());
+    assert_eq!(s.reap().unwrap().requeued.len(), 2);
+    assert_eq!(s.claim("w3", &["pdf"], 10, LEASE).unwrap().len(), 2);
+
+    // Lowered below what runs: nothing new starts until they end.
+    s.set_concurrency("pdf", Some(1)).unwrap();
+    assert!(s.claim("w3", &["pdf"], 10, LEASE).unwrap().is_empty());
+    // Lifted: the rest of the backlog at once.
+    s.set_concurrency("pdf", None).unwrap();
+    assert_eq!(s.stats().unwrap().queue("pdf").unwrap().concurrency, None);
+    assert_eq!(s.claim("w3", &["pdf"], 10, LEASE).unwrap().len(), 2);
+    assert_eq!(
+        count(
+            s,
+            "SELECT count(*) FROM jobs WHERE queue = 'pdf' AND state = 'running'"
+        ),
+        4
+    );
+
+    // A bad limit is refused and changes nothing.
+    assert!(matches!(
+        s.set_concurrency("pdf", Some(0)),
+        Err(Error::InvalidInput { .. })
+    ));
+    assert_eq!(s.stats().unwrap().queue("pdf").unwrap().concurrency, None);
+}
+
+#[test]
 fn progress_is_stored_and_logged() {
     let f = fixture();
     let id = f.store.enqueue(&NewJob::new("q", "k")).unwrap();

@@ -130,3 +130,58 @@ fn four_workers_and_a_producer_share_one_file_without_loss_or_duplicates() {
         "workers deregistered"
     );
 }
+
+/// A queue's concurrency limit is the file's, not a process's: three worker
+/// processes that would each run four of its jobs at once run two between
+/// them, and every job still runs.
+#[test]
+fn a_queue_concurrency_limit_holds_across_worker_processes() {
+    use std::time::{Duration, Instant};
+    const LIMITED: i64 = 24;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("queue.db");
+    let store = jobd::Store::open(&db).unwrap();
+    store.set_concurrency("lim", Some(2)).unwrap();
+    let jobs: Vec<jobd::store::NewJob> = (0..LIMITED)
+        .map(|_| jobd::store::NewJob::new("lim", "sleep").payload(&serde_json::json!({ "ms": 60 })))
+        .collect();
+    store.enqueue_many(&jobs).unwrap();
+
+    let _workers = Reaper(
+        (0..3)
+            .map(|_| {
+                Command::new(example("worker_process"))
+                    .arg(&db)
+                    .arg("lim=4")
+                    .env("JOBD_LOG", "error")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::inherit())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect(),
+    );
+
+    // Watch the committed state: no snapshot may show more than two running.
+    let watch = rusqlite::Connection::open(&db).unwrap();
+    let sample = |sql: &str| -> i64 { watch.query_row(sql, [], |r| r.get(0)).unwrap() };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut most = 0;
+    while sample("SELECT count(*) FROM jobs WHERE state = 'succeeded'") < LIMITED {
+        assert!(Instant::now() < deadline, "the limited queue did not drain");
+        most = most.max(sample("SELECT count(*) FROM jobs WHERE state = 'running'"));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(most <= 2, "{most} jobs of a queue limited to 2 ran at once");
+    assert_eq!(most, 2, "the limit is a cap, not one at a time");
+    assert!(
+        sample("SELECT count(DISTINCT result ->> 'pid') FROM jobs") >= 2,
+        "the limited queue should be shared between the processes"
+    );
+    assert_eq!(
+        sample("SELECT count(*) FROM attempts"),
+        LIMITED,
+        "each ran once"
+    );
+}

@@ -66,7 +66,7 @@ enum Command {
     Retry(jobs::IdArgs),
     /// Counts per queue and state, and live workers.
     Stats(queues::StatsArgs),
-    /// Pause, resume or purge a queue.
+    /// Pause, resume, limit or purge a queue.
     #[command(subcommand)]
     Queue(queues::QueueCommand),
     /// Manage recurring jobs: add, list, show, remove, pause, resume, run-now.

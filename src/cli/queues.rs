@@ -1,4 +1,4 @@
-//! `jobd stats` and `jobd queue pause | resume | purge`.
+//! `jobd stats` and `jobd queue pause | resume | limit | purge`.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -26,10 +26,16 @@ pub fn stats(db: &Path, args: StatsArgs) -> CliResult {
         "queue", "scheduled", "ready", "running", "succeeded", "dead", "cancelled", "oldest ready"
     );
     for q in &stats.queues {
-        let name = if q.paused {
-            format!("{} (paused)", q.queue)
-        } else {
+        let notes: Vec<String> = q
+            .paused
+            .then(|| "paused".to_string())
+            .into_iter()
+            .chain(q.concurrency.map(|n| format!("at most {n}")))
+            .collect();
+        let name = if notes.is_empty() {
             q.queue.clone()
+        } else {
+            format!("{} ({})", q.queue, notes.join(", "))
         };
         let age = q
             .oldest_ready_age_ms
@@ -50,6 +56,13 @@ pub enum QueueCommand {
     Pause { queue: String },
     /// Hand out the queue's jobs again.
     Resume { queue: String },
+    /// Run at most LIMIT of the queue's jobs at once, counted across every
+    /// worker process on this file; `none` lifts the limit.
+    Limit {
+        queue: String,
+        #[arg(value_parser = parse_limit)]
+        limit: Limit,
+    },
     /// Delete the queue's finished jobs (succeeded, dead, cancelled).
     Purge {
         queue: String,
@@ -70,6 +83,13 @@ pub fn queue(db: &Path, cmd: QueueCommand) -> CliResult {
             store.resume(&queue)?;
             println!("queue {queue}: resumed");
         }
+        QueueCommand::Limit { queue, limit } => {
+            store.set_concurrency(&queue, limit.0)?;
+            match limit.0 {
+                Some(n) => println!("queue {queue}: at most {n} jobs at once"),
+                None => println!("queue {queue}: no concurrency limit"),
+            }
+        }
         QueueCommand::Purge {
             queue,
             older_than_secs,
@@ -79,4 +99,20 @@ pub fn queue(db: &Path, cmd: QueueCommand) -> CliResult {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A queue's concurrency limit on the command line: a number, or `none`.
+#[derive(Debug, Clone, Copy)]
+pub struct Limit(Option<i64>);
+
+fn parse_limit(s: &str) -> Result<Limit, String> {
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(Limit(None));
+    }
+    match s.parse::<i64>() {
+        Ok(n) if n >= 1 => Ok(Limit(Some(n))),
+        _ => Err(format!(
+            "'{s}' is not a limit: give a number of at least 1, or none"
+        )),
+    }
 }

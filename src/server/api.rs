@@ -165,16 +165,19 @@ pub(super) async fn queues(State(s): State<ApiState>) -> ApiResult<Json<Value>> 
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct PurgeParams {
+pub(super) struct QueueParams {
+    /// `purge`: only jobs finished at least this long ago.
     #[serde(default)]
     older_than_secs: u64,
+    /// `limit`: a number of jobs at once, or `none`.
+    limit: Option<String>,
 }
 
-/// `POST /api/v1/queues/{name}/pause|resume|purge[?older_than_secs=]`
+/// `POST /api/v1/queues/{name}/pause|resume|purge[?older_than_secs=]|limit?limit=N|none`
 pub(super) async fn queue_action(
     State(s): State<ApiState>,
     Path((name, action)): Path<(String, String)>,
-    params: Result<Query<PurgeParams>, QueryRejection>,
+    params: Result<Query<QueueParams>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     let store = s.store.clone();
     match action.as_str() {
@@ -196,9 +199,27 @@ pub(super) async fn queue_action(
                     .await?;
             Ok(Json(json!({ "queue": name, "purged": purged })))
         }
+        "limit" => {
+            let limit = match query(params)?.limit.as_deref() {
+                Some(n) if n.eq_ignore_ascii_case("none") => None,
+                Some(n) => Some(n.parse::<i64>().map_err(|_| {
+                    ApiError::bad_request(format!(
+                        "limit {n:?} is not a number of jobs at once (or none)"
+                    ))
+                })?),
+                None => {
+                    return Err(ApiError::bad_request(
+                        "limit is required: ?limit=N, or ?limit=none to lift it",
+                    ))
+                }
+            };
+            let n = name.clone();
+            blocking(move || store.set_concurrency(&n, limit)).await?;
+            Ok(Json(json!({ "queue": name, "concurrency": limit })))
+        }
         other => Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            format!("no queue action {other:?}; use pause, resume or purge"),
+            format!("no queue action {other:?}; use pause, resume, limit or purge"),
         )),
     }
 }

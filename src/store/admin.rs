@@ -605,7 +605,15 @@ impl Store {
         Ok(())
     }
 
-    /// Record a queue's concurrency limit (read by workers); `None` clears it.
+    /// Limit how many jobs of `queue` run at once across the whole file —
+    /// every worker, in every process — or lift the limit with `None`.
+    ///
+    /// A claim counts the queue's running jobs in its own write transaction,
+    /// so the limit holds however many processes claim at once.  A job whose
+    /// lease expired still counts until it is reaped.  Lowering the limit
+    /// below what runs now stops nothing: no new job starts until the running
+    /// ones are under it.  A worker's own per-queue concurrency still applies
+    /// on top (the smaller wins).
     pub fn set_concurrency(&self, queue: &str, limit: Option<i64>) -> Result<()> {
         validate_name("queue", queue)?;
         if let Some(n) = limit {
@@ -618,7 +626,11 @@ impl Store {
             c.prepare_cached(SET_CONCURRENCY)?
                 .execute(params![queue, limit, now])?;
             Ok(())
-        })
+        })?;
+        tracing::info!(queue, limit, "queue concurrency limit changed");
+        // A raised or lifted limit can make waiting jobs claimable.
+        self.notify_work();
+        Ok(())
     }
 
     /// Delete finished (succeeded, dead, cancelled) jobs that finished more than

@@ -17,8 +17,13 @@ pub(crate) const PROMOTE_DUE: &str = "
 UPDATE jobs SET state = 'ready'
 WHERE state = 'scheduled' AND run_at <= ?1";
 
-/// The claim: one statement picks the next ready jobs of a queue (skipping a
-/// paused queue) and leases them to the worker.
+/// The claim: one statement picks the next ready jobs of a queue and leases
+/// them to the worker.  It takes at most ?5 jobs, and no more than the queue's
+/// room: none while the queue is paused, and with a concurrency limit in
+/// `queues` only as many as bring its running jobs (every worker's, in every
+/// process: they are counted in this write transaction, through the
+/// `jobs_running` index) up to the limit.  The room is one seek into `queues`
+/// per claim, and the count only for a limited queue.
 ///
 /// `LIMIT CAST(?5 AS INTEGER)`, not `LIMIT ?5`: SQLite's planner reads a bare
 /// bound LIMIT while preparing, and then recompiles the statement every time
@@ -36,9 +41,15 @@ SET state = 'running',
 WHERE id IN (
     SELECT id FROM jobs
     WHERE state = 'ready' AND queue = ?4
-      AND NOT EXISTS (SELECT 1 FROM queues WHERE name = ?4 AND paused = 1)
     ORDER BY priority, run_at, id
-    LIMIT CAST(?5 AS INTEGER))
+    LIMIT CAST(coalesce(
+        (SELECT CASE WHEN paused THEN 0
+                     WHEN concurrency IS NULL THEN ?5
+                     ELSE min(?5, max(0, concurrency - (
+                         SELECT count(*) FROM jobs WHERE state = 'running' AND queue = ?4)))
+                END
+         FROM queues WHERE name = ?4),
+        ?5) AS INTEGER))
 RETURNING id, queue, kind, payload, priority, attempts, attempt_limit, timeout_ms, tenant,
           lease_token, lease_expires_at";
 

@@ -94,7 +94,9 @@ fn seed_and_analyze(store: &Store, state_of: impl Fn(usize) -> &'static str) {
     conn.execute_batch("ANALYZE").unwrap();
 }
 
-/// Every access to `jobs` in the plan is an index search, never a scan of the table.
+/// Every access to `jobs` in the plan is an index search, never a scan of the
+/// table.  The one walk allowed is of `jobs_running`, which holds only the
+/// jobs in flight (the claim counts a limited queue's running jobs there).
 fn assert_index_seeks(store: &Store, name: &str, sql: &str, index: &str) {
     let plan = plan(store, sql);
     let on_jobs: Vec<&String> = plan.iter().filter(|l| l.contains(" jobs")).collect();
@@ -104,7 +106,7 @@ fn assert_index_seeks(store: &Store, name: &str, sql: &str, index: &str) {
     );
     for line in &on_jobs {
         assert!(
-            line.starts_with("SEARCH"),
+            line.starts_with("SEARCH") || *line == "SCAN jobs USING INDEX jobs_running",
             "{name} scans jobs: {line:?} (plan {plan:?})"
         );
     }

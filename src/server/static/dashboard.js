@@ -32,7 +32,8 @@ async function refreshQueues() {
   const stats = await api("GET", "/queues");
   const rows = stats.queues.map((q) => {
     const tr = el("tr"); tr.dataset.queue = q.queue;
-    cell(tr, q.queue); cell(tr, q.paused ? "paused" : "active");
+    cell(tr, q.queue);
+    cell(tr, (q.paused ? "paused" : "active") + (q.concurrency ? " · at most " + q.concurrency + " at once" : ""));
     for (const k of ["scheduled", "ready", "running", "succeeded", "dead", "cancelled"]) {
       const td = cell(tr, q[k], "num"); td.dataset.count = k;
     }
