@@ -658,6 +658,75 @@ fn bad_input_is_refused_and_writes_nothing() {
 }
 
 #[test]
+fn list_filters_every_state_and_pages_newest_first() {
+    let f = fixture();
+    let s = &f.store;
+    // Jobs in every state, in two queues, interleaved by id.
+    for i in 0..60 {
+        let queue = if i % 2 == 0 { "a" } else { "b" };
+        let job = NewJob::new(queue, "k").max_attempts(1);
+        let job = if i % 5 == 4 {
+            job.delay(Duration::from_secs(60))
+        } else {
+            job
+        };
+        s.enqueue(&job).unwrap();
+    }
+    let mut claimed = s.claim("w", &["a"], 12, LEASE).unwrap();
+    claimed.extend(s.claim("w", &["b"], 12, LEASE).unwrap());
+    for (n, job) in claimed.into_iter().enumerate() {
+        match n % 4 {
+            0 => s.complete(job.id, job.lease_token, None).unwrap(),
+            1 => {
+                s.fail(job.id, job.lease_token, "boom", false).unwrap();
+            }
+            2 => {
+                s.cancel(job.id).unwrap();
+                s.fail(job.id, job.lease_token, "stopped", false).unwrap();
+            }
+            _ => {}
+        }
+    }
+    let all = s
+        .list(&ListFilter {
+            limit: Some(1000),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(all.len(), 60);
+    for state in JobState::ALL {
+        for queue in [None, Some("a")] {
+            let want: Vec<i64> = all
+                .iter()
+                .filter(|j| j.state == state && queue.is_none_or(|q| j.queue == q))
+                .map(|j| j.id)
+                .collect();
+            assert!(!want.is_empty(), "no {state:?} job to list");
+            // Pages of 3, each below the last id of the one before.
+            let mut got = Vec::new();
+            let mut before = None;
+            loop {
+                let page = s
+                    .list(&ListFilter {
+                        state: Some(state),
+                        queue: queue.map(str::to_string),
+                        before_id: before,
+                        limit: Some(3),
+                        ..Default::default()
+                    })
+                    .unwrap();
+                got.extend(page.iter().map(|j| j.id));
+                match page.last() {
+                    Some(last) if page.len() == 3 => before = Some(last.id),
+                    _ => break,
+                }
+            }
+            assert_eq!(got, want, "{state:?} in {queue:?}");
+        }
+    }
+}
+
+#[test]
 fn enqueue_inside_the_callers_transaction_is_atomic_with_its_data() {
     let f = fixture();
     let mut conn = rusqlite::Connection::open(f.store.path()).unwrap();

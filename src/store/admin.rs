@@ -26,17 +26,42 @@ pub(crate) const GET_ATTEMPTS: &str = "
 SELECT attempt, worker, started_at, finished_at, outcome, error
 FROM attempts WHERE job_id = ?1 ORDER BY attempt";
 
-pub(crate) const LIST_JOBS: &str = "
+/// A page of jobs, newest first: ?1 queue, ?2 state, ?3 kind, ?4 tenant (each
+/// NULL for any), ?5 only ids below it (the next page), ?6 how many.  The
+/// variants differ only in how they find the rows (see [`Store::list`]).
+macro_rules! list_jobs {
+    ($from:literal, $state:literal) => {
+        concat!(
+            "
 SELECT id, queue, kind, state, priority, attempts, attempt_limit, tenant, progress_percent,
        progress_stage, last_error, run_at, created_at, finished_at
-FROM jobs
-WHERE (?1 IS NULL OR queue = ?1)
-  AND (?2 IS NULL OR state = ?2)
+FROM ",
+            $from,
+            "
+WHERE ",
+            $state,
+            "
+  AND (?1 IS NULL OR queue = ?1)
   AND (?3 IS NULL OR kind = ?3)
   AND (?4 IS NULL OR tenant = ?4)
   AND (?5 IS NULL OR id < ?5)
 ORDER BY id DESC
-LIMIT CAST(?6 AS INTEGER)";
+LIMIT CAST(?6 AS INTEGER)"
+        )
+    };
+}
+
+/// Newest jobs first, walking the table from its end: the matching rows are
+/// near the end for every filter but a rare state.
+pub(crate) const LIST_JOBS: &str = list_jobs!("jobs", "(?2 IS NULL OR state = ?2)");
+/// Running and scheduled jobs through their partial indexes (then sorted):
+/// work in flight and the delayed backlog, found without reading the
+/// finished jobs that outnumber them (a walk of the whole table on a big file
+/// when they are old or few).  `?2` is the state, already in the `WHERE`.
+pub(crate) const LIST_RUNNING: &str =
+    list_jobs!("jobs INDEXED BY jobs_running", "state = 'running'");
+pub(crate) const LIST_SCHEDULED: &str =
+    list_jobs!("jobs INDEXED BY jobs_scheduled", "state = 'scheduled'");
 
 /// Ready jobs per queue and the earliest `run_at` among them: a walk of the
 /// `jobs_ready` index, which is in queue order (no sort, no table read).
@@ -112,6 +137,8 @@ pub(crate) const STATEMENTS: &[(&str, &str)] = &[
     ("GET_JOB", GET_JOB),
     ("GET_ATTEMPTS", GET_ATTEMPTS),
     ("LIST_JOBS", LIST_JOBS),
+    ("LIST_RUNNING", LIST_RUNNING),
+    ("LIST_SCHEDULED", LIST_SCHEDULED),
     ("READY_BY_QUEUE", READY_BY_QUEUE),
     ("WAITING_ROWS", WAITING_ROWS),
     ("FINISHED_ROWS", FINISHED_ROWS),
@@ -358,6 +385,12 @@ impl Store {
     }
 
     /// Jobs matching `filter`, newest first.
+    ///
+    /// Running and scheduled jobs are found through their indexes; any other
+    /// filter walks the table from the newest job back until the page is
+    /// full, which is quick while matching jobs are recent or common (ready
+    /// jobs, succeeded ones, a queue, a kind) and reads the whole table when
+    /// they are rare (a handful of dead jobs among a million succeeded).
     pub fn list(&self, filter: &ListFilter) -> Result<Vec<JobSummary>> {
         if let Some(q) = &filter.queue {
             validate_name("queue", q)?;
@@ -370,7 +403,12 @@ impl Store {
             ));
         }
         self.with_conn("list", |conn| {
-            let mut stmt = conn.prepare_cached(LIST_JOBS)?;
+            let sql = match filter.state {
+                Some(JobState::Running) => LIST_RUNNING,
+                Some(JobState::Scheduled) => LIST_SCHEDULED,
+                _ => LIST_JOBS,
+            };
+            let mut stmt = conn.prepare_cached(sql)?;
             let rows = stmt.query_map(
                 params![
                     filter.queue,

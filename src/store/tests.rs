@@ -174,6 +174,27 @@ fn waiting_counts_walk_their_partial_indexes() {
 }
 
 #[test]
+fn running_and_scheduled_jobs_are_listed_through_their_indexes() {
+    let (_dir, store) = fresh();
+    seed_and_analyze(
+        &store,
+        |i| if i % 50 == 0 { "running" } else { "succeeded" },
+    );
+    for (sql, index) in [
+        (admin::LIST_RUNNING, "jobs_running"),
+        (admin::LIST_SCHEDULED, "jobs_scheduled"),
+    ] {
+        let plan = plan(&store, sql);
+        assert!(
+            plan.iter()
+                .any(|l| l == &format!("SCAN jobs USING INDEX {index}")),
+            "{plan:?}"
+        );
+        assert!(!plan.iter().any(|l| l == "SCAN jobs"), "{plan:?}");
+    }
+}
+
+#[test]
 fn pragmas_are_set_on_every_pooled_connection() {
     let (_dir, store) = fresh();
     let conns: Vec<_> = (0..3).map(|_| store.connection().unwrap()).collect();
