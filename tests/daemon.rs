@@ -269,19 +269,21 @@ fn queue_limit_sets_and_lifts_a_file_wide_concurrency_limit() {
     assert_eq!(pdf(&stats)["concurrency"], 2);
     assert!(jobd(dir.path(), &["stats"]).contains("pdf (at most 2)"));
 
-    let bad = Command::new(JOBD)
-        .current_dir(dir.path())
-        .args(["queue", "limit", "pdf", "0"])
-        .output()
-        .unwrap();
-    assert!(!bad.status.success());
-    assert!(
-        String::from_utf8_lossy(&bad.stderr).contains("give a number of at least 1, or none"),
-        "{}",
-        String::from_utf8_lossy(&bad.stderr)
-    );
-    let stats: Value = serde_json::from_str(&jobd(dir.path(), &["stats", "--json"])).unwrap();
-    assert_eq!(pdf(&stats)["concurrency"], 2, "unchanged");
+    for (bad, reason) in [
+        ("0", "0 is less than 1"),
+        ("lots", "\"lots\" is not a number"),
+    ] {
+        let out = Command::new(JOBD)
+            .current_dir(dir.path())
+            .args(["queue", "limit", "pdf", bad])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad}");
+        assert!(stderr.contains(reason), "{bad}: {stderr}");
+        let stats: Value = serde_json::from_str(&jobd(dir.path(), &["stats", "--json"])).unwrap();
+        assert_eq!(pdf(&stats)["concurrency"], 2, "{bad}: unchanged");
+    }
 
     let out = jobd(dir.path(), &["queue", "limit", "pdf", "none"]);
     assert_eq!(out.trim(), "queue pdf: no concurrency limit");

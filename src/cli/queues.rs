@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
+use jobd::store::parse_concurrency_limit;
+
 use super::{open, CliResult};
 
 #[derive(Args, Debug)]
@@ -26,12 +28,13 @@ pub fn stats(db: &Path, args: StatsArgs) -> CliResult {
         "queue", "scheduled", "ready", "running", "succeeded", "dead", "cancelled", "oldest ready"
     );
     for q in &stats.queues {
-        let notes: Vec<String> = q
-            .paused
-            .then(|| "paused".to_string())
-            .into_iter()
-            .chain(q.concurrency.map(|n| format!("at most {n}")))
-            .collect();
+        let mut notes = Vec::new();
+        if q.paused {
+            notes.push("paused".to_string());
+        }
+        if let Some(n) = q.concurrency {
+            notes.push(format!("at most {n}"));
+        }
         let name = if notes.is_empty() {
             q.queue.clone()
         } else {
@@ -58,11 +61,7 @@ pub enum QueueCommand {
     Resume { queue: String },
     /// Run at most LIMIT of the queue's jobs at once, counted across every
     /// worker process on this file; `none` lifts the limit.
-    Limit {
-        queue: String,
-        #[arg(value_parser = parse_limit)]
-        limit: Limit,
-    },
+    Limit { queue: String, limit: String },
     /// Delete the queue's finished jobs (succeeded, dead, cancelled).
     Purge {
         queue: String,
@@ -84,8 +83,9 @@ pub fn queue(db: &Path, cmd: QueueCommand) -> CliResult {
             println!("queue {queue}: resumed");
         }
         QueueCommand::Limit { queue, limit } => {
-            store.set_concurrency(&queue, limit.0)?;
-            match limit.0 {
+            let limit = parse_concurrency_limit(&limit)?;
+            store.set_concurrency(&queue, limit)?;
+            match limit {
                 Some(n) => println!("queue {queue}: at most {n} jobs at once"),
                 None => println!("queue {queue}: no concurrency limit"),
             }
@@ -99,20 +99,4 @@ pub fn queue(db: &Path, cmd: QueueCommand) -> CliResult {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A queue's concurrency limit on the command line: a number, or `none`.
-#[derive(Debug, Clone, Copy)]
-pub struct Limit(Option<i64>);
-
-fn parse_limit(s: &str) -> Result<Limit, String> {
-    if s.eq_ignore_ascii_case("none") {
-        return Ok(Limit(None));
-    }
-    match s.parse::<i64>() {
-        Ok(n) if n >= 1 => Ok(Limit(Some(n))),
-        _ => Err(format!(
-            "'{s}' is not a limit: give a number of at least 1, or none"
-        )),
-    }
 }

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use crate::handlers::analytics::{self, AnalyticsQuery, Period};
 use crate::scheduler::ScheduleSpec;
 use crate::server::{ApiError, ApiState};
-use crate::store::{JobSpec, JobState, ListFilter, NewJob};
+use crate::store::{parse_concurrency_limit, JobSpec, JobState, ListFilter, NewJob};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -200,19 +200,12 @@ pub(super) async fn queue_action(
             Ok(Json(json!({ "queue": name, "purged": purged })))
         }
         "limit" => {
-            let limit = match query(params)?.limit.as_deref() {
-                Some(n) if n.eq_ignore_ascii_case("none") => None,
-                Some(n) => Some(n.parse::<i64>().map_err(|_| {
-                    ApiError::bad_request(format!(
-                        "limit {n:?} is not a number of jobs at once (or none)"
-                    ))
-                })?),
-                None => {
-                    return Err(ApiError::bad_request(
-                        "limit is required: ?limit=N, or ?limit=none to lift it",
-                    ))
-                }
+            let Some(text) = query(params)?.limit else {
+                return Err(ApiError::bad_request(
+                    "limit is required: ?limit=N, or ?limit=none to lift it",
+                ));
             };
+            let limit = parse_concurrency_limit(&text)?;
             let n = name.clone();
             blocking(move || store.set_concurrency(&n, limit)).await?;
             Ok(Json(json!({ "queue": name, "concurrency": limit })))

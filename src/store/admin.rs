@@ -737,3 +737,18 @@ impl Store {
         }
     }
 }
+
+/// A queue's concurrency limit as people type it (the CLI, the HTTP API): a
+/// number of jobs at once, or `none` for no limit.  The range is checked by
+/// [`Store::set_concurrency`].
+pub fn parse_concurrency_limit(text: &str) -> Result<Option<i64>> {
+    if text.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| {
+        Error::invalid(
+            "concurrency",
+            format!("{text:?} is not a number of jobs at once (or none)"),
+        )
+    })
+}
