@@ -26,7 +26,7 @@ pub enum Error {
     /// A long operation stopped early because its job was cancelled or its
     /// worker is shutting down; nothing half-done was kept.
     #[error(
-        "{operation} stopped before it finished: the job was cancelled or its worker is stopping"
+        "{operation} stopped before it finished: the job was cancelled or timed out, or its worker is stopping"
     )]
     Stopped { operation: &'static str },
 

@@ -188,6 +188,75 @@ async fn a_run_past_its_timeout_is_stopped_and_fails_its_try() {
     assert_eq!(report.failed, 2);
 }
 
+/// Blocking work cannot be aborted from outside; a try that times out must
+/// tell it to stop, and hold its slot until it has — else the abandoned try
+/// goes on computing on the blocking pool beside its retry and the next job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_try_tells_its_blocking_work_to_stop_before_the_next_run() {
+    let (_d, store) = store();
+    // How many blocking loops run at this moment, and the most ever at once.
+    let grinding = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let stopped = Arc::new(AtomicUsize::new(0));
+    let (g, m, s) = (grinding.clone(), most.clone(), stopped.clone());
+    let (stop, worker) = spawn(
+        Worker::builder(store.clone())
+            .handle_fn("grind", move |ctx, _p| {
+                let (g, m, s) = (g.clone(), m.clone(), s.clone());
+                async move {
+                    jobd::handlers::run_blocking(&ctx, move |reporter| {
+                        m.fetch_max(g.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                        // Bounded, so that a loop nobody stops fails the
+                        // test rather than hanging it.
+                        let began = Instant::now();
+                        while !reporter.is_cancelled() && began.elapsed() < Duration::from_secs(3) {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                        g.fetch_sub(1, Ordering::SeqCst);
+                        s.fetch_add(1, Ordering::SeqCst);
+                        reporter.check_cancelled().map(|_| Value::Null)
+                    })
+                    .await
+                }
+            })
+            .queue("q", 1),
+    );
+    let ids: Vec<i64> = (0..2)
+        .map(|_| {
+            store
+                .enqueue(
+                    &NewJob::new("q", "grind")
+                        .timeout(Duration::from_millis(100))
+                        .max_attempts(2)
+                        .backoff(Backoff::new(Duration::ZERO, Duration::ZERO)),
+                )
+                .unwrap()
+        })
+        .collect();
+    for &id in &ids {
+        until("job dead", || state(&store, id) == JobState::Dead).await;
+        let job = store.get(id).unwrap();
+        assert_eq!(job.attempt_log.len(), 2, "timed out, retried, timed out");
+        for a in &job.attempt_log {
+            assert_eq!(a.error.as_deref(), Some("timed out after 100 ms"));
+        }
+    }
+    stop.cancel();
+    let report = worker.await.unwrap().unwrap();
+    assert_eq!(report.failed, 4);
+    assert_eq!(
+        stopped.load(Ordering::SeqCst),
+        4,
+        "every try's loop stopped"
+    );
+    assert_eq!(grinding.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        most.load(Ordering::SeqCst),
+        1,
+        "a queue of concurrency 1 never had two tries computing at once"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_handler_fails_its_try_and_the_worker_lives_on() {
     let (_d, store) = store();

@@ -115,7 +115,7 @@ impl Reporter {
     pub fn check_cancelled(&self) -> Result<(), JobError> {
         if self.is_cancelled() {
             Err(JobError::retryable(
-                "stopped: the job was cancelled or its worker is stopping",
+                "stopped: the job was cancelled or timed out, or its worker is stopping",
             ))
         } else {
             Ok(())

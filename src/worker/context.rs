@@ -18,6 +18,9 @@ pub(crate) enum StopReason {
     LeaseLost,
     /// The worker is shutting down and the grace period is over.
     Shutdown,
+    /// The try ran past its timeout: it fails (and is retried if it has
+    /// tries left).
+    TimedOut,
 }
 
 /// A running try, as the runtime tracks it.
@@ -152,7 +155,10 @@ impl JobContext {
     }
 
     /// True once the run should stop: cancellation was asked, the lease was
-    /// lost, or the worker is shutting down past its grace period.
+    /// lost, the try ran past its timeout, or the worker is shutting down
+    /// past its grace period.  Work in [`JobContext::blocking`] cannot be
+    /// stopped from outside: it should check this (or the token of
+    /// [`JobContext::cancellation`]) and return.
     pub fn is_cancelled(&self) -> bool {
         self.inner.running.cancel.is_cancelled()
     }

@@ -24,7 +24,9 @@
 //!   `poll_interval`), or by a slot coming free.
 //! * **Runs** — each job runs as its own tokio task, inside a span with
 //!   `job_id`, `queue`, `kind` and `attempt`.  A run past its timeout is
-//!   stopped and fails its try ("timed out after …"); a panic fails its try
+//!   told to stop (its cancellation signal fires, which blocking work must
+//!   check), keeps its slot for up to `stop_grace` while it returns, and
+//!   fails its try ("timed out after …"); a panic fails its try
 //!   with the panic message; an unknown kind or an undecodable payload fails
 //!   the job for good (`dead`).
 //! * **Leases** — one heartbeat task extends every lease of the process in
@@ -84,7 +86,7 @@ pub struct WorkerOptions {
     /// How long running jobs may take to finish after shutdown is asked.
     pub shutdown_grace: Duration,
     /// How long a run has to return by itself once told to stop (cancel,
-    /// lost lease, shutdown) before it is dropped.
+    /// lost lease, timeout, shutdown) before it is dropped.
     pub stop_grace: Duration,
     /// Timeout for jobs that have none of their own.
     pub default_timeout: Option<Duration>,

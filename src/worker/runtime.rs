@@ -354,19 +354,34 @@ async fn execute(shared: &Shared, job: &ClaimedJob, running: &Arc<Running>) -> E
     tokio::select! {
         res = &mut task => joined(res),
         _ = deadline => {
-            task.abort();
+            // Told to stop like a cancelled run, so that blocking work that
+            // checks the signal stops too (an abort alone ends only the async
+            // part: a thread of the blocking pool would go on computing the
+            // abandoned try, beside its retry).  Whatever the handler returns
+            // now, the try timed out.
+            running.stop(StopReason::TimedOut);
+            stop_within_grace(shared, &mut task).await;
             let t = timeout.unwrap_or_default();
             Ended::Failed(JobError::retryable(format!("timed out after {}", human(t))))
         }
         _ = running.cancel.cancelled() => {
             // Told to stop: give the handler a moment to return by itself.
-            match tokio::time::timeout(shared.opts.stop_grace, &mut task).await {
-                Ok(res) => joined(res),
-                Err(_) => {
-                    task.abort();
-                    Ended::Stopped
-                }
-            }
+            stop_within_grace(shared, &mut task).await.map_or(Ended::Stopped, joined)
+        }
+    }
+}
+
+/// Wait up to the stop grace for a run told to stop to return by itself, then
+/// abort it.  The slot stays held meanwhile.
+async fn stop_within_grace<T>(
+    shared: &Shared,
+    task: &mut tokio::task::JoinHandle<T>,
+) -> Option<std::result::Result<T, tokio::task::JoinError>> {
+    match tokio::time::timeout(shared.opts.stop_grace, &mut *task).await {
+        Ok(res) => Some(res),
+        Err(_) => {
+            task.abort();
+            None
         }
     }
 }
@@ -459,7 +474,7 @@ async fn finish(shared: &Shared, job: &ClaimedJob, reason: Option<StopReason>, e
                 Err(e) => Err(e),
             }
         }
-        (Ended::Stopped, None | Some(StopReason::LeaseLost)) => Ok(()),
+        (Ended::Stopped, None | Some(StopReason::LeaseLost | StopReason::TimedOut)) => Ok(()),
     };
     match stored {
         Ok(()) | Err(Error::LeaseLost { .. }) => {}
