@@ -19,7 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let stop_after: Option<i64> = rest.first().map(|s| s.parse()).transpose()?;
     let store = Store::open(db)?;
-    store.register_worker(name, "localhost", std::process::id(), &[queue])?;
+    store.register_worker(name, "localhost", std::process::id(), &[queue], &["echo"])?;
     let mut ran = 0u64;
     loop {
         let jobs = store.claim(name, &[queue], 16, Duration::from_secs(30))?;

@@ -290,3 +290,106 @@ fn queue_limit_sets_and_lifts_a_file_wide_concurrency_limit() {
     let stats: Value = serde_json::from_str(&jobd(dir.path(), &["stats", "--json"])).unwrap();
     assert!(pdf(&stats)["concurrency"].is_null());
 }
+
+/// `jobd enqueue` refuses, with what was wrong and writing nothing, a job
+/// that no worker could run: a queue or kind that neither the configuration
+/// nor a live worker serves, or a payload the built-in handler would not
+/// decode.  A queue the configuration adds, or one a live `jobd worker`
+/// serves, is accepted; `--unchecked` goes past the check.
+#[test]
+fn enqueue_refuses_a_job_no_worker_could_run_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    jobd(dir.path(), &["init"]);
+    let enqueue = |args: &[&str], stdin: &str| {
+        let mut child = Command::new(JOBD)
+            .current_dir(dir.path())
+            .arg("enqueue")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // The queues that hold jobs (in any state).
+    let queues = || -> Vec<String> {
+        let stats: Value = serde_json::from_str(&jobd(dir.path(), &["stats", "--json"])).unwrap();
+        stats["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|q| q["queue"].as_str().unwrap().to_string())
+            .collect()
+    };
+    for (args, stdin, wanted) in [
+        (
+            &["--queue", "pfd", "--kind", "noop"][..],
+            "",
+            "invalid queue: unknown queue \"pfd\": no worker serves it (the configured queues are \
+             analytics, batch, default, email, maintenance, pdf; no live worker on the file serves \
+             it either)\n(a job for a worker of your own that is not running yet: pass --unchecked)",
+        ),
+        (
+            &["--queue", "pdf", "--kind", "qr_pdf"][..],
+            "",
+            "invalid kind: unknown job kind \"qr_pdf\": no worker runs it (the configured kinds are \
+             analytics_rollup, backup_tenants, batch_qr, cleanup, generate_qr_pdf, health_check, \
+             noop, sleep;",
+        ),
+        (
+            &["--queue", "pdf", "--kind", "generate_qr_pdf", "--payload", r#"{"tenant": "t1", "template": 3}"#][..],
+            "",
+            "invalid payload: payload does not fit job kind 'generate_qr_pdf': unknown field `template`",
+        ),
+        (
+            &[][..],
+            "{\"queue\": \"default\", \"kind\": \"noop\"}\n{\"queue\": \"batch\", \"kind\": \"batch_qr\", \"payload\": {}}\n",
+            "line 2: invalid payload: payload does not fit job kind 'batch_qr': missing field",
+        ),
+    ] {
+        let (ok, _, err) = enqueue(args, stdin);
+        assert!(!ok, "{args:?} was accepted");
+        assert!(err.contains(wanted), "{args:?}: {err}");
+    }
+    assert!(queues().is_empty(), "nothing was enqueued");
+
+    // The configuration names the queue: accepted.
+    let mut config = std::fs::read_to_string(dir.path().join("jobd.toml")).unwrap();
+    config.push_str("reports = 1\n");
+    std::fs::write(dir.path().join("jobd.toml"), config).unwrap();
+    let (ok, _, err) = enqueue(&["--queue", "reports", "--kind", "noop"], "");
+    assert!(ok, "{err}");
+    // A live worker of another configuration serves "extra".
+    let mut worker = Command::new(JOBD)
+        .current_dir(dir.path())
+        .args(["worker", "--queue", "extra"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    let served = loop {
+        let (ok, _, err) = enqueue(&["--queue", "extra", "--kind", "noop"], "");
+        if ok || t0.elapsed() > Duration::from_secs(20) {
+            break (ok, err);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    assert!(served.0, "{}", served.1);
+    let (ok, _, err) = enqueue(&["--queue", "mine", "--kind", "my_kind", "--unchecked"], "");
+    assert!(ok, "{err}");
+    assert_eq!(queues(), ["extra", "mine", "reports"]);
+}

@@ -8,6 +8,7 @@ use http_body_util::BodyExt;
 use jobd::handlers::{DataDir, Reporter};
 use jobd::server::{router, ApiState};
 use jobd::store::NewJob;
+use jobd::worker::{Handler, JobContext, JobError, Worker};
 use jobd::Store;
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -25,16 +26,47 @@ fn api() -> Api {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path().join("queue.db")).unwrap();
     let data = DataDir::new(dir.path());
+    // What the daemon's workers would run: the API refuses other jobs.
+    let catalog = jobd::handlers::noop_handler(Worker::builder(store.clone()))
+        .handle_fn("send_email", |_ctx, _p| async { Ok(Value::Null) })
+        .handler::<Resize>()
+        .register(jobd::handlers::analytics::AnalyticsHandler::new(
+            data.clone(),
+        ))
+        .queue("q", 1)
+        .queue("email", 1)
+        .queue("analytics", 1)
+        .catalog();
     let state = ApiState::new(store.clone(), TOKEN)
         .unwrap()
         .data(data.clone())
-        .kinds(["send_email", "analytics_rollup", "noop"].map(String::from))
+        .catalog(catalog)
         .with_scheduler(true);
     Api {
         app: router(state),
         store,
         data,
         _dir: dir,
+    }
+}
+
+/// A handler with a typed payload, whose payload the API checks.
+#[derive(Default)]
+struct Resize;
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct Size {
+    width: u32,
+}
+
+impl Handler for Resize {
+    const KIND: &'static str = "resize";
+    type Payload = Size;
+    type Output = ();
+    async fn run(&self, _ctx: JobContext, _size: Size) -> Result<(), JobError> {
+        Ok(())
     }
 }
 
@@ -227,7 +259,11 @@ async fn bad_input_is_a_400_that_says_what_is_wrong_and_writes_nothing() {
         (Method::POST, "/api/v1/jobs", Some("{not json".into()), "bad request body"),
         (Method::POST, "/api/v1/jobs", Some(json!({"kind": "noop"}).to_string()), "queue"),
         (Method::POST, "/api/v1/jobs", Some(json!({"queue": "q", "kind": "noop", "prio": 1}).to_string()), "prio"),
-        (Method::POST, "/api/v1/jobs", Some(json!({"queue": "q", "kind": "make_coffee"}).to_string()), "unknown job kind \"make_coffee\""),
+        (Method::POST, "/api/v1/jobs", Some(json!({"queue": "q", "kind": "make_coffee"}).to_string()), "unknown job kind \"make_coffee\": no worker runs it"),
+        (Method::POST, "/api/v1/jobs", Some(json!({"queue": "qq", "kind": "noop"}).to_string()), "unknown queue \"qq\": no worker serves it (the configured queues are analytics, email, q"),
+        (Method::POST, "/api/v1/jobs", Some(json!({"queue": "q", "kind": "resize", "payload": {"width": -1}}).to_string()), "payload does not fit job kind 'resize': invalid value: integer `-1`"),
+        (Method::POST, "/api/v1/jobs", Some(json!({"queue": "q", "kind": "resize", "payload": {"w": 1}}).to_string()), "unknown field `w`"),
+        (Method::POST, "/api/v1/jobs", Some(json!([{"queue": "q", "kind": "resize", "payload": {"width": 1}}, {"queue": "q", "kind": "resize"}]).to_string()), "job #1: invalid payload: payload does not fit job kind 'resize': missing field `width`"),
         (Method::POST, "/api/v1/jobs", Some(json!({"queue": "bad queue", "kind": "noop"}).to_string()), "queue"),
         (Method::POST, "/api/v1/jobs", Some(json!([{"queue": "q", "kind": "noop"}, {"queue": "q", "kind": "noop", "max_attempts": 0}]).to_string()), "job #1"),
         (Method::POST, "/api/v1/jobs", Some("[]".into()), "empty"),
@@ -245,6 +281,8 @@ async fn bad_input_is_a_400_that_says_what_is_wrong_and_writes_nothing() {
         (Method::POST, "/api/v1/schedules", Some(json!({"name": "s", "cron": "0 2 * * *", "timezone": "Mars/Base", "queue": "q", "kind": "noop"}).to_string()), "Mars/Base"),
         (Method::POST, "/api/v1/schedules", Some(json!({"name": "s", "every": "soonish", "queue": "q", "kind": "noop"}).to_string()), "soonish"),
         (Method::POST, "/api/v1/schedules", Some(json!({"name": "s", "queue": "q", "kind": "noop"}).to_string()), "exactly one of cron, every"),
+        (Method::POST, "/api/v1/schedules", Some(json!({"name": "s", "every": "1h", "queue": "q", "kind": "make_coffee"}).to_string()), "unknown job kind \"make_coffee\""),
+        (Method::POST, "/api/v1/schedules", Some(json!({"name": "s", "every": "1h", "queue": "q", "kind": "resize", "payload": {}}).to_string()), "missing field `width`"),
         (Method::GET, "/api/v1/analytics?period=hourly", None, "bad query string"),
     ];
     for (m, p, body, wanted) in cases {

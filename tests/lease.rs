@@ -772,7 +772,9 @@ fn stats_count_states_and_live_workers() {
     let t = f.store.claim("w", &["pdf"], 2, LEASE).unwrap();
     f.store.complete(t[0].id, t[0].lease_token, None).unwrap();
     f.store.fail(t[1].id, t[1].lease_token, "x", true).unwrap();
-    f.store.register_worker("w", "host", 1, &["pdf"]).unwrap();
+    f.store
+        .register_worker("w", "host", 1, &["pdf"], &["generate_qr_pdf"])
+        .unwrap();
     f.clock.advance(Duration::from_secs(10));
     let stats = f.store.stats().unwrap();
     let pdf = stats.queue("pdf").unwrap();

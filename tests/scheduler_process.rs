@@ -206,6 +206,47 @@ fn the_schedule_command_line() {
     let (ok, out, _) = jobd(&db, &["init"]);
     assert!(ok && out.contains("already installed"), "{out}");
 
+    // A job no worker could run: refused, with the way past the check.
+    for (queue, kind, payload, wanted) in [
+        (
+            "q",
+            "noop",
+            "{}",
+            "unknown queue \"q\": no worker serves it",
+        ),
+        (
+            "default",
+            "k",
+            "{}",
+            "unknown job kind \"k\": no worker runs it",
+        ),
+        (
+            "pdf",
+            "generate_qr_pdf",
+            r#"{"tenant":"t"}"#,
+            "missing field `template_id`",
+        ),
+    ] {
+        let (ok, _, err) = jobd(
+            &db,
+            &[
+                "schedule",
+                "add",
+                "x",
+                "--every",
+                "1h",
+                "--queue",
+                queue,
+                "--kind",
+                kind,
+                "--payload",
+                payload,
+            ],
+        );
+        assert!(!ok && err.contains(wanted), "{err}");
+        assert_eq!(err.contains("--unchecked"), payload == "{}", "{err}");
+    }
+
     let (ok, out, err) = jobd(
         &db,
         &[
@@ -217,9 +258,9 @@ fn the_schedule_command_line() {
             "--tz",
             "Europe/Berlin",
             "--queue",
-            "q",
+            "default",
             "--kind",
-            "k",
+            "noop",
             "--payload",
             r#"{"a":1}"#,
         ],
@@ -235,9 +276,9 @@ fn the_schedule_command_line() {
             "--cron",
             "0 3 * * *",
             "--queue",
-            "q",
+            "default",
             "--kind",
-            "k",
+            "noop",
         ],
     );
     assert!(!ok && err.contains("already exists"), "{err}");
@@ -250,9 +291,9 @@ fn the_schedule_command_line() {
             "--every",
             "15m",
             "--queue",
-            "q",
+            "default",
             "--kind",
-            "k",
+            "noop",
             "--replace",
         ],
     );
@@ -277,7 +318,7 @@ fn the_schedule_command_line() {
     assert!(ok);
     let id: i64 = out.trim().parse().unwrap();
     let (_, out, _) = jobd(&db, &["show", &id.to_string()]);
-    assert!(out.contains("q") && out.contains("k"), "{out}");
+    assert!(out.contains("(noop on queue default)"), "{out}");
     let (ok, _, _) = jobd(&db, &["schedule", "remove", "berlin"]);
     assert!(ok);
     let (ok, _, err) = jobd(&db, &["schedule", "remove", "berlin"]);

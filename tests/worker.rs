@@ -635,3 +635,70 @@ async fn bad_worker_configuration_is_refused() {
     .await
     .contains("at most half the lease"));
 }
+
+/// What enqueueing checks a job against: the queues and kinds of a worker
+/// configuration (with its handlers' payload types), and what the live
+/// workers on the file registered — a worker that stopped, or stopped
+/// heartbeating, no longer counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalog_refuses_jobs_no_worker_could_run() {
+    let (_d, store, clock) = manual_store();
+    let catalog = Worker::builder(store.clone())
+        .handler::<Adder>()
+        .queue("math", 1)
+        .catalog();
+    let check = |queue: &str, kind: &str, payload: Value| {
+        catalog
+            .checker(Some(&store))
+            .check_job(&NewJob::new(queue, kind).payload(&payload))
+            .map_err(|e| e.to_string())
+    };
+    check("math", "add", json!({"a": 1, "b": 2})).unwrap();
+    let err = check("math", "add", json!({"a": "one", "b": 2})).unwrap_err();
+    assert!(
+        err.starts_with("invalid payload: payload does not fit job kind 'add': invalid type"),
+        "{err}"
+    );
+    let err = check("mail", "add", json!({"a": 1, "b": 2})).unwrap_err();
+    assert_eq!(
+        err,
+        "invalid queue: unknown queue \"mail\": no worker serves it (the configured queues \
+         are math; no live worker on the file serves it either)"
+    );
+    let err = check("math", "send", json!({})).unwrap_err();
+    assert!(
+        err.starts_with("invalid kind: unknown job kind \"send\""),
+        "{err}"
+    );
+    let err = check("bad queue", "add", json!({})).unwrap_err();
+    assert!(err.contains("invalid queue"), "{err}");
+
+    // A worker of another configuration serves "mail" and runs "send".
+    let (stop, worker) = spawn(
+        Worker::builder(store.clone())
+            .handle_fn("send", |_ctx, _p| async { Ok(Value::Null) })
+            .queue("mail", 1),
+    );
+    until("the mail worker registered", || {
+        store.live_work().unwrap().queues.contains("mail")
+    })
+    .await;
+    check("mail", "send", json!({"to": "a@b.c"})).unwrap();
+    check("math", "send", json!({})).unwrap();
+    stop.cancel();
+    worker.await.unwrap().unwrap();
+    assert!(check("mail", "send", json!({})).is_err(), "deregistered");
+
+    // One that crashed: registered, then its heartbeat went stale.
+    store
+        .register_worker("crashed", "host", 1, &["mail"], &["send"])
+        .unwrap();
+    check("mail", "send", json!({})).unwrap();
+    clock.advance(Duration::from_secs(31));
+    assert!(check("mail", "send", json!({})).is_err(), "no longer live");
+    assert!(
+        store.live_work().unwrap().kinds.is_empty(),
+        "{:?}",
+        store.live_work()
+    );
+}

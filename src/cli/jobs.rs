@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::Args;
 use jobd::store::{JobSpec, JobState, ListFilter, NewJob};
 
+use super::config::Config;
 use super::{iso, open, open_or_create, CliResult};
 
 #[derive(Args, Debug)]
@@ -38,10 +39,25 @@ pub struct EnqueueArgs {
     /// Jobs per transaction when reading stdin.
     #[arg(long, default_value_t = 500)]
     batch: usize,
+    /// Enqueue even a job no worker could run now: one of a queue or kind
+    /// that neither this configuration nor a live worker on the file serves
+    /// (for workers of your own that are not running yet).
+    #[arg(long)]
+    unchecked: bool,
 }
 
-pub fn enqueue(db: &Path, args: EnqueueArgs) -> CliResult {
+pub fn enqueue(db: &Path, data_dir: &Path, config: &Config, args: EnqueueArgs) -> CliResult {
     let store = open_or_create(db)?;
+    let catalog = (!args.unchecked)
+        .then(|| super::serve::catalog(&store, data_dir, config))
+        .transpose()?;
+    let checker = catalog.as_ref().map(|c| c.checker(Some(&store)));
+    let check = |job: &NewJob| -> CliResult<()> {
+        match &checker {
+            Some(checker) => checker.check_job(job).map_err(super::serve::unchecked_hint),
+            None => Ok(()),
+        }
+    };
     if let (Some(queue), Some(kind)) = (&args.queue, &args.kind) {
         let mut job = NewJob::new(queue, kind)
             .payload_json(args.payload)
@@ -59,6 +75,7 @@ pub fn enqueue(db: &Path, args: EnqueueArgs) -> CliResult {
         if let Some(t) = args.tenant {
             job = job.tenant(t);
         }
+        check(&job)?;
         println!("{}", store.enqueue(&job)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -79,9 +96,11 @@ pub fn enqueue(db: &Path, args: EnqueueArgs) -> CliResult {
         if line.trim().is_empty() {
             continue;
         }
+        let at = |e: &dyn std::fmt::Display| format!("line {}: {e}", n + 1);
         let job = JobSpec::from_json(&line)
             .and_then(JobSpec::into_new_job)
-            .map_err(|e| format!("line {}: {e}", n + 1))?;
+            .map_err(|e| at(&e))?;
+        check(&job).map_err(|e| at(&e))?;
         batch.push(job);
         if batch.len() >= batch_size {
             flush(&mut batch, &mut out)?;

@@ -9,6 +9,7 @@ use clap::{Args, Subcommand};
 use jobd::scheduler::{Misfire, NewSchedule, ScheduleInfo, Scheduler, Timetable, When};
 use jobd::NewJob;
 
+use super::config::Config;
 use super::{iso, open, open_or_create, CliResult};
 
 #[derive(Args, Debug)]
@@ -125,11 +126,15 @@ pub struct AddArgs {
     /// Redefine the schedule of this name if there is one (its history stays).
     #[arg(long)]
     replace: bool,
+    /// Add it even when no worker could run its jobs now: a queue or kind
+    /// that neither this configuration nor a live worker on the file serves.
+    #[arg(long)]
+    unchecked: bool,
 }
 
-pub fn schedule(db: &Path, cmd: ScheduleCommand) -> CliResult {
+pub fn schedule(db: &Path, data_dir: &Path, config: &Config, cmd: ScheduleCommand) -> CliResult {
     match cmd {
-        ScheduleCommand::Add(args) => add(db, *args),
+        ScheduleCommand::Add(args) => add(db, data_dir, config, *args),
         ScheduleCommand::List { json } => list(db, json),
         ScheduleCommand::Show { name, json } => show(db, &name, json),
         ScheduleCommand::Remove { name } => {
@@ -157,7 +162,7 @@ pub fn schedule(db: &Path, cmd: ScheduleCommand) -> CliResult {
     }
 }
 
-fn add(db: &Path, a: AddArgs) -> CliResult {
+fn add(db: &Path, data_dir: &Path, config: &Config, a: AddArgs) -> CliResult {
     let when = match (a.cron, a.every) {
         (Some(expr), _) => When::Cron(expr),
         (None, Some(every)) => When::Every(
@@ -184,6 +189,12 @@ fn add(db: &Path, a: AddArgs) -> CliResult {
         .misfire_cap(a.misfire_cap)
         .enabled(!a.paused);
     let store = open_or_create(db)?;
+    if !a.unchecked {
+        super::serve::catalog(&store, data_dir, config)?
+            .checker(Some(&store))
+            .check_schedule(&schedule)
+            .map_err(super::serve::unchecked_hint)?;
+    }
     let s = if a.replace {
         store.replace_schedule(&schedule)?
     } else {

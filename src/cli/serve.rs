@@ -9,7 +9,7 @@ use clap::Args;
 use jobd::handlers::{self, DataDir};
 use jobd::scheduler::Scheduler;
 use jobd::server::{self, ApiState};
-use jobd::worker::{Worker, WorkerBuilder};
+use jobd::worker::{Catalog, Worker, WorkerBuilder};
 use tokio_util::sync::CancellationToken;
 
 use super::config::{Config, DEFAULT_LISTEN};
@@ -77,6 +77,27 @@ fn worker(
     builder
 }
 
+/// What `jobd serve` and `jobd worker` run with this configuration: the
+/// catalog `jobd enqueue` and `jobd schedule add` check jobs against.
+pub(super) fn catalog(store: &jobd::Store, data_dir: &Path, config: &Config) -> CliResult<Catalog> {
+    let data = DataDir::new(std::path::absolute(data_dir)?);
+    Ok(worker(store, &data, config, &[], 0).catalog())
+}
+
+/// The error, and for an unknown queue or kind, the way past the check.
+pub(super) fn unchecked_hint(e: jobd::Error) -> Box<dyn std::error::Error> {
+    match e {
+        jobd::Error::InvalidInput {
+            field: "queue" | "kind",
+            ..
+        } => format!(
+            "{e}\n(a job for a worker of your own that is not running yet: pass --unchecked)"
+        )
+        .into(),
+        e => e.into(),
+    }
+}
+
 fn runtime() -> CliResult<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -101,7 +122,7 @@ pub fn serve(db: &Path, data_dir: &Path, config: &Config, args: ServeArgs) -> Cl
     let run_scheduler = !args.no_scheduler && config.scheduler.unwrap_or(true);
     let state = ApiState::new(store.clone(), &token)?
         .data(data.clone())
-        .kinds(builder.kinds())
+        .catalog(builder.catalog())
         .with_scheduler(run_scheduler);
 
     runtime()?.block_on(async move {

@@ -65,30 +65,43 @@ pub(super) async fn enqueue(
     if specs.is_empty() {
         return Err(ApiError::bad_request("an empty array enqueues nothing"));
     }
+    let at = |i: usize, e: String| {
+        ApiError::bad_request(if many { format!("job #{i}: {e}") } else { e })
+    };
     let mut jobs: Vec<NewJob> = Vec::with_capacity(specs.len());
     for (i, v) in specs.into_iter().enumerate() {
-        let at = |e: String| ApiError::bad_request(if many { format!("job #{i}: {e}") } else { e });
         let spec: JobSpec =
-            serde_json::from_value(v).map_err(|e| at(format!("invalid job: {e}")))?;
-        if let Some(kinds) = &s.kinds {
-            if !kinds.contains(&spec.kind) {
-                let known: Vec<&str> = kinds.iter().map(String::as_str).collect();
-                return Err(at(format!(
-                    "unknown job kind {:?}; this daemon runs: {}",
-                    spec.kind,
-                    known.join(", ")
-                )));
-            }
-        }
-        jobs.push(spec.into_new_job().map_err(|e| at(e.to_string()))?);
+            serde_json::from_value(v).map_err(|e| at(i, format!("invalid job: {e}")))?;
+        jobs.push(spec.into_new_job().map_err(|e| at(i, e.to_string()))?);
     }
     let store = s.store.clone();
-    if many {
-        let ids = blocking(move || store.enqueue_many(&jobs)).await?;
-        Ok((StatusCode::CREATED, Json(json!({ "ids": ids }))))
-    } else {
-        let id = blocking(move || store.enqueue(&jobs[0])).await?;
-        Ok((StatusCode::CREATED, Json(json!({ "id": id }))))
+    let catalog = s.catalog.clone();
+    // Checked and enqueued in one blocking call: `Err((Some(i), e))` is job
+    // #i refused by the catalog.
+    let enqueued = tokio::task::spawn_blocking(move || {
+        if let Some(catalog) = &catalog {
+            let checker = catalog.checker(Some(&store));
+            for (i, job) in jobs.iter().enumerate() {
+                checker.check_job(job).map_err(|e| (Some(i), e))?;
+            }
+        }
+        if many {
+            store.enqueue_many(&jobs)
+        } else {
+            store.enqueue(&jobs[0]).map(|id| vec![id])
+        }
+        .map_err(|e| (None, e))
+    })
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "API task failed");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    })?;
+    match enqueued {
+        Ok(ids) if many => Ok((StatusCode::CREATED, Json(json!({ "ids": ids })))),
+        Ok(ids) => Ok((StatusCode::CREATED, Json(json!({ "id": ids[0] })))),
+        Err((Some(i), e @ crate::Error::InvalidInput { .. })) => Err(at(i, e.to_string())),
+        Err((_, e)) => Err(ApiError::from(e)),
     }
 }
 
@@ -239,7 +252,13 @@ pub(super) async fn add_schedule(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let spec: ScheduleSpec = json_body(body)?;
     let schedule = spec.into_new_schedule().map_err(ApiError::from)?;
-    let info = blocking(move || s.store.add_schedule(&schedule)).await?;
+    let info = blocking(move || {
+        if let Some(catalog) = &s.catalog {
+            catalog.checker(Some(&s.store)).check_schedule(&schedule)?;
+        }
+        s.store.add_schedule(&schedule)
+    })
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(serde_json::to_value(info).unwrap_or_default()),

@@ -12,8 +12,7 @@
 mod api;
 pub(crate) mod metrics;
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use crate::worker::Catalog;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};
@@ -37,9 +36,10 @@ pub struct ApiState {
     pub(crate) store: Store,
     token_hash: [u8; 32],
     pub(crate) data: Option<DataDir>,
-    /// Job kinds the daemon's workers run; enqueueing another is refused.
-    /// `None` accepts any kind (workers elsewhere may run it).
-    pub(crate) kinds: Option<Arc<BTreeSet<String>>>,
+    /// The queues and kinds the daemon's workers run: a job (or schedule)
+    /// none of them nor any live worker on the file could run is refused.
+    /// `None` accepts any job.
+    pub(crate) catalog: Option<Catalog>,
     /// Whether this process runs a scheduler (reported by `/healthz`).
     pub(crate) scheduler: bool,
 }
@@ -57,7 +57,7 @@ impl ApiState {
             store,
             token_hash: Sha256::digest(token.as_bytes()).into(),
             data: None,
-            kinds: None,
+            catalog: None,
             scheduler: false,
         })
     }
@@ -68,9 +68,12 @@ impl ApiState {
         self
     }
 
-    /// Refuse to enqueue kinds outside `kinds`.
-    pub fn kinds(mut self, kinds: impl IntoIterator<Item = String>) -> ApiState {
-        self.kinds = Some(Arc::new(kinds.into_iter().collect()));
+    /// Refuse jobs and schedules that no worker could run: of a queue or
+    /// kind neither in `catalog` nor registered by a live worker on the
+    /// file, or with a payload `catalog`'s handler of their kind would not
+    /// decode.
+    pub fn catalog(mut self, catalog: Catalog) -> ApiState {
+        self.catalog = Some(catalog);
         self
     }
 

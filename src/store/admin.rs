@@ -90,6 +90,10 @@ pub(crate) const QUEUE_SETTINGS: &str = "SELECT name, paused, concurrency FROM q
 
 pub(crate) const LIVE_WORKERS: &str = "SELECT count(*) FROM workers WHERE last_heartbeat_at >= ?1";
 
+/// What the live workers serve and run (JSON arrays of names).
+pub(crate) const LIVE_WORK: &str =
+    "SELECT queues, kinds FROM workers WHERE last_heartbeat_at >= ?1";
+
 pub(crate) const JOB_STATE: &str = "SELECT state, unique_key FROM jobs WHERE id = ?1";
 
 pub(crate) const CANCEL_WAITING: &str = "
@@ -144,6 +148,7 @@ pub(crate) const STATEMENTS: &[(&str, &str)] = &[
     ("FINISHED_ROWS", FINISHED_ROWS),
     ("QUEUE_SETTINGS", QUEUE_SETTINGS),
     ("LIVE_WORKERS", LIVE_WORKERS),
+    ("LIVE_WORK", LIVE_WORK),
     ("JOB_STATE", JOB_STATE),
     ("CANCEL_WAITING", CANCEL_WAITING),
     ("REQUEST_CANCEL", REQUEST_CANCEL),
@@ -164,6 +169,13 @@ fn state_col(r: &Row, i: usize) -> rusqlite::Result<JobState> {
 /// A text column, borrowed from the row (no allocation per row).
 fn text_ref<'r>(r: &'r Row, i: usize) -> rusqlite::Result<&'r str> {
     Ok(r.get_ref(i)?.as_str()?)
+}
+
+/// What the live workers on a file serve and run ([`Store::live_work`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LiveWork {
+    pub queues: std::collections::BTreeSet<String>,
+    pub kinds: std::collections::BTreeSet<String>,
 }
 
 /// When [`Store::stats_recent`] may answer with finished counts read by an
@@ -543,6 +555,27 @@ impl Store {
     pub fn live_workers(&self) -> Result<i64> {
         let live_since = self.now() - duration_ms(self.inner.opts.worker_liveness);
         self.with_conn("live workers", |conn| count_live_workers(conn, live_since))
+    }
+
+    /// The queues the live workers serve and the job kinds they run, as
+    /// they registered them.  A row edited by hand into something that is
+    /// not a JSON array of names adds nothing.
+    pub fn live_work(&self) -> Result<LiveWork> {
+        let live_since = self.now() - duration_ms(self.inner.opts.worker_liveness);
+        self.with_conn("live work", |conn| {
+            let mut work = LiveWork::default();
+            let mut stmt = conn.prepare_cached(LIVE_WORK)?;
+            let mut rows = stmt.query([live_since])?;
+            while let Some(r) = rows.next()? {
+                let names = |i| -> rusqlite::Result<Vec<String>> {
+                    let text: String = r.get(i)?;
+                    Ok(serde_json::from_str(&text).unwrap_or_default())
+                };
+                work.queues.extend(names(0)?);
+                work.kinds.extend(names(1)?);
+            }
+            Ok(work)
+        })
     }
 
     /// Cancel a job: a waiting one at once; a running one is flagged, and its

@@ -132,9 +132,10 @@ WHERE state = 'running' AND lease_expires_at <= ?1
 RETURNING id, state";
 
 pub(crate) const REGISTER_WORKER: &str = "
-INSERT INTO workers (id, host, pid, queues, started_at, last_heartbeat_at)
-VALUES (?1, ?2, ?3, ?4, ?5, ?5)
-ON CONFLICT (id) DO UPDATE SET last_heartbeat_at = excluded.last_heartbeat_at";
+INSERT INTO workers (id, host, pid, queues, kinds, started_at, last_heartbeat_at)
+VALUES (?1, ?2, ?3, ?4, ?6, ?5, ?5)
+ON CONFLICT (id) DO UPDATE SET queues = excluded.queues, kinds = excluded.kinds,
+                               last_heartbeat_at = excluded.last_heartbeat_at";
 
 pub(crate) const WORKER_HEARTBEAT: &str = "UPDATE workers SET last_heartbeat_at = ?2 WHERE id = ?1";
 
@@ -514,20 +515,25 @@ impl Store {
         Ok(report)
     }
 
-    /// Register a worker process (or refresh its row).
+    /// Register a worker process (or refresh its row), with the queues it
+    /// serves and the job kinds it runs — what enqueueing from elsewhere
+    /// checks a job against (see [`crate::worker::Catalog`]).
     pub fn register_worker(
         &self,
         worker: &str,
         host: &str,
         pid: u32,
         queues: &[&str],
+        kinds: &[&str],
     ) -> Result<()> {
         let queues =
             serde_json::to_string(queues).map_err(|e| Error::invalid("queues", e.to_string()))?;
+        let kinds =
+            serde_json::to_string(kinds).map_err(|e| Error::invalid("kinds", e.to_string()))?;
         let now = self.now();
         self.with_conn("register_worker", |c| {
             c.prepare_cached(REGISTER_WORKER)?
-                .execute(params![worker, host, pid as i64, queues, now])?;
+                .execute(params![worker, host, pid as i64, queues, now, kinds])?;
             Ok(())
         })
     }

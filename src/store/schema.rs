@@ -18,6 +18,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../../schema/0003_analytics_cache.sql"),
     include_str!("../../schema/0004_json_checked_by_jobd.sql"),
     include_str!("../../schema/0005_success_on_the_job_row.sql"),
+    include_str!("../../schema/0006_worker_kinds.sql"),
 ];
 
 /// The schema version this build writes and understands.

@@ -105,15 +105,28 @@ pub(crate) type RunFuture =
 pub(crate) trait ErasedHandler: Send + Sync {
     /// Decode the payload and start the run.
     fn start(&self, ctx: JobContext, payload: &str) -> Result<RunFuture, JobError>;
+
+    /// Would the payload decode?  (What `start` would refuse, said before the
+    /// job is enqueued.)
+    fn check(&self, payload: &str) -> Result<(), String>;
 }
 
 pub(crate) struct Typed<H>(pub(crate) Arc<H>);
 
+impl<H: Handler> Typed<H> {
+    fn decode(payload: &str) -> Result<H::Payload, String> {
+        serde_json::from_str(payload)
+            .map_err(|e| format!("payload does not fit job kind '{}': {e}", H::KIND))
+    }
+}
+
 impl<H: Handler> ErasedHandler for Typed<H> {
+    fn check(&self, payload: &str) -> Result<(), String> {
+        Self::decode(payload).map(drop)
+    }
+
     fn start(&self, ctx: JobContext, payload: &str) -> Result<RunFuture, JobError> {
-        let payload: H::Payload = serde_json::from_str(payload).map_err(|e| {
-            JobError::permanent(format!("payload does not fit job kind '{}': {e}", H::KIND))
-        })?;
+        let payload = Self::decode(payload).map_err(JobError::permanent)?;
         let handler = self.0.clone();
         Ok(Box::pin(async move {
             let output = handler.run(ctx, payload).await?;
@@ -132,6 +145,12 @@ where
     F: Fn(JobContext, serde_json::Value) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<serde_json::Value, JobError>> + Send + 'static,
 {
+    fn check(&self, payload: &str) -> Result<(), String> {
+        serde_json::from_str::<serde::de::IgnoredAny>(payload)
+            .map(drop)
+            .map_err(|e| format!("payload is not JSON: {e}"))
+    }
+
     fn start(&self, ctx: JobContext, payload: &str) -> Result<RunFuture, JobError> {
         let payload: serde_json::Value = serde_json::from_str(payload)
             .map_err(|e| JobError::permanent(format!("payload is not JSON: {e}")))?;

@@ -39,6 +39,7 @@
 //!   claiming, lets running jobs finish within `shutdown_grace`, then stops
 //!   the rest and releases their leases so another worker takes them at once.
 
+mod catalog;
 mod context;
 mod handler;
 mod runtime;
@@ -48,6 +49,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use catalog::{Catalog, Checker};
 pub use context::JobContext;
 pub use handler::{Handler, JobError};
 pub use runtime::WorkerReport;
@@ -151,6 +153,18 @@ impl WorkerBuilder {
         let mut kinds: Vec<String> = self.handlers.keys().cloned().collect();
         kinds.sort();
         kinds
+    }
+
+    /// The queues and kinds of this worker as it stands, with each kind's
+    /// payload check: what to check a job against before enqueueing it.
+    pub fn catalog(&self) -> Catalog {
+        Catalog::new(
+            self.queues.iter().map(|(q, _)| q.clone()),
+            self.handlers
+                .iter()
+                .map(|(k, h)| (k.clone(), h.clone()))
+                .collect(),
+        )
     }
 
     /// Forget the queues added so far (to set them afresh from configuration).

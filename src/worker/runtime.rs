@@ -91,9 +91,12 @@ pub(crate) async fn run(
         let (store, name) = (store.clone(), name.clone());
         let host = super::host_name();
         let qs: Vec<String> = queue_names.iter().map(|q| q.to_string()).collect();
+        let mut kinds: Vec<String> = handlers.keys().cloned().collect();
+        kinds.sort_unstable();
         blocking(move || {
             let qs: Vec<&str> = qs.iter().map(String::as_str).collect();
-            store.register_worker(&name, &host, std::process::id(), &qs)
+            let kinds: Vec<&str> = kinds.iter().map(String::as_str).collect();
+            store.register_worker(&name, &host, std::process::id(), &qs, &kinds)
         })
         .await?;
     }

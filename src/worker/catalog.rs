@@ -1,0 +1,146 @@
+//! What a worker configuration runs, to refuse at enqueue a job that no
+//! worker could run.
+//!
+//! The store takes any queue and kind: the handlers live in worker processes
+//! it knows nothing of.  But a job on a misspelt queue waits forever, and one
+//! of an unknown kind, or with a payload its handler cannot decode, dies on
+//! its first try — long after whoever enqueued it has gone.  `jobd enqueue`,
+//! `jobd schedule add` and the HTTP API check each job first against a
+//! [`Catalog`]: the queues and kinds of their own worker configuration (each
+//! kind with its handler's payload check), and, for anything not there, what
+//! the live workers on the file registered (other processes, workers built
+//! on the library).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, OnceLock};
+
+use crate::error::{Error, Result};
+use crate::scheduler::NewSchedule;
+use crate::store::job::validate_name;
+use crate::store::{LiveWork, NewJob, Store};
+use crate::worker::handler::ErasedHandler;
+
+/// The queues a worker configuration serves and the job kinds it runs, with
+/// each kind's payload check.  Made by [`crate::worker::WorkerBuilder::catalog`];
+/// cheap to clone.
+#[derive(Clone)]
+pub struct Catalog {
+    queues: Arc<BTreeSet<String>>,
+    handlers: Arc<BTreeMap<String, Arc<dyn ErasedHandler>>>,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog")
+            .field("queues", &self.queues)
+            .field("kinds", &self.handlers.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Catalog {
+    pub(crate) fn new(
+        queues: impl IntoIterator<Item = String>,
+        handlers: BTreeMap<String, Arc<dyn ErasedHandler>>,
+    ) -> Catalog {
+        Catalog {
+            queues: Arc::new(queues.into_iter().collect()),
+            handlers: Arc::new(handlers),
+        }
+    }
+
+    /// The queues of this configuration, sorted.
+    pub fn queues(&self) -> impl Iterator<Item = &str> {
+        self.queues.iter().map(String::as_str)
+    }
+
+    /// The job kinds of this configuration, sorted.
+    pub fn kinds(&self) -> impl Iterator<Item = &str> {
+        self.handlers.keys().map(String::as_str)
+    }
+
+    /// A checker of jobs bound for `store`: it reads the file's live workers
+    /// at most once, and only for a queue or kind this catalog does not know.
+    /// Without a store (a file not created yet) no worker is live.
+    pub fn checker<'a>(&'a self, store: Option<&'a Store>) -> Checker<'a> {
+        Checker {
+            catalog: self,
+            store,
+            live: OnceLock::new(),
+        }
+    }
+}
+
+/// Checks jobs against a [`Catalog`] and the live workers of one file.
+pub struct Checker<'a> {
+    catalog: &'a Catalog,
+    store: Option<&'a Store>,
+    live: OnceLock<LiveWork>,
+}
+
+impl Checker<'_> {
+    /// Refuse, with what was wrong, a job no worker could run: its queue is
+    /// neither the catalog's nor a live worker's, its kind neither, or its
+    /// payload does not decode for the catalog's handler of its kind.
+    pub fn check_job(&self, job: &NewJob) -> Result<()> {
+        match &job.payload {
+            Ok(payload) => self.check(&job.queue, &job.kind, payload),
+            Err(e) => Err(Error::invalid("payload", e.clone())),
+        }
+    }
+
+    /// [`Checker::check_job`] for the job a schedule fires.
+    pub fn check_schedule(&self, schedule: &NewSchedule) -> Result<()> {
+        self.check_job(&schedule.job)
+    }
+
+    /// [`Checker::check_job`] for a job given by its parts.
+    pub fn check(&self, queue: &str, kind: &str, payload: &str) -> Result<()> {
+        validate_name("queue", queue)?;
+        validate_name("kind", kind)?;
+        if !self.catalog.queues.contains(queue) && !self.live()?.queues.contains(queue) {
+            return Err(Error::invalid(
+                "queue",
+                format!(
+                    "unknown queue {queue:?}: no worker serves it (the configured queues are {}; \
+                     no live worker on the file serves it either)",
+                    list(self.catalog.queues())
+                ),
+            ));
+        }
+        match self.catalog.handlers.get(kind) {
+            Some(handler) => handler
+                .check(payload)
+                .map_err(|reason| Error::invalid("payload", reason)),
+            None if self.live()?.kinds.contains(kind) => Ok(()),
+            None => Err(Error::invalid(
+                "kind",
+                format!(
+                    "unknown job kind {kind:?}: no worker runs it (the configured kinds are {}; \
+                     no live worker on the file runs it either)",
+                    list(self.catalog.kinds())
+                ),
+            )),
+        }
+    }
+
+    fn live(&self) -> Result<&LiveWork> {
+        if let Some(live) = self.live.get() {
+            return Ok(live);
+        }
+        let live = match self.store {
+            Some(store) => store.live_work()?,
+            None => LiveWork::default(),
+        };
+        Ok(self.live.get_or_init(|| live))
+    }
+}
+
+fn list<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let names: Vec<&str> = names.collect();
+    if names.is_empty() {
+        "none".to_string()
+    } else {
+        names.join(", ")
+    }
+}
