@@ -493,3 +493,11 @@ fn a_writer_waits_out_another_connections_lock_up_to_the_busy_timeout() {
     release.join().unwrap();
     assert_eq!(ready(&patient), 1);
 }
+
+/// A state lines up in a padded column (`jobd list`), like a plain string.
+#[test]
+fn a_job_state_honours_width_and_alignment() {
+    assert_eq!(format!("{:<10}|", JobState::Dead), "dead      |");
+    assert_eq!(format!("{:>9}|", JobState::Ready), "    ready|");
+    assert_eq!(JobState::Succeeded.to_string(), "succeeded");
+}
