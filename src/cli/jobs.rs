@@ -27,13 +27,16 @@ pub struct EnqueueArgs {
     /// Start no earlier than this many milliseconds from now.
     #[arg(long)]
     delay_ms: Option<u64>,
+    /// Tries in all before the job is dead (a retryable failure is retried after a backoff).
     #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
     max_attempts: i64,
     /// Stop a try after this many milliseconds.
     #[arg(long)]
     timeout_ms: Option<u64>,
+    /// At most one waiting or running job per key: enqueueing the key again returns that job.
     #[arg(long)]
     unique_key: Option<String>,
+    /// The tenant the job is for (shown and filtered on; handlers default to it).
     #[arg(long)]
     tenant: Option<String>,
     /// Jobs per transaction when reading stdin.
@@ -169,15 +172,19 @@ pub fn show(db: &Path, args: ShowArgs) -> CliResult {
 
 #[derive(Args, Debug)]
 pub struct ListArgs {
+    /// Only this queue.
     #[arg(long)]
     queue: Option<String>,
     /// scheduled, ready, running, succeeded, dead or cancelled.
     #[arg(long)]
     state: Option<String>,
+    /// Only this job kind.
     #[arg(long)]
     kind: Option<String>,
+    /// Only this tenant.
     #[arg(long)]
     tenant: Option<String>,
+    /// At most this many jobs.
     #[arg(long, default_value_t = 50)]
     limit: i64,
     /// Print JSON.

@@ -98,20 +98,25 @@ pub struct AddArgs {
     /// IANA timezone of the cron expression's wall clock.
     #[arg(long, default_value = "UTC")]
     tz: String,
+    /// Queue of the jobs it enqueues.
     #[arg(long)]
     queue: String,
+    /// Kind of the jobs it enqueues.
     #[arg(long)]
     kind: String,
     /// The jobs' payload, as JSON.
     #[arg(long, default_value = "{}")]
     payload: String,
+    /// Priority of its jobs (lower runs first).
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     priority: i64,
+    /// Tries per job.
     #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
     max_attempts: i64,
     /// Stop a try after this many milliseconds.
     #[arg(long)]
     timeout_ms: Option<u64>,
+    /// Tenant of its jobs.
     #[arg(long)]
     tenant: Option<String>,
     /// After downtime: skip, once (default) or all.

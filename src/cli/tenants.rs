@@ -14,6 +14,7 @@ use super::{iso, CliResult};
 pub enum TenantsCommand {
     /// Create demo tenant databases (deterministic; existing ones are kept).
     Seed {
+        /// How many tenants (tenant-001, tenant-002, …).
         #[arg(long, default_value_t = 101)]
         count: usize,
         /// Scans per tenant.
@@ -22,6 +23,7 @@ pub enum TenantsCommand {
         /// QR templates per tenant.
         #[arg(long, default_value_t = 40)]
         templates: usize,
+        /// Seed of the generated data (the same seed gives the same databases).
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
