@@ -189,3 +189,67 @@ fn a_queue_concurrency_limit_holds_across_worker_processes() {
         "each ran once"
     );
 }
+
+/// A cancel asked by another process stops a running job as soon as the
+/// worker's process notices the commit — not at its next heartbeat, which
+/// here is a minute away.  Both ways in: the library's `cancel` from this
+/// process, and `jobd cancel`.
+#[test]
+fn a_cancel_from_another_process_stops_the_run_before_the_next_heartbeat() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("queue.db");
+    let store = jobd::Store::open(&db).unwrap();
+    let _worker = Reaper(vec![Command::new(example("worker_process"))
+        .arg(&db)
+        .arg("long=2")
+        .env("JOBD_LOG", "error")
+        .env("JOBD_HEARTBEAT_MS", "60000")
+        .env("JOBD_LEASE_MS", "180000")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()]);
+    let long =
+        || jobd::store::NewJob::new("long", "sleep").payload(&serde_json::json!({ "ms": 600_000 }));
+    let ids = [
+        store.enqueue(&long()).unwrap(),
+        store.enqueue(&long()).unwrap(),
+    ];
+    let until = |what: &str, cond: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    let state = |id| store.get(id).unwrap().state;
+    until("both jobs running", &|| {
+        ids.iter().all(|&id| state(id) == jobd::JobState::Running)
+    });
+
+    assert_eq!(
+        store.cancel(ids[0]).unwrap(),
+        jobd::store::CancelOutcome::Requested
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_jobd"))
+        .arg("--db")
+        .arg(&db)
+        .args(["cancel", &ids[1].to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    until("both jobs cancelled (the heartbeat is 60 s away)", &|| {
+        ids.iter().all(|&id| state(id) == jobd::JobState::Cancelled)
+    });
+    for id in ids {
+        let job = store.get(id).unwrap();
+        assert_eq!(job.attempt_log.len(), 1);
+        assert_eq!(job.attempt_log[0].outcome, "cancelled");
+    }
+}

@@ -579,8 +579,8 @@ impl Store {
     }
 
     /// Cancel a job: a waiting one at once; a running one is flagged, and its
-    /// worker sees the flag at once when it runs in this process, else on its
-    /// next heartbeat.
+    /// worker sees the flag at once when it runs in this process, else as
+    /// soon as its process notices the commit.
     pub fn cancel(&self, id: JobId) -> Result<CancelOutcome> {
         let now = self.now();
         let outcome = self.write("cancel", |tx| {

@@ -437,8 +437,8 @@ pub enum FailOutcome {
 pub enum CancelOutcome {
     /// The job was waiting and is now cancelled.
     Cancelled,
-    /// The job is running; its worker is asked to stop (it sees the flag on
-    /// its next heartbeat) and the job ends `cancelled`.
+    /// The job is running; its worker is asked to stop (it sees the flag as
+    /// soon as it notices the commit) and the job ends `cancelled`.
     Requested,
     /// The job was already cancelled.
     AlreadyCancelled,

@@ -66,6 +66,14 @@ FROM (SELECT value ->> 0 AS id, value ->> 1 AS token FROM json_each(?1)) AS held
 WHERE jobs.id = held.id AND jobs.lease_token = held.token AND +jobs.state = 'running'
 RETURNING jobs.id, jobs.cancel_requested";
 
+/// Which of the held tries (?1: a JSON array of `[id, token]` pairs) have a
+/// cancel request.  Read-only: a worker looks whenever the file changes.
+pub(crate) const CANCEL_REQUESTED: &str = "
+SELECT jobs.id
+FROM (SELECT value ->> 0 AS id, value ->> 1 AS token FROM json_each(?1)) AS held
+JOIN jobs ON jobs.id = held.id
+WHERE jobs.lease_token = held.token AND +jobs.state = 'running' AND jobs.cancel_requested";
+
 /// When the next delayed job or retry falls due.
 pub(crate) const NEXT_RUN_AT: &str = "
 SELECT min(run_at) FROM jobs WHERE state = 'scheduled'";
@@ -148,6 +156,7 @@ pub(crate) const STATEMENTS: &[(&str, &str)] = &[
     ("CLAIM", CLAIM),
     ("HEARTBEAT", HEARTBEAT),
     ("HEARTBEAT_MANY", HEARTBEAT_MANY),
+    ("CANCEL_REQUESTED", CANCEL_REQUESTED),
     ("NEXT_RUN_AT", NEXT_RUN_AT),
     ("COMPLETE", COMPLETE),
     ("RUNNING_TRY", RUNNING_TRY),
@@ -290,6 +299,22 @@ impl Store {
             let mut stmt = tx.prepare_cached(HEARTBEAT_MANY)?;
             let rows =
                 stmt.query_map(params![held_json, expires], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    /// Which of these running tries (`[id, token]`) have been asked to
+    /// cancel — a read, without extending any lease.  A try that is no
+    /// longer held is not in the answer (the heartbeat tells it apart).
+    pub fn cancel_requested(&self, held: &[(JobId, i64)]) -> Result<Vec<JobId>> {
+        if held.is_empty() {
+            return Ok(Vec::new());
+        }
+        let held_json =
+            serde_json::to_string(held).map_err(|e| Error::invalid("held", e.to_string()))?;
+        self.with_conn("cancel_requested", |c| {
+            let mut stmt = c.prepare_cached(CANCEL_REQUESTED)?;
+            let rows = stmt.query_map([&held_json], |r| r.get(0))?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }

@@ -224,7 +224,8 @@ impl Store {
     /// A receiver that changes whenever this process asks a running job to
     /// stop ([`Store::cancel`]): this process's workers look at their leases
     /// at once instead of at their next heartbeat.  (A cancel from another
-    /// process is seen at the next heartbeat.)
+    /// process is a commit, which workers notice through the file; see
+    /// [`Store::cancel_requested`].)
     pub fn watch_cancels(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.cancels.subscribe()
     }
