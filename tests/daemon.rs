@@ -293,13 +293,26 @@ fn queue_limit_sets_and_lifts_a_file_wide_concurrency_limit() {
 
 /// `jobd enqueue` refuses, with what was wrong and writing nothing, a job
 /// that no worker could run: a queue or kind that neither the configuration
-/// nor a live worker serves, or a payload the built-in handler would not
-/// decode.  A queue the configuration adds, or one a live `jobd worker`
+/// nor a live worker serves, a payload the built-in handler would not
+/// decode, a tenant that does not exist or a template it does not have.  A queue the configuration adds, or one a live `jobd worker`
 /// serves, is accepted; `--unchecked` goes past the check.
 #[test]
 fn enqueue_refuses_a_job_no_worker_could_run_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     jobd(dir.path(), &["init"]);
+    jobd(
+        dir.path(),
+        &[
+            "tenants",
+            "seed",
+            "--count",
+            "1",
+            "--scans",
+            "10",
+            "--templates",
+            "3",
+        ],
+    );
     let enqueue = |args: &[&str], stdin: &str| {
         let mut child = Command::new(JOBD)
             .current_dir(dir.path())
@@ -354,6 +367,31 @@ fn enqueue_refuses_a_job_no_worker_could_run_and_writes_nothing() {
             "invalid payload: payload does not fit job kind 'generate_qr_pdf': unknown field `template`",
         ),
         (
+            &["--queue", "pdf", "--kind", "generate_qr_pdf", "--payload", r#"{"template_id": 1}"#][..],
+            "",
+            "invalid job: no tenant: set the job's tenant or \"tenant\" in the payload",
+        ),
+        (
+            &["--queue", "pdf", "--kind", "generate_qr_pdf", "--tenant", "ghost", "--payload", r#"{"template_id": 1}"#][..],
+            "",
+            "invalid job: tenant \"ghost\" not found",
+        ),
+        (
+            &["--queue", "pdf", "--kind", "generate_qr_pdf", "--tenant", "tenant-001", "--payload", r#"{"template_id": 999}"#][..],
+            "",
+            "invalid job: template: tenant tenant-001 has no template 999",
+        ),
+        (
+            &["--queue", "maintenance", "--kind", "backup_tenants", "--payload", r#"{"tenants": ["tenant-001", "ghost"]}"#][..],
+            "",
+            "invalid job: tenant \"ghost\" not found",
+        ),
+        (
+            &["--queue", "default", "--kind", "sleep", "--payload", r#"{"ms": "soon"}"#][..],
+            "",
+            "invalid payload: payload does not fit job kind 'sleep': invalid type: string \"soon\"",
+        ),
+        (
             &[][..],
             "{\"queue\": \"default\", \"kind\": \"noop\"}\n{\"queue\": \"batch\", \"kind\": \"batch_qr\", \"payload\": {}}\n",
             "line 2: invalid payload: payload does not fit job kind 'batch_qr': missing field",
@@ -364,6 +402,20 @@ fn enqueue_refuses_a_job_no_worker_could_run_and_writes_nothing() {
         assert!(err.contains(wanted), "{args:?}: {err}");
     }
     assert!(queues().is_empty(), "nothing was enqueued");
+    let (ok, _, err) = enqueue(
+        &[
+            "--queue",
+            "pdf",
+            "--kind",
+            "generate_qr_pdf",
+            "--tenant",
+            "tenant-001",
+            "--payload",
+            r#"{"template_id": 3}"#,
+        ],
+        "",
+    );
+    assert!(ok, "a tenant's template: {err}");
 
     // The configuration names the queue: accepted.
     let mut config = std::fs::read_to_string(dir.path().join("jobd.toml")).unwrap();
@@ -391,5 +443,5 @@ fn enqueue_refuses_a_job_no_worker_could_run_and_writes_nothing() {
     assert!(served.0, "{}", served.1);
     let (ok, _, err) = enqueue(&["--queue", "mine", "--kind", "my_kind", "--unchecked"], "");
     assert!(ok, "{err}");
-    assert_eq!(queues(), ["extra", "mine", "reports"]);
+    assert_eq!(queues(), ["extra", "mine", "pdf", "reports"]);
 }

@@ -33,6 +33,7 @@ fn api() -> Api {
         .register(jobd::handlers::analytics::AnalyticsHandler::new(
             data.clone(),
         ))
+        .register(jobd::handlers::qr::PdfHandler::new(data.clone()))
         .queue("q", 1)
         .queue("email", 1)
         .queue("analytics", 1)
@@ -263,6 +264,7 @@ async fn bad_input_is_a_400_that_says_what_is_wrong_and_writes_nothing() {
         (Method::POST, "/api/v1/jobs", Some(json!({"queue": "qq", "kind": "noop"}).to_string()), "unknown queue \"qq\": no worker serves it (the configured queues are analytics, email, q"),
         (Method::POST, "/api/v1/jobs", Some(json!({"queue": "q", "kind": "resize", "payload": {"width": -1}}).to_string()), "payload does not fit job kind 'resize': invalid value: integer `-1`"),
         (Method::POST, "/api/v1/jobs", Some(json!({"queue": "q", "kind": "resize", "payload": {"w": 1}}).to_string()), "unknown field `w`"),
+        (Method::POST, "/api/v1/jobs", Some(json!({"queue": "q", "kind": "generate_qr_pdf", "tenant": "ghost", "payload": {"template_id": 1}}).to_string()), "invalid job: tenant \"ghost\" not found"),
         (Method::POST, "/api/v1/jobs", Some(json!([{"queue": "q", "kind": "resize", "payload": {"width": 1}}, {"queue": "q", "kind": "resize"}]).to_string()), "job #1: invalid payload: payload does not fit job kind 'resize': missing field `width`"),
         (Method::POST, "/api/v1/jobs", Some(json!({"queue": "bad queue", "kind": "noop"}).to_string()), "queue"),
         (Method::POST, "/api/v1/jobs", Some(json!([{"queue": "q", "kind": "noop"}, {"queue": "q", "kind": "noop", "max_attempts": 0}]).to_string()), "job #1"),

@@ -34,7 +34,8 @@ use sha2::{Digest, Sha256};
 use crate::clock::Millis;
 use crate::error::{Error, Result};
 use crate::handlers::{
-    hex, job_error, per_tenant, run_blocking, tenant_threads, write_atomically, DataDir, Reporter,
+    hex, job_error, per_tenant, run_blocking, said, tenant_threads, write_atomically, DataDir,
+    Reporter,
 };
 use crate::worker::{Handler, JobContext, JobError};
 
@@ -661,6 +662,18 @@ impl Handler for BackupHandler {
     const KIND: &'static str = crate::scheduler::defaults::BACKUP_KIND;
     type Payload = BackupOptions;
     type Output = Manifest;
+
+    /// Every tenant it names exists.
+    fn check(
+        &self,
+        opts: &BackupOptions,
+        _tenant: Option<&str>,
+    ) -> std::result::Result<(), String> {
+        for tenant in opts.tenants.iter().flatten() {
+            self.data.tenants().path(tenant).map_err(said)?;
+        }
+        Ok(())
+    }
 
     async fn run(&self, ctx: JobContext, opts: BackupOptions) -> Result<Manifest, JobError> {
         let data = self.data.clone();

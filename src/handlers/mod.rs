@@ -123,6 +123,15 @@ impl Reporter {
     }
 }
 
+/// An error as the reason a job is refused before it is enqueued (the
+/// catalog says "invalid job: …" in front of it).
+pub(crate) fn said(e: Error) -> String {
+    match e {
+        Error::InvalidInput { field, reason } => format!("{field}: {reason}"),
+        e => e.to_string(),
+    }
+}
+
 /// Run `f` on the blocking pool, storing its progress reports on the job as
 /// they come (the latest one wins when they come faster than they are stored).
 pub async fn run_blocking<T, F>(ctx: &JobContext, f: F) -> Result<T, JobError>
@@ -270,17 +279,32 @@ pub fn noop_handler(builder: crate::worker::WorkerBuilder) -> crate::worker::Wor
 
 /// `sleep`: `{"ms": N}` — waits N ms (stopping early when cancelled).
 pub fn sleep_handler(builder: crate::worker::WorkerBuilder) -> crate::worker::WorkerBuilder {
-    builder.handle_fn("sleep", |ctx, payload| async move {
-        let ms = payload
-            .get("ms")
-            .and_then(serde_json::Value::as_u64)
-            .ok_or_else(|| JobError::permanent("sleep needs {\"ms\": <milliseconds>}"))?;
+    builder.handler::<Sleep>()
+}
+
+/// The `sleep` job: waits `ms` milliseconds (smoke tests, demos).
+#[derive(Debug, Default)]
+pub struct Sleep;
+
+/// The payload of a `sleep` job.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Nap {
+    pub ms: u64,
+}
+
+impl crate::worker::Handler for Sleep {
+    const KIND: &'static str = "sleep";
+    type Payload = Nap;
+    type Output = serde_json::Value;
+
+    async fn run(&self, ctx: JobContext, nap: Nap) -> Result<serde_json::Value, JobError> {
         tokio::select! {
-            _ = tokio::time::sleep(std::time::Duration::from_millis(ms)) => {}
+            _ = tokio::time::sleep(std::time::Duration::from_millis(nap.ms)) => {}
             _ = ctx.cancelled() => return Err(JobError::retryable("stopped while sleeping")),
         }
-        Ok(serde_json::json!({ "slept_ms": ms }))
-    })
+        Ok(serde_json::json!({ "slept_ms": nap.ms }))
+    }
 }
 
 /// Run `f` over `tenants` on at most `workers` threads, reporting progress

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::handlers::{
-    hex, job_error, run_blocking, sync_fs, write_atomically, write_file, DataDir, Reporter,
+    hex, job_error, run_blocking, said, sync_fs, write_atomically, write_file, DataDir, Reporter,
 };
 use crate::worker::{Handler, JobContext, JobError};
 
@@ -375,6 +375,27 @@ pub struct BatchOptions {
     pub ecc: Option<Ecc>,
 }
 
+impl BatchOptions {
+    fn validate(&self) -> Result<()> {
+        if self.template_ids.is_empty() || self.template_ids.len() > MAX_BATCH {
+            return Err(Error::invalid(
+                "template_ids",
+                format!(
+                    "give 1 to {MAX_BATCH} template ids, not {}",
+                    self.template_ids.len()
+                ),
+            ));
+        }
+        if self.formats.is_empty() {
+            return Err(Error::invalid("formats", "give at least one of png, svg"));
+        }
+        if !(1..=64).contains(&self.scale) {
+            return Err(Error::invalid("scale", "must be 1 to 64 pixels per module"));
+        }
+        Ok(())
+    }
+}
+
 fn png_only() -> Vec<ImageFormat> {
     vec![ImageFormat::Png]
 }
@@ -408,21 +429,7 @@ pub fn batch(
     opts: &BatchOptions,
     reporter: &Reporter,
 ) -> Result<BatchResult> {
-    if opts.template_ids.is_empty() || opts.template_ids.len() > MAX_BATCH {
-        return Err(Error::invalid(
-            "template_ids",
-            format!(
-                "give 1 to {MAX_BATCH} template ids, not {}",
-                opts.template_ids.len()
-            ),
-        ));
-    }
-    if opts.formats.is_empty() {
-        return Err(Error::invalid("formats", "give at least one of png, svg"));
-    }
-    if !(1..=64).contains(&opts.scale) {
-        return Err(Error::invalid("scale", "must be 1 to 64 pixels per module"));
-    }
+    opts.validate()?;
     let conn = data.tenants().open_read_only(tenant)?;
     let dir = data
         .artifacts()
@@ -538,13 +545,24 @@ pub fn png(code: &QrCode, scale: u32) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+const NO_TENANT: &str = "no tenant: set the job's tenant or \"tenant\" in the payload";
+
 fn tenant_of(ctx: &JobContext, payload: &Option<String>) -> Result<String, JobError> {
     payload
         .clone()
         .or_else(|| ctx.tenant().map(str::to_string))
-        .ok_or_else(|| {
-            JobError::permanent("no tenant: set the job's tenant or \"tenant\" in the payload")
-        })
+        .ok_or_else(|| JobError::permanent(NO_TENANT))
+}
+
+/// Before a QR job is enqueued: it names a tenant, which exists.
+fn check_tenant<'a>(
+    data: &DataDir,
+    payload: &'a Option<String>,
+    job: Option<&'a str>,
+) -> std::result::Result<(&'a str, Connection), String> {
+    let tenant = payload.as_deref().or(job).ok_or(NO_TENANT)?;
+    let conn = data.tenants().open_read_only(tenant).map_err(said)?;
+    Ok((tenant, conn))
 }
 
 /// The `generate_qr_pdf` job.
@@ -562,6 +580,15 @@ impl Handler for PdfHandler {
     const KIND: &'static str = PDF_KIND;
     type Payload = PdfOptions;
     type Output = PdfResult;
+
+    /// The options are in range, the tenant exists and has the template.
+    fn check(&self, opts: &PdfOptions, tenant: Option<&str>) -> std::result::Result<(), String> {
+        opts.validate().map_err(said)?;
+        let (tenant, conn) = check_tenant(&self.data, &opts.tenant, tenant)?;
+        template(&conn, tenant, opts.template_id)
+            .map(drop)
+            .map_err(said)
+    }
 
     async fn run(&self, ctx: JobContext, opts: PdfOptions) -> Result<PdfResult, JobError> {
         let tenant = tenant_of(&ctx, &opts.tenant)?;
@@ -588,6 +615,13 @@ impl Handler for BatchHandler {
     const KIND: &'static str = BATCH_KIND;
     type Payload = BatchOptions;
     type Output = BatchResult;
+
+    /// The options are in range and the tenant exists (a template it does
+    /// not have is one failed item of the batch, not a failed job).
+    fn check(&self, opts: &BatchOptions, tenant: Option<&str>) -> std::result::Result<(), String> {
+        opts.validate().map_err(said)?;
+        check_tenant(&self.data, &opts.tenant, tenant).map(drop)
+    }
 
     async fn run(&self, ctx: JobContext, opts: BatchOptions) -> Result<BatchResult, JobError> {
         let tenant = tenant_of(&ctx, &opts.tenant)?;

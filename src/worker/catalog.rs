@@ -80,11 +80,13 @@ pub struct Checker<'a> {
 
 impl Checker<'_> {
     /// Refuse, with what was wrong, a job no worker could run: its queue is
-    /// neither the catalog's nor a live worker's, its kind neither, or its
-    /// payload does not decode for the catalog's handler of its kind.
+    /// neither the catalog's nor a live worker's, its kind neither, or the
+    /// catalog's handler of its kind refuses it (a payload that does not
+    /// decode, or the handler's own [`check`](crate::worker::Handler::check):
+    /// a tenant that does not exist...).
     pub fn check_job(&self, job: &NewJob) -> Result<()> {
         match &job.payload {
-            Ok(payload) => self.check(&job.queue, &job.kind, payload),
+            Ok(payload) => self.check(&job.queue, &job.kind, payload, job.tenant.as_deref()),
             Err(e) => Err(Error::invalid("payload", e.clone())),
         }
     }
@@ -95,7 +97,13 @@ impl Checker<'_> {
     }
 
     /// [`Checker::check_job`] for a job given by its parts.
-    pub fn check(&self, queue: &str, kind: &str, payload: &str) -> Result<()> {
+    pub fn check(
+        &self,
+        queue: &str,
+        kind: &str,
+        payload: &str,
+        tenant: Option<&str>,
+    ) -> Result<()> {
         validate_name("queue", queue)?;
         validate_name("kind", kind)?;
         if !self.catalog.queues.contains(queue) && !self.live()?.queues.contains(queue) {
@@ -110,8 +118,8 @@ impl Checker<'_> {
         }
         match self.catalog.handlers.get(kind) {
             Some(handler) => handler
-                .check(payload)
-                .map_err(|reason| Error::invalid("payload", reason)),
+                .check(payload, tenant)
+                .map_err(|(field, reason)| Error::invalid(field, reason)),
             None if self.live()?.kinds.contains(kind) => Ok(()),
             None => Err(Error::invalid(
                 "kind",

@@ -49,6 +49,17 @@ pub trait Handler: Send + Sync + 'static {
         ctx: JobContext,
         payload: Self::Payload,
     ) -> impl Future<Output = Result<Self::Output, JobError>> + Send;
+
+    /// Refuse, before it is enqueued, a job every try of which would fail
+    /// for a reason known now — a tenant that does not exist, a template it
+    /// does not have.  Its payload decoded already; `tenant` is the job's
+    /// own.  Called when a job is checked against a
+    /// [`Catalog`](crate::worker::Catalog) (`jobd enqueue`, the HTTP API),
+    /// never by the store.  Default: nothing more to check.
+    fn check(&self, payload: &Self::Payload, tenant: Option<&str>) -> Result<(), String> {
+        let _ = (payload, tenant);
+        Ok(())
+    }
 }
 
 /// Why a try failed, and whether trying again could help.
@@ -106,9 +117,10 @@ pub(crate) trait ErasedHandler: Send + Sync {
     /// Decode the payload and start the run.
     fn start(&self, ctx: JobContext, payload: &str) -> Result<RunFuture, JobError>;
 
-    /// Would the payload decode?  (What `start` would refuse, said before the
-    /// job is enqueued.)
-    fn check(&self, payload: &str) -> Result<(), String>;
+    /// Would the job run?  Its payload must decode, and pass the handler's
+    /// own check (what `start` and every try would refuse, said before the
+    /// job is enqueued).  `Err((field, reason))`.
+    fn check(&self, payload: &str, tenant: Option<&str>) -> Result<(), (&'static str, String)>;
 }
 
 pub(crate) struct Typed<H>(pub(crate) Arc<H>);
@@ -121,8 +133,9 @@ impl<H: Handler> Typed<H> {
 }
 
 impl<H: Handler> ErasedHandler for Typed<H> {
-    fn check(&self, payload: &str) -> Result<(), String> {
-        Self::decode(payload).map(drop)
+    fn check(&self, payload: &str, tenant: Option<&str>) -> Result<(), (&'static str, String)> {
+        let payload = Self::decode(payload).map_err(|e| ("payload", e))?;
+        self.0.check(&payload, tenant).map_err(|e| ("job", e))
     }
 
     fn start(&self, ctx: JobContext, payload: &str) -> Result<RunFuture, JobError> {
@@ -145,10 +158,10 @@ where
     F: Fn(JobContext, serde_json::Value) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<serde_json::Value, JobError>> + Send + 'static,
 {
-    fn check(&self, payload: &str) -> Result<(), String> {
+    fn check(&self, payload: &str, _tenant: Option<&str>) -> Result<(), (&'static str, String)> {
         serde_json::from_str::<serde::de::IgnoredAny>(payload)
             .map(drop)
-            .map_err(|e| format!("payload is not JSON: {e}"))
+            .map_err(|e| ("payload", format!("payload is not JSON: {e}")))
     }
 
     fn start(&self, ctx: JobContext, payload: &str) -> Result<RunFuture, JobError> {
