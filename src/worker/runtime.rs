@@ -558,13 +558,7 @@ async fn heartbeat_loop(
                 continue;
             }
         }
-        let held: Vec<(JobId, i64)> = shared
-            .in_flight
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(id, r)| (*id, r.token))
-            .collect();
+        let held = held_tries(&shared);
         let (store, name, lease) = (shared.store.clone(), shared.name.clone(), shared.opts.lease);
         let beat = blocking(move || {
             store.worker_heartbeat(&name)?;
@@ -601,15 +595,20 @@ async fn heartbeat_loop(
     }
 }
 
-/// Read the cancel flags of the runs in flight and stop those asked to.
-async fn stop_cancelled_runs(shared: &Shared) {
-    let held: Vec<(JobId, i64)> = shared
+/// The tries in flight, as `(id, lease token)`.
+fn held_tries(shared: &Shared) -> Vec<(JobId, i64)> {
+    shared
         .in_flight
         .lock()
         .unwrap()
         .iter()
         .map(|(id, r)| (*id, r.token))
-        .collect();
+        .collect()
+}
+
+/// Read the cancel flags of the runs in flight and stop those asked to.
+async fn stop_cancelled_runs(shared: &Shared) {
+    let held = held_tries(shared);
     let store = shared.store.clone();
     let flagged = match blocking(move || store.cancel_requested(&held)).await {
         Ok(flagged) => flagged,
