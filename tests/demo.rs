@@ -1,33 +1,31 @@
 //! `jobd demo` start to finish at small sizes; its report matches the file.
 
+mod common;
+
 use std::process::Command;
 
+use common::run_ok;
 use serde_json::Value;
 
 #[test]
 fn the_demo_runs_and_its_report_matches_the_queue_file() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("demo");
-    let out = Command::new(env!("CARGO_BIN_EXE_jobd"))
-        .current_dir(dir.path())
-        .args([
-            "demo",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--tenants",
-            "4",
-            "--scans",
-            "100",
-            "--jobs",
-            "300",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        Command::new(env!("CARGO_BIN_EXE_jobd"))
+            .current_dir(dir.path())
+            .args([
+                "demo",
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--tenants",
+                "4",
+                "--scans",
+                "100",
+                "--jobs",
+                "300",
+                "--json",
+            ]),
     );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
 

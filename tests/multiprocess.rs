@@ -3,7 +3,7 @@
 //! once, none may be lost, and no process may see SQLITE_BUSY.
 
 mod common;
-use common::{count, example, Reaper};
+use common::{count, example, run_ok, Reaper};
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -233,16 +233,11 @@ fn a_cancel_from_another_process_stops_the_run_before_the_next_heartbeat() {
         store.cancel(ids[0]).unwrap(),
         jobd::store::CancelOutcome::Requested
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_jobd"))
-        .arg("--db")
-        .arg(&db)
-        .args(["cancel", &ids[1].to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new(env!("CARGO_BIN_EXE_jobd"))
+            .arg("--db")
+            .arg(&db)
+            .args(["cancel", &ids[1].to_string()]),
     );
     until("both jobs cancelled (the heartbeat is 60 s away)", &|| {
         ids.iter().all(|&id| state(id) == jobd::JobState::Cancelled)

@@ -649,7 +649,7 @@ async fn a_catalog_refuses_jobs_no_worker_could_run() {
         .catalog();
     let check = |queue: &str, kind: &str, payload: Value| {
         catalog
-            .checker(Some(&store))
+            .checker(&store)
             .check_job(&NewJob::new(queue, kind).payload(&payload))
             .map_err(|e| e.to_string())
     };

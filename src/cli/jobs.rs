@@ -54,7 +54,7 @@ pub fn enqueue(db: &Path, data_dir: &Path, config: &Config, args: EnqueueArgs) -
     let catalog = (!args.unchecked)
         .then(|| super::serve::catalog(&store, data_dir, config))
         .transpose()?;
-    let checker = catalog.as_ref().map(|c| c.checker(Some(&store)));
+    let checker = catalog.as_ref().map(|c| c.checker(&store));
     let check = |job: &NewJob| -> CliResult<()> {
         match &checker {
             Some(checker) => checker.check_job(job).map_err(super::serve::unchecked_hint),

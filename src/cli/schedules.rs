@@ -196,7 +196,7 @@ fn add(db: &Path, data_dir: &Path, config: &Config, a: AddArgs) -> CliResult {
     let store = open_or_create(db)?;
     if !a.unchecked {
         super::serve::catalog(&store, data_dir, config)?
-            .checker(Some(&store))
+            .checker(&store)
             .check_schedule(&schedule)
             .map_err(super::serve::unchecked_hint)?;
     }

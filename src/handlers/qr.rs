@@ -554,15 +554,16 @@ fn tenant_of(ctx: &JobContext, payload: &Option<String>) -> Result<String, JobEr
         .ok_or_else(|| JobError::permanent(NO_TENANT))
 }
 
-/// Before a QR job is enqueued: it names a tenant, which exists.
+/// Before a QR job is enqueued: the tenant it names (the payload's, else the
+/// job's), which must exist.
 fn check_tenant<'a>(
     data: &DataDir,
     payload: &'a Option<String>,
     job: Option<&'a str>,
-) -> std::result::Result<(&'a str, Connection), String> {
+) -> std::result::Result<&'a str, String> {
     let tenant = payload.as_deref().or(job).ok_or(NO_TENANT)?;
-    let conn = data.tenants().open_read_only(tenant).map_err(said)?;
-    Ok((tenant, conn))
+    data.tenants().path(tenant).map_err(said)?;
+    Ok(tenant)
 }
 
 /// The `generate_qr_pdf` job.
@@ -584,7 +585,8 @@ impl Handler for PdfHandler {
     /// The options are in range, the tenant exists and has the template.
     fn check(&self, opts: &PdfOptions, tenant: Option<&str>) -> std::result::Result<(), String> {
         opts.validate().map_err(said)?;
-        let (tenant, conn) = check_tenant(&self.data, &opts.tenant, tenant)?;
+        let tenant = check_tenant(&self.data, &opts.tenant, tenant)?;
+        let conn = self.data.tenants().open_read_only(tenant).map_err(said)?;
         template(&conn, tenant, opts.template_id)
             .map(drop)
             .map_err(said)

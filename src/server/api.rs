@@ -74,33 +74,29 @@ pub(super) async fn enqueue(
             serde_json::from_value(v).map_err(|e| at(i, format!("invalid job: {e}")))?;
         jobs.push(spec.into_new_job().map_err(|e| at(i, e.to_string()))?);
     }
-    let store = s.store.clone();
-    let catalog = s.catalog.clone();
-    // Checked and enqueued in one blocking call: `Err((Some(i), e))` is job
-    // #i refused by the catalog.
-    let enqueued = tokio::task::spawn_blocking(move || {
-        if let Some(catalog) = &catalog {
-            let checker = catalog.checker(Some(&store));
+    // Checked and enqueued in one blocking call; the inner `Err` is the
+    // first job the catalog refused, with its index.
+    let enqueued = blocking(move || {
+        if let Some(catalog) = &s.catalog {
+            let checker = catalog.checker(&s.store);
             for (i, job) in jobs.iter().enumerate() {
-                checker.check_job(job).map_err(|e| (Some(i), e))?;
+                if let Err(e) = checker.check_job(job) {
+                    return Ok(Err((i, e)));
+                }
             }
         }
         if many {
-            store.enqueue_many(&jobs)
+            s.store.enqueue_many(&jobs)
         } else {
-            store.enqueue(&jobs[0]).map(|id| vec![id])
+            s.store.enqueue(&jobs[0]).map(|id| vec![id])
         }
-        .map_err(|e| (None, e))
+        .map(Ok)
     })
-    .await
-    .map_err(|e| {
-        tracing::error!(error = %e, "API task failed");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
-    })?;
+    .await?;
     match enqueued {
         Ok(ids) if many => Ok((StatusCode::CREATED, Json(json!({ "ids": ids })))),
         Ok(ids) => Ok((StatusCode::CREATED, Json(json!({ "id": ids[0] })))),
-        Err((Some(i), e @ crate::Error::InvalidInput { .. })) => Err(at(i, e.to_string())),
+        Err((i, e @ crate::Error::InvalidInput { .. })) => Err(at(i, e.to_string())),
         Err((_, e)) => Err(ApiError::from(e)),
     }
 }
@@ -254,7 +250,7 @@ pub(super) async fn add_schedule(
     let schedule = spec.into_new_schedule().map_err(ApiError::from)?;
     let info = blocking(move || {
         if let Some(catalog) = &s.catalog {
-            catalog.checker(Some(&s.store)).check_schedule(&schedule)?;
+            catalog.checker(&s.store).check_schedule(&schedule)?;
         }
         s.store.add_schedule(&schedule)
     })

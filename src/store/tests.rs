@@ -150,6 +150,12 @@ fn claim_reap_and_unique_lookups_are_index_seeks() {
         "INTEGER PRIMARY KEY",
     );
     assert_index_seeks(&store, "HEARTBEAT", lease::HEARTBEAT, "INTEGER PRIMARY KEY");
+    assert_index_seeks(
+        &store,
+        "CANCEL_REQUESTED",
+        lease::CANCEL_REQUESTED,
+        "INTEGER PRIMARY KEY",
+    );
 }
 
 #[test]

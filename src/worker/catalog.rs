@@ -61,8 +61,7 @@ impl Catalog {
 
     /// A checker of jobs bound for `store`: it reads the file's live workers
     /// at most once, and only for a queue or kind this catalog does not know.
-    /// Without a store (a file not created yet) no worker is live.
-    pub fn checker<'a>(&'a self, store: Option<&'a Store>) -> Checker<'a> {
+    pub fn checker<'a>(&'a self, store: &'a Store) -> Checker<'a> {
         Checker {
             catalog: self,
             store,
@@ -74,7 +73,7 @@ impl Catalog {
 /// Checks jobs against a [`Catalog`] and the live workers of one file.
 pub struct Checker<'a> {
     catalog: &'a Catalog,
-    store: Option<&'a Store>,
+    store: &'a Store,
     live: OnceLock<LiveWork>,
 }
 
@@ -136,10 +135,7 @@ impl Checker<'_> {
         if let Some(live) = self.live.get() {
             return Ok(live);
         }
-        let live = match self.store {
-            Some(store) => store.live_work()?,
-            None => LiveWork::default(),
-        };
+        let live = self.store.live_work()?;
         Ok(self.live.get_or_init(|| live))
     }
 }

@@ -148,13 +148,6 @@ impl WorkerBuilder {
         self
     }
 
-    /// The job kinds registered so far, sorted.
-    pub fn kinds(&self) -> Vec<String> {
-        let mut kinds: Vec<String> = self.handlers.keys().cloned().collect();
-        kinds.sort();
-        kinds
-    }
-
     /// The queues and kinds of this worker as it stands, with each kind's
     /// payload check: what to check a job against before enqueueing it.
     pub fn catalog(&self) -> Catalog {

@@ -36,6 +36,17 @@ impl Drop for Reaper {
     }
 }
 
+/// Run `cmd` to the end; it must exit 0 (its stderr is the failure message).
+pub fn run_ok(cmd: &mut std::process::Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// A single integer from `sql`, on a fresh connection.
 pub fn count(db: &Path, sql: &str) -> i64 {
     rusqlite::Connection::open(db)
