@@ -25,6 +25,11 @@ struct Api {
 fn api() -> Api {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path().join("queue.db")).unwrap();
+    api_on(dir, store)
+}
+
+/// The API over a store of the test's own (a simulated clock, say) in `dir`.
+fn api_on(dir: tempfile::TempDir, store: Store) -> Api {
     let data = DataDir::new(dir.path());
     // What the daemon's workers would run: the API refuses other jobs.
     let catalog = jobd::handlers::noop_handler(Worker::builder(store.clone()))
@@ -413,6 +418,116 @@ async fn queues_schedules_health_and_metrics() {
     );
     assert!(text.contains("# TYPE jobd_attempts_total counter"));
     assert!(text.contains("jobd_live_workers 0"));
+}
+
+/// The `/metrics` lines of one queue's finished tries.
+fn try_lines(text: &str, queue: &str) -> Vec<String> {
+    let mut lines: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with("jobd_attempt") && l.contains(&format!("queue=\"{queue}\"")))
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[tokio::test]
+async fn metrics_counters_never_go_down_when_finished_jobs_are_purged() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = jobd::clock::ManualClock::new(1_700_000_000_000);
+    let store = Store::open_with(
+        dir.path().join("queue.db"),
+        jobd::store::StoreOptions::default().clock(clock.clone()),
+    )
+    .unwrap();
+    let a = api_on(dir, store);
+    let lease = std::time::Duration::from_secs(30);
+    let second = std::time::Duration::from_secs(1);
+    // Two successes, one death, and a success after a failed try; 1 s each.
+    for _ in 0..4 {
+        a.store.enqueue(&NewJob::new("m", "noop")).unwrap();
+    }
+    let tries = a.store.claim("w", &["m"], 4, lease).unwrap();
+    clock.advance(second);
+    for t in &tries[..2] {
+        a.store.complete(t.id, t.lease_token, None).unwrap();
+    }
+    a.store
+        .fail(tries[2].id, tries[2].lease_token, "boom", false)
+        .unwrap();
+    a.store
+        .fail(tries[3].id, tries[3].lease_token, "flaky", true)
+        .unwrap();
+    clock.advance(std::time::Duration::from_secs(600));
+    let again = a.store.claim("w", &["m"], 1, lease).unwrap().remove(0);
+    clock.advance(second);
+    a.store.complete(again.id, again.lease_token, None).unwrap();
+    // A job still waiting is not purged, nor counted.
+    a.store.enqueue(&NewJob::new("m", "noop")).unwrap();
+
+    let (_, before) = call(&a.app, Method::GET, "/metrics", None, None).await;
+    let expected = [
+        "jobd_attempt_duration_seconds_count{queue=\"m\",outcome=\"failed\"} 2",
+        "jobd_attempt_duration_seconds_count{queue=\"m\",outcome=\"succeeded\"} 3",
+        "jobd_attempt_duration_seconds_sum{queue=\"m\",outcome=\"failed\"} 2",
+        "jobd_attempt_duration_seconds_sum{queue=\"m\",outcome=\"succeeded\"} 3",
+        "jobd_attempts_total{queue=\"m\",outcome=\"failed\"} 2",
+        "jobd_attempts_total{queue=\"m\",outcome=\"succeeded\"} 3",
+    ];
+    assert_eq!(try_lines(&before, "m"), expected, "{before}");
+
+    // The nightly cleanup: every finished job goes, with its tries.
+    clock.advance(std::time::Duration::from_secs(7200));
+    let (s, v) = ok(
+        &a.app,
+        Method::POST,
+        "/api/v1/queues/m/purge?older_than_secs=3600",
+        None,
+    )
+    .await;
+    assert_eq!((s, v["purged"].as_i64()), (StatusCode::OK, Some(4)), "{v}");
+    let (_, after) = call(&a.app, Method::GET, "/metrics", None, None).await;
+    assert_eq!(try_lines(&after, "m"), expected, "{after}");
+    // The gauges say what the file holds now.
+    for line in [
+        "jobd_jobs{queue=\"m\",state=\"succeeded\"} 0",
+        "jobd_jobs{queue=\"m\",state=\"dead\"} 0",
+        "jobd_jobs{queue=\"m\",state=\"ready\"} 1",
+    ] {
+        assert!(after.contains(line), "{line} missing: {after}");
+    }
+
+    // The counters go on from there; a second purge adds to the tallies.
+    let t = a.store.claim("w", &["m"], 1, lease).unwrap().remove(0);
+    clock.advance(second);
+    a.store.complete(t.id, t.lease_token, None).unwrap();
+    let (_, more) = call(&a.app, Method::GET, "/metrics", None, None).await;
+    assert!(
+        more.contains("jobd_attempts_total{queue=\"m\",outcome=\"succeeded\"} 4"),
+        "{more}"
+    );
+    clock.advance(std::time::Duration::from_secs(7200));
+    assert_eq!(
+        a.store
+            .purge(std::time::Duration::from_secs(3600), None)
+            .unwrap(),
+        1
+    );
+    let (_, last) = call(&a.app, Method::GET, "/metrics", None, None).await;
+    assert!(
+        last.contains("jobd_attempts_total{queue=\"m\",outcome=\"succeeded\"} 4"),
+        "{last}"
+    );
+    assert!(
+        last.contains("jobd_attempt_duration_seconds_sum{queue=\"m\",outcome=\"succeeded\"} 4\n"),
+        "{last}"
+    );
+    let stats = a.store.stats().unwrap();
+    let m = stats.queues.iter().find(|q| q.queue == "m").unwrap();
+    assert_eq!(
+        (m.succeeded, m.succeeded_total, m.succeeded_total_run_ms),
+        (0, 4, 4000)
+    );
 }
 
 #[tokio::test]

@@ -10,11 +10,15 @@ use crate::server::{ApiError, ApiState};
 use crate::store::Stats;
 
 /// Tries that ended without success, per queue and outcome, with their total
-/// run time (the `tries` half of the `attempts` view, schema/0005).
+/// run time: the `tries` half of the `attempts` view (schema/0005), plus the
+/// tallies of those purged (schema/0007), read in one snapshot so that the
+/// sum never goes down.
 pub(crate) const TRY_TOTALS: &str = "
 SELECT j.queue, t.outcome, count(*), sum(t.finished_at - t.started_at)
 FROM tries AS t JOIN jobs AS j ON j.id = t.job_id
-GROUP BY j.queue, t.outcome";
+GROUP BY j.queue, t.outcome
+UNION ALL
+SELECT queue, outcome, tries, run_ms FROM purged_tries WHERE outcome != 'succeeded'";
 
 /// Every named statement of this module, for the prepare-them-all test.
 #[cfg(test)]
@@ -24,7 +28,8 @@ pub(crate) const STATEMENTS: &[(&str, &str)] = &[("TRY_TOTALS", TRY_TOTALS)];
 type TryTotals = std::collections::BTreeMap<(String, String), (i64, i64)>;
 
 /// Tries that ended without success from `tries`; succeeded ones (one per
-/// succeeded job, schema/0005) from the stats' finished counts.
+/// succeeded job, schema/0005) from the stats' counter of them.  Both count
+/// the purged ones too, so each is a counter that never goes down.
 fn try_totals(c: &rusqlite::Connection, stats: &Stats) -> crate::Result<TryTotals> {
     let mut totals = TryTotals::new();
     let mut stmt = c.prepare_cached(TRY_TOTALS)?;
@@ -34,12 +39,12 @@ fn try_totals(c: &rusqlite::Connection, stats: &Stats) -> crate::Result<TryTotal
         t.0 += r.get::<_, i64>(2)?;
         t.1 += r.get::<_, Option<i64>>(3)?.unwrap_or(0);
     }
-    for q in stats.queues.iter().filter(|q| q.succeeded > 0) {
+    for q in stats.queues.iter().filter(|q| q.succeeded_total > 0) {
         let t = totals
             .entry((q.queue.clone(), "succeeded".to_string()))
             .or_default();
-        t.0 += q.succeeded;
-        t.1 += q.succeeded_run_ms;
+        t.0 += q.succeeded_total;
+        t.1 += q.succeeded_total_run_ms;
     }
     Ok(totals)
 }

@@ -118,12 +118,40 @@ ON CONFLICT (name) DO UPDATE SET concurrency = excluded.concurrency, updated_at 
 
 /// Finished jobs older than a cut-off, a bounded batch at a time so that the
 /// write lock is never held for long.
-pub(crate) const PURGE_BATCH: &str = "
-DELETE FROM jobs WHERE id IN (
-    SELECT id FROM jobs
-    WHERE state IN ('succeeded', 'dead', 'cancelled') AND finished_at < ?1
-      AND (?2 IS NULL OR queue = ?2)
-    LIMIT CAST(?3 AS INTEGER))";
+pub(crate) const PURGE_PICK: &str = "
+SELECT id FROM jobs
+WHERE state IN ('succeeded', 'dead', 'cancelled') AND finished_at < ?1
+  AND (?2 IS NULL OR queue = ?2)
+LIMIT CAST(?3 AS INTEGER)";
+
+/// Add the tries of the picked jobs (?1, a JSON array of ids) to the purged
+/// tallies (schema/0007), so that counters of tries never go down: the
+/// `tries` rows, and the succeeded try each succeeded job is the record of.
+pub(crate) const TALLY_PURGED: &str = "
+INSERT INTO purged_tries (queue, outcome, tries, run_ms)
+SELECT queue, outcome, count(*), coalesce(sum(run_ms), 0)
+FROM (SELECT j.queue AS queue, t.outcome AS outcome, t.finished_at - t.started_at AS run_ms
+      FROM json_each(?1) AS p
+      JOIN jobs AS j ON j.id = p.value
+      JOIN tries AS t ON t.job_id = j.id
+      UNION ALL
+      SELECT j.queue, 'succeeded', j.finished_at - coalesce(j.started_at, j.finished_at)
+      FROM json_each(?1) AS p
+      JOIN jobs AS j ON j.id = p.value
+      WHERE j.state = 'succeeded')
+WHERE true
+GROUP BY queue, outcome
+ON CONFLICT (queue, outcome) DO UPDATE
+SET tries = tries + excluded.tries, run_ms = run_ms + excluded.run_ms";
+
+/// Delete the picked jobs (?1); their tries and progress go with them.
+pub(crate) const PURGE_PICKED: &str = "
+DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?1))";
+
+/// Succeeded tries of purged jobs, per queue: read with the succeeded jobs
+/// still in the file, so the two add up to a counter.
+pub(crate) const PURGED_SUCCEEDED: &str = "
+SELECT queue, tries, run_ms FROM purged_tries WHERE outcome = 'succeeded'";
 
 const PURGE_BATCH_SIZE: i64 = 5_000;
 
@@ -155,7 +183,10 @@ pub(crate) const STATEMENTS: &[(&str, &str)] = &[
     ("REVIVE", REVIVE),
     ("SET_PAUSED", SET_PAUSED),
     ("SET_CONCURRENCY", SET_CONCURRENCY),
-    ("PURGE_BATCH", PURGE_BATCH),
+    ("PURGE_PICK", PURGE_PICK),
+    ("TALLY_PURGED", TALLY_PURGED),
+    ("PURGE_PICKED", PURGE_PICKED),
+    ("PURGED_SUCCEEDED", PURGED_SUCCEEDED),
     ("NOT_JSON", NOT_JSON),
 ];
 
@@ -216,6 +247,9 @@ struct Finished {
     cancelled: i64,
     /// Run time of the succeeded jobs' winning tries, in ms.
     succeeded_run_ms: i64,
+    /// Succeeded jobs purged from the file, and their run time in ms.
+    purged_succeeded: i64,
+    purged_succeeded_run_ms: i64,
 }
 
 impl Finished {
@@ -224,6 +258,8 @@ impl Finished {
         self.dead += o.dead;
         self.cancelled += o.cancelled;
         self.succeeded_run_ms += o.succeeded_run_ms;
+        self.purged_succeeded += o.purged_succeeded;
+        self.purged_succeeded_run_ms += o.purged_succeeded_run_ms;
     }
 }
 
@@ -269,6 +305,23 @@ fn count_finished(conn: &rusqlite::Connection, now: Millis) -> Result<FinishedCo
             };
         }
         counts[last].1.add(one);
+    }
+    drop(rows);
+    // In the same snapshot as the jobs counted above: a job is in one or
+    // the other, never both.
+    let mut stmt = conn.prepare_cached(PURGED_SUCCEEDED)?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let queue = bytes_ref(r, 0)?;
+        let purged = Finished {
+            purged_succeeded: r.get(1)?,
+            purged_succeeded_run_ms: r.get(2)?,
+            ..Finished::default()
+        };
+        match counts.iter_mut().find(|(q, _)| q.as_slice() == queue) {
+            Some((_, n)) => n.add(purged),
+            None => counts.push((queue.to_vec(), purged)),
+        }
     }
     Ok(FinishedCounts {
         counted_at: now,
@@ -514,6 +567,8 @@ impl Store {
                 let q = tally(&mut queues, queue, || QueueStats::named(queue));
                 q.succeeded = n.succeeded;
                 q.succeeded_run_ms = n.succeeded_run_ms;
+                q.succeeded_total = n.succeeded + n.purged_succeeded;
+                q.succeeded_total_run_ms = n.succeeded_run_ms + n.purged_succeeded_run_ms;
                 q.dead = n.dead;
                 q.cancelled = n.cancelled;
                 q.failed += n.dead;
@@ -715,11 +770,16 @@ impl Store {
         let mut total = 0;
         loop {
             let n = self.write("purge", |tx| {
-                Ok(tx.prepare_cached(PURGE_BATCH)?.execute(params![
-                    cutoff,
-                    queue,
-                    PURGE_BATCH_SIZE
-                ])?)
+                let ids: Vec<JobId> = tx
+                    .prepare_cached(PURGE_PICK)?
+                    .query_map(params![cutoff, queue, PURGE_BATCH_SIZE], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
+                if ids.is_empty() {
+                    return Ok(0);
+                }
+                let ids = serde_json::Value::from(ids).to_string();
+                tx.prepare_cached(TALLY_PURGED)?.execute([&ids])?;
+                Ok(tx.prepare_cached(PURGE_PICKED)?.execute([&ids])?)
             })?;
             total += n;
             if (n as i64) < PURGE_BATCH_SIZE {

@@ -514,6 +514,11 @@ pub struct QueueStats {
     pub succeeded: i64,
     /// Run time of the succeeded jobs' winning tries, in ms (claim to complete).
     pub succeeded_run_ms: i64,
+    /// Jobs that ever succeeded in this queue: those in the file plus those
+    /// purged since (schema/0007).  A counter: it never goes down.
+    pub succeeded_total: i64,
+    /// Their run time, in ms: a counter too.
+    pub succeeded_total_run_ms: i64,
     pub dead: i64,
     pub cancelled: i64,
     /// Jobs whose last try failed: dead ones plus those waiting to retry.

@@ -19,6 +19,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../../schema/0004_json_checked_by_jobd.sql"),
     include_str!("../../schema/0005_success_on_the_job_row.sql"),
     include_str!("../../schema/0006_worker_kinds.sql"),
+    include_str!("../../schema/0007_purged_tallies.sql"),
 ];
 
 /// The schema version this build writes and understands.

@@ -156,6 +156,26 @@ fn claim_reap_and_unique_lookups_are_index_seeks() {
         lease::CANCEL_REQUESTED,
         "INTEGER PRIMARY KEY",
     );
+    // A purge tallies and deletes the jobs it picked, and only those.
+    assert_index_seeks(
+        &store,
+        "PURGE_PICKED",
+        admin::PURGE_PICKED,
+        "INTEGER PRIMARY KEY",
+    );
+    let tally = plan(&store, admin::TALLY_PURGED);
+    assert!(
+        tally.iter().all(|l| !l.starts_with("SCAN")
+            || l.starts_with("SCAN p ")
+            || l.starts_with("SCAN (subquery")),
+        "TALLY_PURGED scans a table: {tally:?}"
+    );
+    assert!(
+        tally
+            .iter()
+            .any(|l| l.contains("SEARCH t USING PRIMARY KEY (job_id=?)")),
+        "{tally:?}"
+    );
 }
 
 #[test]
@@ -294,7 +314,7 @@ fn hot_statements_are_prepared_once_and_never_recompiled() {
         ("HEARTBEAT", lease::HEARTBEAT),
         ("COMPLETE", lease::COMPLETE),
         ("LIST_JOBS", admin::LIST_JOBS),
-        ("PURGE_BATCH", admin::PURGE_BATCH),
+        ("PURGE_PICK", admin::PURGE_PICK),
     ] {
         let stmt = conn.prepare_cached(sql).unwrap();
         assert_eq!(
