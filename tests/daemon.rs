@@ -296,6 +296,101 @@ fn queue_limit_sets_and_lifts_a_file_wide_concurrency_limit() {
 /// nor a live worker serves, a payload the built-in handler would not
 /// decode, a tenant that does not exist or a template it does not have.  A queue the configuration adds, or one a live `jobd worker`
 /// serves, is accepted; `--unchecked` goes past the check.
+/// `jobd enqueue ARGS` in `dir` with `stdin`: (exit 0?, stdout, stderr).
+fn enqueue_stdin(dir: &Path, args: &[&str], stdin: &str) -> (bool, String, String) {
+    let mut child = Command::new(JOBD)
+        .current_dir(dir)
+        .arg("enqueue")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_string();
+    // Fed from a thread: the process may print ids (or fail) while it reads.
+    let feeder = std::thread::spawn(move || {
+        let _ = input.write_all(stdin.as_bytes());
+    });
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn stdin_enqueue_is_all_or_nothing_unless_it_commits_as_it_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    jobd(dir.path(), &["init"]);
+    let jobs_in_file = || -> i64 {
+        let stats: Value = serde_json::from_str(&jobd(dir.path(), &["stats", "--json"])).unwrap();
+        stats["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|q| q["ready"].as_i64().unwrap())
+            .sum()
+    };
+    let good = |n: usize| -> String {
+        (0..n)
+            .map(|i| {
+                format!(
+                    "{{\"queue\": \"default\", \"kind\": \"noop\", \"payload\": {{\"n\": {i}}}}}\n"
+                )
+            })
+            .collect()
+    };
+    // A bad line after 1,200 good ones: not JSON, an unknown kind.
+    for (bad, wanted) in [
+        ("{\"queue\": \"default\", \"kind\": ", "line 1201: "),
+        (
+            "{\"queue\": \"default\", \"kind\": \"nope\"}",
+            "line 1201: invalid kind: unknown job kind \"nope\"",
+        ),
+    ] {
+        let input = format!("{}{bad}\n{}", good(1200), good(5));
+        let (ok, out, err) = enqueue_stdin(dir.path(), &[], &input);
+        assert!(!ok, "{bad} was accepted");
+        assert!(err.contains(wanted), "{err}");
+        assert!(err.contains("nothing was enqueued"), "{err}");
+        assert_eq!((out.as_str(), jobs_in_file()), ("", 0), "{bad}: {err}");
+    }
+
+    // Committing as it reads: the batches before the bad line stay, and
+    // the error says so.
+    let input = format!("{}not json\n{}", good(1200), good(5));
+    let (ok, out, err) = enqueue_stdin(dir.path(), &["--batch", "500"], &input);
+    assert!(!ok);
+    assert!(
+        err.contains("line 1201: ")
+            && err.contains(
+                "1000 jobs read before it were enqueued (--batch 500 commits as it reads"
+            )
+            && err.contains("the 200 since the last commit were not"),
+        "{err}"
+    );
+    assert_eq!((out.lines().count(), jobs_in_file()), (1000, 1000));
+
+    // All good: every job, in one go, ids in input order.
+    let (ok, out, err) = enqueue_stdin(dir.path(), &[], &good(1500));
+    assert!(ok, "{err}");
+    let ids: Vec<i64> = out.lines().map(|l| l.parse().unwrap()).collect();
+    assert_eq!(ids.len(), 1500);
+    assert!(
+        ids.windows(2).all(|w| w[1] == w[0] + 1),
+        "ids in input order"
+    );
+    assert_eq!(jobs_in_file(), 2500);
+    // --batch 0 would never commit: refused.
+    let (ok, _, err) = enqueue_stdin(dir.path(), &["--batch", "0"], &good(1));
+    assert!(!ok && err.contains("--batch"), "{err}");
+    assert_eq!(jobs_in_file(), 2500);
+}
+
 #[test]
 fn enqueue_refuses_a_job_no_worker_could_run_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -313,29 +408,7 @@ fn enqueue_refuses_a_job_no_worker_could_run_and_writes_nothing() {
             "3",
         ],
     );
-    let enqueue = |args: &[&str], stdin: &str| {
-        let mut child = Command::new(JOBD)
-            .current_dir(dir.path())
-            .arg("enqueue")
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let enqueue = |args: &[&str], stdin: &str| enqueue_stdin(dir.path(), args, stdin);
     // The queues that hold jobs (in any state).
     let queues = || -> Vec<String> {
         let stats: Value = serde_json::from_str(&jobd(dir.path(), &["stats", "--json"])).unwrap();

@@ -39,9 +39,12 @@ pub struct EnqueueArgs {
     /// The tenant the job is for (shown and filtered on; handlers default to it).
     #[arg(long)]
     tenant: Option<String>,
-    /// Jobs per transaction when reading stdin.
-    #[arg(long, default_value_t = 500)]
-    batch: usize,
+    /// Reading stdin, commit every N jobs as they are read (for a long or endless
+    /// stream; a bad line then stops the run with the earlier batches enqueued).
+    /// Without it, every line is checked first and all the jobs go in one
+    /// transaction: all or none.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    batch: Option<u64>,
     /// Enqueue even a job no worker could run now: one of a queue or kind
     /// that neither this configuration nor a live worker on the file serves
     /// (for workers of your own that are not running yet).
@@ -82,34 +85,50 @@ pub fn enqueue(db: &Path, data_dir: &Path, config: &Config, args: EnqueueArgs) -
         println!("{}", store.enqueue(&job)?);
         return Ok(ExitCode::SUCCESS);
     }
-    // JSON lines: each line is one job object; each batch is one transaction.
-    let batch_size = args.batch.max(1);
-    let stdin = std::io::stdin();
-    let mut batch = Vec::with_capacity(batch_size);
+    // JSON lines: each line is one job object.
+    let batch_size = args.batch.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let flush = |batch: &mut Vec<NewJob>, out: &mut dyn std::io::Write| -> CliResult<()> {
-        for id in store.enqueue_many(batch)? {
+    let mut jobs = Vec::new();
+    let mut committed = 0usize;
+    let flush = |jobs: &mut Vec<NewJob>, out: &mut dyn std::io::Write| -> CliResult<usize> {
+        for id in store.enqueue_many(jobs)? {
             writeln!(out, "{id}")?;
         }
-        batch.clear();
-        Ok(())
+        out.flush()?;
+        Ok(std::mem::take(jobs).len())
     };
-    for (n, line) in stdin.lock().lines().enumerate() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let at = |e: &dyn std::fmt::Display| format!("line {}: {e}", n + 1);
-        let job = JobSpec::from_json(&line)
-            .and_then(JobSpec::into_new_job)
-            .map_err(|e| at(&e))?;
-        check(&job).map_err(|e| at(&e))?;
-        batch.push(job);
-        if batch.len() >= batch_size {
-            flush(&mut batch, &mut out)?;
+    // What an error leaves behind: nothing, or the batches committed so far.
+    let left = |committed: usize, pending: usize| {
+        match batch_size {
+        None => "nothing was enqueued".to_string(),
+        Some(n) => format!(
+            "{committed} jobs read before it were enqueued (--batch {n} commits as it reads;              their ids are on stdout); the {pending} since the last commit were not"
+        ),
+    }
+    };
+    for (n, line) in std::io::stdin().lock().lines().enumerate() {
+        let job = line
+            .map_err(|e| e.to_string())
+            .and_then(|line| {
+                if line.trim().is_empty() {
+                    return Ok(None);
+                }
+                let job = JobSpec::from_json(&line)
+                    .and_then(JobSpec::into_new_job)
+                    .map_err(|e| e.to_string())?;
+                check(&job).map_err(|e| e.to_string())?;
+                Ok(Some(job))
+            })
+            .map_err(|e| format!("line {}: {e}\n{}", n + 1, left(committed, jobs.len())))?;
+        jobs.extend(job);
+        if batch_size.is_some_and(|b| jobs.len() >= b) {
+            let pending = jobs.len();
+            committed += flush(&mut jobs, &mut out)
+                .map_err(|e| format!("{e}\n{}", left(committed, pending)))?;
         }
     }
-    flush(&mut batch, &mut out)?;
+    let pending = jobs.len();
+    flush(&mut jobs, &mut out).map_err(|e| format!("{e}\n{}", left(committed, pending)))?;
     Ok(ExitCode::SUCCESS)
 }
 
