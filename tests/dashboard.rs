@@ -45,6 +45,44 @@ async fn wait_text(c: &fantoccini::Client, css: &str, want: &str) {
     }
 }
 
+async fn click(c: &fantoccini::Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// Type as a user does (an `input` event per key).
+async fn type_into(c: &fantoccini::Client, css: &str, text: &str) {
+    let e = c.find(Locator::Css(css)).await.unwrap();
+    e.send_keys(text).await.unwrap();
+}
+
+/// Set an input's value, with the `input` event a user's edit fires.
+async fn set_value(c: &fantoccini::Client, id: &str, value: &str) {
+    c.execute(
+        "const e = document.getElementById(arguments[0]); e.value = arguments[1]; \
+         e.dispatchEvent(new Event('input'));",
+        vec![json!(id), json!(value)],
+    )
+    .await
+    .unwrap();
+}
+
+async fn rows(c: &fantoccini::Client) -> usize {
+    c.find_all(Locator::Css("#jobs tbody tr"))
+        .await
+        .unwrap()
+        .len()
+}
+
+async fn disabled(c: &fantoccini::Client, css: &str) -> bool {
+    let e = c.find(Locator::Css(css)).await.unwrap();
+    e.prop("disabled").await.unwrap().as_deref() == Some("true")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_in_headless_chromium() {
     if !std::path::Path::new(CHROMEDRIVER).exists() || !std::path::Path::new(CHROMIUM).exists() {
@@ -59,6 +97,18 @@ async fn the_dashboard_in_headless_chromium() {
     }
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path().join("queue.db")).unwrap();
+    // More jobs than a page: the oldest five for a tenant of their own.
+    let bulk: Vec<NewJob> = (0..230)
+        .map(|i| {
+            let tenant = if i < 5 {
+                "acme-old".to_string()
+            } else {
+                format!("t-{i}")
+            };
+            NewJob::new("bulk", "send_email").tenant(tenant)
+        })
+        .collect();
+    let bulk = store.enqueue_many(&bulk).unwrap();
     let evil = "<script>window.pwned=1</script><img src=x onerror=\"window.pwned=2\">";
     store.enqueue(&NewJob::new("email", "send_email")).unwrap();
     let dead = store
@@ -192,6 +242,64 @@ async fn the_dashboard_in_headless_chromium() {
             "1",
         )
         .await;
+
+        // The list pages through every job, 100 at a time, newest first.
+        let newest = dead;
+        wait_text(
+            &c,
+            "#jobs-page",
+            &format!("page 1 · jobs #{newest} to #{}", newest - 99),
+        )
+        .await;
+        assert_eq!(rows(&c).await, 100);
+        click(&c, "#jobs-older").await;
+        wait_text(
+            &c,
+            "#jobs-page",
+            &format!("page 2 · jobs #{} to #{}", newest - 100, newest - 199),
+        )
+        .await;
+        click(&c, "#jobs-older").await;
+        wait_text(
+            &c,
+            "#jobs-page",
+            &format!("page 3 · jobs #{} to #{}", newest - 200, bulk[0]),
+        )
+        .await;
+        assert_eq!(rows(&c).await, (newest - 199 - bulk[0]) as usize);
+        assert!(disabled(&c, "#jobs-older").await, "no page after the last");
+        click(&c, "#jobs-newer").await;
+        wait_text(&c, "#jobs-page", "page 2 · ").await;
+
+        // Filters are the server's, over every job, not just a page: the
+        // oldest tenant's jobs, an error's text in another case.
+        type_into(&c, "#filter-tenant", "acme-old").await;
+        wait_text(
+            &c,
+            "#jobs-page",
+            &format!("page 1 · jobs #{} to #{}", bulk[4], bulk[0]),
+        )
+        .await;
+        assert_eq!(rows(&c).await, 5);
+        set_value(&c, "filter-tenant", "").await;
+        type_into(&c, "#filter-error", "SMTP SAID").await;
+        wait_text(
+            &c,
+            "#jobs-page",
+            &format!("page 1 · jobs #{dead} to #{dead}"),
+        )
+        .await;
+        type_into(&c, "#filter-error", " yes").await;
+        wait_text(&c, "#jobs-page", "no job matches").await;
+        set_value(&c, "filter-error", "").await;
+
+        // Any job by its number; one that does not exist is an error.
+        type_into(&c, "#goto-job", &format!("{}\n", bulk[7])).await;
+        wait_text(&c, "#job-id", &format!("#{}", bulk[7])).await;
+        wait_text(&c, "#job-tenant", "t-7").await;
+        set_value(&c, "goto-job", "999999").await;
+        click(&c, "#goto-open").await;
+        wait_text(&c, "#status", "job 999999 not found").await;
     };
     // Close the browser whatever happened, then report.
     let result = tokio::time::timeout(Duration::from_secs(90), outcome).await;

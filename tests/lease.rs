@@ -658,6 +658,51 @@ fn bad_input_is_refused_and_writes_nothing() {
 }
 
 #[test]
+fn list_finds_jobs_by_the_text_of_their_last_error() {
+    let f = fixture();
+    let s = &f.store;
+    let errors = [
+        "SMTP said no",
+        "disk 100% full",
+        "disk 1000 full",
+        "bad a_b",
+        "bad axb",
+        "C:\\tmp",
+    ];
+    let mut ids = Vec::new();
+    for e in errors {
+        ids.push(s.enqueue(&NewJob::new("q", "k").max_attempts(1)).unwrap());
+        let t = s.claim("w", &["q"], 1, LEASE).unwrap().remove(0);
+        s.fail(t.id, t.lease_token, e, false).unwrap();
+    }
+    let clean = s.enqueue(&NewJob::new("q", "k")).unwrap();
+    let find = |text: &str, state: Option<JobState>| -> Vec<i64> {
+        let mut got: Vec<i64> = s
+            .list(&ListFilter {
+                error_contains: Some(text.to_string()),
+                state,
+                ..Default::default()
+            })
+            .unwrap()
+            .iter()
+            .map(|j| j.id)
+            .collect();
+        got.sort();
+        got
+    };
+    // Any case; `%`, `_` and `\` are the characters themselves, not patterns.
+    assert_eq!(find("smtp", None), [ids[0]]);
+    assert_eq!(find("100%", None), [ids[1]]);
+    assert_eq!(find("disk", Some(JobState::Dead)), [ids[1], ids[2]]);
+    assert_eq!(find("a_b", None), [ids[3]]);
+    assert_eq!(find(":\\t", None), [ids[5]]);
+    assert!(find("nowhere", None).is_empty());
+    // Empty text: no filter.
+    assert_eq!(find("", None).len(), errors.len() + 1);
+    assert!(find("", None).contains(&clean));
+}
+
+#[test]
 fn list_filters_every_state_and_pages_newest_first() {
     let f = fixture();
     let s = &f.store;

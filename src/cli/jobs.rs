@@ -203,6 +203,12 @@ pub struct ListArgs {
     /// Only this tenant.
     #[arg(long)]
     tenant: Option<String>,
+    /// Only jobs whose last error contains this text (ASCII letters in any case).
+    #[arg(long)]
+    error: Option<String>,
+    /// Only jobs older than this one (the next page: the last id printed).
+    #[arg(long, value_name = "ID")]
+    before: Option<i64>,
     /// At most this many jobs.
     #[arg(long, default_value_t = 50)]
     limit: i64,
@@ -221,7 +227,8 @@ pub fn list(db: &Path, args: ListArgs) -> CliResult {
             .transpose()?,
         kind: args.kind,
         tenant: args.tenant,
-        before_id: None,
+        error_contains: args.error,
+        before_id: args.before,
         limit: Some(args.limit),
     };
     let jobs = open(db)?.list(&filter)?;

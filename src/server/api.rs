@@ -108,11 +108,12 @@ pub(super) struct ListParams {
     state: Option<String>,
     kind: Option<String>,
     tenant: Option<String>,
+    error: Option<String>,
     before_id: Option<i64>,
     limit: Option<i64>,
 }
 
-/// `GET /api/v1/jobs?queue=&state=&kind=&tenant=&before_id=&limit=`
+/// `GET /api/v1/jobs?queue=&state=&kind=&tenant=&error=&before_id=&limit=`
 pub(super) async fn list_jobs(
     State(s): State<ApiState>,
     params: Result<Query<ListParams>, QueryRejection>,
@@ -127,6 +128,7 @@ pub(super) async fn list_jobs(
         state,
         kind: p.kind,
         tenant: p.tenant,
+        error_contains: p.error,
         before_id: p.before_id,
         limit: p.limit,
     };

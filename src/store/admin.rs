@@ -27,7 +27,8 @@ SELECT attempt, worker, started_at, finished_at, outcome, error
 FROM attempts WHERE job_id = ?1 ORDER BY attempt";
 
 /// A page of jobs, newest first: ?1 queue, ?2 state, ?3 kind, ?4 tenant (each
-/// NULL for any), ?5 only ids below it (the next page), ?6 how many.  The
+/// NULL for any), ?5 only ids below it (the next page), ?6 how many, ?7 a
+/// `LIKE` pattern the last error must match (NULL for any).  The
 /// variants differ only in how they find the rows (see [`Store::list`]).
 macro_rules! list_jobs {
     ($from:literal, $state:literal) => {
@@ -45,6 +46,7 @@ WHERE ",
   AND (?3 IS NULL OR kind = ?3)
   AND (?4 IS NULL OR tenant = ?4)
   AND (?5 IS NULL OR id < ?5)
+  AND (?7 IS NULL OR last_error LIKE ?7 ESCAPE '\\')
 ORDER BY id DESC
 LIMIT CAST(?6 AS INTEGER)"
         )
@@ -189,6 +191,21 @@ pub(crate) const STATEMENTS: &[(&str, &str)] = &[
     ("PURGED_SUCCEEDED", PURGED_SUCCEEDED),
     ("NOT_JSON", NOT_JSON),
 ];
+
+/// A `LIKE … ESCAPE '\'` pattern matching any text that contains `needle`
+/// (ASCII letters in any case): its `%`, `_` and `\` taken literally.
+fn like_pattern(needle: &str) -> String {
+    let mut p = String::with_capacity(needle.len() + 2);
+    p.push('%');
+    for c in needle.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}
 
 fn state_col(r: &Row, i: usize) -> rusqlite::Result<JobState> {
     let s: String = r.get(i)?;
@@ -481,7 +498,12 @@ impl Store {
                     filter.kind,
                     filter.tenant,
                     filter.before_id,
-                    limit
+                    limit,
+                    filter
+                        .error_contains
+                        .as_deref()
+                        .filter(|t| !t.is_empty())
+                        .map(like_pattern),
                 ],
                 |r| {
                     Ok(JobSummary {

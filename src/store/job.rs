@@ -477,6 +477,8 @@ pub struct ListFilter {
     pub state: Option<JobState>,
     pub kind: Option<String>,
     pub tenant: Option<String>,
+    /// Only jobs whose last error contains this text (ASCII letters in any case).
+    pub error_contains: Option<String>,
     /// Only jobs with a smaller id (for paging).
     pub before_id: Option<JobId>,
     /// At most this many (default 100, at most 10,000).

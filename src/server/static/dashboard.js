@@ -9,7 +9,7 @@ async function api(method, path) {
   const r = await fetch("/api/v1" + path, { method, headers: { "Authorization": "Bearer " + token } });
   const body = await r.json().catch(() => ({}));
   if (r.status === 401) { showLogin("That token was not accepted."); throw new Error("unauthorized"); }
-  if (!r.ok) throw new Error(body.error || ("HTTP " + r.status));
+  if (!r.ok) { const e = new Error(body.error || ("HTTP " + r.status)); e.status = r.status; throw e; }
   return body;
 }
 
@@ -51,30 +51,55 @@ async function refreshQueues() {
   $("summary").textContent = stats.queues.length + " queues · " + total + " waiting or running";
 }
 
+// The job list: filtered by the server, a page at a time, newest first.
+// `pages` holds the `before_id` of each page from the newest to the one shown
+// (null: the newest), so the page shown stays put while it refreshes.
+const PAGE = 100;
+const FILTERS = [["filter-state", "state"], ["filter-queue", "queue"], ["filter-kind", "kind"],
+                 ["filter-tenant", "tenant"], ["filter-error", "error"]];
+let pages = [null];
+let shown = [];
+let listSeq = 0;
+
 async function refreshJobs() {
-  const params = new URLSearchParams({ limit: "200" });
-  if ($("filter-state").value) params.set("state", $("filter-state").value);
-  if ($("filter-queue").value.trim()) params.set("queue", $("filter-queue").value.trim());
+  const seq = ++listSeq;
+  const params = new URLSearchParams({ limit: String(PAGE + 1) });
+  for (const [id, key] of FILTERS) {
+    const v = $(id).value.trim();
+    if (v) params.set(key, v);
+  }
+  const before = pages[pages.length - 1];
+  if (before !== null) params.set("before_id", String(before));
   const { jobs } = await api("GET", "/jobs?" + params);
-  const needle = $("filter-text").value.trim().toLowerCase();
-  const rows = jobs
-    .filter((j) => !needle || [j.kind, j.tenant, j.last_error, j.queue].some((v) => v && String(v).toLowerCase().includes(needle)))
-    .map((j) => {
-      const tr = el("tr"); tr.dataset.job = j.id;
-      const a = el("a", j.id); a.onclick = () => { openJob = j.id; refreshJob(); };
-      tr.appendChild(el("td")).appendChild(a);
-      cell(tr, j.queue); cell(tr, j.kind); cell(tr, j.state, "state-" + j.state);
-      cell(tr, j.attempts + "/" + j.attempt_limit, "num"); cell(tr, j.tenant || "");
-      cell(tr, j.progress_percent == null ? "" : Math.round(j.progress_percent) + "%", "num");
-      cell(tr, j.last_error || "", "error");
-      return tr;
-    });
-  fill($("jobs").tBodies[0], rows);
+  if (seq !== listSeq) return; // a newer request (other filters, another page) went out
+  shown = jobs.slice(0, PAGE);
+  fill($("jobs").tBodies[0], shown.map((j) => {
+    const tr = el("tr"); tr.dataset.job = j.id;
+    const a = el("a", j.id); a.onclick = () => { openJob = j.id; refreshJob(); };
+    tr.appendChild(el("td")).appendChild(a);
+    cell(tr, j.queue); cell(tr, j.kind); cell(tr, j.state, "state-" + j.state);
+    cell(tr, j.attempts + "/" + j.attempt_limit, "num"); cell(tr, j.tenant || "");
+    cell(tr, j.progress_percent == null ? "" : Math.round(j.progress_percent) + "%", "num");
+    cell(tr, j.last_error || "", "error");
+    return tr;
+  }));
+  $("jobs-older").disabled = jobs.length <= PAGE;
+  $("jobs-newer").disabled = pages.length === 1;
+  $("jobs-page").textContent = shown.length === 0
+    ? (pages.length === 1 ? "no job matches" : "no older job matches")
+    : "page " + pages.length + " · jobs #" + shown[0].id + " to #" + shown[shown.length - 1].id;
 }
+
+function listJobsFromStart() { pages = [null]; refreshJobs().catch(showError); }
+function showError(e) { if (e.message !== "unauthorized") $("status").textContent = "error: " + e.message; }
 
 async function refreshJob() {
   if (openJob === null) { $("job").hidden = true; return; }
-  const j = await api("GET", "/jobs/" + openJob);
+  let j;
+  try { j = await api("GET", "/jobs/" + openJob); } catch (e) {
+    if (e.status === 404) { openJob = null; $("job").hidden = true; } // purged, or never was
+    throw e;
+  }
   $("job").hidden = false;
   $("job-id").textContent = "#" + j.id;
   $("job-state").textContent = j.state; $("job-state").className = "state-" + j.state;
@@ -111,9 +136,7 @@ async function refresh() {
   try {
     await Promise.all([refreshQueues(), refreshJobs(), refreshJob(), refreshSchedules()]);
     $("status").textContent = "updated " + new Date().toLocaleTimeString();
-  } catch (e) {
-    if (e.message !== "unauthorized") $("status").textContent = "error: " + e.message;
-  }
+  } catch (e) { showError(e); }
 }
 
 $("save-token").onclick = async () => {
@@ -130,7 +153,18 @@ $("forget-token").onclick = () => { localStorage.removeItem("jobd-token"); token
 $("job-retry").onclick = () => api("POST", "/jobs/" + openJob + "/retry").then(refresh).catch((e) => $("status").textContent = e.message);
 $("job-cancel").onclick = () => api("POST", "/jobs/" + openJob + "/cancel").then(refresh).catch((e) => $("status").textContent = e.message);
 $("job-close").onclick = () => { openJob = null; refreshJob(); };
-for (const id of ["filter-state", "filter-queue", "filter-text"]) $(id).addEventListener("input", refreshJobs);
+for (const [id] of FILTERS) $(id).addEventListener("input", listJobsFromStart);
+$("jobs-older").onclick = () => {
+  if (shown.length) { pages.push(shown[shown.length - 1].id); refreshJobs().catch(showError); }
+};
+$("jobs-newer").onclick = () => { if (pages.length > 1) { pages.pop(); refreshJobs().catch(showError); } };
+$("goto-open").onclick = () => {
+  const id = $("goto-job").value.trim().replace(/^#/, "");
+  if (!/^[0-9]+$/.test(id)) { $("status").textContent = "error: a job number, like 42"; return; }
+  openJob = Number(id);
+  refreshJob().catch(showError);
+};
+$("goto-job").addEventListener("keydown", (e) => { if (e.key === "Enter") $("goto-open").click(); });
 
 if (token) { $("login").hidden = true; $("app").hidden = false; refresh(); }
 setInterval(() => { if (!$("app").hidden) refresh(); }, 2000);
