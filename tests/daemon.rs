@@ -344,6 +344,21 @@ fn stdin_enqueue_is_all_or_nothing_unless_it_commits_as_it_reads() {
             })
             .collect()
     };
+    // A misspelt --db: refused, and no new file a worker would never read.
+    let (ok, _, err) = enqueue_stdin(
+        dir.path(),
+        &[
+            "--queue",
+            "default",
+            "--kind",
+            "noop",
+            "--db",
+            "jobd-data/queu.db",
+        ],
+        "",
+    );
+    assert!(!ok && err.contains("no such queue database"), "{err}");
+    assert!(!dir.path().join("jobd-data/queu.db").exists());
     // A bad line after 1,200 good ones: not JSON, an unknown kind.
     for (bad, wanted) in [
         ("{\"queue\": \"default\", \"kind\": ", "line 1201: "),

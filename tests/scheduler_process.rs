@@ -191,6 +191,14 @@ fn the_schedule_command_line() {
     );
     assert!(!ok);
     assert!(err.contains("invalid --every"), "{err}");
+    // A good one, before there is a queue file: no worker would ever see it.
+    let (ok, _, err) = jobd(
+        &db,
+        &[
+            "schedule", "add", "x", "--every", "1h", "--queue", "default", "--kind", "noop",
+        ],
+    );
+    assert!(!ok && err.contains("no such queue database"), "{err}");
     assert!(!db.exists());
 
     let (ok, out, _) = jobd(&db, &["init"]);

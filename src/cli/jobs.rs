@@ -8,7 +8,7 @@ use clap::Args;
 use jobd::store::{JobSpec, JobState, ListFilter, NewJob};
 
 use super::config::Config;
-use super::{iso, open, open_or_create, CliResult};
+use super::{iso, open, CliResult};
 
 #[derive(Args, Debug)]
 pub struct EnqueueArgs {
@@ -53,7 +53,7 @@ pub struct EnqueueArgs {
 }
 
 pub fn enqueue(db: &Path, data_dir: &Path, config: &Config, args: EnqueueArgs) -> CliResult {
-    let store = open_or_create(db)?;
+    let store = open(db)?;
     let catalog = (!args.unchecked)
         .then(|| super::serve::catalog(&store, data_dir, config))
         .transpose()?;

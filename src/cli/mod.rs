@@ -162,12 +162,13 @@ fn dispatch(cli: Cli) -> CliResult {
     }
 }
 
-/// Open an existing queue file (commands other than `enqueue` and `demo`
-/// never create one by accident).
+/// Open an existing queue file.  Only what consumes the queue (`init`,
+/// `serve`, `worker`, `scheduler`, `demo`) creates one: a job or schedule
+/// added to a file no worker reads — a misspelt `--db` — would wait forever.
 fn open(db: &std::path::Path) -> CliResult<jobd::Store> {
     if !db.exists() {
         return Err(format!(
-            "{}: no such queue database (set --db or JOBD_DB)",
+            "{}: no such queue database (set --db or JOBD_DB; `jobd init` creates it)",
             db.display()
         )
         .into());

@@ -193,7 +193,7 @@ fn add(db: &Path, data_dir: &Path, config: &Config, a: AddArgs) -> CliResult {
         .misfire(Misfire::parse(&a.misfire)?)
         .misfire_cap(a.misfire_cap)
         .enabled(!a.paused);
-    let store = open_or_create(db)?;
+    let store = open(db)?;
     if !a.unchecked {
         super::serve::catalog(&store, data_dir, config)?
             .checker(&store)
