@@ -98,13 +98,12 @@ pub fn enqueue(db: &Path, data_dir: &Path, config: &Config, args: EnqueueArgs) -
         Ok(std::mem::take(jobs).len())
     };
     // What an error leaves behind: nothing, or the batches committed so far.
-    let left = |committed: usize, pending: usize| {
-        match batch_size {
+    let left = |committed: usize, pending: usize| match batch_size {
         None => "nothing was enqueued".to_string(),
         Some(n) => format!(
-            "{committed} jobs read before it were enqueued (--batch {n} commits as it reads;              their ids are on stdout); the {pending} since the last commit were not"
+            "{committed} jobs read before it were enqueued (--batch {n} commits as it reads; \
+             their ids are on stdout); the {pending} since the last commit were not"
         ),
-    }
     };
     for (n, line) in std::io::stdin().lock().lines().enumerate() {
         let job = line
