@@ -288,8 +288,6 @@ fn count_live_workers(conn: &rusqlite::Connection, live_since: Millis) -> Result
 
 fn count_finished(conn: &rusqlite::Connection, now: Millis) -> Result<FinishedCounts> {
     let started = thread_cpu_time();
-    // Queues are few: a list searched from the last hit, keyed by the bytes
-    // SQLite hands out (no UTF-8 check or map lookup per row).
     let mut counts: Vec<(Vec<u8>, Finished)> = Vec::new();
     let mut last = 0;
     let mut stmt = conn.prepare_cached(FINISHED_ROWS)?;
@@ -311,17 +309,7 @@ fn count_finished(conn: &rusqlite::Connection, now: Millis) -> Result<FinishedCo
             },
             _ => continue, // waiting or running: counted through their indexes
         };
-        let queue = bytes_ref(r, 0)?;
-        if counts.get(last).is_none_or(|(q, _)| q.as_slice() != queue) {
-            last = match counts.iter().position(|(q, _)| q.as_slice() == queue) {
-                Some(i) => i,
-                None => {
-                    counts.push((queue.to_vec(), Finished::default()));
-                    counts.len() - 1
-                }
-            };
-        }
-        counts[last].1.add(one);
+        slot(&mut counts, &mut last, bytes_ref(r, 0)?).add(one);
     }
     drop(rows);
     // In the same snapshot as the jobs counted above: a job is in one or
@@ -329,16 +317,11 @@ fn count_finished(conn: &rusqlite::Connection, now: Millis) -> Result<FinishedCo
     let mut stmt = conn.prepare_cached(PURGED_SUCCEEDED)?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
-        let queue = bytes_ref(r, 0)?;
-        let purged = Finished {
+        slot(&mut counts, &mut last, bytes_ref(r, 0)?).add(Finished {
             purged_succeeded: r.get(1)?,
             purged_succeeded_run_ms: r.get(2)?,
             ..Finished::default()
-        };
-        match counts.iter_mut().find(|(q, _)| q.as_slice() == queue) {
-            Some((_, n)) => n.add(purged),
-            None => counts.push((queue.to_vec(), purged)),
-        }
+        });
     }
     Ok(FinishedCounts {
         counted_at: now,
@@ -348,6 +331,26 @@ fn count_finished(conn: &rusqlite::Connection, now: Millis) -> Result<FinishedCo
             .map(|(q, n)| (String::from_utf8_lossy(&q).into_owned(), n))
             .collect(),
     })
+}
+
+/// The counts of `queue`, added the first time it is seen.  Queues are few:
+/// a list searched from the last hit `at`, keyed by the bytes SQLite hands
+/// out (no UTF-8 check or map lookup per row).
+fn slot<'c>(
+    counts: &'c mut Vec<(Vec<u8>, Finished)>,
+    at: &mut usize,
+    queue: &[u8],
+) -> &'c mut Finished {
+    if counts.get(*at).is_none_or(|(q, _)| q.as_slice() != queue) {
+        *at = match counts.iter().position(|(q, _)| q.as_slice() == queue) {
+            Some(i) => i,
+            None => {
+                counts.push((queue.to_vec(), Finished::default()));
+                counts.len() - 1
+            }
+        };
+    }
+    &mut counts[*at].1
 }
 
 /// Run `sql` (no parameters) and hand each row to `fill` with the stats of

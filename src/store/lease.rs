@@ -171,6 +171,12 @@ pub(crate) const STATEMENTS: &[(&str, &str)] = &[
     ("DEREGISTER_WORKER", DEREGISTER_WORKER),
 ];
 
+/// Tries held by a worker, `[[id, token], …]`, as the statements over many
+/// of them read it (`json_each`).
+fn held_json(held: &[(JobId, i64)]) -> Result<String> {
+    serde_json::to_string(held).map_err(|e| Error::invalid("held", e.to_string()))
+}
+
 /// What [`Store::complete_many`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CompleteBatch {
@@ -293,8 +299,7 @@ impl Store {
             return Ok(Vec::new());
         }
         let expires = self.now().saturating_add(duration_ms(lease));
-        let held_json =
-            serde_json::to_string(held).map_err(|e| Error::invalid("held", e.to_string()))?;
+        let held_json = held_json(held)?;
         self.write("heartbeat_many", |tx| {
             let mut stmt = tx.prepare_cached(HEARTBEAT_MANY)?;
             let rows =
@@ -310,8 +315,7 @@ impl Store {
         if held.is_empty() {
             return Ok(Vec::new());
         }
-        let held_json =
-            serde_json::to_string(held).map_err(|e| Error::invalid("held", e.to_string()))?;
+        let held_json = held_json(held)?;
         self.with_conn("cancel_requested", |c| {
             let mut stmt = c.prepare_cached(CANCEL_REQUESTED)?;
             let rows = stmt.query_map([&held_json], |r| r.get(0))?;

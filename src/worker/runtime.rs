@@ -609,8 +609,8 @@ fn held_tries(shared: &Shared) -> Vec<(JobId, i64)> {
 /// Read the cancel flags of the runs in flight and stop those asked to.
 async fn stop_cancelled_runs(shared: &Shared) {
     let held = held_tries(shared);
-    let store = shared.store.clone();
-    let flagged = match blocking(move || store.cancel_requested(&held)).await {
+    let (store, asked) = (shared.store.clone(), held.clone());
+    let flagged = match blocking(move || store.cancel_requested(&asked)).await {
         Ok(flagged) => flagged,
         Err(e) => {
             tracing::warn!(error = %e, "could not read cancel requests; the heartbeat will");
@@ -619,7 +619,8 @@ async fn stop_cancelled_runs(shared: &Shared) {
     };
     let in_flight = shared.in_flight.lock().unwrap();
     for id in flagged {
-        if let Some(r) = in_flight.get(&id) {
+        // The try that was asked about, not one of the same job begun since.
+        if let Some(r) = in_flight.get(&id).filter(|r| held.contains(&(id, r.token))) {
             tracing::info!(job_id = id, "cancel requested; stopping the run");
             r.stop(StopReason::CancelRequested);
         }
