@@ -105,6 +105,15 @@ pub enum Error {
         source: rusqlite::Error,
     },
 
+    /// A bulk operation (run in batches, each its own transaction) failed
+    /// part-way: the batches before the failing one were kept.
+    #[error("{source}; {done} jobs were {what} in earlier batches")]
+    PartlyDone {
+        done: usize,
+        what: &'static str,
+        source: Box<Error>,
+    },
+
     /// The connection pool could not hand out a connection.
     #[error("connection pool: {0}")]
     Pool(#[from] r2d2::Error),

@@ -45,6 +45,6 @@ pub mod worker;
 pub use clock::{Clock, ManualClock, Millis, SystemClock};
 pub use error::{Error, Result};
 pub use store::{
-    Backoff, CancelOutcome, ClaimedJob, FailOutcome, JobId, JobInfo, JobState, ListFilter, NewJob,
-    Progress, Stats, Store, StoreOptions,
+    Backoff, CancelOutcome, CancelReport, ClaimedJob, FailOutcome, JobId, JobInfo, JobSelection,
+    JobState, ListFilter, NewJob, Progress, RetryReport, Stats, Store, StoreOptions,
 };

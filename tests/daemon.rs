@@ -533,3 +533,92 @@ fn enqueue_refuses_a_job_no_worker_could_run_and_writes_nothing() {
     assert!(ok, "{err}");
     assert_eq!(queues(), ["extra", "mine", "pdf", "reports"]);
 }
+
+/// After a bad deploy: `jobd retry --all` revives the dead jobs the filters
+/// name (by error text, queue, kind, tenant), `jobd cancel --all` stops a
+/// runaway backlog, and a filter without --all, or a state a command does
+/// not apply to, is refused and changes nothing.
+#[test]
+fn retry_all_and_cancel_all_act_on_every_job_the_filters_match() {
+    use jobd::store::{JobState, NewJob};
+    let dir = tempfile::tempdir().unwrap();
+    jobd(dir.path(), &["init"]);
+    let store = jobd::Store::open(dir.path().join("jobd-data/queue.db")).unwrap();
+    let mut dead = Vec::new();
+    for (kind, error) in [
+        ("qr_pdf", "font not found"),
+        ("qr_pdf", "font not found"),
+        ("qr_pdf", "tenant gone"),
+        ("batch_qr", "font not found"),
+    ] {
+        let id = store
+            .enqueue(&NewJob::new("pdf", kind).max_attempts(1))
+            .unwrap();
+        let c = store
+            .claim("w", &["pdf"], 1, Duration::from_secs(30))
+            .unwrap();
+        store.fail(id, c[0].lease_token, error, true).unwrap();
+        dead.push(id);
+    }
+    let waiting: Vec<i64> = (0..3)
+        .map(|_| store.enqueue(&NewJob::new("email", "send")).unwrap())
+        .collect();
+    let state = |id: i64| store.get(id).unwrap().state;
+
+    let refused = |args: &[&str], reason: &str| {
+        let out = Command::new(JOBD)
+            .current_dir(dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(stderr.contains(reason), "{args:?}: {stderr}");
+    };
+    refused(&["retry", "--kind", "qr_pdf"], "--all");
+    refused(&["retry", "--all", "--state", "ready"], "dead or cancelled");
+    refused(
+        &["cancel", "--all", "--state", "dead"],
+        "scheduled, ready or running",
+    );
+    refused(&["cancel", "--all", "--state", "late"], "is not one of");
+    assert!(dead.iter().all(|&id| state(id) == JobState::Dead));
+    assert!(waiting.iter().all(|&id| state(id) == JobState::Ready));
+
+    let out = jobd(
+        dir.path(),
+        &["retry", "--all", "--kind", "qr_pdf", "--error", "FONT"],
+    );
+    assert_eq!(out.trim(), "2 jobs retried");
+    let states: Vec<JobState> = dead.iter().map(|&id| state(id)).collect();
+    assert_eq!(
+        states,
+        [
+            JobState::Ready,
+            JobState::Ready,
+            JobState::Dead,
+            JobState::Dead
+        ]
+    );
+
+    let out = jobd(dir.path(), &["cancel", "--all", "--queue", "email"]);
+    assert_eq!(
+        out.trim(),
+        "3 waiting jobs cancelled, 0 running jobs asked to stop"
+    );
+    assert!(waiting.iter().all(|&id| state(id) == JobState::Cancelled));
+    assert_eq!(
+        state(dead[0]),
+        JobState::Ready,
+        "another queue's job is untouched"
+    );
+
+    let out = jobd(dir.path(), &["retry", "--all", "--state", "cancelled"]);
+    assert_eq!(out.trim(), "3 jobs retried");
+    assert!(waiting.iter().all(|&id| state(id) == JobState::Ready));
+    // One job by id still works as before.
+    assert_eq!(
+        jobd(dir.path(), &["retry", &dead[2].to_string()]).trim(),
+        format!("job {}: ready", dead[2])
+    );
+}

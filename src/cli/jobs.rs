@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Args;
-use jobd::store::{JobSpec, JobState, ListFilter, NewJob};
+use jobd::store::{JobSelection, JobSpec, JobState, ListFilter, NewJob};
 
 use super::config::Config;
 use super::{iso, open, CliResult};
@@ -255,24 +255,96 @@ pub fn list(db: &Path, args: ListArgs) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Which jobs a bulk `cancel --all` or `retry --all` acts on.
 #[derive(Args, Debug)]
-pub struct IdArgs {
-    id: i64,
+pub struct SelectionArgs {
+    /// Every job the filters below match (all of them: no filter, every job
+    /// the command applies to), in batches of 1,000.
+    #[arg(long, conflicts_with = "id")]
+    all: bool,
+    /// With --all: only this queue.
+    #[arg(long, requires = "all")]
+    queue: Option<String>,
+    /// With --all: only this job kind.
+    #[arg(long, requires = "all")]
+    kind: Option<String>,
+    /// With --all: only this tenant.
+    #[arg(long, requires = "all")]
+    tenant: Option<String>,
+    /// With --all: only jobs whose last error contains this text (ASCII letters in any case).
+    #[arg(long, requires = "all")]
+    error: Option<String>,
+    /// With --all: only jobs in this state (cancel: scheduled, ready or
+    /// running, default all three; retry: dead, the default, or cancelled).
+    #[arg(long, requires = "all")]
+    state: Option<String>,
 }
 
-pub fn cancel(db: &Path, args: IdArgs) -> CliResult {
-    let outcome = open(db)?.cancel(args.id)?;
+impl SelectionArgs {
+    fn selection(self) -> Result<JobSelection, jobd::Error> {
+        Ok(JobSelection {
+            queue: self.queue,
+            kind: self.kind,
+            tenant: self.tenant,
+            error_contains: self.error,
+            state: self.state.as_deref().map(str::parse).transpose()?,
+        })
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct CancelArgs {
+    /// The job (or --all with filters).
+    #[arg(required_unless_present = "all")]
+    id: Option<i64>,
+    #[command(flatten)]
+    select: SelectionArgs,
+}
+
+pub fn cancel(db: &Path, args: CancelArgs) -> CliResult {
+    let store = open(db)?;
+    let Some(id) = args.id else {
+        let r = store.cancel_matching(&args.select.selection()?)?;
+        println!(
+            "{} waiting jobs cancelled, {} running jobs asked to stop",
+            r.cancelled, r.requested
+        );
+        return Ok(ExitCode::SUCCESS);
+    };
+    let outcome = store.cancel(id)?;
     println!(
-        "job {}: {}",
-        args.id,
+        "job {id}: {}",
         serde_json::to_value(outcome)?.as_str().unwrap_or("done")
     );
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn retry(db: &Path, args: IdArgs) -> CliResult {
-    open(db)?.retry(args.id)?;
-    println!("job {}: ready", args.id);
+#[derive(Args, Debug)]
+pub struct RetryArgs {
+    /// The job (or --all with filters).
+    #[arg(required_unless_present = "all")]
+    id: Option<i64>,
+    #[command(flatten)]
+    select: SelectionArgs,
+}
+
+pub fn retry(db: &Path, args: RetryArgs) -> CliResult {
+    let store = open(db)?;
+    let Some(id) = args.id else {
+        let r = store.retry_matching(&args.select.selection()?)?;
+        println!("{} jobs retried", r.retried);
+        if !r.key_taken.is_empty() {
+            let ids: Vec<String> = r.key_taken.iter().map(|id| id.to_string()).collect();
+            println!(
+                "{} left as they were: a waiting or running job holds their unique key (jobs {})",
+                r.key_taken.len(),
+                ids.join(", ")
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    store.retry(id)?;
+    println!("job {id}: ready");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -60,10 +60,10 @@ enum Command {
     Watch(jobs::WatchArgs),
     /// List jobs, newest first.
     List(jobs::ListArgs),
-    /// Cancel a job (a running one is asked to stop).
-    Cancel(jobs::IdArgs),
-    /// Revive a dead or cancelled job with a fresh set of tries.
-    Retry(jobs::IdArgs),
+    /// Cancel a job, or with --all every unfinished job the filters match (a running one is asked to stop).
+    Cancel(jobs::CancelArgs),
+    /// Revive a dead or cancelled job with a fresh set of tries, or with --all every dead job the filters match.
+    Retry(jobs::RetryArgs),
     /// Counts per queue and state, and live workers.
     Stats(queues::StatsArgs),
     /// Pause, resume, limit or purge a queue.

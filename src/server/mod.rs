@@ -213,6 +213,16 @@ impl IntoResponse for ApiError {
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> ApiError {
+        if let Error::PartlyDone { done, what, source } = e {
+            let inner = ApiError::from(*source);
+            return ApiError::new(
+                inner.status,
+                format!(
+                    "{}; {done} jobs were {what} in earlier batches",
+                    inner.message
+                ),
+            );
+        }
         let status = match &e {
             Error::InvalidInput { .. } => StatusCode::BAD_REQUEST,
             Error::NotFound { .. }

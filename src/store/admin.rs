@@ -10,8 +10,8 @@ use rusqlite::{params, OptionalExtension, Row};
 use crate::clock::{duration_ms, Millis};
 use crate::error::{Error, Result};
 use crate::store::job::{
-    validate_name, AttemptInfo, Backoff, CancelOutcome, JobId, JobInfo, JobState, JobSummary,
-    ListFilter, Progress, QueueStats, Stats,
+    validate_name, AttemptInfo, Backoff, CancelOutcome, CancelReport, JobId, JobInfo, JobSelection,
+    JobState, JobSummary, ListFilter, Progress, QueueStats, RetryReport, Stats,
 };
 use crate::store::Store;
 
@@ -98,17 +98,59 @@ pub(crate) const LIVE_WORK: &str =
 
 pub(crate) const JOB_STATE: &str = "SELECT state, unique_key FROM jobs WHERE id = ?1";
 
+/// Cancel a waiting job.  The state is checked again here: a bulk cancel
+/// picks its jobs before its write transaction.
 pub(crate) const CANCEL_WAITING: &str = "
 UPDATE jobs SET state = 'cancelled', finished_at = ?2, last_error = 'cancelled before it ran'
-WHERE id = ?1";
+WHERE id = ?1 AND (state = 'scheduled' OR state = 'ready')";
 
-pub(crate) const REQUEST_CANCEL: &str = "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1";
+pub(crate) const REQUEST_CANCEL: &str =
+    "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1 AND state = 'running'";
 
+/// Revive a dead or cancelled job (state checked here too, as above).
 pub(crate) const REVIVE: &str = "
 UPDATE jobs
 SET state = 'ready', run_at = ?2, attempt_limit = attempts + max_attempts, cancel_requested = 0,
     finished_at = NULL, result = NULL
-WHERE id = ?1";
+WHERE id = ?1 AND (state = 'dead' OR state = 'cancelled')";
+
+/// The next jobs in one state that a bulk retry or cancel acts on, in id
+/// order after ?2 (a cursor, so each batch starts where the last ended and a
+/// job left as it was is not picked again): ?3 queue, ?4 kind, ?5 tenant, ?6
+/// a `LIKE` pattern of the last error (each NULL for any), at most ?7.
+/// Running and scheduled jobs through their partial indexes, as `list` does.
+macro_rules! pick_jobs {
+    ($from:literal, $state:literal) => {
+        concat!(
+            "
+SELECT id FROM ",
+            $from,
+            "
+WHERE ",
+            $state,
+            " AND id > ?2
+  AND (?3 IS NULL OR queue = ?3)
+  AND (?4 IS NULL OR kind = ?4)
+  AND (?5 IS NULL OR tenant = ?5)
+  AND (?6 IS NULL OR last_error LIKE ?6 ESCAPE '\\')
+ORDER BY id
+LIMIT CAST(?7 AS INTEGER)"
+        )
+    };
+}
+pub(crate) const PICK_JOBS: &str = pick_jobs!("jobs", "state = ?1");
+pub(crate) const PICK_RUNNING: &str = pick_jobs!(
+    "jobs INDEXED BY jobs_running",
+    "state = 'running' AND ?1 = 'running'"
+);
+pub(crate) const PICK_SCHEDULED: &str = pick_jobs!(
+    "jobs INDEXED BY jobs_scheduled",
+    "state = 'scheduled' AND ?1 = 'scheduled'"
+);
+
+/// Jobs a bulk operation changes per write transaction: the write lock is
+/// given back between batches, so workers keep claiming.
+const BULK_BATCH_SIZE: i64 = 1_000;
 
 pub(crate) const SET_PAUSED: &str = "
 INSERT INTO queues (name, paused, updated_at) VALUES (?1, ?2, ?3)
@@ -183,6 +225,9 @@ pub(crate) const STATEMENTS: &[(&str, &str)] = &[
     ("CANCEL_WAITING", CANCEL_WAITING),
     ("REQUEST_CANCEL", REQUEST_CANCEL),
     ("REVIVE", REVIVE),
+    ("PICK_JOBS", PICK_JOBS),
+    ("PICK_RUNNING", PICK_RUNNING),
+    ("PICK_SCHEDULED", PICK_SCHEDULED),
     ("SET_PAUSED", SET_PAUSED),
     ("SET_CONCURRENCY", SET_CONCURRENCY),
     ("PURGE_PICK", PURGE_PICK),
@@ -191,6 +236,18 @@ pub(crate) const STATEMENTS: &[(&str, &str)] = &[
     ("PURGED_SUCCEEDED", PURGED_SUCCEEDED),
     ("NOT_JSON", NOT_JSON),
 ];
+
+/// A bulk operation failed part-way: say how many jobs it changed before.
+fn bulk_error(e: Error, what: &'static str, done: usize) -> Error {
+    if done == 0 {
+        return e;
+    }
+    Error::PartlyDone {
+        done,
+        what,
+        source: Box::new(e),
+    }
+}
 
 /// A `LIKE … ESCAPE '\'` pattern matching any text that contains `needle`
 /// (ASCII letters in any case): its `%`, `_` and `\` taken literally.
@@ -731,6 +788,192 @@ impl Store {
         tracing::info!(job_id = id, "retry");
         self.notify_work();
         Ok(())
+    }
+
+    /// Revive every job matching `selection` that is dead (or, with
+    /// `state: Some(Cancelled)`, cancelled): ready now, each with a fresh set
+    /// of tries — what [`Store::retry`] does to one job.  A job whose unique
+    /// key a waiting or running job holds stays as it was and is reported.
+    ///
+    /// Jobs go in batches of 1,000, each its own write transaction (the
+    /// write lock is given back between them, so workers keep claiming): a
+    /// failure part-way reports how many were retried before it.
+    pub fn retry_matching(&self, selection: &JobSelection) -> Result<RetryReport> {
+        let state = match selection.state {
+            None => JobState::Dead,
+            Some(st @ (JobState::Dead | JobState::Cancelled)) => st,
+            Some(other) => {
+                return Err(Error::invalid(
+                    "state",
+                    format!(
+                        "a retry revives dead or cancelled jobs, not {} ones",
+                        other.as_str()
+                    ),
+                ))
+            }
+        };
+        let mut report = RetryReport::default();
+        let outcome = self.for_each_batch(
+            selection,
+            state,
+            |tx, ids, now| {
+                let mut revive = tx.prepare_cached(REVIVE)?;
+                let (mut retried, mut key_taken) = (0, Vec::new());
+                for &id in ids {
+                    match revive.execute(params![id, now]) {
+                        Ok(n) => retried += n,
+                        Err(e)
+                            if e.sqlite_error_code()
+                                == Some(rusqlite::ErrorCode::ConstraintViolation) =>
+                        {
+                            key_taken.push(id)
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Ok((retried, key_taken))
+            },
+            |(retried, key_taken)| {
+                report.retried += retried;
+                report.key_taken.extend(key_taken);
+            },
+        );
+        if report.retried > 0 {
+            self.notify_work();
+        }
+        tracing::info!(
+            retried = report.retried,
+            key_taken = report.key_taken.len(),
+            state = state.as_str(),
+            "bulk retry"
+        );
+        outcome.map_err(|e| bulk_error(e, "retried", report.retried))?;
+        Ok(report)
+    }
+
+    /// Cancel every unfinished job matching `selection` (or only those in
+    /// its `state`: scheduled, ready or running) — what [`Store::cancel`]
+    /// does to one job: a waiting job is cancelled at once, a running one is
+    /// asked to stop.  In batches, like [`Store::retry_matching`].
+    pub fn cancel_matching(&self, selection: &JobSelection) -> Result<CancelReport> {
+        let states: &[JobState] = match selection.state {
+            None => &[JobState::Scheduled, JobState::Ready, JobState::Running],
+            Some(JobState::Scheduled) => &[JobState::Scheduled],
+            Some(JobState::Ready) => &[JobState::Ready],
+            Some(JobState::Running) => &[JobState::Running],
+            Some(other) => {
+                return Err(Error::invalid(
+                    "state",
+                    format!(
+                        "a cancel stops scheduled, ready or running jobs, not {} ones",
+                        other.as_str()
+                    ),
+                ))
+            }
+        };
+        let mut report = CancelReport::default();
+        let mut outcome = Ok(());
+        for &state in states {
+            outcome = self.for_each_batch(
+                selection,
+                state,
+                |tx, ids, now| {
+                    let mut changed = 0;
+                    if state == JobState::Running {
+                        let mut request = tx.prepare_cached(REQUEST_CANCEL)?;
+                        for &id in ids {
+                            changed += request.execute([id])?;
+                        }
+                    } else {
+                        let mut cancel = tx.prepare_cached(CANCEL_WAITING)?;
+                        for &id in ids {
+                            changed += cancel.execute(params![id, now])?;
+                        }
+                    }
+                    Ok(changed)
+                },
+                |changed| {
+                    if state == JobState::Running {
+                        report.requested += changed;
+                    } else {
+                        report.cancelled += changed;
+                    }
+                },
+            );
+            if outcome.is_err() {
+                break;
+            }
+        }
+        if report.requested > 0 {
+            self.notify_cancel();
+        }
+        tracing::info!(
+            cancelled = report.cancelled,
+            requested = report.requested,
+            "bulk cancel"
+        );
+        let done = report.cancelled + report.requested;
+        outcome.map_err(|e| bulk_error(e, "cancelled or asked to stop", done))?;
+        Ok(report)
+    }
+
+    /// Pick the jobs in `state` matching `selection` a batch at a time (a
+    /// read), and run `apply` on each batch in its own write transaction;
+    /// `tally` gets what each committed batch returned.
+    fn for_each_batch<T>(
+        &self,
+        selection: &JobSelection,
+        state: JobState,
+        mut apply: impl FnMut(&rusqlite::Transaction, &[JobId], Millis) -> Result<T>,
+        mut tally: impl FnMut(T),
+    ) -> Result<()> {
+        if let Some(q) = &selection.queue {
+            validate_name("queue", q)?;
+        }
+        if let Some(k) = &selection.kind {
+            validate_name("kind", k)?;
+        }
+        if let Some(t) = &selection.tenant {
+            crate::store::job::validate_tenant(t)?;
+        }
+        let pattern = selection
+            .error_contains
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .map(like_pattern);
+        let pick = match state {
+            JobState::Running => PICK_RUNNING,
+            JobState::Scheduled => PICK_SCHEDULED,
+            _ => PICK_JOBS,
+        };
+        let mut after: JobId = 0;
+        loop {
+            let ids: Vec<JobId> = self.with_conn("picking jobs", |c| {
+                let mut stmt = c.prepare_cached(pick)?;
+                let rows = stmt.query_map(
+                    params![
+                        state.as_str(),
+                        after,
+                        selection.queue,
+                        selection.kind,
+                        selection.tenant,
+                        pattern,
+                        BULK_BATCH_SIZE
+                    ],
+                    |r| r.get(0),
+                )?;
+                Ok(rows.collect::<rusqlite::Result<_>>()?)
+            })?;
+            let Some(&last) = ids.last() else {
+                return Ok(());
+            };
+            after = last;
+            let now = self.now();
+            tally(self.write("bulk change", |tx| apply(tx, &ids, now))?);
+            if (ids.len() as i64) < BULK_BATCH_SIZE {
+                return Ok(());
+            }
+        }
     }
 
     /// Stop handing out jobs of `queue` (running ones finish).

@@ -485,6 +485,43 @@ pub struct ListFilter {
     pub limit: Option<i64>,
 }
 
+/// The jobs a bulk [`Store::retry_matching`](crate::Store::retry_matching)
+/// or [`Store::cancel_matching`](crate::Store::cancel_matching) acts on:
+/// every job matching all the fields that are set.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSelection {
+    pub queue: Option<String>,
+    pub kind: Option<String>,
+    pub tenant: Option<String>,
+    /// Only jobs whose last error contains this text (ASCII letters in any case).
+    #[serde(alias = "error")]
+    pub error_contains: Option<String>,
+    /// Only jobs in this state; unset: every state the operation applies to
+    /// (a retry: `dead`; a cancel: `scheduled`, `ready` and `running`).
+    pub state: Option<JobState>,
+}
+
+/// What [`Store::retry_matching`](crate::Store::retry_matching) did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RetryReport {
+    /// Jobs revived: ready now, with a fresh set of tries.
+    pub retried: usize,
+    /// Jobs left as they were because a waiting or running job holds their
+    /// unique key (retry them once it has finished).
+    pub key_taken: Vec<JobId>,
+}
+
+/// What [`Store::cancel_matching`](crate::Store::cancel_matching) did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CancelReport {
+    /// Waiting jobs (scheduled or ready) now cancelled.
+    pub cancelled: usize,
+    /// Running jobs asked to stop: each ends `cancelled` when its worker
+    /// sees the request.
+    pub requested: usize,
+}
+
 /// One line of [`Store::list`](crate::Store::list).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct JobSummary {

@@ -61,9 +61,9 @@ use crate::error::{Error, Result};
 pub use admin::{parse_concurrency_limit, LiveWork, StatsReuse};
 pub use checkpoint::CheckpointOptions;
 pub use job::{
-    validate_name, validate_tenant, AttemptInfo, Backoff, CancelOutcome, ClaimedJob, FailOutcome,
-    Heartbeat, JobId, JobInfo, JobSpec, JobState, JobSummary, ListFilter, NewJob, Progress,
-    QueueStats, ReapReport, RunAt, Stats,
+    validate_name, validate_tenant, AttemptInfo, Backoff, CancelOutcome, CancelReport, ClaimedJob,
+    FailOutcome, Heartbeat, JobId, JobInfo, JobSelection, JobSpec, JobState, JobSummary,
+    ListFilter, NewJob, Progress, QueueStats, ReapReport, RetryReport, RunAt, Stats,
 };
 pub use lease::CompleteBatch;
 pub use open::{ConnectionOptions, Synchronous};
