@@ -125,6 +125,8 @@ async fn every_api_route_needs_the_token() {
         (Method::GET, "/api/v1/jobs/1"),
         (Method::POST, "/api/v1/jobs/1/cancel"),
         (Method::POST, "/api/v1/jobs/1/retry"),
+        (Method::POST, "/api/v1/jobs/retry"),
+        (Method::POST, "/api/v1/jobs/cancel"),
         (Method::GET, "/api/v1/queues"),
         (Method::POST, "/api/v1/queues/email/pause"),
         (Method::POST, "/api/v1/queues/email/resume"),
@@ -256,6 +258,91 @@ async fn jobs_enqueue_get_list_cancel_retry() {
         assert_eq!(s, StatusCode::NOT_FOUND, "{m} {p}: {v}");
         error_of(&v);
     }
+}
+
+/// Bulk retry and cancel over the API: every job a selection matches.
+#[tokio::test]
+async fn retry_and_cancel_every_job_a_selection_matches() {
+    let a = api();
+    let mut dead = Vec::new();
+    for error in ["smtp timeout", "smtp timeout", "bad address"] {
+        let id = a
+            .store
+            .enqueue(&NewJob::new("email", "send_email").max_attempts(1))
+            .unwrap();
+        let c = a
+            .store
+            .claim("w", &["email"], 1, std::time::Duration::from_secs(30))
+            .unwrap();
+        a.store.fail(id, c[0].lease_token, error, true).unwrap();
+        dead.push(id);
+    }
+    let waiting: Vec<i64> = (0..2)
+        .map(|_| a.store.enqueue(&NewJob::new("q", "noop")).unwrap())
+        .collect();
+    let state = |id: i64| a.store.get(id).unwrap().state.as_str();
+
+    // Bad selections: 400, saying what is wrong, nothing changed.
+    for (path, body, says) in [
+        (
+            "/api/v1/jobs/retry",
+            json!({"state": "ready"}),
+            "dead or cancelled",
+        ),
+        (
+            "/api/v1/jobs/cancel",
+            json!({"state": "succeeded"}),
+            "scheduled, ready or running",
+        ),
+        (
+            "/api/v1/jobs/retry",
+            json!({"queue": "email", "colour": "red"}),
+            "unknown field",
+        ),
+        (
+            "/api/v1/jobs/cancel",
+            json!({"state": "late"}),
+            "unknown variant",
+        ),
+        ("/api/v1/jobs/cancel", json!({"queue": ""}), "invalid queue"),
+    ] {
+        let (s, v) = ok(&a.app, Method::POST, path, Some(body.clone())).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{path} {body}: {v}");
+        assert!(error_of(&v).contains(says), "{path} {body}: {v}");
+    }
+    assert!(dead.iter().all(|&id| state(id) == "dead"));
+    assert!(waiting.iter().all(|&id| state(id) == "ready"));
+
+    let (s, v) = ok(
+        &a.app,
+        Method::POST,
+        "/api/v1/jobs/retry",
+        Some(json!({"queue": "email", "error": "SMTP"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v, json!({"retried": 2, "key_taken": []}));
+    assert_eq!(
+        [state(dead[0]), state(dead[1]), state(dead[2])],
+        ["ready", "ready", "dead"]
+    );
+
+    let (s, v) = ok(
+        &a.app,
+        Method::POST,
+        "/api/v1/jobs/cancel",
+        Some(json!({"queue": "q"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v, json!({"cancelled": 2, "requested": 0}));
+    assert!(waiting.iter().all(|&id| state(id) == "cancelled"));
+    assert_eq!(state(dead[0]), "ready", "another queue's job is untouched");
+
+    // {} selects every job the operation applies to.
+    let (_, v) = ok(&a.app, Method::POST, "/api/v1/jobs/retry", Some(json!({}))).await;
+    assert_eq!(v["retried"], 1);
+    assert_eq!(state(dead[2]), "ready");
 }
 
 #[tokio::test]

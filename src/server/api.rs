@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use crate::handlers::analytics::{self, AnalyticsQuery, Period};
 use crate::scheduler::ScheduleSpec;
 use crate::server::{ApiError, ApiState};
-use crate::store::{parse_concurrency_limit, JobSpec, JobState, ListFilter, NewJob};
+use crate::store::{parse_concurrency_limit, JobSelection, JobSpec, JobState, ListFilter, NewJob};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -166,6 +166,28 @@ pub(super) async fn retry(
     let id = job_id(&id)?;
     blocking(move || s.store.retry(id)).await?;
     Ok(Json(json!({ "id": id, "state": "ready" })))
+}
+
+/// `POST /api/v1/jobs/retry`: revive every dead (or, with `"state":
+/// "cancelled"`, cancelled) job a [`JobSelection`] matches — `{}` for all.
+pub(super) async fn retry_matching(
+    State(s): State<ApiState>,
+    body: Result<axum::body::Bytes, BytesRejection>,
+) -> ApiResult<Json<Value>> {
+    let selection: JobSelection = json_body(body)?;
+    let report = blocking(move || s.store.retry_matching(&selection)).await?;
+    Ok(Json(serde_json::to_value(report).unwrap_or_default()))
+}
+
+/// `POST /api/v1/jobs/cancel`: cancel every unfinished job a
+/// [`JobSelection`] matches (running ones are asked to stop).
+pub(super) async fn cancel_matching(
+    State(s): State<ApiState>,
+    body: Result<axum::body::Bytes, BytesRejection>,
+) -> ApiResult<Json<Value>> {
+    let selection: JobSelection = json_body(body)?;
+    let report = blocking(move || s.store.cancel_matching(&selection)).await?;
+    Ok(Json(serde_json::to_value(report).unwrap_or_default()))
 }
 
 /// `GET /api/v1/queues`: counts per queue and state, live workers.

@@ -95,6 +95,8 @@ impl ApiState {
 pub fn router(state: ApiState) -> Router {
     let api = Router::new()
         .route("/jobs", post(api::enqueue).get(api::list_jobs))
+        .route("/jobs/retry", post(api::retry_matching))
+        .route("/jobs/cancel", post(api::cancel_matching))
         .route("/jobs/{id}", get(api::get_job))
         .route("/jobs/{id}/cancel", post(api::cancel))
         .route("/jobs/{id}/retry", post(api::retry))
