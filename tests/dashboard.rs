@@ -78,6 +78,18 @@ async fn rows(c: &fantoccini::Client) -> usize {
         .len()
 }
 
+/// Accept the `confirm()` a click opened (once it is open).
+async fn accept_confirm(c: &fantoccini::Client) {
+    let t0 = Instant::now();
+    while let Err(e) = c.accept_alert().await {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no confirm dialog: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn disabled(c: &fantoccini::Client, css: &str) -> bool {
     let e = c.find(Locator::Css(css)).await.unwrap();
     e.prop("disabled").await.unwrap().as_deref() == Some("true")
@@ -300,6 +312,47 @@ async fn the_dashboard_in_headless_chromium() {
         set_value(&c, "goto-job", "999999").await;
         click(&c, "#goto-open").await;
         wait_text(&c, "#status", "job 999999 not found").await;
+
+        // Bulk actions act on every job the filters match, after a confirm.
+        type_into(&c, "#filter-tenant", "acme-old").await;
+        wait_text(
+            &c,
+            "#jobs-page",
+            &format!("jobs #{} to #{}", bulk[4], bulk[0]),
+        )
+        .await;
+        assert!(
+            disabled(&c, "#jobs-retry-all").await,
+            "no retry of waiting jobs"
+        );
+        click(&c, "#jobs-cancel-all").await;
+        accept_confirm(&c).await;
+        wait_text(&c, "#jobs-bulk", "5 cancelled, 0 running asked to stop").await;
+        for id in &bulk[..5] {
+            assert_eq!(store.get(*id).unwrap().state, JobState::Cancelled);
+        }
+        assert_eq!(
+            store.get(bulk[5]).unwrap().state,
+            JobState::Ready,
+            "another tenant's job"
+        );
+        set_value(&c, "filter-state", "cancelled").await;
+        wait_text(
+            &c,
+            "#jobs-page",
+            &format!("jobs #{} to #{}", bulk[4], bulk[0]),
+        )
+        .await;
+        assert!(
+            disabled(&c, "#jobs-cancel-all").await,
+            "no cancel of cancelled jobs"
+        );
+        click(&c, "#jobs-retry-all").await;
+        accept_confirm(&c).await;
+        wait_text(&c, "#jobs-bulk", "5 retried").await;
+        for id in &bulk[..5] {
+            assert_eq!(store.get(*id).unwrap().state, JobState::Ready);
+        }
     };
     // Close the browser whatever happened, then report.
     let result = tokio::time::timeout(Duration::from_secs(90), outcome).await;

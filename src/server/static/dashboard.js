@@ -5,12 +5,14 @@ const $ = (id) => document.getElementById(id);
 let token = localStorage.getItem("jobd-token") || "";
 let openJob = null;
 
-async function api(method, path) {
-  const r = await fetch("/api/v1" + path, { method, headers: { "Authorization": "Bearer " + token } });
-  const body = await r.json().catch(() => ({}));
+async function api(method, path, body) {
+  const init = { method, headers: { "Authorization": "Bearer " + token } };
+  if (body !== undefined) { init.body = JSON.stringify(body); init.headers["Content-Type"] = "application/json"; }
+  const r = await fetch("/api/v1" + path, init);
+  const answer = await r.json().catch(() => ({}));
   if (r.status === 401) { showLogin("That token was not accepted."); throw new Error("unauthorized"); }
-  if (!r.ok) { const e = new Error(body.error || ("HTTP " + r.status)); e.status = r.status; throw e; }
-  return body;
+  if (!r.ok) { const e = new Error(answer.error || ("HTTP " + r.status)); e.status = r.status; throw e; }
+  return answer;
 }
 
 function el(tag, text, cls) {
@@ -61,13 +63,19 @@ let pages = [null];
 let shown = [];
 let listSeq = 0;
 
-async function refreshJobs() {
-  const seq = ++listSeq;
-  const params = new URLSearchParams({ limit: String(PAGE + 1) });
+// The filters as set: { state, queue, kind, tenant, error }, empty ones left out.
+function selection() {
+  const sel = {};
   for (const [id, key] of FILTERS) {
     const v = $(id).value.trim();
-    if (v) params.set(key, v);
+    if (v) sel[key] = v;
   }
+  return sel;
+}
+
+async function refreshJobs() {
+  const seq = ++listSeq;
+  const params = new URLSearchParams({ limit: String(PAGE + 1), ...selection() });
   const before = pages[pages.length - 1];
   if (before !== null) params.set("before_id", String(before));
   const { jobs } = await api("GET", "/jobs?" + params);
@@ -83,6 +91,10 @@ async function refreshJobs() {
     cell(tr, j.last_error || "", "error");
     return tr;
   }));
+  // Bulk actions act on every job the filters match, on every page.
+  const state = $("filter-state").value;
+  $("jobs-retry-all").disabled = !(shown.length && (state === "dead" || state === "cancelled"));
+  $("jobs-cancel-all").disabled = !(shown.length && ["", "scheduled", "ready", "running"].includes(state));
   $("jobs-older").disabled = jobs.length <= PAGE;
   $("jobs-newer").disabled = pages.length === 1;
   $("jobs-page").textContent = shown.length === 0
@@ -152,6 +164,28 @@ $("token").addEventListener("keydown", (e) => { if (e.key === "Enter") $("save-t
 $("forget-token").onclick = () => { localStorage.removeItem("jobd-token"); token = ""; showLogin(""); };
 $("job-retry").onclick = () => api("POST", "/jobs/" + openJob + "/retry").then(refresh).catch((e) => $("status").textContent = e.message);
 $("job-cancel").onclick = () => api("POST", "/jobs/" + openJob + "/cancel").then(refresh).catch((e) => $("status").textContent = e.message);
+function describe(sel) {
+  const parts = Object.entries(sel).filter(([k]) => k !== "state").map(([k, v]) => k + " " + JSON.stringify(v));
+  return parts.length ? " with " + parts.join(", ") : "";
+}
+$("jobs-retry-all").onclick = () => {
+  const sel = selection();
+  if (!confirm("Retry every " + sel.state + " job" + describe(sel) + " — on every page, not only this one?")) return;
+  api("POST", "/jobs/retry", sel).then((r) => {
+    $("jobs-bulk").textContent = r.retried + " retried" +
+      (r.key_taken.length ? ", " + r.key_taken.length + " left (their unique key is taken)" : "");
+    refresh();
+  }).catch((e) => $("status").textContent = "error: " + e.message);
+};
+$("jobs-cancel-all").onclick = () => {
+  const sel = selection();
+  const which = sel.state ? sel.state : "unfinished";
+  if (!confirm("Cancel every " + which + " job" + describe(sel) + " — on every page, not only this one?")) return;
+  api("POST", "/jobs/cancel", sel).then((r) => {
+    $("jobs-bulk").textContent = r.cancelled + " cancelled, " + r.requested + " running asked to stop";
+    refresh();
+  }).catch((e) => $("status").textContent = "error: " + e.message);
+};
 $("job-close").onclick = () => { openJob = null; refreshJob(); };
 for (const [id] of FILTERS) $(id).addEventListener("input", listJobsFromStart);
 $("jobs-older").onclick = () => {
