@@ -78,8 +78,10 @@ async fn rows(c: &fantoccini::Client) -> usize {
         .len()
 }
 
-/// Accept the `confirm()` a click opened (once it is open).
-async fn accept_confirm(c: &fantoccini::Client) {
+/// Click a bulk action's button, accept its `confirm()` once it is open,
+/// and wait for the page to say what was done.
+async fn bulk_action(c: &fantoccini::Client, button: &str, says: &str) {
+    click(c, button).await;
     let t0 = Instant::now();
     while let Err(e) = c.accept_alert().await {
         assert!(
@@ -88,6 +90,7 @@ async fn accept_confirm(c: &fantoccini::Client) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    wait_text(c, "#jobs-bulk", says).await;
 }
 
 async fn disabled(c: &fantoccini::Client, css: &str) -> bool {
@@ -325,9 +328,12 @@ async fn the_dashboard_in_headless_chromium() {
             disabled(&c, "#jobs-retry-all").await,
             "no retry of waiting jobs"
         );
-        click(&c, "#jobs-cancel-all").await;
-        accept_confirm(&c).await;
-        wait_text(&c, "#jobs-bulk", "5 cancelled, 0 running asked to stop").await;
+        bulk_action(
+            &c,
+            "#jobs-cancel-all",
+            "5 cancelled, 0 running asked to stop",
+        )
+        .await;
         for id in &bulk[..5] {
             assert_eq!(store.get(*id).unwrap().state, JobState::Cancelled);
         }
@@ -347,9 +353,7 @@ async fn the_dashboard_in_headless_chromium() {
             disabled(&c, "#jobs-cancel-all").await,
             "no cancel of cancelled jobs"
         );
-        click(&c, "#jobs-retry-all").await;
-        accept_confirm(&c).await;
-        wait_text(&c, "#jobs-bulk", "5 retried").await;
+        bulk_action(&c, "#jobs-retry-all", "5 retried").await;
         for id in &bulk[..5] {
             assert_eq!(store.get(*id).unwrap().state, JobState::Ready);
         }

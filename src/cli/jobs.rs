@@ -292,8 +292,9 @@ impl SelectionArgs {
     }
 }
 
+/// One job by id, or `--all` with filters (`jobd cancel`, `jobd retry`).
 #[derive(Args, Debug)]
-pub struct CancelArgs {
+pub struct TargetArgs {
     /// The job (or --all with filters).
     #[arg(required_unless_present = "all")]
     id: Option<i64>,
@@ -301,7 +302,7 @@ pub struct CancelArgs {
     select: SelectionArgs,
 }
 
-pub fn cancel(db: &Path, args: CancelArgs) -> CliResult {
+pub fn cancel(db: &Path, args: TargetArgs) -> CliResult {
     let store = open(db)?;
     let Some(id) = args.id else {
         let r = store.cancel_matching(&args.select.selection()?)?;
@@ -319,16 +320,7 @@ pub fn cancel(db: &Path, args: CancelArgs) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
-#[derive(Args, Debug)]
-pub struct RetryArgs {
-    /// The job (or --all with filters).
-    #[arg(required_unless_present = "all")]
-    id: Option<i64>,
-    #[command(flatten)]
-    select: SelectionArgs,
-}
-
-pub fn retry(db: &Path, args: RetryArgs) -> CliResult {
+pub fn retry(db: &Path, args: TargetArgs) -> CliResult {
     let store = open(db)?;
     let Some(id) = args.id else {
         let r = store.retry_matching(&args.select.selection()?)?;

@@ -61,9 +61,9 @@ enum Command {
     /// List jobs, newest first.
     List(jobs::ListArgs),
     /// Cancel a job, or with --all every unfinished job the filters match (a running one is asked to stop).
-    Cancel(jobs::CancelArgs),
+    Cancel(jobs::TargetArgs),
     /// Revive a dead or cancelled job with a fresh set of tries, or with --all every dead job the filters match.
-    Retry(jobs::RetryArgs),
+    Retry(jobs::TargetArgs),
     /// Counts per queue and state, and live workers.
     Stats(queues::StatsArgs),
     /// Pause, resume, limit or purge a queue.
