@@ -260,7 +260,7 @@ pub fn list(db: &Path, args: ListArgs) -> CliResult {
 pub struct SelectionArgs {
     /// Every job the filters below match (all of them: no filter, every job
     /// the command applies to), in batches of 1,000.
-    #[arg(long, conflicts_with = "id")]
+    #[arg(long)]
     all: bool,
     /// With --all: only this queue.
     #[arg(long, requires = "all")]
@@ -294,9 +294,9 @@ impl SelectionArgs {
 
 /// One job by id, or `--all` with filters (`jobd cancel`, `jobd retry`).
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["id", "all"])))]
 pub struct TargetArgs {
     /// The job (or --all with filters).
-    #[arg(required_unless_present = "all")]
     id: Option<i64>,
     #[command(flatten)]
     select: SelectionArgs,

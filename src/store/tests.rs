@@ -527,3 +527,25 @@ fn a_job_state_honours_width_and_alignment() {
     assert_eq!(format!("{:>9}|", JobState::Ready), "    ready|");
     assert_eq!(JobState::Succeeded.to_string(), "succeeded");
 }
+
+/// A bulk retry or cancel picks each batch by seeking past the last one:
+/// dead and ready jobs by rowid from the cursor (one pass over the table for
+/// the whole operation, never a sort), running and scheduled jobs through
+/// their partial indexes.
+#[test]
+fn bulk_operations_pick_each_batch_from_where_the_last_ended() {
+    let (_dir, store) = fresh();
+    seed_and_analyze(&store, |i| if i % 50 == 0 { "dead" } else { "succeeded" });
+    let picks = plan(&store, admin::PICK_JOBS);
+    assert_eq!(
+        picks,
+        ["SEARCH jobs USING INTEGER PRIMARY KEY (rowid>?)"],
+        "{picks:?}"
+    );
+    for (sql, index) in [
+        (admin::PICK_RUNNING, "jobs_running"),
+        (admin::PICK_SCHEDULED, "jobs_scheduled"),
+    ] {
+        assert_walks_index(&plan(&store, sql), index);
+    }
+}
