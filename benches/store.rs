@@ -8,8 +8,10 @@
 //! `UPDATE … RETURNING` + completing `UPDATE` per job, no jobd code; and the
 //! same in batches (1000-row insert transactions; a claim of 100 and its 100
 //! completing updates), beside which the batched jobd figures stand.  Each
-//! figure is the median of 3 runs; jobd figures are also given as a fraction
-//! of the raw limit, which survives a noisy machine.
+//! figure is the median of 5 runs, and a jobd figure's runs alternate with
+//! those of the raw limit it is given as a fraction of (raw, jobd, raw, …),
+//! so the ratio survives a noisy machine whose speed drifts.  Claims run on
+//! tables of the stated size: what the enqueue runs added is deleted first.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -19,24 +21,29 @@ use jobd::Store;
 use rusqlite::{params, Connection};
 
 const LEASE: Duration = Duration::from_secs(60);
-const RUNS: usize = 3;
+const RUNS: usize = 5;
 
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
     xs[xs.len() / 2]
 }
 
-/// Ops per second of `f`, which performs `ops` operations, median of RUNS.
-fn rate(ops: usize, mut f: impl FnMut()) -> f64 {
-    median(
-        (0..RUNS)
-            .map(|_| {
-                let t = Instant::now();
-                f();
-                ops as f64 / t.elapsed().as_secs_f64()
-            })
-            .collect(),
-    )
+/// Ops per second of `f`, which performs `ops` operations.
+fn rate(ops: usize, f: &mut impl FnMut()) -> f64 {
+    let t = Instant::now();
+    f();
+    ops as f64 / t.elapsed().as_secs_f64()
+}
+
+/// Ops per second of `raw` and of `jobd` (each performing `ops` operations),
+/// medians of RUNS runs taken in turn: raw, jobd, raw, jobd, …
+fn paired(ops: usize, mut raw: impl FnMut(), mut jobd: impl FnMut()) -> (f64, f64) {
+    let (mut r, mut j) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        r.push(rate(ops, &mut raw));
+        j.push(rate(ops, &mut jobd));
+    }
+    (median(r), median(j))
 }
 
 fn job(i: usize) -> NewJob {
@@ -129,36 +136,35 @@ fn main() {
     for &rows in &sizes {
         let dir = tempfile::tempdir_in(&base).unwrap();
         eprintln!("preparing {rows} existing rows ...");
-
-        // The raw SQLite limits.
         let raw = raw_conn(&dir.path().join("raw.db"), rows);
+        let store = prefill_jobd(&dir.path().join("queue.db"), rows);
+
+        // Each jobd figure is measured in runs that alternate with the runs
+        // of the raw limit it is compared to, so that a drift of this shared
+        // machine's speed moves both sides of the ratio.
         let mut n = 0i64;
-        let raw_insert = rate(20_000, || {
+        let mut i = 0;
+        let (raw_insert, single) = paired(
+            20_000,
+            || {
+                let mut stmt = raw.prepare_cached(RAW_INSERT).unwrap();
+                for _ in 0..20_000 {
+                    n += 1;
+                    stmt.execute(params![format!("{{\"n\":{n}}}"), n]).unwrap();
+                }
+            },
+            || {
+                for _ in 0..20_000 {
+                    i += 1;
+                    store.enqueue(&job(i)).unwrap();
+                }
+            },
+        );
+        let batches: Vec<NewJob> = (0..1000).map(job).collect();
+        // The batched limit: 1000-row insert transactions.
+        let mut raw_many_txs = |count: usize| {
             let mut stmt = raw.prepare_cached(RAW_INSERT).unwrap();
-            for _ in 0..20_000 {
-                n += 1;
-                stmt.execute(params![format!("{{\"n\":{n}}}"), n]).unwrap();
-            }
-        });
-        let raw_cycle = rate(5_000, || {
-            let mut claim = raw.prepare_cached(RAW_CLAIM).unwrap();
-            let mut done = raw.prepare_cached(RAW_DONE).unwrap();
-            for _ in 0..5_000 {
-                let (id, _payload, token): (i64, String, i64) = {
-                    let mut rows = claim.query([i64::MAX, 1]).unwrap();
-                    let r = rows.next().unwrap().unwrap();
-                    let v = (r.get(0).unwrap(), r.get(1).unwrap(), r.get(2).unwrap());
-                    while rows.next().unwrap().is_some() {}
-                    v
-                };
-                assert_eq!(done.execute(params![id, token, "{}"]).unwrap(), 1);
-            }
-        });
-        // The batched limits: 1000-row transactions, and a claim of 100 +
-        // 100 completing UPDATEs, two transactions per batch.
-        let raw_many = rate(200_000, || {
-            let mut stmt = raw.prepare_cached(RAW_INSERT).unwrap();
-            for _ in 0..200 {
+            for _ in 0..count {
                 raw.execute_batch("BEGIN").unwrap();
                 for _ in 0..1000 {
                     n += 1;
@@ -166,48 +172,34 @@ fn main() {
                 }
                 raw.execute_batch("COMMIT").unwrap();
             }
-        });
-        let raw_batch = rate(20_000, || {
-            let mut claim = raw.prepare_cached(RAW_CLAIM).unwrap();
-            let mut done = raw.prepare_cached(RAW_DONE).unwrap();
-            for _ in 0..200 {
-                raw.execute_batch("BEGIN IMMEDIATE").unwrap();
-                let got: Vec<(i64, String, i64)> = claim
-                    .query_map([i64::MAX, 100], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                    .unwrap()
-                    .map(|r| r.unwrap())
-                    .collect();
-                raw.execute_batch("COMMIT; BEGIN IMMEDIATE").unwrap();
-                assert_eq!(got.len(), 100);
-                for (id, _payload, token) in &got {
-                    assert_eq!(done.execute(params![id, token, "{}"]).unwrap(), 1);
+        };
+        let (raw_many, many100) = paired(
+            100_000,
+            || raw_many_txs(100),
+            || {
+                for _ in 0..1000 {
+                    store.enqueue_many(&batches[..100]).unwrap();
                 }
-                raw.execute_batch("COMMIT").unwrap();
-            }
-        });
-        drop(raw);
+            },
+        );
+        let (raw_many_again, many1000) = paired(
+            200_000,
+            || raw_many_txs(200),
+            || {
+                for _ in 0..200 {
+                    store.enqueue_many(&batches).unwrap();
+                }
+            },
+        );
 
-        let store = prefill_jobd(&dir.path().join("queue.db"), rows);
-        let mut i = 0;
-        let single = rate(20_000, || {
-            for _ in 0..20_000 {
-                i += 1;
-                store.enqueue(&job(i)).unwrap();
-            }
-        });
-        let batches: Vec<NewJob> = (0..1000).map(job).collect();
-        let many100 = rate(100_000, || {
-            for _ in 0..1000 {
-                store.enqueue_many(&batches[..100]).unwrap();
-            }
-        });
-        let many1000 = rate(200_000, || {
-            for _ in 0..200 {
-                store.enqueue_many(&batches).unwrap();
-            }
-        });
-        // Claim on a table of the stated size: drop what the enqueue runs
+        // Claims on tables of the stated size: drop what the enqueue runs
         // added, then enqueue (untimed) just the jobs the claim runs consume.
+        let supply = RUNS * (5_000 + 20_000);
+        raw.execute_batch("DELETE FROM raw WHERE queue = 'bench'")
+            .unwrap();
+        raw_many_txs(supply / 1000);
+        raw.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .unwrap();
         {
             let conn = store.connection().unwrap();
             conn.execute("DELETE FROM jobs WHERE queue = 'bench'", [])
@@ -215,27 +207,68 @@ fn main() {
             conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
                 .unwrap();
         }
-        for _ in 0..(RUNS * (5_000 + 20_000)) / 1000 {
+        for _ in 0..supply / 1000 {
             store.enqueue_many(&batches).unwrap();
         }
-        let one_by_one = rate(5_000, || {
-            for _ in 0..5_000 {
-                let j = store
-                    .claim("w", &["bench"], 1, LEASE)
-                    .unwrap()
-                    .pop()
-                    .unwrap();
-                store.complete(j.id, j.lease_token, None).unwrap();
-            }
-        });
-        let batched = rate(20_000, || {
-            for _ in 0..200 {
-                let jobs = store.claim("w", &["bench"], 100, LEASE).unwrap();
-                assert_eq!(jobs.len(), 100);
-                let done: Vec<_> = jobs.iter().map(|j| (j.id, j.lease_token, None)).collect();
-                assert_eq!(store.complete_many(&done).unwrap().completed, 100);
-            }
-        });
+        let (raw_cycle, one_by_one) = paired(
+            5_000,
+            || {
+                let mut claim = raw.prepare_cached(RAW_CLAIM).unwrap();
+                let mut done = raw.prepare_cached(RAW_DONE).unwrap();
+                for _ in 0..5_000 {
+                    let (id, _payload, token): (i64, String, i64) = {
+                        let mut rows = claim.query([i64::MAX, 1]).unwrap();
+                        let r = rows.next().unwrap().unwrap();
+                        let v = (r.get(0).unwrap(), r.get(1).unwrap(), r.get(2).unwrap());
+                        while rows.next().unwrap().is_some() {}
+                        v
+                    };
+                    assert_eq!(done.execute(params![id, token, "{}"]).unwrap(), 1);
+                }
+            },
+            || {
+                for _ in 0..5_000 {
+                    let j = store
+                        .claim("w", &["bench"], 1, LEASE)
+                        .unwrap()
+                        .pop()
+                        .unwrap();
+                    store.complete(j.id, j.lease_token, None).unwrap();
+                }
+            },
+        );
+        // The batched cycle: a claim of 100 + 100 completing UPDATEs, two
+        // transactions per batch.
+        let (raw_batch, batched) = paired(
+            20_000,
+            || {
+                let mut claim = raw.prepare_cached(RAW_CLAIM).unwrap();
+                let mut done = raw.prepare_cached(RAW_DONE).unwrap();
+                for _ in 0..200 {
+                    raw.execute_batch("BEGIN IMMEDIATE").unwrap();
+                    let got: Vec<(i64, String, i64)> = claim
+                        .query_map([i64::MAX, 100], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                        .unwrap()
+                        .map(|r| r.unwrap())
+                        .collect();
+                    raw.execute_batch("COMMIT; BEGIN IMMEDIATE").unwrap();
+                    assert_eq!(got.len(), 100);
+                    for (id, _payload, token) in &got {
+                        assert_eq!(done.execute(params![id, token, "{}"]).unwrap(), 1);
+                    }
+                    raw.execute_batch("COMMIT").unwrap();
+                }
+            },
+            || {
+                for _ in 0..200 {
+                    let jobs = store.claim("w", &["bench"], 100, LEASE).unwrap();
+                    assert_eq!(jobs.len(), 100);
+                    let done: Vec<_> = jobs.iter().map(|j| (j.id, j.lease_token, None)).collect();
+                    assert_eq!(store.complete_many(&done).unwrap().completed, 100);
+                }
+            },
+        );
+        drop(raw);
         table.push(Row {
             name: "raw: one-row INSERT per transaction",
             rows,
@@ -276,7 +309,8 @@ fn main() {
             name: "enqueue_many, batches of 1000",
             rows,
             rate: many1000,
-            limit: Some(("raw batched insert", raw_many)),
+            // Against the raw runs taken in turn with these ones.
+            limit: Some(("raw batched insert", raw_many_again)),
         });
         table.push(Row {
             name: "claim + complete, one at a time",
