@@ -639,7 +639,7 @@ async fn bad_worker_configuration_is_refused() {
 /// What enqueueing checks a job against: the queues and kinds of a worker
 /// configuration (with its handlers' payload types), and what the live
 /// workers on the file registered — a worker that stopped, or stopped
-/// heartbeating, no longer counts.
+/// heartbeating, no longer counts; a queue and a kind must be one worker's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_catalog_refuses_jobs_no_worker_could_run() {
     let (_d, store, clock) = manual_store();
@@ -684,7 +684,22 @@ async fn a_catalog_refuses_jobs_no_worker_could_run() {
     })
     .await;
     check("mail", "send", json!({"to": "a@b.c"})).unwrap();
-    check("math", "send", json!({})).unwrap();
+    // Its queue and its kind, each known, but not to one worker: the math
+    // worker would claim a "send" job and fail it, the mail worker an "add".
+    let err = check("math", "send", json!({})).unwrap_err();
+    assert_eq!(
+        err,
+        "invalid kind: no worker runs job kind \"send\" on queue \"math\": the workers that \
+         serve \"math\" run add, and those that run \"send\" serve mail (a worker that claims a \
+         job it has no handler for fails it)"
+    );
+    let err = check("mail", "add", json!({"a": 1, "b": 2})).unwrap_err();
+    assert!(
+        err.contains(
+            "the workers that serve \"mail\" run send, and those that run \"add\" serve math"
+        ),
+        "{err}"
+    );
     stop.cancel();
     worker.await.unwrap().unwrap();
     assert!(check("mail", "send", json!({})).is_err(), "deregistered");

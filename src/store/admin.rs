@@ -279,8 +279,30 @@ fn text_ref<'r>(r: &'r Row, i: usize) -> rusqlite::Result<&'r str> {
 /// What the live workers on a file serve and run ([`Store::live_work`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LiveWork {
+    /// Every queue some live worker serves.
+    pub queues: std::collections::BTreeSet<String>,
+    /// Every kind some live worker runs.
+    pub kinds: std::collections::BTreeSet<String>,
+    /// Each live worker's own queues and kinds.
+    pub workers: Vec<LiveWorker>,
+}
+
+/// One live worker's queues and kinds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LiveWorker {
     pub queues: std::collections::BTreeSet<String>,
     pub kinds: std::collections::BTreeSet<String>,
+}
+
+impl LiveWork {
+    /// Whether one live worker both serves `queue` and runs `kind` (a job
+    /// runs on whichever worker claims it: one serving its queue without
+    /// its kind would fail it).
+    pub fn runs(&self, queue: &str, kind: &str) -> bool {
+        self.workers
+            .iter()
+            .any(|w| w.queues.contains(queue) && w.kinds.contains(kind))
+    }
 }
 
 /// When [`Store::stats_recent`] may answer with finished counts read by an
@@ -708,8 +730,13 @@ impl Store {
                     let text: String = r.get(i)?;
                     Ok(serde_json::from_str(&text).unwrap_or_default())
                 };
-                work.queues.extend(names(0)?);
-                work.kinds.extend(names(1)?);
+                let worker = LiveWorker {
+                    queues: names(0)?.into_iter().collect(),
+                    kinds: names(1)?.into_iter().collect(),
+                };
+                work.queues.extend(worker.queues.iter().cloned());
+                work.kinds.extend(worker.kinds.iter().cloned());
+                work.workers.push(worker);
             }
             Ok(work)
         })

@@ -58,7 +58,7 @@ use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use crate::clock::{Clock, Millis, SystemClock};
 use crate::error::{Error, Result};
 
-pub use admin::{parse_concurrency_limit, LiveWork, StatsReuse};
+pub use admin::{parse_concurrency_limit, LiveWork, LiveWorker, StatsReuse};
 pub use checkpoint::CheckpointOptions;
 pub use job::{
     validate_name, validate_tenant, AttemptInfo, Backoff, CancelOutcome, CancelReport, ClaimedJob,

@@ -105,29 +105,67 @@ impl Checker<'_> {
     ) -> Result<()> {
         validate_name("queue", queue)?;
         validate_name("kind", kind)?;
-        if !self.catalog.queues.contains(queue) && !self.live()?.queues.contains(queue) {
+        let configured = self.catalog.queues.contains(queue);
+        let handler = self.catalog.handlers.get(kind);
+        // A job runs on whichever worker claims it: one worker must both
+        // serve its queue and run its kind — this configuration, or one
+        // live worker on the file.
+        let here = configured && handler.is_some();
+        if !here && !self.live()?.runs(queue, kind) {
+            let live = self.live()?;
+            if !configured && !live.queues.contains(queue) {
+                return Err(Error::invalid(
+                    "queue",
+                    format!(
+                        "unknown queue {queue:?}: no worker serves it (the configured queues are {}; \
+                         no live worker on the file serves it either)",
+                        list(self.catalog.queues())
+                    ),
+                ));
+            }
+            if handler.is_none() && !live.kinds.contains(kind) {
+                return Err(Error::invalid(
+                    "kind",
+                    format!(
+                        "unknown job kind {kind:?}: no worker runs it (the configured kinds are {}; \
+                         no live worker on the file runs it either)",
+                        list(self.catalog.kinds())
+                    ),
+                ));
+            }
+            // Both are known, but not to one worker.
+            let mut kinds_there = BTreeSet::new();
+            let mut queues_of_kind = BTreeSet::new();
+            if configured {
+                kinds_there.extend(self.catalog.kinds());
+            }
+            if handler.is_some() {
+                queues_of_kind.extend(self.catalog.queues());
+            }
+            for w in &live.workers {
+                if w.queues.contains(queue) {
+                    kinds_there.extend(w.kinds.iter().map(String::as_str));
+                }
+                if w.kinds.contains(kind) {
+                    queues_of_kind.extend(w.queues.iter().map(String::as_str));
+                }
+            }
             return Err(Error::invalid(
-                "queue",
+                "kind",
                 format!(
-                    "unknown queue {queue:?}: no worker serves it (the configured queues are {}; \
-                     no live worker on the file serves it either)",
-                    list(self.catalog.queues())
+                    "no worker runs job kind {kind:?} on queue {queue:?}: the workers that serve \
+                     {queue:?} run {}, and those that run {kind:?} serve {} (a worker that claims \
+                     a job it has no handler for fails it)",
+                    list(kinds_there.into_iter()),
+                    list(queues_of_kind.into_iter())
                 ),
             ));
         }
-        match self.catalog.handlers.get(kind) {
+        match handler {
             Some(handler) => handler
                 .check(payload, tenant)
                 .map_err(|(field, reason)| Error::invalid(field, reason)),
-            None if self.live()?.kinds.contains(kind) => Ok(()),
-            None => Err(Error::invalid(
-                "kind",
-                format!(
-                    "unknown job kind {kind:?}: no worker runs it (the configured kinds are {}; \
-                     no live worker on the file runs it either)",
-                    list(self.catalog.kinds())
-                ),
-            )),
+            None => Ok(()),
         }
     }
 
