@@ -717,3 +717,66 @@ async fn a_catalog_refuses_jobs_no_worker_could_run() {
         store.live_work()
     );
 }
+
+/// Workers with different handlers may serve one queue.  One that claims a
+/// job of a kind it has no handler for hands it back — the try not counted,
+/// the job held back a moment — when a live worker serving the queue runs
+/// that kind, which then runs it; with no such worker the job fails for
+/// good at once, as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_claimed_by_a_worker_without_its_handler_goes_to_one_with_it() {
+    let (_d, store, clock) = manual_store();
+    // A worker of another process serves "q" and runs "render".
+    store
+        .register_worker("renderer", "host", 1, &["q"], &["render"])
+        .unwrap();
+    let id = store
+        .enqueue(&NewJob::new("q", "render").max_attempts(2))
+        .unwrap();
+    let mailer = || {
+        Worker::builder(store.clone())
+            .handle_fn("send", |_ctx, _p| async { Ok(Value::Null) })
+            .queue("q", 1)
+    };
+    let (stop, worker) = spawn(mailer());
+    until("handed back", || state(&store, id) == JobState::Scheduled).await;
+    stop.cancel();
+    worker.await.unwrap().unwrap();
+    let job = store.get(id).unwrap();
+    assert_eq!(job.run_at, clock.now_ms() + 1_000, "held back 1 s");
+    assert_eq!(
+        (job.attempts, job.attempt_limit),
+        (1, 3),
+        "the try is not counted"
+    );
+    assert_eq!(job.attempt_log.len(), 1);
+    assert_eq!(job.attempt_log[0].outcome, "released");
+    let note = job.attempt_log[0].error.clone().unwrap_or_default();
+    assert!(note.contains("no handler for job kind 'render'"), "{note}");
+
+    // The renderer (here, in this process) runs it once it is due.
+    store.deregister_worker("renderer").unwrap();
+    let (stop, worker) = spawn(
+        Worker::builder(store.clone())
+            .handle_fn("render", |_ctx, _p| async { Ok(json!("rendered")) })
+            .queue("q", 1),
+    );
+    clock.advance(Duration::from_secs(1));
+    store.notify_work();
+    until("rendered", || state(&store, id) == JobState::Succeeded).await;
+    stop.cancel();
+    worker.await.unwrap().unwrap();
+    assert_eq!(store.get(id).unwrap().result, Some(json!("rendered")));
+
+    // No live worker runs "render" now: a job of it fails for good at once.
+    let id = store.enqueue(&NewJob::new("q", "render")).unwrap();
+    let (stop, worker) = spawn(mailer());
+    until("dead", || state(&store, id) == JobState::Dead).await;
+    stop.cancel();
+    worker.await.unwrap().unwrap();
+    let error = store.get(id).unwrap().last_error.unwrap_or_default();
+    assert!(
+        error.contains("no handler for job kind 'render'"),
+        "{error}"
+    );
+}

@@ -190,9 +190,19 @@ pub struct CompleteBatch {
 
 /// How a try that did not succeed ends.
 enum Ending<'a> {
-    Failed { error: &'a str, retryable: bool },
-    Released,
-    Cancelled { reason: &'a str },
+    Failed {
+        error: &'a str,
+        retryable: bool,
+    },
+    /// Given back uncounted, to be claimed again after `after_ms`, with a
+    /// note saying why.
+    Released {
+        after_ms: i64,
+        note: Option<&'a str>,
+    },
+    Cancelled {
+        reason: &'a str,
+    },
 }
 
 struct RunningTry {
@@ -401,7 +411,23 @@ impl Store {
     /// Give the job back without counting the try (graceful shutdown): it is
     /// ready again at once for any worker.
     pub fn release(&self, id: JobId, token: i64) -> Result<()> {
-        self.end_try(id, token, Ending::Released).map(|_| ())
+        let ending = Ending::Released {
+            after_ms: 0,
+            note: None,
+        };
+        self.end_try(id, token, ending).map(|_| ())
+    }
+
+    /// Give the job back without counting the try, to be claimed again no
+    /// sooner than `after` from now (`scheduled` until then), with `note` as
+    /// the try's error: for a worker that claimed a job another worker
+    /// should run (one with a handler for its kind).
+    pub fn release_for(&self, id: JobId, token: i64, after: Duration, note: &str) -> Result<()> {
+        let ending = Ending::Released {
+            after_ms: duration_ms(after),
+            note: Some(note),
+        };
+        self.end_try(id, token, ending).map(|_| ())
     }
 
     /// The worker stopped the try because cancellation was asked: the job is
@@ -416,15 +442,18 @@ impl Store {
         let outcome = self.write("ending a try", |tx| {
             let t = running_try(tx, id, token)?;
             let (state, run_at, error, limit, finished, outcome, result) = match ending {
-                Ending::Released => (
-                    "ready",
-                    now,
-                    None,
-                    t.attempt_limit + 1,
-                    None,
-                    "released",
-                    FailOutcome::Retrying { run_at: now },
-                ),
+                Ending::Released { after_ms, note } => {
+                    let at = now.saturating_add(after_ms.max(0));
+                    (
+                        if at > now { "scheduled" } else { "ready" },
+                        at,
+                        note,
+                        t.attempt_limit + 1,
+                        None,
+                        "released",
+                        FailOutcome::Retrying { run_at: at },
+                    )
+                }
                 Ending::Cancelled { reason } => (
                     "cancelled",
                     now,

@@ -34,7 +34,9 @@ pub struct WorkerReport {
     /// Tries that failed (to be retried, or dead).
     pub failed: u64,
     pub cancelled: u64,
-    /// Runs stopped at shutdown whose jobs went back to `ready`.
+    /// Jobs given back uncounted: runs stopped at shutdown (back to
+    /// `ready`), and jobs of a kind this worker has no handler for, handed
+    /// back for a live worker that has one.
     pub released: u64,
     /// Runs whose lease was lost: their results were discarded.
     pub lost: u64,
@@ -67,11 +69,17 @@ struct Completion {
 }
 
 /// How a run ended, before deciding what to store.
+/// Longest a worker without a handler for a job's kind holds it back.
+const HAND_BACK_MAX: Duration = Duration::from_secs(60);
+
 enum Ended {
     Succeeded(serde_json::Value),
     Failed(JobError),
     /// Dropped after being told to stop.
     Stopped,
+    /// Not run: this worker has no handler for the job's kind, and a live
+    /// worker that serves its queue does.
+    HandedBack,
 }
 
 pub(crate) async fn run(
@@ -324,6 +332,14 @@ async fn supervise(
 
 async fn execute(shared: &Shared, job: &ClaimedJob, running: &Arc<Running>) -> Ended {
     let Some(handler) = shared.handlers.get(&job.kind) else {
+        // Workers with different handlers may serve one queue: leave the
+        // job to one that runs its kind, if one is alive.
+        let (store, queue, kind) = (shared.store.clone(), job.queue.clone(), job.kind.clone());
+        match blocking(move || store.live_work().map(|w| w.runs(&queue, &kind))).await {
+            Ok(true) => return Ended::HandedBack,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "could not read the live workers"),
+        }
         return Ended::Failed(JobError::permanent(format!(
             "no handler for job kind '{}' in worker {} (it handles: {})",
             job.kind,
@@ -444,6 +460,19 @@ async fn finish(shared: &Shared, job: &ClaimedJob, reason: Option<StopReason>, e
             } else {
                 Ok(())
             }
+        }
+        (Ended::HandedBack, _) => {
+            c.released.fetch_add(1, Ordering::Relaxed);
+            // 1 s, doubling with each claim of the job (a try handed back
+            // is not counted, but claims are), up to a minute: a job that
+            // keeps meeting this worker first writes a try a minute at most.
+            let after = Duration::from_secs(1 << (job.attempt - 1).clamp(0, 6)).min(HAND_BACK_MAX);
+            let note = format!(
+                "worker {} has no handler for job kind '{}'; handed back for a live worker that runs it",
+                shared.name, job.kind
+            );
+            tracing::info!(after = ?after, "no handler here; handed back for a live worker that runs this kind");
+            blocking(move || store.release_for(id, token, after, &note)).await
         }
         (_, Some(StopReason::Shutdown)) => {
             c.released.fetch_add(1, Ordering::Relaxed);
