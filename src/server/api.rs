@@ -15,7 +15,7 @@ use crate::store::{parse_concurrency_limit, JobSelection, JobSpec, JobState, Lis
 type ApiResult<T> = Result<T, ApiError>;
 
 /// Run a store call on the blocking pool (SQLite calls block).
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> crate::Result<T> + Send + 'static,
 ) -> ApiResult<T> {
     tokio::task::spawn_blocking(f)

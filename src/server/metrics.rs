@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use crate::server::{ApiError, ApiState};
@@ -57,13 +57,12 @@ fn label(v: &str) -> String {
 
 pub(super) async fn metrics(State(s): State<ApiState>) -> Result<Response, ApiError> {
     let store = s.store.clone();
-    let (stats, attempts) = tokio::task::spawn_blocking(move || -> crate::Result<_> {
+    let (stats, attempts) = super::api::blocking(move || {
         let stats = store.stats_recent()?;
         let attempts = store.with_conn("metrics", |c| try_totals(c, &stats))?;
         Ok((stats, attempts))
     })
-    .await
-    .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))??;
+    .await?;
 
     let mut out = String::new();
     out.push_str(
