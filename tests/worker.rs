@@ -680,7 +680,7 @@ async fn a_catalog_refuses_jobs_no_worker_could_run() {
             .queue("mail", 1),
     );
     until("the mail worker registered", || {
-        store.live_work().unwrap().queues.contains("mail")
+        store.live_work().unwrap().serves("mail")
     })
     .await;
     check("mail", "send", json!({"to": "a@b.c"})).unwrap();
@@ -712,7 +712,7 @@ async fn a_catalog_refuses_jobs_no_worker_could_run() {
     clock.advance(Duration::from_secs(31));
     assert!(check("mail", "send", json!({})).is_err(), "no longer live");
     assert!(
-        store.live_work().unwrap().kinds.is_empty(),
+        store.live_work().unwrap().workers.is_empty(),
         "{:?}",
         store.live_work()
     );

@@ -237,6 +237,25 @@ pub(crate) const STATEMENTS: &[(&str, &str)] = &[
     ("NOT_JSON", NOT_JSON),
 ];
 
+/// Check a bulk selection's names, and give its last-error `LIKE` pattern.
+fn checked_pattern(selection: &JobSelection) -> Result<Option<String>> {
+    if let Some(q) = &selection.queue {
+        validate_name("queue", q)?;
+    }
+    if let Some(k) = &selection.kind {
+        validate_name("kind", k)?;
+    }
+    if let Some(t) = &selection.tenant {
+        crate::store::job::validate_tenant(t)?;
+    }
+    Ok(error_pattern(selection.error_contains.as_deref()))
+}
+
+/// The `LIKE` pattern of an error-text filter (none for an empty one).
+fn error_pattern(needle: Option<&str>) -> Option<String> {
+    needle.filter(|t| !t.is_empty()).map(like_pattern)
+}
+
 /// A bulk operation failed part-way: say how many jobs it changed before.
 fn bulk_error(e: Error, what: &'static str, done: usize) -> Error {
     if done == 0 {
@@ -279,10 +298,6 @@ fn text_ref<'r>(r: &'r Row, i: usize) -> rusqlite::Result<&'r str> {
 /// What the live workers on a file serve and run ([`Store::live_work`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LiveWork {
-    /// Every queue some live worker serves.
-    pub queues: std::collections::BTreeSet<String>,
-    /// Every kind some live worker runs.
-    pub kinds: std::collections::BTreeSet<String>,
     /// Each live worker's own queues and kinds.
     pub workers: Vec<LiveWorker>,
 }
@@ -295,6 +310,16 @@ pub struct LiveWorker {
 }
 
 impl LiveWork {
+    /// Whether some live worker serves `queue`.
+    pub fn serves(&self, queue: &str) -> bool {
+        self.workers.iter().any(|w| w.queues.contains(queue))
+    }
+
+    /// Whether some live worker runs `kind`.
+    pub fn runs_kind(&self, kind: &str) -> bool {
+        self.workers.iter().any(|w| w.kinds.contains(kind))
+    }
+
     /// Whether one live worker both serves `queue` and runs `kind` (a job
     /// runs on whichever worker claims it: one serving its queue without
     /// its kind would fail it).
@@ -581,11 +606,7 @@ impl Store {
                     filter.tenant,
                     filter.before_id,
                     limit,
-                    filter
-                        .error_contains
-                        .as_deref()
-                        .filter(|t| !t.is_empty())
-                        .map(like_pattern),
+                    error_pattern(filter.error_contains.as_deref()),
                 ],
                 |r| {
                     Ok(JobSummary {
@@ -730,13 +751,10 @@ impl Store {
                     let text: String = r.get(i)?;
                     Ok(serde_json::from_str(&text).unwrap_or_default())
                 };
-                let worker = LiveWorker {
+                work.workers.push(LiveWorker {
                     queues: names(0)?.into_iter().collect(),
                     kinds: names(1)?.into_iter().collect(),
-                };
-                work.queues.extend(worker.queues.iter().cloned());
-                work.kinds.extend(worker.kinds.iter().cloned());
-                work.workers.push(worker);
+                });
             }
             Ok(work)
         })
@@ -839,9 +857,11 @@ impl Store {
                 ))
             }
         };
+        let pattern = checked_pattern(selection)?;
         let mut report = RetryReport::default();
         let outcome = self.for_each_batch(
             selection,
+            pattern.as_deref(),
             state,
             |tx, ids, now| {
                 let mut revive = tx.prepare_cached(REVIVE)?;
@@ -898,15 +918,23 @@ impl Store {
                 ))
             }
         };
+        let pattern = checked_pattern(selection)?;
         let mut report = CancelReport::default();
         let mut outcome = Ok(());
         for &state in states {
+            let running = state == JobState::Running;
+            let count = if running {
+                &mut report.requested
+            } else {
+                &mut report.cancelled
+            };
             outcome = self.for_each_batch(
                 selection,
+                pattern.as_deref(),
                 state,
                 |tx, ids, now| {
                     let mut changed = 0;
-                    if state == JobState::Running {
+                    if running {
                         let mut request = tx.prepare_cached(REQUEST_CANCEL)?;
                         for &id in ids {
                             changed += request.execute([id])?;
@@ -919,13 +947,7 @@ impl Store {
                     }
                     Ok(changed)
                 },
-                |changed| {
-                    if state == JobState::Running {
-                        report.requested += changed;
-                    } else {
-                        report.cancelled += changed;
-                    }
-                },
+                |changed| *count += changed,
             );
             if outcome.is_err() {
                 break;
@@ -944,30 +966,18 @@ impl Store {
         Ok(report)
     }
 
-    /// Pick the jobs in `state` matching `selection` a batch at a time (a
-    /// read), and run `apply` on each batch in its own write transaction;
-    /// `tally` gets what each committed batch returned.
+    /// Pick the jobs in `state` matching `selection` (its last-error
+    /// `pattern` from [`checked_pattern`]) a batch at a time (a read), and
+    /// run `apply` on each batch in its own write transaction; `tally` gets
+    /// what each committed batch returned.
     fn for_each_batch<T>(
         &self,
         selection: &JobSelection,
+        pattern: Option<&str>,
         state: JobState,
         mut apply: impl FnMut(&rusqlite::Transaction, &[JobId], Millis) -> Result<T>,
         mut tally: impl FnMut(T),
     ) -> Result<()> {
-        if let Some(q) = &selection.queue {
-            validate_name("queue", q)?;
-        }
-        if let Some(k) = &selection.kind {
-            validate_name("kind", k)?;
-        }
-        if let Some(t) = &selection.tenant {
-            crate::store::job::validate_tenant(t)?;
-        }
-        let pattern = selection
-            .error_contains
-            .as_deref()
-            .filter(|t| !t.is_empty())
-            .map(like_pattern);
         let pick = match state {
             JobState::Running => PICK_RUNNING,
             JobState::Scheduled => PICK_SCHEDULED,

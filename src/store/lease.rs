@@ -174,10 +174,10 @@ pub(crate) const STATEMENTS: &[(&str, &str)] = &[
     ("DEREGISTER_WORKER", DEREGISTER_WORKER),
 ];
 
-/// Tries held by a worker, `[[id, token], …]`, as the statements over many
-/// of them read it (`json_each`).
-fn held_json(held: &[(JobId, i64)]) -> Result<String> {
-    serde_json::to_string(held).map_err(|e| Error::invalid("held", e.to_string()))
+/// A list as the JSON array a statement reads (`json_each`, or a column of
+/// names): tries held by a worker as `[[id, token], …]`, its queues, kinds.
+fn json_list(field: &'static str, list: &impl serde::Serialize) -> Result<String> {
+    serde_json::to_string(list).map_err(|e| Error::invalid(field, e.to_string()))
 }
 
 /// What [`Store::complete_many`] did.
@@ -312,7 +312,7 @@ impl Store {
             return Ok(Vec::new());
         }
         let expires = self.now().saturating_add(duration_ms(lease));
-        let held_json = held_json(held)?;
+        let held_json = json_list("held", &held)?;
         self.write("heartbeat_many", |tx| {
             let mut stmt = tx.prepare_cached(HEARTBEAT_MANY)?;
             let rows =
@@ -328,7 +328,7 @@ impl Store {
         if held.is_empty() {
             return Ok(Vec::new());
         }
-        let held_json = held_json(held)?;
+        let held_json = json_list("held", &held)?;
         self.with_conn("cancel_requested", |c| {
             let mut stmt = c.prepare_cached(CANCEL_REQUESTED)?;
             let rows = stmt.query_map([&held_json], |r| r.get(0))?;
@@ -586,10 +586,8 @@ impl Store {
         queues: &[&str],
         kinds: &[&str],
     ) -> Result<()> {
-        let queues =
-            serde_json::to_string(queues).map_err(|e| Error::invalid("queues", e.to_string()))?;
-        let kinds =
-            serde_json::to_string(kinds).map_err(|e| Error::invalid("kinds", e.to_string()))?;
+        let queues = json_list("queues", &queues)?;
+        let kinds = json_list("kinds", &kinds)?;
         let now = self.now();
         self.with_conn("register_worker", |c| {
             c.prepare_cached(REGISTER_WORKER)?

@@ -113,7 +113,7 @@ impl Checker<'_> {
         let here = configured && handler.is_some();
         if !here && !self.live()?.runs(queue, kind) {
             let live = self.live()?;
-            if !configured && !live.queues.contains(queue) {
+            if !configured && !live.serves(queue) {
                 return Err(Error::invalid(
                     "queue",
                     format!(
@@ -123,7 +123,7 @@ impl Checker<'_> {
                     ),
                 ));
             }
-            if handler.is_none() && !live.kinds.contains(kind) {
+            if handler.is_none() && !live.runs_kind(kind) {
                 return Err(Error::invalid(
                     "kind",
                     format!(

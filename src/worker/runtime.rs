@@ -68,10 +68,10 @@ struct Completion {
     result: serde_json::Value,
 }
 
-/// How a run ended, before deciding what to store.
 /// Longest a worker without a handler for a job's kind holds it back.
 const HAND_BACK_MAX: Duration = Duration::from_secs(60);
 
+/// How a run ended, before deciding what to store.
 enum Ended {
     Succeeded(serde_json::Value),
     Failed(JobError),
