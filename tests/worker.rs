@@ -780,3 +780,116 @@ async fn a_job_claimed_by_a_worker_without_its_handler_goes_to_one_with_it() {
         "{error}"
     );
 }
+
+/// A handler whose blocking work ignores every signal to stop and returns
+/// only when the test lets it (`release`), then says it did (`returned`).
+fn stuck_handler(
+    builder: WorkerBuilder,
+) -> (
+    WorkerBuilder,
+    std::sync::mpsc::Sender<()>,
+    Arc<std::sync::atomic::AtomicBool>,
+) {
+    let (release, wait) = std::sync::mpsc::channel::<()>();
+    let wait = Arc::new(std::sync::Mutex::new(wait));
+    let returned = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let r = returned.clone();
+    let builder = builder.handle_fn("stuck", move |ctx, _p| {
+        let (wait, r) = (wait.clone(), r.clone());
+        async move {
+            ctx.blocking(move || {
+                let _ = wait.lock().unwrap().recv();
+                r.store(true, Ordering::SeqCst);
+            })
+            .await;
+            Ok(Value::Null)
+        }
+    });
+    (builder, release, returned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_work_that_ignores_its_stop_keeps_the_slot_until_it_returns() {
+    let (_d, store) = store();
+    let opts = jobd::worker::WorkerOptions {
+        stop_grace: Duration::from_millis(50),
+        ..Default::default()
+    };
+    let (builder, release, returned) =
+        stuck_handler(Worker::builder(store.clone()).options(opts).queue("q", 1));
+    // What the next job saw when it started: had the stuck work returned?
+    let saw = Arc::new(std::sync::Mutex::new(None::<bool>));
+    let (s, ret) = (saw.clone(), returned.clone());
+    let (stop, worker) = spawn(builder.handle_fn("quick", move |_ctx, _p| {
+        let (s, ret) = (s.clone(), ret.clone());
+        async move {
+            *s.lock().unwrap() = Some(ret.load(Ordering::SeqCst));
+            Ok(Value::Null)
+        }
+    }));
+    let stuck = store
+        .enqueue(
+            &NewJob::new("q", "stuck")
+                .timeout(Duration::from_millis(100))
+                .max_attempts(1),
+        )
+        .unwrap();
+    until("stuck running", || {
+        state(&store, stuck) == JobState::Running
+    })
+    .await;
+    let quick = store.enqueue(&NewJob::new("q", "quick")).unwrap();
+    // The try ends in the queue at once (nothing waits for the thread)...
+    until("stuck try timed out", || {
+        state(&store, stuck) == JobState::Dead
+    })
+    .await;
+    assert_eq!(
+        store.get(stuck).unwrap().last_error.as_deref(),
+        Some("timed out after 100 ms")
+    );
+    // ...but the queue's one slot is still the stuck thread's.  (Before, the
+    // next job started within milliseconds of the timeout, beside it.)
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(state(&store, quick), JobState::Ready);
+    release.send(()).unwrap();
+    until("quick done", || state(&store, quick) == JobState::Succeeded).await;
+    assert_eq!(
+        *saw.lock().unwrap(),
+        Some(true),
+        "the next job started only once the stuck work had returned"
+    );
+    stop.cancel();
+    let report = worker.await.unwrap().unwrap();
+    assert_eq!((report.failed, report.succeeded), (1, 1));
+    assert_eq!((report.overran, report.abandoned), (1, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stops_within_its_grace_when_blocking_work_never_returns() {
+    let (_d, store) = store();
+    let opts = jobd::worker::WorkerOptions {
+        stop_grace: Duration::from_millis(50),
+        shutdown_grace: Duration::from_millis(100),
+        ..Default::default()
+    };
+    let (builder, release, returned) =
+        stuck_handler(Worker::builder(store.clone()).options(opts).queue("q", 1));
+    let (stop, worker) = spawn(builder);
+    let id = store.enqueue(&NewJob::new("q", "stuck")).unwrap();
+    until("running", || state(&store, id) == JobState::Running).await;
+    let t = Instant::now();
+    stop.cancel();
+    let report = worker.await.unwrap().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    let job = store.get(id).unwrap();
+    assert_eq!(job.state, JobState::Ready, "released for another worker");
+    assert_eq!(
+        (report.released, report.overran, report.abandoned),
+        (1, 1, 1)
+    );
+    assert!(!returned.load(Ordering::SeqCst));
+    // Let the thread go, or this test's runtime would wait for it forever
+    // when it is dropped — what `Runtime::shutdown_timeout` is for.
+    release.send(()).unwrap();
+}

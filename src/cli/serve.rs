@@ -98,10 +98,32 @@ pub(super) fn unchecked_hint(e: jobd::Error) -> Box<dyn std::error::Error> {
     }
 }
 
-fn runtime() -> CliResult<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
+/// Run `work` on a fresh runtime, then end the runtime without waiting for
+/// blocking work that ignored its stop: a runtime dropped the usual way
+/// waits for every thread of its blocking pool, forever for one that never
+/// returns — and the process with it, long after SIGTERM.
+fn run_to_end<T>(work: impl std::future::Future<Output = T>) -> CliResult<T> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?)
+        .build()?;
+    let out = runtime.block_on(work);
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    Ok(out)
+}
+
+/// The line a stopping daemon or worker ends with.
+fn stopped_line(report: &jobd::worker::WorkerReport) -> String {
+    let mut line = format!(
+        "stopped ({} jobs succeeded, {} failed, {} released)",
+        report.succeeded, report.failed, report.released
+    );
+    if report.abandoned > 0 {
+        line += &format!(
+            "; {} ended runs' blocking work had not returned and was left to the exit",
+            report.abandoned
+        );
+    }
+    line
 }
 
 pub fn serve(db: &Path, data_dir: &Path, config: &Config, args: ServeArgs) -> CliResult {
@@ -125,7 +147,7 @@ pub fn serve(db: &Path, data_dir: &Path, config: &Config, args: ServeArgs) -> Cl
         .catalog(builder.catalog())
         .with_scheduler(run_scheduler);
 
-    runtime()?.block_on(async move {
+    run_to_end(async move {
         let listener = tokio::net::TcpListener::bind(&listen)
             .await
             .map_err(|e| format!("listening on {listen}: {e}"))?;
@@ -165,12 +187,9 @@ pub fn serve(db: &Path, data_dir: &Path, config: &Config, args: ServeArgs) -> Cl
         if let Some(s) = scheduler {
             s.await??;
         }
-        eprintln!(
-            "jobd serve: stopped ({} jobs succeeded, {} failed, {} released)",
-            report.succeeded, report.failed, report.released
-        );
+        eprintln!("jobd serve: {}", stopped_line(&report));
         Ok::<_, Box<dyn std::error::Error>>(())
-    })?;
+    })??;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -181,13 +200,10 @@ pub fn worker_only(db: &Path, data_dir: &Path, config: &Config, args: WorkerArgs
     if builder.queue_names().is_empty() {
         return Err(format!("no such queue among {:?}", args.queues).into());
     }
-    runtime()?.block_on(async move {
+    run_to_end(async move {
         let report = builder.run(jobd::worker::shutdown_signal()).await?;
-        eprintln!(
-            "jobd worker: stopped ({} jobs succeeded, {} failed, {} released)",
-            report.succeeded, report.failed, report.released
-        );
+        eprintln!("jobd worker: {}", stopped_line(&report));
         Ok::<_, Box<dyn std::error::Error>>(())
-    })?;
+    })??;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,7 +1,9 @@
 //! What a handler gets to know about its job, and can tell back.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{JobId, Progress, Store};
@@ -29,9 +31,23 @@ pub(crate) struct Running {
     pub(crate) token: i64,
     pub(crate) cancel: CancellationToken,
     pub(crate) reason: OnceLock<StopReason>,
+    /// Calls of [`JobContext::blocking`] whose closure has not returned.
+    blocking: AtomicUsize,
+    /// Told when the last of them returns.
+    blocking_done: Notify,
 }
 
 impl Running {
+    pub(crate) fn new(token: i64) -> Running {
+        Running {
+            token,
+            cancel: CancellationToken::new(),
+            reason: OnceLock::new(),
+            blocking: AtomicUsize::new(0),
+            blocking_done: Notify::new(),
+        }
+    }
+
     pub(crate) fn stop(&self, reason: StopReason) {
         let _ = self.reason.set(reason);
         self.cancel.cancel();
@@ -39,6 +55,47 @@ impl Running {
 
     pub(crate) fn reason(&self) -> Option<StopReason> {
         self.reason.get().copied()
+    }
+
+    /// How many of the run's blocking closures are still on a thread.  Once
+    /// the run is over, any left ignored its stop: a thread of the blocking
+    /// pool cannot be stopped from outside.
+    pub(crate) fn blocking_live(&self) -> usize {
+        self.blocking.load(Ordering::Acquire)
+    }
+
+    /// Resolves once every blocking closure of the run has returned.
+    pub(crate) async fn blocking_returned(&self) {
+        loop {
+            let told = self.blocking_done.notified();
+            tokio::pin!(told);
+            // Registered before the count is read: a return in between
+            // still wakes this waiter.
+            told.as_mut().enable();
+            if self.blocking_live() == 0 {
+                return;
+            }
+            told.await;
+        }
+    }
+}
+
+/// Counts one blocking closure of a run while it is alive (dropped when the
+/// closure returns or unwinds, on its own thread).
+struct BlockingGuard(Arc<Running>);
+
+impl BlockingGuard {
+    fn enter(running: &Arc<Running>) -> BlockingGuard {
+        running.blocking.fetch_add(1, Ordering::AcqRel);
+        BlockingGuard(running.clone())
+    }
+}
+
+impl Drop for BlockingGuard {
+    fn drop(&mut self) {
+        if self.0.blocking.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.blocking_done.notify_waiters();
+        }
     }
 }
 
@@ -178,13 +235,26 @@ impl JobContext {
     /// Run CPU-heavy or blocking work on tokio's blocking pool, inside this
     /// job's span, so it does not stall other jobs.  A panic in `f` fails the
     /// try like a panic in the handler.
+    ///
+    /// The run's slot (its share of the queue's concurrency) is held until
+    /// `f` returns, even when the run itself is over: a try that timed out,
+    /// was cancelled or lost its lease while `f` ignored the signal to stop
+    /// is ended in the queue at once (and may be retried), but this worker
+    /// takes no job in its place until `f` has returned — so a queue's
+    /// concurrency bounds the threads computing for it, and work that never
+    /// returns cannot pile up threads until the process runs out.
     pub async fn blocking<T, F>(&self, f: F) -> T
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
         let span = self.inner.span.clone();
-        match tokio::task::spawn_blocking(move || span.in_scope(f)).await {
+        let alive = BlockingGuard::enter(&self.inner.running);
+        let work = move || {
+            let _alive = alive;
+            span.in_scope(f)
+        };
+        match tokio::task::spawn_blocking(work).await {
             Ok(v) => v,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(e) => panic!("blocking task of job {} did not run: {e}", self.inner.id),

@@ -28,7 +28,10 @@
 //!   check), keeps its slot for up to `stop_grace` while it returns, and
 //!   fails its try ("timed out after …"); a panic fails its try
 //!   with the panic message; an unknown kind or an undecodable payload fails
-//!   the job for good (`dead`).
+//!   the job for good (`dead`).  Work started with
+//!   [`JobContext::blocking`] that ignores the signal cannot be stopped from
+//!   outside: the try still ends in the queue, and the slot stays taken until
+//!   that work returns (so a queue's concurrency bounds its threads).
 //! * **Leases** — one heartbeat task extends every lease of the process in
 //!   one statement.  A lease found lost stops the run and discards its
 //!   result; a cancel request stops it and marks the job cancelled.
@@ -38,6 +41,9 @@
 //! * **Shutdown** — when the `shutdown` future resolves the worker stops
 //!   claiming, lets running jobs finish within `shutdown_grace`, then stops
 //!   the rest and releases their leases so another worker takes them at once.
+//!   Blocking work still going on is left to the process exit and counted in
+//!   [`WorkerReport::abandoned`]; a runtime dropped the usual way would wait
+//!   for it, so end yours with `Runtime::shutdown_timeout`.
 
 mod catalog;
 mod context;

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
@@ -40,6 +40,18 @@ pub struct WorkerReport {
     pub released: u64,
     /// Runs whose lease was lost: their results were discarded.
     pub lost: u64,
+    /// Runs that ended (timed out, cancelled, lease lost, stopped at
+    /// shutdown) while work they started with [`JobContext::blocking`]
+    /// ignored the signal to stop and went on; each held its slot until
+    /// that work returned.
+    ///
+    /// [`JobContext::blocking`]: crate::worker::JobContext::blocking
+    pub overran: u64,
+    /// Of those, runs whose blocking work had still not returned when the
+    /// worker stopped.  Their threads go on in the blocking pool: a tokio
+    /// runtime dropped now waits for them, so end it with
+    /// `Runtime::shutdown_timeout` (jobd's own commands do).
+    pub abandoned: u64,
 }
 
 #[derive(Default)]
@@ -49,6 +61,7 @@ struct Counters {
     cancelled: AtomicU64,
     released: AtomicU64,
     lost: AtomicU64,
+    overran: AtomicU64,
 }
 
 struct Shared {
@@ -57,7 +70,12 @@ struct Shared {
     opts: WorkerOptions,
     handlers: HashMap<String, Arc<dyn ErasedHandler>>,
     in_flight: Mutex<HashMap<JobId, Arc<Running>>>,
+    /// Ended runs whose blocking work has not returned (their slots held).
+    overrunning: Mutex<HashMap<JobId, Arc<Running>>>,
     slot_freed: Notify,
+    /// Cancelled when the worker starts shutting down: no more claims, so
+    /// an overrunning run stops holding its slot.
+    stopping: CancellationToken,
     completions: mpsc::UnboundedSender<Completion>,
     counters: Counters,
 }
@@ -117,7 +135,9 @@ pub(crate) async fn run(
         opts: opts.clone(),
         handlers,
         in_flight: Mutex::new(HashMap::new()),
+        overrunning: Mutex::new(HashMap::new()),
         slot_freed: Notify::new(),
+        stopping: CancellationToken::new(),
         completions,
         counters: Counters::default(),
     });
@@ -132,6 +152,7 @@ pub(crate) async fn run(
 
     let mut runs = JoinSet::new();
     let fetched = fetch_loop(&shared, &queues, global, &mut runs, shutdown).await;
+    shared.stopping.cancel();
 
     // Shutdown: no more claims; running jobs get the grace period.
     let in_flight = shared.in_flight.lock().unwrap().len();
@@ -159,8 +180,23 @@ pub(crate) async fn run(
     let Shared {
         counters,
         completions,
+        overrunning,
         ..
     } = shared;
+    let abandoned = overrunning
+        .into_inner()
+        .unwrap()
+        .into_values()
+        .filter(|r| r.blocking_live() > 0)
+        .count() as u64;
+    if abandoned > 0 {
+        tracing::warn!(
+            worker = %name,
+            abandoned,
+            "blocking work of ended runs has not returned and cannot be stopped from outside; \
+             a runtime dropped now waits for it (end it with Runtime::shutdown_timeout)"
+        );
+    }
     drop(completions);
     let _ = completer.await;
     {
@@ -176,6 +212,8 @@ pub(crate) async fn run(
         cancelled: counters.cancelled.into_inner(),
         released: counters.released.into_inner(),
         lost: counters.lost.into_inner(),
+        overran: counters.overran.into_inner(),
+        abandoned,
     };
     tracing::info!(worker = %name, ?report, "worker stopped");
     fetched.map(|()| report)
@@ -248,11 +286,7 @@ async fn fetch_loop(
                         .try_acquire_owned()
                         .expect("free slot counted"),
                 );
-                let running = Arc::new(Running {
-                    token: job.lease_token,
-                    cancel: CancellationToken::new(),
-                    reason: OnceLock::new(),
-                });
+                let running = Arc::new(Running::new(job.lease_token));
                 shared
                     .in_flight
                     .lock()
@@ -320,11 +354,42 @@ async fn supervise(
         let ended = execute(&shared, &job, &running).await;
         shared.in_flight.lock().unwrap().remove(&job.id);
         let reason = running.reason();
-        // The slot is free as soon as the run is over; storing the outcome
-        // does not hold it.
+        let overran = running.blocking_live() > 0;
+        if !overran {
+            // The slot is free as soon as the run is over; storing the
+            // outcome does not hold it.
+            drop(permits);
+            shared.slot_freed.notify_one();
+            finish(&shared, &job, reason, ended).await;
+            return;
+        }
+        // Blocking work the run started ignored the signal to stop: the try
+        // ends in the queue now, but the slot stays taken until that work
+        // returns, so that threads computing for abandoned tries cannot
+        // outnumber the slots (nor pile up until the process runs out).
+        tracing::warn!(
+            ?reason,
+            threads = running.blocking_live(),
+            "the run is over but its blocking work goes on (it does not check the \
+             cancellation signal); its slot stays taken until that work returns"
+        );
+        shared.counters.overran.fetch_add(1, Ordering::Relaxed);
+        shared
+            .overrunning
+            .lock()
+            .unwrap()
+            .insert(job.id, running.clone());
+        finish(&shared, &job, reason, ended).await;
+        tokio::select! {
+            _ = running.blocking_returned() => {
+                tracing::info!("the ended run's blocking work returned: slot free");
+                shared.overrunning.lock().unwrap().remove(&job.id);
+            }
+            // Shutting down: no more claims, nothing to hold the slot for.
+            _ = shared.stopping.cancelled() => {}
+        }
         drop(permits);
         shared.slot_freed.notify_one();
-        finish(&shared, &job, reason, ended).await;
     }
     .instrument(span)
     .await
