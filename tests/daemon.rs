@@ -582,6 +582,32 @@ fn retry_all_and_cancel_all_act_on_every_job_the_filters_match() {
         "scheduled, ready or running",
     );
     refused(&["cancel", "--all", "--state", "late"], "is not one of");
+    // A filter or a dry run applies to --all, never quietly to one job.
+    let one = waiting[0].to_string();
+    refused(&["cancel", &one, "--dry-run"], "cannot be used with");
+    refused(&["cancel", &one, "--queue", "pdf"], "cannot be used with");
+    // Dry runs say how many jobs they would touch, and change nothing.
+    let out = jobd(
+        dir.path(),
+        &[
+            "retry",
+            "--all",
+            "--kind",
+            "qr_pdf",
+            "--error",
+            "FONT",
+            "--dry-run",
+        ],
+    );
+    assert_eq!(out.trim(), "would retry 2 jobs (nothing changed)");
+    let out = jobd(
+        dir.path(),
+        &["cancel", "--all", "--queue", "email", "--dry-run"],
+    );
+    assert_eq!(
+        out.trim(),
+        "would cancel 3 waiting jobs and ask 0 running jobs to stop (nothing changed)"
+    );
     assert!(dead.iter().all(|&id| state(id) == JobState::Dead));
     assert!(waiting.iter().all(|&id| state(id) == JobState::Ready));
 

@@ -78,18 +78,24 @@ async fn rows(c: &fantoccini::Client) -> usize {
         .len()
 }
 
-/// Click a bulk action's button, accept its `confirm()` once it is open,
-/// and wait for the page to say what was done.
-async fn bulk_action(c: &fantoccini::Client, button: &str, says: &str) {
+/// Click a bulk action's button, check that its `confirm()` asks `asks`
+/// (how many jobs it would touch), accept it, and wait for the page to say
+/// what was done.
+async fn bulk_action(c: &fantoccini::Client, button: &str, asks: &str, says: &str) {
     click(c, button).await;
     let t0 = Instant::now();
-    while let Err(e) = c.accept_alert().await {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "no confirm dialog: {e}"
-        );
+    let question = loop {
+        match c.get_alert_text().await {
+            Ok(text) => break text,
+            Err(e) => assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "no confirm dialog: {e}"
+            ),
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    };
+    assert!(question.contains(asks), "confirm asked: {question}");
+    c.accept_alert().await.unwrap();
     wait_text(c, "#jobs-bulk", says).await;
 }
 
@@ -331,6 +337,7 @@ async fn the_dashboard_in_headless_chromium() {
         bulk_action(
             &c,
             "#jobs-cancel-all",
+            "Cancel 5 jobs waiting (unfinished with tenant \"acme-old\")",
             "5 cancelled, 0 running asked to stop",
         )
         .await;
@@ -353,7 +360,14 @@ async fn the_dashboard_in_headless_chromium() {
             disabled(&c, "#jobs-cancel-all").await,
             "no cancel of cancelled jobs"
         );
-        bulk_action(&c, "#jobs-retry-all", "5 retried").await;
+        bulk_action(
+            &c,
+            "#jobs-retry-all",
+            "Retry 5 jobs (cancelled with tenant \"acme-old\")",
+            "5 retried",
+        )
+        .await;
+
         for id in &bulk[..5] {
             assert_eq!(store.get(*id).unwrap().state, JobState::Ready);
         }

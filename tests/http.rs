@@ -305,10 +305,41 @@ async fn retry_and_cancel_every_job_a_selection_matches() {
             "unknown variant",
         ),
         ("/api/v1/jobs/cancel", json!({"queue": ""}), "invalid queue"),
+        ("/api/v1/jobs/retry?dry_run=maybe", json!({}), "dry_run"),
+        (
+            "/api/v1/jobs/cancel?dry_run=true",
+            json!({"state": "dead"}),
+            "scheduled, ready or running",
+        ),
     ] {
         let (s, v) = ok(&a.app, Method::POST, path, Some(body.clone())).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{path} {body}: {v}");
         assert!(error_of(&v).contains(says), "{path} {body}: {v}");
+    }
+    assert!(dead.iter().all(|&id| state(id) == "dead"));
+    assert!(waiting.iter().all(|&id| state(id) == "ready"));
+
+    // Dry runs: how many jobs each would touch, nothing changed.
+    for (path, body, would) in [
+        (
+            "/api/v1/jobs/retry?dry_run=true",
+            json!({"queue": "email", "error": "SMTP"}),
+            json!({"dry_run": true, "would_retry": 2}),
+        ),
+        (
+            "/api/v1/jobs/retry?dry_run=true",
+            json!({}),
+            json!({"dry_run": true, "would_retry": 3}),
+        ),
+        (
+            "/api/v1/jobs/cancel?dry_run=true",
+            json!({"queue": "q"}),
+            json!({"dry_run": true, "would_cancel": 2, "would_ask_to_stop": 0}),
+        ),
+    ] {
+        let (s, v) = ok(&a.app, Method::POST, path, Some(body.clone())).await;
+        assert_eq!(s, StatusCode::OK, "{path} {body}: {v}");
+        assert_eq!(v, would, "{path} {body}");
     }
     assert!(dead.iter().all(|&id| state(id) == "dead"));
     assert!(waiting.iter().all(|&id| state(id) == "ready"));

@@ -1126,6 +1126,11 @@ fn retry_matching_revives_the_dead_jobs_a_selection_names() {
         error_contains: Some("FONT".into()),
         ..Default::default()
     };
+    // A dry run counts what the retry would pick (the keyed job too: only
+    // the retry finds its key taken) and changes nothing.
+    let (would, wrote) = committed_during(&f.store, || f.store.count_retryable(&by_error));
+    assert_eq!((would.unwrap(), wrote), (2, false));
+    assert_eq!(state(&f, pdf_font), JobState::Dead);
     let report = f.store.retry_matching(&by_error).unwrap();
     assert_eq!(report.retried, 1);
     assert_eq!(report.key_taken, vec![keyed]);
@@ -1220,8 +1225,12 @@ fn cancel_matching_cancels_waiting_jobs_and_asks_running_ones_to_stop() {
         kind: Some("qr_pdf".into()),
         ..Default::default()
     };
+    let (would, wrote) = committed_during(&f.store, || f.store.count_cancellable(&sel));
+    let would = would.unwrap();
+    assert_eq!((would.cancelled, would.requested, wrote), (2, 1, false));
+    assert_eq!(state(&f, waiting), JobState::Ready);
     let report = f.store.cancel_matching(&sel).unwrap();
-    assert_eq!((report.cancelled, report.requested), (2, 1));
+    assert_eq!(report, would);
     assert_eq!(state(&f, waiting), JobState::Cancelled);
     assert_eq!(state(&f, later), JobState::Cancelled);
     assert_eq!(state(&f, done), JobState::Succeeded);
@@ -1265,6 +1274,8 @@ fn bulk_operations_go_through_every_batch() {
         )
         .unwrap();
     let waiting = f.store.enqueue_many(&jobs).unwrap();
+    let all = JobSelection::default();
+    assert_eq!(f.store.count_retryable(&all).unwrap(), 2_500);
     let report = f.store.retry_matching(&JobSelection::default()).unwrap();
     assert_eq!(report.retried, 2_500);
     assert!(report.key_taken.is_empty());
@@ -1272,8 +1283,32 @@ fn bulk_operations_go_through_every_batch() {
         count(&f.store, "SELECT count(*) FROM jobs WHERE state = 'ready'"),
         5_000
     );
+    assert_eq!(f.store.count_cancellable(&all).unwrap().cancelled, 5_000);
     let report = f.store.cancel_matching(&JobSelection::default()).unwrap();
     assert_eq!(report.cancelled, 5_000);
     assert_eq!(state(&f, dead[2_499]), JobState::Cancelled);
     assert_eq!(state(&f, waiting[0]), JobState::Cancelled);
+}
+
+/// Run `f` and tell whether anything was committed to the file meanwhile:
+/// `PRAGMA data_version` on a connection of its own moves when any other
+/// connection commits.
+fn committed_during<T>(store: &Store, f: impl FnOnce() -> T) -> (T, bool) {
+    let watch = rusqlite::Connection::open(store.path()).unwrap();
+    let version = || -> i64 {
+        watch
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .unwrap()
+    };
+    let before = version();
+    let out = f();
+    (out, version() != before)
+}
+
+#[test]
+fn committed_during_sees_a_commit() {
+    // The helper above must be able to fail: a real write is seen.
+    let f = fixture();
+    let (_, wrote) = committed_during(&f.store, || f.store.enqueue(&NewJob::new("q", "k")));
+    assert!(wrote);
 }

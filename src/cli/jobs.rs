@@ -263,21 +263,24 @@ pub struct SelectionArgs {
     #[arg(long)]
     all: bool,
     /// With --all: only this queue.
-    #[arg(long, requires = "all")]
+    #[arg(long, conflicts_with = "id")]
     queue: Option<String>,
     /// With --all: only this job kind.
-    #[arg(long, requires = "all")]
+    #[arg(long, conflicts_with = "id")]
     kind: Option<String>,
     /// With --all: only this tenant.
-    #[arg(long, requires = "all")]
+    #[arg(long, conflicts_with = "id")]
     tenant: Option<String>,
     /// With --all: only jobs whose last error contains this text (ASCII letters in any case).
-    #[arg(long, requires = "all")]
+    #[arg(long, conflicts_with = "id")]
     error: Option<String>,
     /// With --all: only jobs in this state (cancel: scheduled, ready or
     /// running, default all three; retry: dead, the default, or cancelled).
-    #[arg(long, requires = "all")]
+    #[arg(long, conflicts_with = "id")]
     state: Option<String>,
+    /// With --all: only say how many jobs it would act on; change nothing.
+    #[arg(long, conflicts_with = "id")]
+    dry_run: bool,
 }
 
 impl SelectionArgs {
@@ -305,7 +308,17 @@ pub struct TargetArgs {
 pub fn cancel(db: &Path, args: TargetArgs) -> CliResult {
     let store = open(db)?;
     let Some(id) = args.id else {
-        let r = store.cancel_matching(&args.select.selection()?)?;
+        let dry_run = args.select.dry_run;
+        let selection = args.select.selection()?;
+        if dry_run {
+            let r = store.count_cancellable(&selection)?;
+            println!(
+                "would cancel {} waiting jobs and ask {} running jobs to stop (nothing changed)",
+                r.cancelled, r.requested
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        let r = store.cancel_matching(&selection)?;
         println!(
             "{} waiting jobs cancelled, {} running jobs asked to stop",
             r.cancelled, r.requested
@@ -323,7 +336,14 @@ pub fn cancel(db: &Path, args: TargetArgs) -> CliResult {
 pub fn retry(db: &Path, args: TargetArgs) -> CliResult {
     let store = open(db)?;
     let Some(id) = args.id else {
-        let r = store.retry_matching(&args.select.selection()?)?;
+        let dry_run = args.select.dry_run;
+        let selection = args.select.selection()?;
+        if dry_run {
+            let n = store.count_retryable(&selection)?;
+            println!("would retry {n} jobs (nothing changed)");
+            return Ok(ExitCode::SUCCESS);
+        }
+        let r = store.retry_matching(&selection)?;
         println!("{} jobs retried", r.retried);
         if !r.key_taken.is_empty() {
             let ids: Vec<String> = r.key_taken.iter().map(|id| id.to_string()).collect();

@@ -168,24 +168,50 @@ pub(super) async fn retry(
     Ok(Json(json!({ "id": id, "state": "ready" })))
 }
 
+/// `?dry_run=true` on a bulk action: say what it would do, change nothing.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BulkParams {
+    #[serde(default)]
+    dry_run: bool,
+}
+
 /// `POST /api/v1/jobs/retry`: revive every dead (or, with `"state":
 /// "cancelled"`, cancelled) job a [`JobSelection`] matches — `{}` for all.
+/// With `?dry_run=true`, how many it would revive.
 pub(super) async fn retry_matching(
     State(s): State<ApiState>,
+    params: Result<Query<BulkParams>, QueryRejection>,
     body: Result<axum::body::Bytes, BytesRejection>,
 ) -> ApiResult<Json<Value>> {
+    let dry_run = query(params)?.dry_run;
     let selection: JobSelection = json_body(body)?;
+    if dry_run {
+        let n = blocking(move || s.store.count_retryable(&selection)).await?;
+        return Ok(Json(json!({ "dry_run": true, "would_retry": n })));
+    }
     let report = blocking(move || s.store.retry_matching(&selection)).await?;
     Ok(Json(serde_json::to_value(report).unwrap_or_default()))
 }
 
 /// `POST /api/v1/jobs/cancel`: cancel every unfinished job a
-/// [`JobSelection`] matches (running ones are asked to stop).
+/// [`JobSelection`] matches (running ones are asked to stop).  With
+/// `?dry_run=true`, how many it would cancel and ask to stop.
 pub(super) async fn cancel_matching(
     State(s): State<ApiState>,
+    params: Result<Query<BulkParams>, QueryRejection>,
     body: Result<axum::body::Bytes, BytesRejection>,
 ) -> ApiResult<Json<Value>> {
+    let dry_run = query(params)?.dry_run;
     let selection: JobSelection = json_body(body)?;
+    if dry_run {
+        let r = blocking(move || s.store.count_cancellable(&selection)).await?;
+        return Ok(Json(json!({
+            "dry_run": true,
+            "would_cancel": r.cancelled,
+            "would_ask_to_stop": r.requested,
+        })));
+    }
     let report = blocking(move || s.store.cancel_matching(&selection)).await?;
     Ok(Json(serde_json::to_value(report).unwrap_or_default()))
 }

@@ -237,6 +237,39 @@ pub(crate) const STATEMENTS: &[(&str, &str)] = &[
     ("NOT_JSON", NOT_JSON),
 ];
 
+/// The state a bulk retry revives: dead unless the selection says cancelled.
+fn retry_state(selection: &JobSelection) -> Result<JobState> {
+    match selection.state {
+        None => Ok(JobState::Dead),
+        Some(st @ (JobState::Dead | JobState::Cancelled)) => Ok(st),
+        Some(other) => Err(Error::invalid(
+            "state",
+            format!(
+                "a retry revives dead or cancelled jobs, not {} ones",
+                other.as_str()
+            ),
+        )),
+    }
+}
+
+/// The states a bulk cancel acts on: every unfinished one unless the
+/// selection names one of them.
+fn cancel_states(selection: &JobSelection) -> Result<&'static [JobState]> {
+    match selection.state {
+        None => Ok(&[JobState::Scheduled, JobState::Ready, JobState::Running]),
+        Some(JobState::Scheduled) => Ok(&[JobState::Scheduled]),
+        Some(JobState::Ready) => Ok(&[JobState::Ready]),
+        Some(JobState::Running) => Ok(&[JobState::Running]),
+        Some(other) => Err(Error::invalid(
+            "state",
+            format!(
+                "a cancel stops scheduled, ready or running jobs, not {} ones",
+                other.as_str()
+            ),
+        )),
+    }
+}
+
 /// Check a bulk selection's names, and give its last-error `LIKE` pattern.
 fn checked_pattern(selection: &JobSelection) -> Result<Option<String>> {
     if let Some(q) = &selection.queue {
@@ -844,19 +877,7 @@ impl Store {
     /// write lock is given back between them, so workers keep claiming): a
     /// failure part-way reports how many were retried before it.
     pub fn retry_matching(&self, selection: &JobSelection) -> Result<RetryReport> {
-        let state = match selection.state {
-            None => JobState::Dead,
-            Some(st @ (JobState::Dead | JobState::Cancelled)) => st,
-            Some(other) => {
-                return Err(Error::invalid(
-                    "state",
-                    format!(
-                        "a retry revives dead or cancelled jobs, not {} ones",
-                        other.as_str()
-                    ),
-                ))
-            }
-        };
+        let state = retry_state(selection)?;
         let pattern = checked_pattern(selection)?;
         let mut report = RetryReport::default();
         let outcome = self.for_each_batch(
@@ -903,21 +924,7 @@ impl Store {
     /// does to one job: a waiting job is cancelled at once, a running one is
     /// asked to stop.  In batches, like [`Store::retry_matching`].
     pub fn cancel_matching(&self, selection: &JobSelection) -> Result<CancelReport> {
-        let states: &[JobState] = match selection.state {
-            None => &[JobState::Scheduled, JobState::Ready, JobState::Running],
-            Some(JobState::Scheduled) => &[JobState::Scheduled],
-            Some(JobState::Ready) => &[JobState::Ready],
-            Some(JobState::Running) => &[JobState::Running],
-            Some(other) => {
-                return Err(Error::invalid(
-                    "state",
-                    format!(
-                        "a cancel stops scheduled, ready or running jobs, not {} ones",
-                        other.as_str()
-                    ),
-                ))
-            }
-        };
+        let states = cancel_states(selection)?;
         let pattern = checked_pattern(selection)?;
         let mut report = CancelReport::default();
         let mut outcome = Ok(());
@@ -978,6 +985,64 @@ impl Store {
         mut apply: impl FnMut(&rusqlite::Transaction, &[JobId], Millis) -> Result<T>,
         mut tally: impl FnMut(T),
     ) -> Result<()> {
+        self.pick_batches(selection, pattern, state, |ids| {
+            let now = self.now();
+            tally(self.write("bulk change", |tx| apply(tx, ids, now))?);
+            Ok(())
+        })
+    }
+
+    /// How many jobs [`Store::retry_matching`] would revive now: a read
+    /// that changes nothing (the same jobs it would pick; one whose unique
+    /// key is taken is counted — only the retry can tell it apart).
+    pub fn count_retryable(&self, selection: &JobSelection) -> Result<usize> {
+        let state = retry_state(selection)?;
+        let pattern = checked_pattern(selection)?;
+        self.count_picked(selection, pattern.as_deref(), state)
+    }
+
+    /// What [`Store::cancel_matching`] would do now: how many waiting jobs
+    /// it would cancel and how many running ones it would ask to stop.  A
+    /// read that changes nothing.
+    pub fn count_cancellable(&self, selection: &JobSelection) -> Result<CancelReport> {
+        let states = cancel_states(selection)?;
+        let pattern = checked_pattern(selection)?;
+        let mut report = CancelReport::default();
+        for &state in states {
+            let n = self.count_picked(selection, pattern.as_deref(), state)?;
+            if state == JobState::Running {
+                report.requested += n;
+            } else {
+                report.cancelled += n;
+            }
+        }
+        Ok(report)
+    }
+
+    fn count_picked(
+        &self,
+        selection: &JobSelection,
+        pattern: Option<&str>,
+        state: JobState,
+    ) -> Result<usize> {
+        let mut n = 0;
+        self.pick_batches(selection, pattern, state, |ids| {
+            n += ids.len();
+            Ok(())
+        })?;
+        Ok(n)
+    }
+
+    /// Pick the jobs in `state` matching `selection` in batches of
+    /// [`BULK_BATCH_SIZE`], each a read that seeks past the last, and hand
+    /// each batch to `each` before picking the next.
+    fn pick_batches(
+        &self,
+        selection: &JobSelection,
+        pattern: Option<&str>,
+        state: JobState,
+        mut each: impl FnMut(&[JobId]) -> Result<()>,
+    ) -> Result<()> {
         let pick = match state {
             JobState::Running => PICK_RUNNING,
             JobState::Scheduled => PICK_SCHEDULED,
@@ -1005,8 +1070,7 @@ impl Store {
                 return Ok(());
             };
             after = last;
-            let now = self.now();
-            tally(self.write("bulk change", |tx| apply(tx, &ids, now))?);
+            each(&ids)?;
             if (ids.len() as i64) < BULK_BATCH_SIZE {
                 return Ok(());
             }

@@ -168,23 +168,40 @@ function describe(sel) {
   const parts = Object.entries(sel).filter(([k]) => k !== "state").map(([k, v]) => k + " " + JSON.stringify(v));
   return parts.length ? " with " + parts.join(", ") : "";
 }
-$("jobs-retry-all").onclick = () => {
+function jobs(n) { return n + (n === 1 ? " job" : " jobs"); }
+// A bulk action asks the server first how many jobs it would touch (a dry
+// run changes nothing), and says so in its confirm.
+$("jobs-retry-all").onclick = async () => {
   const sel = selection();
-  if (!confirm("Retry every " + sel.state + " job" + describe(sel) + " — on every page, not only this one?")) return;
-  api("POST", "/jobs/retry", sel).then((r) => {
+  try {
+    const would = await api("POST", "/jobs/retry?dry_run=true", sel);
+    if (would.would_retry === 0) { $("jobs-bulk").textContent = "no " + sel.state + " job matches"; return; }
+    if (!confirm("Retry " + jobs(would.would_retry) + " (" + sel.state + describe(sel) +
+                 ") — on every page, not only this one?")) return;
+    const r = await api("POST", "/jobs/retry", sel);
     $("jobs-bulk").textContent = r.retried + " retried" +
       (r.key_taken.length ? ", " + r.key_taken.length + " left (their unique key is taken)" : "");
     refresh();
-  }).catch((e) => $("status").textContent = "error: " + e.message);
+  } catch (e) { $("status").textContent = "error: " + e.message; }
 };
-$("jobs-cancel-all").onclick = () => {
+$("jobs-cancel-all").onclick = async () => {
   const sel = selection();
   const which = sel.state ? sel.state : "unfinished";
-  if (!confirm("Cancel every " + which + " job" + describe(sel) + " — on every page, not only this one?")) return;
-  api("POST", "/jobs/cancel", sel).then((r) => {
+  try {
+    const would = await api("POST", "/jobs/cancel?dry_run=true", sel);
+    if (would.would_cancel + would.would_ask_to_stop === 0) {
+      $("jobs-bulk").textContent = "no " + which + " job matches"; return;
+    }
+    const what = [];
+    if (would.would_cancel) what.push("cancel " + jobs(would.would_cancel) + " waiting");
+    if (would.would_ask_to_stop) what.push("ask " + jobs(would.would_ask_to_stop) + " running to stop");
+    const ask = what.join(" and ");
+    if (!confirm(ask[0].toUpperCase() + ask.slice(1) + " (" + which + describe(sel) +
+                 ") — on every page, not only this one?")) return;
+    const r = await api("POST", "/jobs/cancel", sel);
     $("jobs-bulk").textContent = r.cancelled + " cancelled, " + r.requested + " running asked to stop";
     refresh();
-  }).catch((e) => $("status").textContent = "error: " + e.message);
+  } catch (e) { $("status").textContent = "error: " + e.message; }
 };
 $("job-close").onclick = () => { openJob = null; refreshJob(); };
 for (const [id] of FILTERS) $(id).addEventListener("input", listJobsFromStart);
