@@ -638,10 +638,64 @@ fn num(o: &lopdf::Object) -> f32 {
     }
 }
 
-/// The filled paths of a PDF page, each as its rings' bounding boxes (pt).
+/// The XObjects a page can place (`/Do`), by name.
+fn page_xobjects(doc: &lopdf::Document, page: lopdf::ObjectId) -> lopdf::Dictionary {
+    let (direct, ids) = doc.get_page_resources(page).unwrap();
+    let dicts = direct
+        .into_iter()
+        .chain(ids.iter().map(|id| doc.get_dictionary(*id).unwrap()));
+    let mut found = lopdf::Dictionary::new();
+    for resources in dicts {
+        if let Ok(x) = resources.get(b"XObject") {
+            let (_, x) = doc.dereference(x).unwrap();
+            for (name, obj) in x.as_dict().unwrap().iter() {
+                found.set(name.clone(), obj.clone());
+            }
+        }
+    }
+    found
+}
+
+/// `a` then `b`, as PDF matrices `[a b c d e f]` compose (`cm`).
+fn then(m: [f32; 6], ctm: [f32; 6]) -> [f32; 6] {
+    [
+        m[0] * ctm[0] + m[1] * ctm[2],
+        m[0] * ctm[1] + m[1] * ctm[3],
+        m[2] * ctm[0] + m[3] * ctm[2],
+        m[2] * ctm[1] + m[3] * ctm[3],
+        m[4] * ctm[0] + m[5] * ctm[2] + ctm[4],
+        m[4] * ctm[1] + m[5] * ctm[3] + ctm[5],
+    ]
+}
+
+/// The filled paths of a PDF page, each as its rings' bounding boxes in page
+/// space (pt): what its own content paints and what the form XObjects it
+/// places paint, through their `cm` placement.
 fn filled_paths(doc: &lopdf::Document, page: lopdf::ObjectId) -> Vec<Vec<(f32, f32, f32, f32)>> {
-    let content = lopdf::content::Content::decode(&doc.get_page_content(page)).unwrap();
-    let (mut paths, mut rings, mut ring) = (Vec::new(), Vec::new(), Vec::<(f32, f32)>::new());
+    let mut paths = Vec::new();
+    let xobjects = page_xobjects(doc, page);
+    paint(
+        doc,
+        &doc.get_page_content(page),
+        &xobjects,
+        [1.0, 0.0, 0.0, 1.0, 0.0, 0.0],
+        &mut paths,
+    );
+    paths
+}
+
+fn paint(
+    doc: &lopdf::Document,
+    content: &[u8],
+    xobjects: &lopdf::Dictionary,
+    start: [f32; 6],
+    paths: &mut Vec<Vec<(f32, f32, f32, f32)>>,
+) {
+    let content = lopdf::content::Content::decode(content).unwrap();
+    let (mut ctm, mut saved) = (start, Vec::new());
+    let (mut rings, mut ring) = (Vec::new(), Vec::<(f32, f32)>::new());
+    let at =
+        |m: &[f32; 6], x: f32, y: f32| (m[0] * x + m[2] * y + m[4], m[1] * x + m[3] * y + m[5]);
     let close = |ring: &mut Vec<(f32, f32)>, rings: &mut Vec<(f32, f32, f32, f32)>| {
         if !ring.is_empty() {
             let xs = ring.iter().map(|p| p.0);
@@ -656,21 +710,21 @@ fn filled_paths(doc: &lopdf::Document, page: lopdf::ObjectId) -> Vec<Vec<(f32, f
         }
     };
     for op in content.operations {
+        let n = |i: usize| num(&op.operands[i]);
         match op.operator.as_str() {
+            "q" => saved.push(ctm),
+            "Q" => ctm = saved.pop().unwrap(),
+            "cm" => ctm = then([n(0), n(1), n(2), n(3), n(4), n(5)], ctm),
             "m" => {
                 close(&mut ring, &mut rings);
-                ring.push((num(&op.operands[0]), num(&op.operands[1])));
+                ring.push(at(&ctm, n(0), n(1)));
             }
-            "l" => ring.push((num(&op.operands[0]), num(&op.operands[1]))),
+            "l" => ring.push(at(&ctm, n(0), n(1))),
             "re" => {
                 close(&mut ring, &mut rings);
-                let (x, y, w, h) = (
-                    num(&op.operands[0]),
-                    num(&op.operands[1]),
-                    num(&op.operands[2]),
-                    num(&op.operands[3]),
-                );
-                rings.push((x, y, x + w, y + h));
+                let (x, y, w, h) = (n(0), n(1), n(2), n(3));
+                ring.extend([at(&ctm, x, y), at(&ctm, x + w, y + h)]);
+                close(&mut ring, &mut rings);
             }
             "h" => close(&mut ring, &mut rings),
             "f" | "f*" | "F" => {
@@ -681,10 +735,22 @@ fn filled_paths(doc: &lopdf::Document, page: lopdf::ObjectId) -> Vec<Vec<(f32, f
                 ring.clear();
                 rings.clear();
             }
+            "Do" => {
+                let name = op.operands[0].as_name().unwrap();
+                let (_, form) = doc.dereference(xobjects.get(name).unwrap()).unwrap();
+                let form = form.as_stream().unwrap();
+                assert_eq!(
+                    form.dict.get(b"Subtype").unwrap().as_name().unwrap(),
+                    b"Form"
+                );
+                let inner = form
+                    .decompressed_content()
+                    .unwrap_or_else(|_| form.content.clone());
+                paint(doc, &inner, xobjects, ctm, paths);
+            }
             _ => {}
         }
     }
-    paths
 }
 
 /// Rasterize rectangles (a QR code's modules) and decode the code.
@@ -777,6 +843,27 @@ fn the_qr_pdf_parses_and_its_codes_decode_to_the_url() {
             .filter(|p| p.len() > 20)
             .collect();
         assert_eq!(paths.len(), [4, 2][n], "codes on page {}", n + 1);
+        // Each code where its cell is: on the (Letter) page, none over another.
+        let boxes: Vec<(f32, f32, f32, f32)> = paths
+            .iter()
+            .map(|p| {
+                p.iter()
+                    .fold((f32::MAX, f32::MAX, f32::MIN, f32::MIN), |b, r| {
+                        (b.0.min(r.0), b.1.min(r.1), b.2.max(r.2), b.3.max(r.3))
+                    })
+            })
+            .collect();
+        for (i, b) in boxes.iter().enumerate() {
+            assert!(
+                b.0 > 0.0 && b.1 > 0.0 && b.2 < 612.0 && b.3 < 792.0,
+                "{b:?}"
+            );
+            assert!(b.2 - b.0 > 100.0, "a code about a cell wide: {b:?}");
+            for o in &boxes[i + 1..] {
+                let apart = b.2 <= o.0 || o.2 <= b.0 || b.3 <= o.1 || o.3 <= b.1;
+                assert!(apart, "codes overlap: {b:?} {o:?}");
+            }
+        }
         for p in &paths {
             assert_eq!(decode_rects(p), url);
             codes += 1;

@@ -2,15 +2,20 @@
 //! batches of PNG/SVG images (`batch_qr`).
 //!
 //! Codes in PDFs are vector shapes — one filled path per code, a rectangle
-//! per run of dark modules — so they print sharp at any size.  Every file is
+//! per run of dark modules — so they print sharp at any size.  The code is
+//! drawn once, as a form XObject, and placed in every cell of every page
+//! (`q cm /Do Q`): a sheet of 24 copies carries its few hundred rectangles
+//! once, not 24 times, which is most of what writing the file cost.  Every file is
 //! written to a temporary name and renamed into place under
 //! `<data dir>/artifacts/<tenant>/`.
 
 use std::path::PathBuf;
 
+use std::collections::BTreeMap;
+
 use printpdf::{
-    BuiltinFont, Color, LinePoint, Mm, Op, PaintMode, PdfDocument, PdfFontHandle, PdfPage,
-    PdfSaveOptions, Point, Polygon, PolygonRing, Pt, Rgb, TextItem, WindingOrder,
+    BuiltinFont, Color, DictItem, ExternalStream, ExternalXObject, Mm, Op, PdfDocument,
+    PdfFontHandle, PdfPage, PdfSaveOptions, Point, Pt, Rgb, TextItem, XObjectTransform,
 };
 use qrcode::{EcLevel, QrCode};
 use rusqlite::{Connection, OptionalExtension};
@@ -186,6 +191,10 @@ pub fn generate_pdf(
     let url_pt = (label_pt * 0.7).max(5.0);
 
     let mut doc = PdfDocument::new(&format!("{} — {}", t.name, domain));
+    let (form, modules) = qr_form(&code);
+    let form = doc.add_xobject(&form);
+    // The form is drawn in modules; one module on the page, in points.
+    let module_pt = qr_mm * PT_PER_MM / modules as f32;
     let mut pdf_pages = Vec::with_capacity(pages as usize);
     let mut drawn = 0;
     for p in 0..pages {
@@ -219,9 +228,16 @@ pub fn generate_pdf(
             let x = margin + col as f32 * cell_w + (cell_w - qr_mm) / 2.0;
             let top = page_h - margin - header - row as f32 * cell_h;
             let y = top - qr_mm;
-            ops.push(Op::SetFillColor { col: black() });
-            ops.push(Op::DrawPolygon {
-                polygon: qr_polygon(&code, x, y, qr_mm),
+            ops.push(Op::UseXobject {
+                id: form.clone(),
+                transform: XObjectTransform {
+                    translate_x: Some(Pt(x * PT_PER_MM)),
+                    translate_y: Some(Pt(y * PT_PER_MM)),
+                    scale_x: Some(module_pt),
+                    scale_y: Some(module_pt),
+                    no_auto_scale: true,
+                    ..Default::default()
+                },
             });
             // Under the code, centred in the cell, shrunk to fit its width
             // (Helvetica averages ~0.5 em a character, Courier is 0.6 em).
@@ -313,13 +329,20 @@ fn text(ops: &mut Vec<Op>, font: BuiltinFont, size: f32, x: f32, y: f32, s: &str
 /// The dark modules of `code` as one filled path: a rectangle per horizontal
 /// run, in a square of `size_mm` (quiet zone included) at (x, y) mm, y the
 /// bottom edge.
-fn qr_polygon(code: &QrCode, x: f32, y: f32, size_mm: f32) -> Polygon {
+/// The code as a form XObject in module units, quiet zone included: one
+/// filled path, a rectangle per run of dark modules in a row.  Returns the
+/// form and its width in modules.
+fn qr_form(code: &QrCode) -> (ExternalXObject, usize) {
+    use std::fmt::Write;
     const QUIET: usize = 4;
     let n = code.width();
-    let module = size_mm / (n + 2 * QUIET) as f32;
+    let side = n + 2 * QUIET;
     let colors = code.to_colors();
-    let mut rings = Vec::new();
+    // Black fill of its own: the form does not depend on the page's state.
+    let mut content = String::from("0 g\n");
     for row in 0..n {
+        // PDF's y grows upwards: the code's first row is the top one.
+        let y = side - QUIET - row - 1;
         let mut col = 0;
         while col < n {
             if colors[row * n + col] != qrcode::Color::Dark {
@@ -330,24 +353,41 @@ fn qr_polygon(code: &QrCode, x: f32, y: f32, size_mm: f32) -> Polygon {
             while col < n && colors[row * n + col] == qrcode::Color::Dark {
                 col += 1;
             }
-            let x0 = x + (QUIET + start) as f32 * module;
-            let x1 = x + (QUIET + col) as f32 * module;
-            let y1 = y + size_mm - (QUIET + row) as f32 * module;
-            let y0 = y1 - module;
-            let pt = |px: f32, py: f32| LinePoint {
-                p: Point::new(Mm(px), Mm(py)),
-                bezier: false,
-            };
-            rings.push(PolygonRing {
-                points: vec![pt(x0, y0), pt(x1, y0), pt(x1, y1), pt(x0, y1)],
-            });
+            let _ = writeln!(content, "{} {y} {} 1 re", QUIET + start, col - start);
         }
     }
-    Polygon {
-        rings,
-        mode: PaintMode::Fill,
-        winding_order: WindingOrder::NonZero,
-    }
+    content.push_str("f\n");
+    let name = |s: &str| DictItem::Name(s.as_bytes().to_vec());
+    let dict = BTreeMap::from([
+        ("Type".to_string(), name("XObject")),
+        ("Subtype".to_string(), name("Form")),
+        (
+            "BBox".to_string(),
+            DictItem::Array(vec![
+                DictItem::Int(0),
+                DictItem::Int(0),
+                DictItem::Int(side as i64),
+                DictItem::Int(side as i64),
+            ]),
+        ),
+        (
+            "Resources".to_string(),
+            DictItem::Dict {
+                map: BTreeMap::new(),
+            },
+        ),
+    ]);
+    let form = ExternalXObject {
+        stream: ExternalStream {
+            dict,
+            content: content.into_bytes(),
+            compress: true,
+        },
+        width: None,
+        height: None,
+        dpi: None,
+    };
+    (form, side)
 }
 
 /// Output formats of a batch.
