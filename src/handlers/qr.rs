@@ -9,9 +9,8 @@
 //! written to a temporary name and renamed into place under
 //! `<data dir>/artifacts/<tenant>/`.
 
-use std::path::PathBuf;
-
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use printpdf::{
     BuiltinFont, Color, DictItem, ExternalStream, ExternalXObject, Mm, Op, PdfDocument,
@@ -35,6 +34,10 @@ pub const BATCH_KIND: &str = "batch_qr";
 
 const GET_TEMPLATE: &str =
     "SELECT id, name, target_url, label, options FROM templates WHERE id = ?1";
+
+/// The white border around every code, in modules (the QR standard's 4),
+/// in PDFs and images alike.
+const QUIET: usize = 4;
 
 /// A QR template row.
 #[derive(Debug, Clone, Serialize)]
@@ -326,15 +329,11 @@ fn text(ops: &mut Vec<Op>, font: BuiltinFont, size: f32, x: f32, y: f32, s: &str
     ops.push(Op::EndTextSection);
 }
 
-/// The dark modules of `code` as one filled path: a rectangle per horizontal
-/// run, in a square of `size_mm` (quiet zone included) at (x, y) mm, y the
-/// bottom edge.
 /// The code as a form XObject in module units, quiet zone included: one
 /// filled path, a rectangle per run of dark modules in a row.  Returns the
 /// form and its width in modules.
 fn qr_form(code: &QrCode) -> (ExternalXObject, usize) {
     use std::fmt::Write;
-    const QUIET: usize = 4;
     let n = code.width();
     let side = n + 2 * QUIET;
     let colors = code.to_colors();
@@ -551,7 +550,6 @@ pub fn batch(
 /// A QR code as a 1-bit grayscale PNG with a 4-module quiet zone: two
 /// colours need one bit a pixel, which is 8× less to compress than 8-bit.
 pub fn png(code: &QrCode, scale: u32) -> Result<Vec<u8>> {
-    const QUIET: usize = 4;
     let n = code.width();
     let scale = scale as usize;
     let side = (n + 2 * QUIET) * scale;
