@@ -7,11 +7,16 @@
 //! queue needs, a one-row INSERT per transaction and a bare claim
 //! `UPDATE … RETURNING` + completing `UPDATE` per job, no jobd code; and the
 //! same in batches (1000-row insert transactions; a claim of 100 and its 100
-//! completing updates), beside which the batched jobd figures stand.  Each
-//! figure is the median of 5 runs, and a jobd figure's runs alternate with
-//! those of the raw limit it is given as a fraction of (raw, jobd, raw, …),
-//! so the ratio survives a noisy machine whose speed drifts.  Claims run on
-//! tables of the stated size: what the enqueue runs added is deleted first.
+//! completing updates), beside which the batched jobd figures stand.
+//!
+//! Each figure is the median of 5 runs, and the runs are taken in rounds:
+//! in each round every size's file gets one raw run and then one jobd run
+//! (10k raw, 10k jobd, 1M raw, 1M jobd; again …).  So a drift of this shared
+//! machine's speed moves both sides of every ratio — jobd against its raw
+//! limit, and 1M rows against 10k — instead of showing up as a difference
+//! between figures measured minutes apart.  Every run starts from a
+//! checkpointed file (an empty WAL) on both sides.  Claims run on tables of
+//! the stated size: what the enqueue runs added is deleted first.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -26,24 +31,6 @@ const RUNS: usize = 5;
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
     xs[xs.len() / 2]
-}
-
-/// Ops per second of `f`, which performs `ops` operations.
-fn rate(ops: usize, f: &mut impl FnMut()) -> f64 {
-    let t = Instant::now();
-    f();
-    ops as f64 / t.elapsed().as_secs_f64()
-}
-
-/// Ops per second of `raw` and of `jobd` (each performing `ops` operations),
-/// medians of RUNS runs taken in turn: raw, jobd, raw, jobd, …
-fn paired(ops: usize, mut raw: impl FnMut(), mut jobd: impl FnMut()) -> (f64, f64) {
-    let (mut r, mut j) = (Vec::new(), Vec::new());
-    for _ in 0..RUNS {
-        r.push(rate(ops, &mut raw));
-        j.push(rate(ops, &mut jobd));
-    }
-    (median(r), median(j))
 }
 
 fn job(i: usize) -> NewJob {
@@ -112,6 +99,191 @@ fn raw_conn(path: &Path, rows: usize) -> Connection {
     c
 }
 
+/// One size's two files and the counters its runs go on from.
+struct Side {
+    rows: usize,
+    raw: Connection,
+    store: Store,
+    /// Jobs of 1000 for the batched enqueues.
+    batch: Vec<NewJob>,
+    /// Inserted so far (payloads and run_at of the raw rows, jobd's payloads).
+    n: i64,
+    _dir: tempfile::TempDir,
+}
+
+impl Side {
+    fn new(base: &Path, rows: usize) -> Side {
+        let dir = tempfile::tempdir_in(base).unwrap();
+        eprintln!("preparing {rows} existing rows ...");
+        Side {
+            rows,
+            raw: raw_conn(&dir.path().join("raw.db"), rows),
+            store: prefill_jobd(&dir.path().join("queue.db"), rows),
+            batch: (0..1000).map(job).collect(),
+            n: 0,
+            _dir: dir,
+        }
+    }
+
+    /// The batched insert limit: `count` 1000-row insert transactions.
+    fn raw_many_txs(&mut self, count: usize) {
+        let mut stmt = self.raw.prepare_cached(RAW_INSERT).unwrap();
+        for _ in 0..count {
+            self.raw.execute_batch("BEGIN").unwrap();
+            for _ in 0..1000 {
+                self.n += 1;
+                stmt.execute(params![format!("{{\"n\":{}}}", self.n), self.n])
+                    .unwrap();
+            }
+            self.raw.execute_batch("COMMIT").unwrap();
+        }
+    }
+
+    /// Make the `bench` queue hold just the `supply` jobs the claim runs
+    /// consume, on both files (untimed), so claims run on tables of the
+    /// stated size.
+    fn supply_claims(&mut self, supply: usize) {
+        self.raw
+            .execute_batch("DELETE FROM raw WHERE queue = 'bench'")
+            .unwrap();
+        self.raw_many_txs(supply / 1000);
+        self.raw
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .unwrap();
+        {
+            let conn = self.store.connection().unwrap();
+            conn.execute("DELETE FROM jobs WHERE queue = 'bench'", [])
+                .unwrap();
+            conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+                .unwrap();
+        }
+        for _ in 0..supply / 1000 {
+            self.store.enqueue_many(&self.batch).unwrap();
+        }
+    }
+}
+
+/// Ops per second of `f`, which performs `ops` operations.
+fn rate(ops: usize, side: &mut Side, f: &impl Fn(&mut Side)) -> f64 {
+    let t = Instant::now();
+    f(side);
+    ops as f64 / t.elapsed().as_secs_f64()
+}
+
+/// Checkpoint every file (untimed), so that each run starts on an empty WAL
+/// and no run pays for the checkpoint of the one before it: jobd's
+/// checkpointer works in the background, and after a jobd run on the 1M file
+/// it would still be copying that run's pages into the file and fsyncing
+/// them while the next run — the raw one on the 10k file — is timed.
+fn settle(sides: &[Side]) {
+    for side in sides {
+        side.raw
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .unwrap();
+        side.store
+            .connection()
+            .unwrap()
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .unwrap();
+    }
+}
+
+/// For each side, the medians of RUNS runs of `raw` and of `jobd` (each
+/// performing `ops` operations), taken in rounds: every side's raw run and
+/// then its jobd run, round after round, each from a settled file.
+fn paired(
+    sides: &mut [Side],
+    ops: usize,
+    raw: impl Fn(&mut Side),
+    jobd: impl Fn(&mut Side),
+) -> Vec<(f64, f64)> {
+    let mut runs = vec![(Vec::new(), Vec::new()); sides.len()];
+    for _ in 0..RUNS {
+        for (k, (r, j)) in runs.iter_mut().enumerate() {
+            settle(sides);
+            r.push(rate(ops, &mut sides[k], &raw));
+            settle(sides);
+            j.push(rate(ops, &mut sides[k], &jobd));
+        }
+    }
+    runs.into_iter()
+        .map(|(r, j)| (median(r), median(j)))
+        .collect()
+}
+
+fn raw_insert_one_by_one(s: &mut Side) {
+    let mut stmt = s.raw.prepare_cached(RAW_INSERT).unwrap();
+    for _ in 0..20_000 {
+        s.n += 1;
+        stmt.execute(params![format!("{{\"n\":{}}}", s.n), s.n])
+            .unwrap();
+    }
+}
+
+fn enqueue_one_by_one(s: &mut Side) {
+    for _ in 0..20_000 {
+        s.n += 1;
+        s.store.enqueue(&job(s.n as usize)).unwrap();
+    }
+}
+
+fn raw_cycle_one_by_one(s: &mut Side) {
+    let mut claim = s.raw.prepare_cached(RAW_CLAIM).unwrap();
+    let mut done = s.raw.prepare_cached(RAW_DONE).unwrap();
+    for _ in 0..5_000 {
+        let (id, _payload, token): (i64, String, i64) = {
+            let mut rows = claim.query([i64::MAX, 1]).unwrap();
+            let r = rows.next().unwrap().unwrap();
+            let v = (r.get(0).unwrap(), r.get(1).unwrap(), r.get(2).unwrap());
+            while rows.next().unwrap().is_some() {}
+            v
+        };
+        assert_eq!(done.execute(params![id, token, "{}"]).unwrap(), 1);
+    }
+}
+
+fn cycle_one_by_one(s: &mut Side) {
+    for _ in 0..5_000 {
+        let j = s
+            .store
+            .claim("w", &["bench"], 1, LEASE)
+            .unwrap()
+            .pop()
+            .unwrap();
+        s.store.complete(j.id, j.lease_token, None).unwrap();
+    }
+}
+
+/// The raw batched cycle: a claim of 100 + 100 completing UPDATEs, two
+/// transactions per batch.
+fn raw_cycle_batched(s: &mut Side) {
+    let mut claim = s.raw.prepare_cached(RAW_CLAIM).unwrap();
+    let mut done = s.raw.prepare_cached(RAW_DONE).unwrap();
+    for _ in 0..200 {
+        s.raw.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let got: Vec<(i64, String, i64)> = claim
+            .query_map([i64::MAX, 100], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        s.raw.execute_batch("COMMIT; BEGIN IMMEDIATE").unwrap();
+        assert_eq!(got.len(), 100);
+        for (id, _payload, token) in &got {
+            assert_eq!(done.execute(params![id, token, "{}"]).unwrap(), 1);
+        }
+        s.raw.execute_batch("COMMIT").unwrap();
+    }
+}
+
+fn cycle_batched(s: &mut Side) {
+    for _ in 0..200 {
+        let jobs = s.store.claim("w", &["bench"], 100, LEASE).unwrap();
+        assert_eq!(jobs.len(), 100);
+        let done: Vec<_> = jobs.iter().map(|j| (j.id, j.lease_token, None)).collect();
+        assert_eq!(s.store.complete_many(&done).unwrap().completed, 100);
+    }
+}
+
 struct Row {
     name: &'static str,
     rows: usize,
@@ -132,199 +304,104 @@ fn main() {
     // Same file system as the project (not a tmpfs /tmp).
     let base = std::env::current_dir().unwrap().join("target");
     std::fs::create_dir_all(&base).unwrap();
-    let mut table = Vec::new();
-    for &rows in &sizes {
-        let dir = tempfile::tempdir_in(&base).unwrap();
-        eprintln!("preparing {rows} existing rows ...");
-        let raw = raw_conn(&dir.path().join("raw.db"), rows);
-        let store = prefill_jobd(&dir.path().join("queue.db"), rows);
+    let mut sides: Vec<Side> = sizes.iter().map(|&rows| Side::new(&base, rows)).collect();
 
-        // Each jobd figure is measured in runs that alternate with the runs
-        // of the raw limit it is compared to, so that a drift of this shared
-        // machine's speed moves both sides of the ratio.
-        let mut n = 0i64;
-        let mut i = 0;
-        let (raw_insert, single) = paired(
-            20_000,
-            || {
-                let mut stmt = raw.prepare_cached(RAW_INSERT).unwrap();
-                for _ in 0..20_000 {
-                    n += 1;
-                    stmt.execute(params![format!("{{\"n\":{n}}}"), n]).unwrap();
-                }
-            },
-            || {
-                for _ in 0..20_000 {
-                    i += 1;
-                    store.enqueue(&job(i)).unwrap();
-                }
-            },
-        );
-        let batches: Vec<NewJob> = (0..1000).map(job).collect();
-        // The batched limit: 1000-row insert transactions.
-        let mut raw_many_txs = |count: usize| {
-            let mut stmt = raw.prepare_cached(RAW_INSERT).unwrap();
-            for _ in 0..count {
-                raw.execute_batch("BEGIN").unwrap();
-                for _ in 0..1000 {
-                    n += 1;
-                    stmt.execute(params![format!("{{\"n\":{n}}}"), n]).unwrap();
-                }
-                raw.execute_batch("COMMIT").unwrap();
+    let single = paired(
+        &mut sides,
+        20_000,
+        raw_insert_one_by_one,
+        enqueue_one_by_one,
+    );
+    let many100 = paired(
+        &mut sides,
+        100_000,
+        |s| s.raw_many_txs(100),
+        |s| {
+            for _ in 0..1000 {
+                s.store.enqueue_many(&s.batch[..100]).unwrap();
             }
-        };
-        let (raw_many, many100) = paired(
-            100_000,
-            || raw_many_txs(100),
-            || {
-                for _ in 0..1000 {
-                    store.enqueue_many(&batches[..100]).unwrap();
-                }
-            },
-        );
-        let (raw_many_again, many1000) = paired(
-            200_000,
-            || raw_many_txs(200),
-            || {
-                for _ in 0..200 {
-                    store.enqueue_many(&batches).unwrap();
-                }
-            },
-        );
-
-        // Claims on tables of the stated size: drop what the enqueue runs
-        // added, then enqueue (untimed) just the jobs the claim runs consume.
-        let supply = RUNS * (5_000 + 20_000);
-        raw.execute_batch("DELETE FROM raw WHERE queue = 'bench'")
-            .unwrap();
-        raw_many_txs(supply / 1000);
-        raw.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
-            .unwrap();
-        {
-            let conn = store.connection().unwrap();
-            conn.execute("DELETE FROM jobs WHERE queue = 'bench'", [])
-                .unwrap();
-            conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
-                .unwrap();
-        }
-        for _ in 0..supply / 1000 {
-            store.enqueue_many(&batches).unwrap();
-        }
-        let (raw_cycle, one_by_one) = paired(
-            5_000,
-            || {
-                let mut claim = raw.prepare_cached(RAW_CLAIM).unwrap();
-                let mut done = raw.prepare_cached(RAW_DONE).unwrap();
-                for _ in 0..5_000 {
-                    let (id, _payload, token): (i64, String, i64) = {
-                        let mut rows = claim.query([i64::MAX, 1]).unwrap();
-                        let r = rows.next().unwrap().unwrap();
-                        let v = (r.get(0).unwrap(), r.get(1).unwrap(), r.get(2).unwrap());
-                        while rows.next().unwrap().is_some() {}
-                        v
-                    };
-                    assert_eq!(done.execute(params![id, token, "{}"]).unwrap(), 1);
-                }
-            },
-            || {
-                for _ in 0..5_000 {
-                    let j = store
-                        .claim("w", &["bench"], 1, LEASE)
-                        .unwrap()
-                        .pop()
-                        .unwrap();
-                    store.complete(j.id, j.lease_token, None).unwrap();
-                }
-            },
-        );
-        // The batched cycle: a claim of 100 + 100 completing UPDATEs, two
-        // transactions per batch.
-        let (raw_batch, batched) = paired(
-            20_000,
-            || {
-                let mut claim = raw.prepare_cached(RAW_CLAIM).unwrap();
-                let mut done = raw.prepare_cached(RAW_DONE).unwrap();
-                for _ in 0..200 {
-                    raw.execute_batch("BEGIN IMMEDIATE").unwrap();
-                    let got: Vec<(i64, String, i64)> = claim
-                        .query_map([i64::MAX, 100], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                        .unwrap()
-                        .map(|r| r.unwrap())
-                        .collect();
-                    raw.execute_batch("COMMIT; BEGIN IMMEDIATE").unwrap();
-                    assert_eq!(got.len(), 100);
-                    for (id, _payload, token) in &got {
-                        assert_eq!(done.execute(params![id, token, "{}"]).unwrap(), 1);
-                    }
-                    raw.execute_batch("COMMIT").unwrap();
-                }
-            },
-            || {
-                for _ in 0..200 {
-                    let jobs = store.claim("w", &["bench"], 100, LEASE).unwrap();
-                    assert_eq!(jobs.len(), 100);
-                    let done: Vec<_> = jobs.iter().map(|j| (j.id, j.lease_token, None)).collect();
-                    assert_eq!(store.complete_many(&done).unwrap().completed, 100);
-                }
-            },
-        );
-        drop(raw);
-        table.push(Row {
-            name: "raw: one-row INSERT per transaction",
-            rows,
-            rate: raw_insert,
-            limit: None,
-        });
-        table.push(Row {
-            name: "raw: claim UPDATE…RETURNING + complete UPDATE",
-            rows,
-            rate: raw_cycle,
-            limit: None,
-        });
-        table.push(Row {
-            name: "raw: INSERTs in 1000-row transactions",
-            rows,
-            rate: raw_many,
-            limit: None,
-        });
-        table.push(Row {
-            name: "raw: claim 100 + 100 completing UPDATEs",
-            rows,
-            rate: raw_batch,
-            limit: None,
-        });
-        table.push(Row {
-            name: "enqueue (one job per transaction)",
-            rows,
-            rate: single,
-            limit: Some(("raw insert", raw_insert)),
-        });
-        table.push(Row {
-            name: "enqueue_many, batches of 100",
-            rows,
-            rate: many100,
-            limit: Some(("raw batched insert", raw_many)),
-        });
-        table.push(Row {
-            name: "enqueue_many, batches of 1000",
-            rows,
-            rate: many1000,
-            // Against the raw runs taken in turn with these ones.
-            limit: Some(("raw batched insert", raw_many_again)),
-        });
-        table.push(Row {
-            name: "claim + complete, one at a time",
-            rows,
-            rate: one_by_one,
-            limit: Some(("raw cycle", raw_cycle)),
-        });
-        table.push(Row {
-            name: "claim 100 + complete_many 100",
-            rows,
-            rate: batched,
-            limit: Some(("raw batched cycle", raw_batch)),
-        });
+        },
+    );
+    let many1000 = paired(
+        &mut sides,
+        200_000,
+        |s| s.raw_many_txs(200),
+        |s| {
+            for _ in 0..200 {
+                s.store.enqueue_many(&s.batch).unwrap();
+            }
+        },
+    );
+    for side in &mut sides {
+        side.supply_claims(RUNS * (5_000 + 20_000));
     }
+    let one_by_one = paired(&mut sides, 5_000, raw_cycle_one_by_one, cycle_one_by_one);
+    let batched = paired(&mut sides, 20_000, raw_cycle_batched, cycle_batched);
+
+    let mut table = Vec::new();
+    for (k, side) in sides.iter().enumerate() {
+        let rows = side.rows;
+        let raws = [
+            ("raw: one-row INSERT per transaction", single[k].0),
+            (
+                "raw: claim UPDATE…RETURNING + complete UPDATE",
+                one_by_one[k].0,
+            ),
+            ("raw: INSERTs in 1000-row transactions", many100[k].0),
+            ("raw: claim 100 + 100 completing UPDATEs", batched[k].0),
+        ];
+        for (name, rate) in raws {
+            table.push(Row {
+                name,
+                rows,
+                rate,
+                limit: None,
+            });
+        }
+        let jobd = [
+            ("enqueue (one job per transaction)", single[k], "raw insert"),
+            (
+                "enqueue_many, batches of 100",
+                many100[k],
+                "raw batched insert",
+            ),
+            // Against the raw runs taken in turn with these ones.
+            (
+                "enqueue_many, batches of 1000",
+                many1000[k],
+                "raw batched insert",
+            ),
+            (
+                "claim + complete, one at a time",
+                one_by_one[k],
+                "raw cycle",
+            ),
+            (
+                "claim 100 + complete_many 100",
+                batched[k],
+                "raw batched cycle",
+            ),
+        ];
+        for (name, (raw, rate), what) in jobd {
+            table.push(Row {
+                name,
+                rows,
+                rate,
+                limit: Some((what, raw)),
+            });
+        }
+    }
+    drop(sides);
+    println!(
+        "SQLite {}, page caches {}.",
+        rusqlite::version(),
+        if jobd::store::page_caches_shared() {
+            "shared by every connection (built with ENABLE_MEMORY_MANAGEMENT)"
+        } else {
+            "one per connection"
+        }
+    );
+    println!();
     println!("| operation | existing rows | jobs/s | vs raw limit |");
     println!("|---|---:|---:|---:|");
     for r in &table {
