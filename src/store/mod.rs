@@ -66,7 +66,7 @@ pub use job::{
     ListFilter, NewJob, Progress, QueueStats, ReapReport, RetryReport, RunAt, Stats,
 };
 pub use lease::CompleteBatch;
-pub use open::{ConnectionOptions, Synchronous};
+pub use open::{page_caches_shared, ConnectionOptions, Synchronous};
 pub use schema::{APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION};
 
 /// How a [`Store`] is opened.
@@ -154,6 +154,7 @@ impl Store {
     /// it; a file from a newer jobd is refused with [`Error::TooNew`].
     pub fn open_with(path: impl AsRef<Path>, opts: StoreOptions) -> Result<Store> {
         let path = path.as_ref().to_path_buf();
+        open::warn_if_page_caches_shared();
         open::check_header(&path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE

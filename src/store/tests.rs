@@ -549,3 +549,70 @@ fn bulk_operations_pick_each_batch_from_where_the_last_ended() {
         assert_walks_index(&plan(&store, sql), index);
     }
 }
+
+/// Page-cache misses of one connection so far.
+fn cache_misses(conn: &rusqlite::Connection) -> i32 {
+    let (mut current, mut highwater) = (0, 0);
+    // SAFETY: a live connection's handle and two out-parameters.
+    let rc = unsafe {
+        rusqlite::ffi::sqlite3_db_status(
+            conn.handle(),
+            rusqlite::ffi::SQLITE_DBSTATUS_CACHE_MISS,
+            &mut current,
+            &mut highwater,
+            0,
+        )
+    };
+    assert_eq!(rc, rusqlite::ffi::SQLITE_OK);
+    current
+}
+
+/// Each connection keeps its own cached pages: reading a big file on another
+/// connection in the process does not evict the queue's.  (With SQLite's
+/// `ENABLE_MEMORY_MANAGEMENT`, which libsqlite3-sys turns on and
+/// .cargo/config.toml turns off, all connections share one LRU and the
+/// queue connection below would read every page of `jobs` again.)
+#[test]
+fn a_busy_connection_does_not_evict_another_connections_pages() {
+    assert!(!page_caches_shared(), "SQLite shares its page caches");
+    let (dir, store) = fresh();
+    let pad = "x".repeat(400);
+    let jobs: Vec<NewJob> = (0..2000)
+        .map(|i| NewJob::new("q", "k").payload(&serde_json::json!({"n": i, "pad": pad})))
+        .collect();
+    store.enqueue_many(&jobs).unwrap();
+    let conn = store.connection().unwrap();
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+        .unwrap();
+    let read_jobs = || {
+        let bytes: i64 = conn
+            .query_row("SELECT sum(length(payload)) FROM jobs", [], |r| r.get(0))
+            .unwrap();
+        assert!(bytes > 800_000);
+    };
+    read_jobs();
+    let warm = cache_misses(&conn);
+    read_jobs();
+    assert_eq!(cache_misses(&conn), warm, "the queue's pages fit its cache");
+
+    // Another file, ten times the queue connection's cache, read through.
+    let other = rusqlite::Connection::open(dir.path().join("other.db")).unwrap();
+    other
+        .execute_batch(
+            "CREATE TABLE t (x BLOB);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000)
+             INSERT INTO t SELECT randomblob(4000) FROM n;",
+        )
+        .unwrap();
+    let read: i64 = other
+        .query_row("SELECT sum(length(x)) FROM t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(read, 20_000_000);
+
+    read_jobs();
+    assert_eq!(
+        cache_misses(&conn),
+        warm,
+        "the other connection's reads evicted the queue connection's pages"
+    );
+}
