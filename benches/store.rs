@@ -141,22 +141,17 @@ impl Side {
 
     /// Make the `bench` queue hold just the `supply` jobs the claim runs
     /// consume, on both files (untimed), so claims run on tables of the
-    /// stated size.
+    /// stated size.  (Each run settles the files first.)
     fn supply_claims(&mut self, supply: usize) {
         self.raw
             .execute_batch("DELETE FROM raw WHERE queue = 'bench'")
             .unwrap();
         self.raw_many_txs(supply / 1000);
-        self.raw
-            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.store
+            .connection()
+            .unwrap()
+            .execute("DELETE FROM jobs WHERE queue = 'bench'", [])
             .unwrap();
-        {
-            let conn = self.store.connection().unwrap();
-            conn.execute("DELETE FROM jobs WHERE queue = 'bench'", [])
-                .unwrap();
-            conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
-                .unwrap();
-        }
         for _ in 0..supply / 1000 {
             self.store.enqueue_many(&self.batch).unwrap();
         }
@@ -341,55 +336,49 @@ fn main() {
     let mut table = Vec::new();
     for (k, side) in sides.iter().enumerate() {
         let rows = side.rows;
-        let raws = [
-            ("raw: one-row INSERT per transaction", single[k].0),
-            (
+        let raw = |name, rate| Row {
+            name,
+            rows,
+            rate,
+            limit: None,
+        };
+        // A jobd figure beside the raw limit measured in turn with it.
+        let vs = |name, (limit, rate): (f64, f64), what| Row {
+            name,
+            rows,
+            rate,
+            limit: Some((what, limit)),
+        };
+        table.extend([
+            raw("raw: one-row INSERT per transaction", single[k].0),
+            raw(
                 "raw: claim UPDATE…RETURNING + complete UPDATE",
                 one_by_one[k].0,
             ),
-            ("raw: INSERTs in 1000-row transactions", many100[k].0),
-            ("raw: claim 100 + 100 completing UPDATEs", batched[k].0),
-        ];
-        for (name, rate) in raws {
-            table.push(Row {
-                name,
-                rows,
-                rate,
-                limit: None,
-            });
-        }
-        let jobd = [
-            ("enqueue (one job per transaction)", single[k], "raw insert"),
-            (
+            raw("raw: INSERTs in 1000-row transactions", many100[k].0),
+            raw("raw: claim 100 + 100 completing UPDATEs", batched[k].0),
+            vs("enqueue (one job per transaction)", single[k], "raw insert"),
+            vs(
                 "enqueue_many, batches of 100",
                 many100[k],
                 "raw batched insert",
             ),
-            // Against the raw runs taken in turn with these ones.
-            (
+            vs(
                 "enqueue_many, batches of 1000",
                 many1000[k],
                 "raw batched insert",
             ),
-            (
+            vs(
                 "claim + complete, one at a time",
                 one_by_one[k],
                 "raw cycle",
             ),
-            (
+            vs(
                 "claim 100 + complete_many 100",
                 batched[k],
                 "raw batched cycle",
             ),
-        ];
-        for (name, (raw, rate), what) in jobd {
-            table.push(Row {
-                name,
-                rows,
-                rate,
-                limit: Some((what, raw)),
-            });
-        }
+        ]);
     }
     drop(sides);
     println!(
