@@ -182,3 +182,174 @@ fn a_directory_is_refused() {
     let err = Store::open(dir.path()).unwrap_err();
     assert!(matches!(err, Error::NotAQueue { .. }), "{err:?}");
 }
+
+/// A copy of an application's WAL database as a crash (or a live app) leaves
+/// it: the main file and a `-wal` that holds its newest commits.
+fn foreign_wal_file(dir: &Path) -> std::path::PathBuf {
+    let live = dir.join("live.db");
+    let conn = rusqlite::Connection::open(&live).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0;
+         CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT);",
+    )
+    .unwrap();
+    for i in 0..200 {
+        conn.execute(
+            "INSERT INTO users (email) VALUES (?1)",
+            [format!("u{i}@example.com")],
+        )
+        .unwrap();
+    }
+    let app = dir.join("app.db");
+    // Copied while the app holds the file open: its frames are not yet checkpointed.
+    std::fs::copy(&live, &app).unwrap();
+    std::fs::copy(dir.join("live.db-wal"), dir.join("app.db-wal")).unwrap();
+    assert!(std::fs::metadata(dir.join("app.db-wal")).unwrap().len() > 4096);
+    app
+}
+
+/// Issue 20.3: opening another application's WAL database printed "refusing
+/// to touch it" and then checkpointed that WAL into it on close (4 KB -> 20
+/// KB, WAL gone).  It is identified without writing: both files stay
+/// byte-for-byte as they were, through the library and the CLI.
+#[test]
+fn a_foreign_wal_database_is_refused_and_left_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = foreign_wal_file(dir.path());
+    let wal = dir.path().join("app.db-wal");
+    let before = (snapshot(&app), snapshot(&wal));
+
+    let err = Store::open(&app).expect_err("a foreign database was accepted");
+    assert!(matches!(err, Error::NotAQueue { .. }), "{err:?}");
+    assert!(err.to_string().contains("another application"), "{err}");
+    assert_eq!(
+        (snapshot(&app), snapshot(&wal)),
+        before,
+        "the refused files changed"
+    );
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jobd"))
+        .current_dir(dir.path())
+        .args(["--db", app.to_str().unwrap(), "stats"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert!(msg.contains("refusing to touch it"), "{msg}");
+    assert_eq!(
+        (snapshot(&app), snapshot(&wal)),
+        before,
+        "the CLI changed them"
+    );
+    // And the application still reads every row it committed.
+    let n: i64 = rusqlite::Connection::open(&app)
+        .unwrap()
+        .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 200);
+}
+
+/// Issue 20.3: `jobd --db empty.db enqueue` turned an existing 0-byte file
+/// into a queue; only `init` (and the daemon) create queues.
+#[test]
+fn the_cli_does_not_turn_an_empty_file_into_a_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.db");
+    std::fs::write(&empty, b"").unwrap();
+    for args in [
+        vec!["enqueue", "--queue", "default", "--kind", "noop"],
+        vec!["stats"],
+        vec!["list"],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_jobd"))
+            .current_dir(dir.path())
+            .args(["--db", empty.to_str().unwrap()])
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} accepted an empty file");
+        let msg = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            msg.contains("not yet a queue") && msg.contains("jobd init"),
+            "{msg}"
+        );
+        assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0, "{args:?}");
+        assert!(!dir.path().join("empty.db-wal").exists(), "{args:?}");
+    }
+    // The library opens it as a new queue unless told not to.
+    let opts = jobd::store::StoreOptions::default().create(false);
+    assert!(matches!(
+        Store::open_with(&empty, opts),
+        Err(Error::NotAQueue { .. })
+    ));
+    Store::open(&empty).unwrap();
+}
+
+/// Issue 20.4: two processes opening a just-created file at the same moment
+/// sometimes got `Error::Busy` from the WAL switch or the migrations (17 of
+/// 160 pairs), although the busy timeout is 10 s.  The test spawns itself as
+/// the two processes; each opens the file at an agreed instant.
+#[test]
+fn two_processes_opening_a_new_file_at_once_both_succeed() {
+    if let Ok(path) = std::env::var("JOBD_TEST_OPEN_AT") {
+        let (path, at) = path.split_once('@').unwrap();
+        let at: u128 = at.parse().unwrap();
+        while std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros()
+            < at
+        {
+            std::hint::spin_loop();
+        }
+        Store::open(path).unwrap();
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let me = std::env::current_exe().unwrap();
+    let mut failures = Vec::new();
+    for round in 0..40 {
+        let path = dir.path().join(format!("new-{round}.db"));
+        std::fs::write(&path, b"").unwrap(); // just created, as `touch` or a first open leaves it
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros()
+            + 150_000;
+        let children: Vec<_> = (0..2)
+            .map(|_| {
+                std::process::Command::new(&me)
+                    .args([
+                        "--exact",
+                        "two_processes_opening_a_new_file_at_once_both_succeed",
+                        "--nocapture",
+                        "--test-threads=1",
+                    ])
+                    .env("JOBD_TEST_OPEN_AT", format!("{}@{at}", path.display()))
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            if !out.status.success() {
+                failures.push(format!(
+                    "round {round}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                        .lines()
+                        .find(|l| l.contains("panicked")
+                            || l.contains("Busy")
+                            || l.contains("busy"))
+                        .unwrap_or("failed")
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failed opens: {failures:#?}",
+        failures.len()
+    );
+}

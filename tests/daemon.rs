@@ -648,3 +648,129 @@ fn retry_all_and_cancel_all_act_on_every_job_the_filters_match() {
         format!("job {}: ready", dead[2])
     );
 }
+
+/// Issue 20.5: the repository shipped a `jobd.toml` with a fixed token, so
+/// every clone's daemon accepted the same public token.  No tracked or
+/// packaged file holds a token now.
+#[test]
+fn the_repository_and_its_package_ship_no_api_token() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(root)
+        .args(["package", "--list", "--allow-dirty", "--offline"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let packaged = String::from_utf8_lossy(&out.stdout).into_owned();
+    let tracked = Command::new("git")
+        .current_dir(root)
+        .args(["ls-files"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    for (what, list) in [("packaged", &packaged), ("tracked", &tracked)] {
+        for file in list.lines() {
+            assert_ne!(file, "jobd.toml", "{what}: jobd.toml");
+            let Ok(text) = std::fs::read_to_string(Path::new(root).join(file)) else {
+                continue;
+            };
+            for line in text.lines() {
+                let Some(value) = line.trim().strip_prefix("api_token = \"") else {
+                    continue;
+                };
+                let value = value.trim_end_matches('"');
+                assert!(
+                    value.len() < 32 || !value.bytes().all(|b| b.is_ascii_hexdigit()),
+                    "{what} {file} holds an API token: {line}"
+                );
+            }
+        }
+    }
+    assert!(packaged.lines().any(|f| f == "jobd.example.toml"));
+}
+
+/// `jobd serve` with this config: Err(stderr) if it exits, Ok(stderr up to
+/// the address line) once it serves (then it is killed).
+fn serve_with(dir: &Path, config: &str, mode: u32) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("jobd.toml");
+    std::fs::write(&path, config).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    let mut child = Command::new(JOBD)
+        .current_dir(dir)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("JOBD_API_TOKEN")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let _reaper = Reaper(vec![child]);
+    let mut seen = String::new();
+    for line in BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        seen += &line;
+        seen.push('\n');
+        if line.contains("API on http://") {
+            return Ok(seen);
+        }
+    }
+    Err(seen)
+}
+
+/// Issue 20.5: `serve` refuses to start without a token of at least 32
+/// bytes (or with the one once published), and warns when the file holding
+/// it is readable by others.  `init` beside an existing config says so.
+#[test]
+fn serve_needs_a_private_token_of_32_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = "data_dir = \"jobd-data\"\nshutdown_grace_secs = 1\n";
+    let err = serve_with(dir.path(), base, 0o600).unwrap_err();
+    assert!(
+        err.contains("no API token") && err.contains("jobd init"),
+        "{err}"
+    );
+    let err = serve_with(
+        dir.path(),
+        &format!("{base}api_token = \"hunter2\"\n"),
+        0o600,
+    )
+    .unwrap_err();
+    assert!(err.contains("is 7 bytes; it must be at least 32"), "{err}");
+    assert!(
+        !err.contains("hunter2"),
+        "the token is never printed: {err}"
+    );
+    let published = "99a95c5aeb12e5e50c7250309b81c58e8b0ccd09776fbe36ea6ed171c622de07";
+    let err = serve_with(
+        dir.path(),
+        &format!("{base}api_token = \"{published}\"\n"),
+        0o600,
+    )
+    .unwrap_err();
+    assert!(err.contains("published"), "{err}");
+
+    let good = format!("{base}api_token = \"{}\"\n", "ab".repeat(16));
+    let ok = serve_with(dir.path(), &good, 0o600).unwrap();
+    assert!(!ok.contains("other users"), "{ok}");
+    let ok = serve_with(dir.path(), &good, 0o644).unwrap();
+    assert!(ok.contains("can be read by other users: chmod 600"), "{ok}");
+    assert!(
+        !ok.contains(&"ab".repeat(16)),
+        "the token is never logged: {ok}"
+    );
+
+    let out = jobd(dir.path(), &["init", "--no-defaults"]);
+    assert!(
+        out.contains("jobd.toml: exists, kept as it is (its api_token is unchanged)")
+            && out.contains("move it away"),
+        "{out}"
+    );
+    std::fs::write(dir.path().join("jobd.toml"), base).unwrap();
+    let out = jobd(dir.path(), &["init", "--no-defaults"]);
+    assert!(out.contains("it has no api_token"), "{out}");
+}

@@ -116,3 +116,52 @@ fn jobd_bench_reports_enqueue_drain_and_latency() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// Issue 20.1: `JOBD_DATA_DIR=$HOME/prod jobd demo` used to replace that
+/// directory's queue file, tenants and backups.  The demo reads only its own
+/// `--data-dir` and replaces only a directory it made.
+#[test]
+fn the_demo_never_touches_a_data_dir_it_did_not_make() {
+    let dir = tempfile::tempdir().unwrap();
+    let prod = dir.path().join("prod");
+    std::fs::create_dir_all(prod.join("tenants")).unwrap();
+    std::fs::write(prod.join("tenants/tenant-001.db"), b"real tenant data").unwrap();
+    std::fs::write(prod.join("queue.db"), b"real queue").unwrap();
+    let small = ["--tenants", "2", "--scans", "10", "--jobs", "10", "--json"];
+
+    // The environment variable is not the demo's: it runs in ./jobd-demo.
+    run_ok(
+        Command::new(env!("CARGO_BIN_EXE_jobd"))
+            .current_dir(dir.path())
+            .env("JOBD_DATA_DIR", &prod)
+            .arg("demo")
+            .args(small),
+    );
+    assert!(dir.path().join("jobd-demo/queue.db").exists());
+    assert!(dir.path().join("jobd-demo/.jobd-demo").exists());
+
+    // Named with --data-dir, a directory the demo did not make is refused.
+    let out = Command::new(env!("CARGO_BIN_EXE_jobd"))
+        .current_dir(dir.path())
+        .args(["demo", "--data-dir", prod.to_str().unwrap()])
+        .args(small)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("was not made by `jobd demo`"), "{err}");
+    assert_eq!(
+        std::fs::read(prod.join("tenants/tenant-001.db")).unwrap(),
+        b"real tenant data"
+    );
+    assert_eq!(std::fs::read(prod.join("queue.db")).unwrap(), b"real queue");
+    assert!(!prod.join(".jobd-demo").exists());
+
+    // Its own directory it replaces on the next run.
+    run_ok(
+        Command::new(env!("CARGO_BIN_EXE_jobd"))
+            .current_dir(dir.path())
+            .arg("demo")
+            .args(small),
+    );
+}

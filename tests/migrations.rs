@@ -173,3 +173,53 @@ fn a_payload_written_behind_jobds_back_is_reported_by_the_check() {
     assert_eq!(store.get(id).unwrap().payload, "{not json");
     assert_eq!(store.list(&Default::default()).unwrap().len(), 1);
 }
+
+/// Issue 20.2: once the newest jobs were purged their ids came back, and a
+/// client polling an old id read somebody else's job.  Ids never repeat in
+/// the life of a file — on a new file, and on one migrated from before.
+#[test]
+fn job_ids_are_never_handed_out_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = jobd::ManualClock::new(1_700_000_000_000);
+    let opts = jobd::store::StoreOptions::default().clock(clock.clone());
+    let store = Store::open_with(dir.path().join("queue.db"), opts).unwrap();
+    let ids: Vec<i64> = (0..3)
+        .map(|_| store.enqueue(&NewJob::new("pdf", "render")).unwrap())
+        .collect();
+    loop {
+        let claimed = store
+            .claim("w", &["pdf"], 10, Duration::from_secs(30))
+            .unwrap();
+        if claimed.is_empty() {
+            break;
+        }
+        for job in claimed {
+            store.complete(job.id, job.lease_token, None).unwrap();
+        }
+    }
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(store.purge(Duration::ZERO, None).unwrap(), 3);
+    let next = store.enqueue(&NewJob::new("pdf", "render")).unwrap();
+    assert!(next > ids[2], "id {next} after {ids:?} were purged");
+    // Deleted behind jobd's back, the newest id still is not reused.
+    store
+        .connection()
+        .unwrap()
+        .execute("DELETE FROM jobs", [])
+        .unwrap();
+    let batch = store
+        .enqueue_many(&[NewJob::new("pdf", "render"), NewJob::new("pdf", "render")])
+        .unwrap();
+    assert!(batch[0] > next, "{batch:?} after {next}");
+
+    // A file from before the high-water mark: its newest id is kept too.
+    let path = dir.path().join("v3.db");
+    version_3_file(&path);
+    let store = Store::open(&path).unwrap();
+    store
+        .connection()
+        .unwrap()
+        .execute("DELETE FROM jobs WHERE id = 4", [])
+        .unwrap();
+    assert_eq!(store.enqueue(&NewJob::new("mail", "send")).unwrap(), 5);
+}

@@ -22,12 +22,16 @@ use tokio_util::sync::CancellationToken;
 
 use super::CliResult;
 
+/// The demo's own directory when `--data-dir` is not given.  The demo never
+/// reads `JOBD_DATA_DIR` or `jobd.toml`: those name the user's real data.
+pub const DEFAULT_DIR: &str = "jobd-demo";
+
+/// The file the demo writes into a directory it made; only a directory that
+/// holds it is ever cleared by a later demo.
+const MARKER: &str = ".jobd-demo";
+
 #[derive(Args, Debug)]
 pub struct DemoArgs {
-    /// The demo's data directory (its queue file, tenants, artifacts and
-    /// backups are replaced).
-    #[arg(long, default_value = "jobd-demo")]
-    data_dir: PathBuf,
     /// Tenant databases to seed.
     #[arg(long, default_value_t = 101)]
     tenants: usize,
@@ -60,8 +64,9 @@ struct Report {
     backup_set: serde_json::Value,
 }
 
-pub fn run(args: DemoArgs) -> CliResult {
-    let root = std::path::absolute(&args.data_dir)?;
+/// Run the demo in `dir` (`--data-dir`, else [`DEFAULT_DIR`]).
+pub fn run(dir: Option<&Path>, args: DemoArgs) -> CliResult {
+    let root = std::path::absolute(dir.unwrap_or(Path::new(DEFAULT_DIR)))?;
     fresh(&root)?;
     let data = DataDir::new(&root);
     let db = root.join("queue.db");
@@ -330,10 +335,36 @@ fn print_report(r: &Report, root: &Path) {
     println!("  jobd serve                 # then open http://127.0.0.1:7878/ and paste the token");
 }
 
-/// Remove what a previous demo left in `root`: its queue file, tenants,
-/// artifacts and backups — nothing else.
+/// Make `root` ready for a run: create it (with the demo's marker) when it is
+/// missing or empty; when a previous demo made it (the marker is there),
+/// remove what that demo left — its queue file, tenants, artifacts and
+/// backups, nothing else.  Any other non-empty directory is refused and left
+/// as it is: it may be somebody's real data.
 fn fresh(root: &Path) -> CliResult<()> {
-    std::fs::create_dir_all(root).map_err(|e| format!("creating {}: {e}", root.display()))?;
+    let marker = root.join(MARKER);
+    match std::fs::read_dir(root) {
+        Ok(mut entries) => {
+            if entries.next().is_some() && !marker.is_file() {
+                return Err(format!(
+                    "{} is not empty and was not made by `jobd demo` (it has no {MARKER}); \
+                     the demo only replaces its own directory: pick another --data-dir \
+                     (default {DEFAULT_DIR}) or an empty one",
+                    root.display()
+                )
+                .into());
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(root)
+                .map_err(|e| format!("creating {}: {e}", root.display()))?;
+        }
+        Err(e) => return Err(format!("reading {}: {e}", root.display()).into()),
+    }
+    std::fs::write(
+        &marker,
+        "Made by `jobd demo`: a later demo may replace what is in this directory.\n",
+    )
+    .map_err(|e| format!("writing {}: {e}", marker.display()))?;
     for f in ["queue.db", "queue.db-wal", "queue.db-shm"] {
         let p = root.join(f);
         if p.exists() {

@@ -30,8 +30,9 @@ struct Cli {
     #[arg(long, global = true, env = "JOBD_DB")]
     db: Option<PathBuf>,
 
-    /// The data directory: queue.db, tenants/, artifacts/, backups/ (default: jobd-data).
-    #[arg(long, global = true, env = "JOBD_DATA_DIR")]
+    /// The data directory: queue.db, tenants/, artifacts/, backups/ (default:
+    /// $JOBD_DATA_DIR, else jobd-data; `demo` reads only this flag, default jobd-demo).
+    #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
 
     #[command(subcommand)]
@@ -118,6 +119,7 @@ fn dispatch(cli: Cli) -> CliResult {
     let data_dir = cli
         .data_dir
         .clone()
+        .or_else(|| std::env::var_os("JOBD_DATA_DIR").map(PathBuf::from))
         .or_else(|| config.data_dir.clone())
         .unwrap_or_else(|| PathBuf::from(config::DEFAULT_DATA_DIR));
     let db = cli
@@ -135,7 +137,8 @@ fn dispatch(cli: Cli) -> CliResult {
         Command::Scheduler(args) => schedules::run_scheduler(db, args),
         Command::Tenants(cmd) => tenants::tenants(data_dir, cmd),
         Command::Backup(cmd) => tenants::backup(data_dir, cmd),
-        Command::Demo(args) => demo::run(args),
+        // The flag alone, not JOBD_DATA_DIR or jobd.toml: those name real data.
+        Command::Demo(args) => demo::run(cli.data_dir.as_deref(), args),
         Command::Enqueue(args) => jobs::enqueue(db, data_dir, &config, args),
         Command::Show(args) => jobs::show(db, args),
         Command::Watch(args) => jobs::watch(db, args),
@@ -166,14 +169,18 @@ fn dispatch(cli: Cli) -> CliResult {
 /// `serve`, `worker`, `scheduler`, `demo`) creates one: a job or schedule
 /// added to a file no worker reads — a misspelt `--db` — would wait forever.
 fn open(db: &std::path::Path) -> CliResult<jobd::Store> {
-    if !db.exists() {
-        return Err(format!(
+    let opts = jobd::store::StoreOptions::default().create(false);
+    jobd::Store::open_with(db, opts).map_err(|e| match e {
+        jobd::Error::NotAQueue { .. } if !db.exists() => format!(
             "{}: no such queue database (set --db or JOBD_DB; `jobd init` creates it)",
             db.display()
         )
-        .into());
-    }
-    Ok(jobd::Store::open(db)?)
+        .into(),
+        e @ jobd::Error::NotAQueue { .. } => {
+            format!("{e} (`jobd init` creates a queue; it never takes over another file)").into()
+        }
+        e => e.into(),
+    })
 }
 
 /// Open the queue file, creating it and its directory when missing.

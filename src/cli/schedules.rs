@@ -38,7 +38,19 @@ pub fn init(db: &Path, data_dir: &Path, config: Option<&Path>, args: InitArgs) -
     );
     let config_path = config.unwrap_or(Path::new("jobd.toml"));
     if config_path.exists() {
-        println!("{}: kept as it is", config_path.display());
+        let has_token = super::config::Config::load(Some(config_path))
+            .map(|c| c.api_token.is_some())
+            .unwrap_or(false);
+        println!(
+            "{}: exists, kept as it is ({}); to start over, move it away and run `jobd init` again",
+            config_path.display(),
+            if has_token {
+                "its api_token is unchanged"
+            } else {
+                "it has no api_token, which `jobd serve` needs: add one \
+                 (`openssl rand -hex 32`) or set JOBD_API_TOKEN"
+            }
+        );
     } else {
         let token = super::config::new_token()?;
         write_private(config_path, &super::config::template(data_dir, &token))?;

@@ -126,13 +126,70 @@ fn stopped_line(report: &jobd::worker::WorkerReport) -> String {
     line
 }
 
+/// Shortest API token `serve` accepts, in bytes: `jobd init` writes 64 hex
+/// characters (32 random bytes).
+const MIN_TOKEN_BYTES: usize = 32;
+
+/// Tokens that were published (an early checkout shipped a `jobd.toml` with
+/// this one): whoever has a copy of the repository knows them.
+const PUBLISHED_TOKENS: &[&str] =
+    &["99a95c5aeb12e5e50c7250309b81c58e8b0ccd09776fbe36ea6ed171c622de07"];
+
+/// The API token `serve` guards `/api` with: `JOBD_API_TOKEN`, else the
+/// configuration's `api_token`.  Refused when missing, shorter than
+/// [`MIN_TOKEN_BYTES`] or published; a warning when the file holding it can
+/// be read by other users.
+fn api_token(config: &Config) -> CliResult<String> {
+    let (token, from_file) = match std::env::var("JOBD_API_TOKEN") {
+        Ok(t) => (t, false),
+        Err(_) => match &config.api_token {
+            Some(t) => (t.clone(), true),
+            None => {
+                return Err(
+                    "no API token: run `jobd init` (it writes a new one to ./jobd.toml, \
+                     readable by you only) or set JOBD_API_TOKEN"
+                        .into(),
+                )
+            }
+        },
+    };
+    let source = match (&config.path, from_file) {
+        (Some(p), true) => format!("api_token in {}", p.display()),
+        _ => "JOBD_API_TOKEN".to_string(),
+    };
+    if token.len() < MIN_TOKEN_BYTES {
+        return Err(format!(
+            "{source} is {} bytes; it must be at least {MIN_TOKEN_BYTES} \
+             (`openssl rand -hex 32` makes one, `jobd init` writes one to a new jobd.toml)",
+            token.len()
+        )
+        .into());
+    }
+    if PUBLISHED_TOKENS.contains(&token.as_str()) {
+        return Err(format!(
+            "{source} is the example token published with jobd's source: anyone can use it; \
+             put a new one there (`openssl rand -hex 32`)"
+        )
+        .into());
+    }
+    if let (Some(path), true) = (&config.path, from_file) {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode();
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    file = %path.display(),
+                    mode = format!("{:o}", mode & 0o777),
+                    "the file holding the API token can be read by other users: chmod 600 it"
+                );
+            }
+        }
+    }
+    Ok(token)
+}
+
 pub fn serve(db: &Path, data_dir: &Path, config: &Config, args: ServeArgs) -> CliResult {
-    let token = std::env::var("JOBD_API_TOKEN")
-        .ok()
-        .or_else(|| config.api_token.clone())
-        .ok_or(
-            "no API token: run `jobd init` (it writes one to jobd.toml) or set JOBD_API_TOKEN",
-        )?;
+    let token = api_token(config)?;
     let listen = args
         .listen
         .or_else(|| config.listen.clone())

@@ -86,6 +86,10 @@ pub struct StoreOptions {
     pub checkpoint: Option<CheckpointOptions>,
     /// How [`Store::stats_recent`] may reuse finished counts.
     pub stats_reuse: StatsReuse,
+    /// Make a new queue of a missing or empty file (the default).  Off, only
+    /// an existing queue file opens: a misspelt path is refused instead of
+    /// becoming a new, empty queue that no worker reads.
+    pub create: bool,
 }
 
 impl Default for StoreOptions {
@@ -98,6 +102,7 @@ impl Default for StoreOptions {
             clock: Arc::new(SystemClock),
             checkpoint: Some(CheckpointOptions::default()),
             stats_reuse: StatsReuse::default(),
+            create: true,
         }
     }
 }
@@ -110,6 +115,12 @@ impl StoreOptions {
 
     pub fn synchronous(mut self, synchronous: Synchronous) -> Self {
         self.connection.synchronous = synchronous;
+        self
+    }
+
+    /// Whether a missing or empty file becomes a new queue (see [`StoreOptions::create`]).
+    pub fn create(mut self, create: bool) -> Self {
+        self.create = create;
         self
     }
 }
@@ -137,6 +148,23 @@ struct Inner {
     finished: std::sync::Mutex<Option<Arc<admin::FinishedCounts>>>,
 }
 
+/// Run `f` (a connection's set-up) again while it fails with `Busy`, for up
+/// to the busy timeout: SQLite answers busy at once, without its busy
+/// handler, from inside WAL set-up and recovery.
+fn with_busy_retries<T>(opts: &StoreOptions, mut f: impl FnMut() -> Result<T>) -> Result<T> {
+    let deadline = std::time::Instant::now() + opts.connection.busy_timeout;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match f() {
+            Err(Error::Busy { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Times a transaction is retried when SQLite reports busy beyond the busy
 /// timeout (WAL recovery by another process can return BUSY without waiting).
 const BUSY_RETRIES: u32 = 5;
@@ -155,20 +183,49 @@ impl Store {
     pub fn open_with(path: impl AsRef<Path>, opts: StoreOptions) -> Result<Store> {
         let path = path.as_ref().to_path_buf();
         open::warn_if_page_caches_shared();
-        open::check_header(&path)?;
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let mut conn = Connection::open_with_flags(&path, flags)
-            .map_err(|e| Error::from_sqlite("opening the queue file", &path, e))?;
-        conn.busy_timeout(opts.connection.busy_timeout)
-            .map_err(|e| Error::from_sqlite("opening the queue file", &path, e))?;
-        // Read-only look first: refuse a foreign file before switching it to WAL.
-        schema::check_identity(schema::identify(&conn, &path)?, &path)?;
-        open::configure(&conn, &opts.connection)
-            .map_err(|e| open::unwrap_pragma_error(&path, e))?;
-        schema::migrate(&mut conn, &path)?;
-        drop(conn);
+        // Identify the file before anything can write to it: from its own
+        // bytes, or — while a WAL holds its newest pages — through a
+        // read-only connection, which never checkpoints that WAL.
+        let identity = match open::check_header(&path)? {
+            open::Look::Missing | open::Look::Empty => None,
+            open::Look::Settled(id) => Some(id),
+            open::Look::WalLive => Some(with_busy_retries(&opts, || {
+                let conn = Connection::open_with_flags(
+                    &path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(|e| Error::from_sqlite("opening the queue file", &path, e))?;
+                conn.busy_timeout(opts.connection.busy_timeout)
+                    .map_err(|e| Error::from_sqlite("opening the queue file", &path, e))?;
+                schema::identify(&conn, &path)
+            })?),
+        };
+        if let Some(id) = identity {
+            schema::check_identity(id, &path)?;
+        }
+        if !opts.create && identity.is_none_or(|id| id.application_id != APPLICATION_ID) {
+            let reason = match identity {
+                None if !path.exists() => "there is no such file".into(),
+                _ => "it is empty, not yet a queue (opened without `create`)".into(),
+            };
+            return Err(Error::NotAQueue { path, reason });
+        }
+        // The WAL switch and the migrations take the write lock; two
+        // processes opening a new file at once can be told busy without the
+        // busy handler running (SQLite does not wait inside WAL set-up), so
+        // the whole set-up waits and tries again, like every other write.
+        with_busy_retries(&opts, || {
+            let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            let mut conn = Connection::open_with_flags(&path, flags)
+                .map_err(|e| Error::from_sqlite("opening the queue file", &path, e))?;
+            conn.busy_timeout(opts.connection.busy_timeout)
+                .map_err(|e| Error::from_sqlite("opening the queue file", &path, e))?;
+            open::configure(&conn, &opts.connection)
+                .map_err(|e| open::unwrap_pragma_error(&path, e))?;
+            schema::migrate(&mut conn, &path)
+        })?;
 
         let mut conn_opts = opts.connection.clone();
         if let Some(ck) = &opts.checkpoint {
@@ -187,7 +244,7 @@ impl Store {
         };
         let manager = SqliteConnectionManager::file(&path)
             .with_flags(OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .with_init(move |c| open::configure(c, &conn_opts));
+            .with_init(move |c| open::configure_waiting(c, &conn_opts));
         let pool = Pool::builder()
             .max_size(opts.pool_size.max(1))
             .min_idle(Some(1))

@@ -9,7 +9,7 @@ use rusqlite::config::DbConfig;
 use rusqlite::Connection;
 
 use crate::error::{Error, Result};
-use crate::store::schema::APPLICATION_ID;
+use crate::store::schema::{Identity, APPLICATION_ID};
 
 /// How hard a commit tries to survive power loss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -68,9 +68,26 @@ impl Default for ConnectionOptions {
 
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
-/// Check the 100-byte SQLite header without opening the file through SQLite, so
-/// nothing (not even a journal) is written to a file that is not ours.
-pub(crate) fn check_header(path: &Path) -> Result<()> {
+/// What the file's own bytes say, read without SQLite so nothing (not a
+/// journal, not a checkpoint of somebody's WAL) is written to a file that is
+/// not ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Look {
+    /// No file: a new queue.
+    Missing,
+    /// A file of 0 bytes.
+    Empty,
+    /// A SQLite file with no live WAL: its header and first page are the
+    /// whole truth about it.
+    Settled(Identity),
+    /// A SQLite file whose `-wal` holds frames: the newest header may be in
+    /// the WAL, so only SQLite (read-only) can tell.
+    WalLive,
+}
+
+/// Check the SQLite header (and, with no live WAL, read the file's identity
+/// from it) without opening the file through SQLite.
+pub(crate) fn check_header(path: &Path) -> Result<Look> {
     // A live queue can look short for a moment while another process
     // checkpoints (page 1, with the new page count, is written before the
     // pages that extend the file): look again before calling it truncated.
@@ -88,7 +105,11 @@ pub(crate) fn check_header(path: &Path) -> Result<()> {
     }
 }
 
-fn check_header_once(path: &Path) -> Result<()> {
+/// Bytes read from the start of the file: the 100-byte database header and
+/// the b-tree header of page 1 (the schema table) behind it.
+const HEAD: usize = 108;
+
+fn check_header_once(path: &Path) -> Result<Look> {
     let io = |operation, source| Error::Io {
         operation,
         path: path.to_path_buf(),
@@ -102,13 +123,13 @@ fn check_header_once(path: &Path) -> Result<()> {
             })
         }
         Ok(m) => m.len(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Look::Missing),
         Err(e) => return Err(io("reading metadata of", e)),
     };
     if len == 0 {
-        return Ok(()); // a new, empty file
+        return Ok(Look::Empty);
     }
-    let mut header = [0u8; 100];
+    let mut header = [0u8; HEAD];
     let mut file = std::fs::File::open(path).map_err(|e| io("opening", e))?;
     let mut got = 0;
     while got < header.len() {
@@ -131,7 +152,7 @@ fn check_header_once(path: &Path) -> Result<()> {
             "it is not a SQLite database (no 'SQLite format 3' header)".into(),
         ));
     }
-    if got < 100 {
+    if got < HEAD {
         return Err(corrupt(format!(
             "truncated: {len} bytes, shorter than the 100-byte header"
         )));
@@ -166,14 +187,26 @@ fn check_header_once(path: &Path) -> Result<()> {
     let (change_counter, page_count, valid_for) = (be32(24), be32(28) as u64, be32(92));
     let mut wal = path.as_os_str().to_owned();
     wal.push("-wal");
-    let wal_live = std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0);
-    if !wal_live && valid_for == change_counter && page_count > 0 && len < page_count * page_size {
+    if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
+        return Ok(Look::WalLive);
+    }
+    if valid_for == change_counter && page_count > 0 && len < page_count * page_size {
         return Err(corrupt(format!(
             "truncated: the header says {} bytes ({page_count} pages), the file has {len}",
             page_count * page_size
         )));
     }
-    Ok(())
+    // Page 1's b-tree header: a leaf (0x0d) holds one cell per schema object;
+    // an interior page (0x05) means there are many.
+    let objects = match header[100] {
+        0x0d => i64::from(u16::from_be_bytes([header[103], header[104]])),
+        _ => i64::MAX,
+    };
+    Ok(Look::Settled(Identity {
+        application_id,
+        user_version: i64::from(be32(60) as i32),
+        objects,
+    }))
 }
 
 /// Apply the per-connection settings and read each one back: a pragma SQLite
@@ -230,6 +263,31 @@ pub(crate) fn configure(conn: &Connection, opts: &ConnectionOptions) -> rusqlite
     expect("query planner stability (QPSG)", "true", &qpsg.to_string())?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(())
+}
+
+/// [`configure`] for a pool's new connection, tried again while SQLite
+/// answers busy from inside WAL set-up (see `Store::open_with`), for up to
+/// the busy timeout.
+pub(crate) fn configure_waiting(
+    conn: &Connection,
+    opts: &ConnectionOptions,
+) -> rusqlite::Result<()> {
+    let deadline = std::time::Instant::now() + opts.busy_timeout;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match configure(conn, opts) {
+            Err(e)
+                if matches!(
+                    e.sqlite_error_code(),
+                    Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                ) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Whether the linked SQLite shares one page cache among all the process's

@@ -20,13 +20,14 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../../schema/0005_success_on_the_job_row.sql"),
     include_str!("../../schema/0006_worker_kinds.sql"),
     include_str!("../../schema/0007_purged_tallies.sql"),
+    include_str!("../../schema/0008_job_ids_never_reused.sql"),
 ];
 
 /// The schema version this build writes and understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// What the file says about itself before jobd writes anything.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Identity {
     pub application_id: i32,
     pub user_version: i64,
@@ -61,7 +62,7 @@ pub(crate) fn check_identity(id: Identity, path: &Path) -> Result<()> {
         return Ok(()); // an empty SQLite file: ours to initialise
     }
     let reason = if id.application_id == 0 {
-        format!("it is a SQLite database of another application ({} schema objects, no jobd application_id)", id.objects)
+        "it is a SQLite database of another application (it has tables of its own and no jobd application_id)".to_string()
     } else {
         format!(
             "it is a SQLite database of another application (application_id {:#010x})",
