@@ -13,7 +13,7 @@ use jobd::Store;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-const TOKEN: &str = "bench-token-0123456789abcdef";
+const TOKEN: &str = "bench-token-0123456789abcdef0123456789";
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)

@@ -774,3 +774,57 @@ fn serve_needs_a_private_token_of_32_bytes() {
     let out = jobd(dir.path(), &["init", "--no-defaults"]);
     assert!(out.contains("it has no api_token"), "{out}");
 }
+
+/// Issue 20.6: `queue.db` was created 0644 in a 0755 data dir, so payloads
+/// (e-mail addresses, tenant data) were world-readable.  The data dir is
+/// 0700 and the queue file with its -wal and -shm 0600, whatever the umask.
+#[test]
+fn the_data_dir_and_the_queue_files_are_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mode = |p: &str| {
+        std::fs::metadata(dir.path().join(p))
+            .unwrap_or_else(|e| panic!("{p}: {e}"))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let init = Command::new("sh")
+        .current_dir(dir.path())
+        .args(["-c", &format!("umask 000; exec {JOBD} init --no-defaults")])
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    assert_eq!(mode("jobd-data"), 0o700);
+    for sub in ["tenants", "artifacts", "backups"] {
+        assert_eq!(mode(&format!("jobd-data/{sub}")), 0o700, "{sub}");
+    }
+    assert_eq!(mode("jobd-data/queue.db"), 0o600);
+    assert_eq!(mode("jobd.toml"), 0o600);
+
+    // A daemon on a new file, started with umask 000: its -wal and -shm too.
+    let config = std::fs::read_to_string(dir.path().join("jobd.toml")).unwrap();
+    let config = config.replace("data_dir = \"jobd-data\"", "data_dir = \"fresh\"");
+    std::fs::write(dir.path().join("jobd.toml"), config).unwrap();
+    let mut child = Command::new("sh")
+        .current_dir(dir.path())
+        .args([
+            "-c",
+            &format!("umask 000; exec {JOBD} serve --listen 127.0.0.1:0"),
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let _reaper = Reaper(vec![child]);
+    let mut lines = BufReader::new(stderr).lines();
+    assert!(lines.any(|l| l.unwrap().contains("API on http://")));
+    assert_eq!(mode("fresh"), 0o700);
+    for f in ["queue.db", "queue.db-wal", "queue.db-shm"] {
+        assert_eq!(mode(&format!("fresh/{f}")), 0o600, "{f}");
+    }
+}

@@ -11,7 +11,7 @@ use jobd::store::JobState;
 use jobd::{NewJob, Store};
 use serde_json::json;
 
-const TOKEN: &str = "dashboard-test-token-0123456789";
+const TOKEN: &str = "dashboard-test-token-0123456789abcdef";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
 

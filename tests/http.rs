@@ -13,7 +13,7 @@ use jobd::Store;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-const TOKEN: &str = "test-token-0123456789abcdef";
+const TOKEN: &str = "test-token-0123456789abcdef0123456789";
 
 struct Api {
     _dir: tempfile::TempDir,
@@ -677,4 +677,162 @@ async fn analytics_are_queued_then_served_from_the_cache() {
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["cached"], true);
     assert_eq!(v["result"]["total_scans"], 120);
+}
+
+/// Issue 20.7: the dashboard could be framed by another site (its pause and
+/// cancel-all buttons clickjacked), and `Authorization: bearer <token>` was
+/// refused although the scheme is case-insensitive (RFC 9110).
+#[tokio::test]
+async fn pages_cannot_be_framed_and_the_bearer_scheme_is_case_insensitive() {
+    let a = api();
+    for path in ["/", "/dashboard.js", "/api/v1/queues", "/healthz"] {
+        let req = Request::get(path)
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .body(Body::empty())
+            .unwrap();
+        let resp = a.app.clone().oneshot(req).await.unwrap();
+        assert_eq!(
+            resp.headers().get("x-frame-options").map(|v| v.as_bytes()),
+            Some(&b"DENY"[..]),
+            "{path}"
+        );
+    }
+    let req = Request::get("/").body(Body::empty()).unwrap();
+    let resp = a.app.clone().oneshot(req).await.unwrap();
+    let csp = resp.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+
+    for scheme in ["bearer", "BEARER", "Bearer", "bEaReR"] {
+        let req = Request::get("/api/v1/queues")
+            .header("authorization", format!("{scheme} {TOKEN}"))
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(
+            a.app.clone().oneshot(req).await.unwrap().status(),
+            StatusCode::OK,
+            "{scheme}"
+        );
+    }
+    for wrong in [
+        format!("Basic {TOKEN}"),
+        format!("Bearer{TOKEN}"),
+        "Bearer ".to_string(),
+    ] {
+        let req = Request::get("/api/v1/queues")
+            .header("authorization", wrong.clone())
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(
+            a.app.clone().oneshot(req).await.unwrap().status(),
+            StatusCode::UNAUTHORIZED,
+            "{wrong}"
+        );
+    }
+}
+
+/// Issue 20.14: an object with a duplicate key was accepted with the last
+/// one winning (`"queue":"default","queue":"pdf"` enqueued into pdf).  It
+/// is a 400 that names the key, like an unknown field, and nothing is written.
+#[tokio::test]
+async fn a_duplicate_json_key_is_a_400_and_writes_nothing() {
+    let a = api();
+    for body in [
+        r#"{"queue":"q","queue":"email","kind":"noop"}"#,
+        r#"{"queue":"q","kind":"noop","payload":{"n":1,"n":2}}"#,
+        r#"[{"queue":"q","kind":"noop"},{"queue":"q","kind":"noop","kind":"noop"}]"#,
+    ] {
+        let (status, text) = call(
+            &a.app,
+            Method::POST,
+            "/api/v1/jobs",
+            Some(TOKEN),
+            Some(body.into()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert!(error_of(&v).contains("duplicate key"), "{text}");
+    }
+    let (status, text) = call(
+        &a.app,
+        Method::POST,
+        "/api/v1/schedules",
+        Some(TOKEN),
+        Some(r#"{"name":"a","name":"b","cron":"* * * * *","queue":"q","kind":"noop"}"#.into()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains("duplicate key"), "{text}");
+    assert_eq!(
+        a.store.stats().unwrap().queues.len(),
+        0,
+        "nothing was enqueued"
+    );
+    assert!(a.store.schedules().unwrap().is_empty());
+    // The library and the CLI's JSON lines refuse them too.
+    let err = a
+        .store
+        .enqueue(&jobd::NewJob::new("q", "noop").payload_json(r#"{"a":1,"a":2}"#))
+        .unwrap_err();
+    assert!(err.to_string().contains("duplicate key"), "{err}");
+    assert!(jobd::store::JobSpec::from_json(r#"{"queue":"q","queue":"r","kind":"k"}"#).is_err());
+}
+
+/// Issue 20.15: a 405 on an `/api/v1` route had an empty body; every error
+/// is `{"error": ...}`, and the 405 still says which methods are allowed.
+#[tokio::test]
+async fn every_api_error_is_a_json_error() {
+    let a = api();
+    for (method, path) in [
+        (Method::DELETE, "/api/v1/jobs"),
+        (Method::PUT, "/api/v1/queues"),
+        (Method::GET, "/api/v1/jobs/1/cancel"),
+        (Method::PATCH, "/api/v1/schedules/x"),
+    ] {
+        let req = Request::builder()
+            .method(method.clone())
+            .uri(path)
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .body(Body::empty())
+            .unwrap();
+        let resp = a.app.clone().oneshot(req).await.unwrap();
+        assert_eq!(
+            resp.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        assert!(resp.headers().contains_key("allow"), "{method} {path}");
+        assert_eq!(resp.headers()["content-type"], "application/json");
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: Value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}: {bytes:?}"));
+        assert!(error_of(&v).contains("not allowed"), "{v}");
+    }
+    // A body over the limit and a query the route cannot read: JSON too.
+    let (status, text) = call(
+        &a.app,
+        Method::POST,
+        "/api/v1/jobs",
+        Some(TOKEN),
+        Some("x".repeat(jobd::server::MAX_BODY_BYTES + 10)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(
+        serde_json::from_str::<Value>(&text).unwrap()["error"].is_string(),
+        "{text}"
+    );
+    let (status, text) = call(
+        &a.app,
+        Method::GET,
+        "/api/v1/jobs?limit=lots",
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        serde_json::from_str::<Value>(&text).unwrap()["error"].is_string(),
+        "{text}"
+    );
 }

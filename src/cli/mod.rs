@@ -186,9 +186,25 @@ fn open(db: &std::path::Path) -> CliResult<jobd::Store> {
 /// Open the queue file, creating it and its directory when missing.
 fn open_or_create(db: &std::path::Path) -> CliResult<jobd::Store> {
     if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        private_dir(dir)?;
     }
     Ok(jobd::Store::open(db)?)
+}
+
+/// Create `dir` (and missing parents) readable by its owner only — 0700
+/// whatever the umask: it holds payloads and tenant data.  A directory that
+/// exists keeps the mode its owner gave it.
+fn private_dir(dir: &std::path::Path) -> CliResult<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
+        .map_err(|e| format!("creating {}: {e}", dir.display()).into())
 }
 
 /// Milliseconds since the epoch as an ISO-8601 UTC time.

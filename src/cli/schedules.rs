@@ -26,9 +26,9 @@ pub struct InitArgs {
 /// `jobd.toml` with a fresh API token (if there is none), and the default
 /// schedules (once).
 pub fn init(db: &Path, data_dir: &Path, config: Option<&Path>, args: InitArgs) -> CliResult {
+    super::private_dir(data_dir)?;
     for sub in ["tenants", "artifacts", "backups"] {
-        let dir = data_dir.join(sub);
-        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        super::private_dir(&data_dir.join(sub))?;
     }
     let store = open_or_create(db)?;
     println!(

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Args;
 use jobd::handlers::{self, DataDir};
 use jobd::scheduler::Scheduler;
-use jobd::server::{self, ApiState};
+use jobd::server::{self, ApiState, MIN_TOKEN_BYTES};
 use jobd::worker::{Catalog, Worker, WorkerBuilder};
 use tokio_util::sync::CancellationToken;
 
@@ -126,10 +126,6 @@ fn stopped_line(report: &jobd::worker::WorkerReport) -> String {
     line
 }
 
-/// Shortest API token `serve` accepts, in bytes: `jobd init` writes 64 hex
-/// characters (32 random bytes).
-const MIN_TOKEN_BYTES: usize = 32;
-
 /// Tokens that were published (an early checkout shipped a `jobd.toml` with
 /// this one): whoever has a copy of the repository knows them.
 const PUBLISHED_TOKENS: &[&str] =
@@ -137,7 +133,7 @@ const PUBLISHED_TOKENS: &[&str] =
 
 /// The API token `serve` guards `/api` with: `JOBD_API_TOKEN`, else the
 /// configuration's `api_token`.  Refused when missing, shorter than
-/// [`MIN_TOKEN_BYTES`] or published; a warning when the file holding it can
+/// `MIN_TOKEN_BYTES` or published; a warning when the file holding it can
 /// be read by other users.
 fn api_token(config: &Config) -> CliResult<String> {
     let (token, from_file) = match std::env::var("JOBD_API_TOKEN") {

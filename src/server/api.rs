@@ -33,6 +33,8 @@ fn json_body<T: serde::de::DeserializeOwned>(
     body: Result<axum::body::Bytes, BytesRejection>,
 ) -> ApiResult<T> {
     let bytes = body.map_err(|r| ApiError::new(r.status(), r.body_text()))?;
+    crate::store::json::check_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("bad request body: {e}")))?;
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("bad request body: {e}")))
 }

@@ -30,6 +30,10 @@ use crate::store::Store;
 /// The largest request body accepted (a batch of many jobs fits).
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 
+/// The shortest API token accepted, in bytes (`jobd init` writes 64 hex
+/// characters: 32 random bytes).
+pub const MIN_TOKEN_BYTES: usize = 32;
+
 /// What the API serves.
 #[derive(Clone)]
 pub struct ApiState {
@@ -45,12 +49,12 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    /// An API on `store` guarded by `token` (at least 16 characters).
+    /// An API on `store` guarded by `token` (at least [`MIN_TOKEN_BYTES`]).
     pub fn new(store: Store, token: &str) -> crate::Result<ApiState> {
-        if token.len() < 16 {
+        if token.len() < MIN_TOKEN_BYTES {
             return Err(Error::invalid(
                 "api token",
-                "must be at least 16 characters (jobd init makes one)",
+                format!("must be at least {MIN_TOKEN_BYTES} bytes (jobd init makes one)"),
             ));
         }
         Ok(ApiState {
@@ -109,7 +113,8 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/analytics", get(api::analytics))
         .fallback(api::not_found)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), auth));
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
+        .layer(axum::middleware::from_fn(errors_as_json));
     Router::new()
         .route("/", get(dashboard))
         .route("/dashboard.js", get(dashboard_js))
@@ -117,7 +122,64 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(api::healthz))
         .route("/metrics", get(metrics::metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(no_framing))
         .with_state(state)
+}
+
+/// No page of jobd's may be framed by another site (its pause and
+/// cancel-all buttons could be clickjacked): `X-Frame-Options` for old
+/// browsers, CSP `frame-ancestors` (on the dashboard) for the rest.
+async fn no_framing(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::X_FRAME_OPTIONS,
+        header::HeaderValue::from_static("DENY"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    resp
+}
+
+/// Every error of the API is `{"error": ...}`, including those axum makes
+/// itself (405 with an empty body, a rejected extractor's plain text); the
+/// other headers (`Allow`) stay.
+async fn errors_as_json(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let resp = next.run(req).await;
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if resp.status().as_u16() < 400 || is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = match (parts.status, text.is_empty()) {
+        (StatusCode::METHOD_NOT_ALLOWED, _) => {
+            let allowed = parts
+                .headers
+                .get(header::ALLOW)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            format!("method {method} not allowed here (allowed: {allowed})")
+        }
+        (status, true) => status.canonical_reason().unwrap_or("error").to_lowercase(),
+        (_, false) => text,
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    let body = serde_json::json!({ "error": message }).to_string();
+    Response::from_parts(parts, axum::body::Body::from(body))
 }
 
 /// Serve `router` on `listener` until `shutdown` resolves.
@@ -139,7 +201,8 @@ const DASHBOARD_JS: &str = include_str!("static/dashboard.js");
 
 /// Only this origin's script and no inline script: text from the queue
 /// could never run even if it reached the page as markup.
-const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'unsafe-inline'";
+const CSP: &str =
+    "default-src 'self'; script-src 'self'; style-src 'unsafe-inline'; frame-ancestors 'none'";
 
 async fn dashboard() -> Response {
     (
@@ -165,7 +228,7 @@ async fn auth(State(state): State<ApiState>, req: Request, next: Next) -> Respon
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(bearer_token);
     match presented {
         Some(token) if state.token_ok(token) => next.run(req).await,
         _ => {
@@ -181,6 +244,16 @@ async fn auth(State(state): State<ApiState>, req: Request, next: Next) -> Respon
             resp
         }
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` header; the scheme is
+/// case-insensitive (RFC 9110, 11.1), so `bearer` and `BEARER` work too.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once([' ', '\t'])?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start())
+        .filter(|t| !t.is_empty())
 }
 
 /// An error response: a status and a message for the client.

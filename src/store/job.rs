@@ -183,7 +183,7 @@ impl NewJob {
     /// The payload as JSON text; checked to be JSON at enqueue.
     pub fn payload_json(mut self, json: impl Into<String>) -> NewJob {
         let json = json.into();
-        self.payload = match serde_json::from_str::<serde::de::IgnoredAny>(&json) {
+        self.payload = match crate::store::json::check(&json) {
             Ok(_) => Ok(json),
             Err(e) => Err(format!("not valid JSON: {e}")),
         };
@@ -627,6 +627,7 @@ pub struct JobSpec {
 impl JobSpec {
     /// Parse one JSON object; the error says what is wrong and where.
     pub fn from_json(text: &str) -> Result<JobSpec> {
+        crate::store::json::check(text).map_err(|e| Error::invalid("job", e.to_string()))?;
         serde_json::from_str(text).map_err(|e| Error::invalid("job", e.to_string()))
     }
 

@@ -42,6 +42,7 @@ mod admin;
 mod checkpoint;
 pub(crate) mod enqueue;
 pub(crate) mod job;
+pub mod json;
 mod lease;
 mod open;
 mod schema;
@@ -186,7 +187,8 @@ impl Store {
         // Identify the file before anything can write to it: from its own
         // bytes, or — while a WAL holds its newest pages — through a
         // read-only connection, which never checkpoints that WAL.
-        let identity = match open::check_header(&path)? {
+        let look = open::check_header(&path)?;
+        let identity = match look {
             open::Look::Missing | open::Look::Empty => None,
             open::Look::Settled(id) => Some(id),
             open::Look::WalLive => Some(with_busy_retries(&opts, || {
@@ -209,6 +211,11 @@ impl Store {
                 _ => "it is empty, not yet a queue (opened without `create`)".into(),
             };
             return Err(Error::NotAQueue { path, reason });
+        }
+        if look == open::Look::Missing {
+            // Private from the first byte: SQLite gives the -wal and -shm
+            // files the mode of the database file.
+            open::create_private(&path)?;
         }
         // The WAL switch and the migrations take the write lock; two
         // processes opening a new file at once can be told busy without the

@@ -209,6 +209,31 @@ fn check_header_once(path: &Path) -> Result<Look> {
     }))
 }
 
+/// Create a new, empty queue file readable and writable by its owner only
+/// (0600 whatever the umask); SQLite creates the `-wal` and `-shm` files
+/// with the mode of the database file, so they are private too.  A file
+/// another process created first is left as it is.
+pub(crate) fn create_private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let io = |source| Error::Io {
+        operation: "creating",
+        path: path.to_path_buf(),
+        source,
+    };
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(file) => file
+            .set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(io),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(io(e)),
+    }
+}
+
 /// Apply the per-connection settings and read each one back: a pragma SQLite
 /// does not know, or one the file system refuses, is ignored silently — so
 /// every value is checked.
