@@ -1,8 +1,9 @@
-//! When a schedule fires: cron expressions (classic 5-field or the `cron`
-//! crate's 6/7-field form) in a timezone, or a fixed interval.
+//! When a schedule fires: cron expressions (5 fields, or 6 with a second
+//! first, or 7 with a year last — parsed by `croner`, one POSIX numbering of
+//! the weekdays in every form) in a timezone, or a fixed interval.
 //!
 //! Cron expressions are matched against the **wall clock** of the schedule's
-//! timezone.  The `cron` crate is asked for the matching wall-clock times
+//! timezone.  `croner` is asked for the matching wall-clock times
 //! (computed in UTC, which has no DST), and each is then placed on the real
 //! time line of the zone:
 //!
@@ -36,9 +37,9 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum When {
-    /// A cron expression: `min hour day-of-month month day-of-week` (classic),
-    /// `sec min hour dom month dow [year]` (the `cron` crate), or a shorthand
-    /// such as `@daily`.
+    /// A cron expression: `min hour day-of-month month day-of-week`, or
+    /// `sec min hour dom month dow [year]`, or a shorthand such as `@daily`.
+    /// Days of the week are POSIX in every form: 0 and 7 Sunday, 1 Monday.
     Cron(String),
     /// A fixed interval of real time, aligned to the Unix epoch.
     Every(Duration),
@@ -64,11 +65,9 @@ pub struct Timetable {
 
 #[derive(Debug, Clone)]
 enum Kind {
-    /// Fires when any of the schedules matches (more than one only for a
-    /// classic expression restricting both day-of-month and day-of-week,
-    /// which cron reads as "either").
+    /// Matched against the wall clock of `tz`.
     Cron {
-        any_of: Vec<cron::Schedule>,
+        cron: Box<croner::Cron>,
         tz: Tz,
     },
     Every {
@@ -83,7 +82,7 @@ impl Timetable {
         let tz = parse_timezone(timezone)?;
         let kind = match when {
             When::Cron(expr) => Kind::Cron {
-                any_of: parse_cron(expr)?,
+                cron: Box::new(parse_cron(expr)?),
                 tz,
             },
             When::Every(d) => {
@@ -110,10 +109,7 @@ impl Timetable {
     pub fn next_after(&self, t: Millis) -> Option<Millis> {
         match &self.kind {
             Kind::Every { ms } => t.div_euclid(*ms).checked_add(1)?.checked_mul(*ms),
-            Kind::Cron { any_of, tz } => any_of
-                .iter()
-                .filter_map(|s| next_cron_tick(s, *tz, t))
-                .min(),
+            Kind::Cron { cron, tz } => next_cron_tick(cron, *tz, t),
         }
     }
 
@@ -146,112 +142,184 @@ pub fn parse_timezone(name: &str) -> Result<Tz> {
     })
 }
 
-/// Parse a cron expression into the `cron` crate's schedules.
-fn parse_cron(expr: &str) -> Result<Vec<cron::Schedule>> {
+/// Parse a cron expression with `croner`: 5 fields (minute hour
+/// day-of-month month day-of-week), 6 (a second first) or 7 (a year last),
+/// or a shorthand such as `@daily`.  One numbering of the days of the week
+/// in every form, the POSIX one: 0 and 7 are Sunday, 1 is Monday.  When
+/// both day fields are restricted, a day matching either fires (POSIX).
+/// Errors quote the expression as written.
+fn parse_cron(expr: &str) -> Result<croner::Cron> {
     let bad = |reason: String| Error::invalid("cron expression", format!("{expr:?}: {reason}"));
     let trimmed = expr.trim();
-    if trimmed.starts_with('@') {
-        return Ok(vec![crate_schedule(trimmed).map_err(bad)?]);
+    if !trimmed.starts_with('@') {
+        check_fields(trimmed).map_err(bad)?;
     }
-    let fields: Vec<&str> = trimmed.split_whitespace().collect();
-    match fields.len() {
-        5 => {
-            let [min, hour, dom, month, dow] =
-                [fields[0], fields[1], fields[2], fields[3], fields[4]];
-            let days = classic_days_of_week(dow).map_err(bad)?;
-            // Classic cron: when both day fields are restricted, a day matching
-            // either one fires.
-            let exprs = if !dom.starts_with('*') && !dow.starts_with('*') {
-                vec![
-                    format!("0 {min} {hour} {dom} {month} *"),
-                    format!("0 {min} {hour} * {month} {days}"),
-                ]
-            } else {
-                vec![format!("0 {min} {hour} {dom} {month} {days}")]
-            };
-            exprs
-                .iter()
-                .map(|e| crate_schedule(e).map_err(&bad))
-                .collect()
-        }
-        6 | 7 => Ok(vec![crate_schedule(trimmed).map_err(bad)?]),
-        n => Err(bad(format!(
-            "{n} fields; give 5 (minute hour day-of-month month day-of-week), \
-             or 6-7 (second minute hour day-of-month month day-of-week [year])"
-        ))),
-    }
-}
-
-fn crate_schedule(expr: &str) -> std::result::Result<cron::Schedule, String> {
-    let schedule = cron::Schedule::from_str(expr).map_err(|e| e.to_string())?;
+    let cron = croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Optional)
+        .year(croner::parser::Year::Optional)
+        // `2/2` (from 2 to the end, every 2nd), as cronie and jobd's
+        // earlier parser read it: schedules already stored keep working.
+        .sloppy_ranges(true)
+        .build()
+        .parse(trimmed)
+        .map_err(|e| bad(e.to_string()))?;
     // An expression that matches no date at all ("30 2 31 2 *") is refused
     // here rather than stored as a schedule that silently never fires.
     let from = DateTime::<Utc>::from_timestamp(0, 0).expect("epoch");
-    if schedule.after(&from).next().is_none() {
-        return Err("it matches no date".into());
+    if cron.iter_after(from).next().is_none() {
+        return Err(bad("it matches no date".into()));
     }
-    Ok(schedule)
+    Ok(cron)
 }
 
-const DAY_NAMES: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+/// One field of a cron expression: its name, its range, its names if any.
+struct Field {
+    name: &'static str,
+    lo: u32,
+    hi: u32,
+    names: &'static [&'static str],
+}
 
-/// A classic day-of-week field (0-7, both 0 and 7 Sunday, names allowed,
-/// lists, ranges and steps) as the `cron` crate's field (1-7 from Sunday):
-/// written out as day names so there is nothing to renumber.
-fn classic_days_of_week(field: &str) -> std::result::Result<String, String> {
-    if field == "*" || field == "?" {
-        return Ok("*".into());
-    }
-    let day = |s: &str| -> std::result::Result<u32, String> {
-        if let Ok(n) = s.parse::<u32>() {
-            return if n <= 7 {
-                Ok(n)
-            } else {
-                Err(format!("day of week {n} is not between 0 and 7"))
-            };
+const SECOND: Field = Field {
+    name: "second",
+    lo: 0,
+    hi: 59,
+    names: &[],
+};
+const MINUTE: Field = Field {
+    name: "minute",
+    lo: 0,
+    hi: 59,
+    names: &[],
+};
+const HOUR: Field = Field {
+    name: "hour",
+    lo: 0,
+    hi: 23,
+    names: &[],
+};
+const DAY: Field = Field {
+    name: "day of month",
+    lo: 1,
+    hi: 31,
+    names: &[],
+};
+const MONTH: Field = Field {
+    name: "month",
+    lo: 1,
+    hi: 12,
+    names: &[
+        "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+    ],
+};
+const WEEKDAY: Field = Field {
+    name: "day of week",
+    lo: 0,
+    hi: 7,
+    names: &["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"],
+};
+const YEAR: Field = Field {
+    name: "year",
+    lo: 1970,
+    hi: 9999,
+    names: &[],
+};
+
+/// Check the count of fields and every plain number and name in them, so
+/// the error names the field and its range ("minute 61 is not between 0 and
+/// 59"); what croner reads beyond that (`L`, `W`, `#`) it checks itself.
+fn check_fields(expr: &str) -> std::result::Result<(), String> {
+    let fields: Vec<&str> = expr.split_whitespace().collect();
+    let layout: &[Field] = match fields.len() {
+        5 => &[MINUTE, HOUR, DAY, MONTH, WEEKDAY],
+        6 => &[SECOND, MINUTE, HOUR, DAY, MONTH, WEEKDAY],
+        7 => &[SECOND, MINUTE, HOUR, DAY, MONTH, WEEKDAY, YEAR],
+        n => {
+            return Err(format!(
+                "{n} fields; give 5 (minute hour day-of-month month day-of-week), \
+                 6 (a second first) or 7 (a second first, a year last)"
+            ))
         }
-        DAY_NAMES
-            .iter()
-            .position(|d| d.eq_ignore_ascii_case(s))
-            .map(|i| i as u32)
-            .ok_or_else(|| format!("{s:?} is not a day of the week (0-7 or SUN-SAT)"))
     };
-    let mut days = [false; 7];
-    for item in field.split(',') {
-        let (range, step) = match item.split_once('/') {
-            Some((r, s)) => {
-                let step: u32 =
-                    s.parse().ok().filter(|s| *s > 0).ok_or_else(|| {
-                        format!("step {s:?} in {item:?} is not a positive number")
-                    })?;
-                (r, Some(step))
+    for (text, field) in fields.iter().zip(layout) {
+        let text = text
+            .strip_prefix('+')
+            .filter(|_| field.name == WEEKDAY.name)
+            .unwrap_or(text);
+        for item in text.split(',') {
+            let range = match item.split_once('/') {
+                Some((range, step)) => {
+                    if !step.parse::<u32>().is_ok_and(|s| s > 0) {
+                        return Err(format!(
+                            "step {step:?} in {} {item:?} is not a positive number",
+                            field.name
+                        ));
+                    }
+                    range
+                }
+                None => item,
+            };
+            if range == "*" || range == "?" {
+                continue;
             }
-            None => (item, None),
-        };
-        let (lo, hi) = match range {
-            "*" => (0, 6),
-            r => match r.split_once('-') {
-                Some((a, b)) => (day(a)?, day(b)?),
-                None if step.is_some() => (day(r)?, 7),
-                None => (day(r)?, day(r)?),
-            },
-        };
-        if lo > hi {
-            return Err(format!("range {range:?} runs backwards"));
-        }
-        for d in (lo..=hi).step_by(step.unwrap_or(1) as usize) {
-            days[(d % 7) as usize] = true;
+            let ends: Vec<&str> = range.splitn(2, '-').collect();
+            let mut values = Vec::with_capacity(2);
+            for end in &ends {
+                match value(end, field)? {
+                    Some(v) => values.push(v),
+                    None => break,
+                }
+            }
+            if let [a, b] = values[..] {
+                if a > b {
+                    return Err(format!("{} range {range:?} runs backwards", field.name));
+                }
+            }
         }
     }
-    if days.iter().all(|d| *d) {
-        return Ok("*".into());
+    Ok(())
+}
+
+/// A number or name in `field`: `Some(value)`, `None` for what croner reads
+/// itself (`L`, `5L`, `15W`, `5#2`), or what is wrong with it.
+fn value(token: &str, field: &Field) -> std::result::Result<Option<u32>, String> {
+    if let Ok(n) = token.parse::<u32>() {
+        return if (field.lo..=field.hi).contains(&n) {
+            Ok(Some(n))
+        } else {
+            Err(format!(
+                "{} {n} is not between {} and {}",
+                field.name, field.lo, field.hi
+            ))
+        };
     }
-    let names: Vec<&str> = (0..7).filter(|d| days[*d]).map(|d| DAY_NAMES[d]).collect();
-    Ok(names.join(","))
+    if let Some(i) = field
+        .names
+        .iter()
+        .position(|n| n.eq_ignore_ascii_case(token))
+    {
+        // Months are numbered from 1, days of the week from 0.
+        return Ok(Some(i as u32 + field.lo));
+    }
+    if token.contains(['L', 'l', 'W', 'w', '#'])
+        && token
+            .chars()
+            .any(|c| c.is_ascii_digit() || c.eq_ignore_ascii_case(&'L'))
+    {
+        return Ok(None);
+    }
+    let names = match field.names {
+        [] => String::new(),
+        names => format!(" or {}-{}", names[0], names[names.len() - 1]),
+    };
+    Err(format!(
+        "{token:?} is not a {} ({}-{}{names})",
+        field.name, field.lo, field.hi
+    ))
 }
 
 /// The first instant after `t` at which `schedule` matches the wall clock of `tz`.
-fn next_cron_tick(schedule: &cron::Schedule, tz: Tz, t: Millis) -> Option<Millis> {
+fn next_cron_tick(schedule: &croner::Cron, tz: Tz, t: Millis) -> Option<Millis> {
     let now = DateTime::<Utc>::from_timestamp_millis(t)?;
     let wall = now.with_timezone(&tz).naive_local();
     // Wall-clock times at or before `wall` land at or before `t` (their first
@@ -259,7 +327,7 @@ fn next_cron_tick(schedule: &cron::Schedule, tz: Tz, t: Millis) -> Option<Millis
     // times whose first occurrence is still not after `t` (inside a repeated
     // hour, or gaps folding onto one instant) are passed over.
     schedule
-        .after(&Utc.from_utc_datetime(&wall))
+        .iter_after(Utc.from_utc_datetime(&wall))
         .take(100_000)
         .filter_map(|tick| place_on_timeline(tz, tick.naive_utc()))
         .find(|at| *at > t)
@@ -326,6 +394,24 @@ mod tests {
         );
     }
 
+    /// Issue 20.12: `0 0 2 * * 1` (6 fields) fired on Sundays while the
+    /// 5-field `1` meant Monday.  One numbering in every form, the POSIX one.
+    #[test]
+    fn every_form_numbers_the_weekdays_the_posix_way() {
+        let after = "2026-11-23T10:17:00Z"; // a Monday, after 02:00
+        let monday = "2026-11-30T02:00:00Z";
+        let sunday = "2026-11-29T02:00:00Z";
+        assert_eq!(next("0 2 * * 1", "UTC", after), monday);
+        assert_eq!(next("0 0 2 * * 1", "UTC", after), monday);
+        assert_eq!(next("0 0 2 * * 1 *", "UTC", after), monday);
+        assert_eq!(next("0 0 2 * * MON", "UTC", after), monday);
+        for sun in ["0", "7", "SUN"] {
+            assert_eq!(next(&format!("0 2 * * {sun}"), "UTC", after), sunday);
+            assert_eq!(next(&format!("0 0 2 * * {sun}"), "UTC", after), sunday);
+        }
+        assert_eq!(next("0 0 2 * * 1-5", "UTC", "2026-11-27T10:00:00Z"), monday);
+    }
+
     #[test]
     fn intervals_are_aligned_to_the_epoch() {
         let t = Timetable::new(&When::Every(Duration::from_secs(1800)), "UTC").unwrap();
@@ -387,10 +473,25 @@ mod tests {
         let err = |when: When, tz: &str| Timetable::new(&when, tz).unwrap_err().to_string();
         let e = err(When::Cron("0 2 * *".into()), "UTC");
         assert!(e.contains("4 fields") && e.contains("give 5"), "{e}");
+        // The expression as the user wrote it, and the field's real range.
         let e = err(When::Cron("61 2 * * *".into()), "UTC");
-        assert!(e.contains("cron expression") && e.contains("61"), "{e}");
+        assert!(
+            e.contains("\"61 2 * * *\": minute 61 is not between 0 and 59"),
+            "{e}"
+        );
+        let e = err(When::Cron("0 61 2 * * *".into()), "UTC");
+        assert!(e.contains("minute 61 is not between 0 and 59"), "{e}");
+        let e = err(When::Cron("0 24 * * *".into()), "UTC");
+        assert!(e.contains("hour 24 is not between 0 and 23"), "{e}");
+        let e = err(When::Cron("0 2 * 13 *".into()), "UTC");
+        assert!(e.contains("month 13 is not between 1 and 12"), "{e}");
         let e = err(When::Cron("0 2 * * 8".into()), "UTC");
-        assert!(e.contains("day of week 8"), "{e}");
+        assert!(
+            e.contains("\"0 2 * * 8\": day of week 8 is not between 0 and 7"),
+            "{e}"
+        );
+        let e = err(When::Cron("0 2 * * 5-1".into()), "UTC");
+        assert!(e.contains("runs backwards"), "{e}");
         let e = err(When::Cron("0 2 * * mo".into()), "UTC");
         assert!(e.contains("\"mo\" is not a day"), "{e}");
         let e = err(When::Cron("30 2 31 2 *".into()), "UTC");
