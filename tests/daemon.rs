@@ -474,6 +474,17 @@ fn enqueue_refuses_a_job_no_worker_could_run_and_writes_nothing() {
             "",
             "invalid job: tenant \"ghost\" not found",
         ),
+        // Issue 20.13: refused now, not accepted to end dead.
+        (
+            &["--queue", "maintenance", "--kind", "backup_tenants", "--payload", r#"{"keep": 0}"#][..],
+            "",
+            "invalid job: keep: must keep at least 1 backup set",
+        ),
+        (
+            &["--queue", "analytics", "--kind", "analytics_rollup", "--payload", r#"{"from_ms": 2000, "to_ms": 1000}"#][..],
+            "",
+            "invalid job: range: from_ms 2000 is not before to_ms 1000",
+        ),
         (
             &["--queue", "default", "--kind", "sleep", "--payload", r#"{"ms": "soon"}"#][..],
             "",
@@ -827,4 +838,45 @@ fn the_data_dir_and_the_queue_files_are_private_whatever_the_umask() {
     for f in ["queue.db", "queue.db-wal", "queue.db-shm"] {
         assert_eq!(mode(&format!("fresh/{f}")), 0o600, "{f}");
     }
+}
+
+/// Issue 20.16: `jobd queue pause pdff` and `jobd queue limit pdff 3`
+/// accepted a typo and exited 0.  A queue no job, configuration or worker
+/// knows is refused, changes nothing, and `--create` means it.
+#[test]
+fn queue_commands_refuse_a_queue_nothing_knows() {
+    let dir = tempfile::tempdir().unwrap();
+    jobd(dir.path(), &["init", "--no-defaults"]);
+    let db = dir.path().join("jobd-data/queue.db");
+    let settings = || common::count(&db, "SELECT count(*) FROM queues");
+    for args in [
+        &["queue", "pause", "pdff"][..],
+        &["queue", "resume", "pdff"][..],
+        &["queue", "limit", "pdff", "3"][..],
+        &["queue", "purge", "pdff"][..],
+    ] {
+        let out = Command::new(JOBD)
+            .current_dir(dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} accepted a typo");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("unknown queue \"pdff\"")
+                && err.contains("--create")
+                && err.contains("pdf"),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(settings(), 0, "nothing was written");
+    // A configured queue, one with jobs, and a new one with --create.
+    jobd(dir.path(), &["queue", "pause", "pdf"]);
+    jobd(
+        dir.path(),
+        &["enqueue", "--queue", "mine", "--kind", "k", "--unchecked"],
+    );
+    jobd(dir.path(), &["queue", "limit", "mine", "2"]);
+    jobd(dir.path(), &["queue", "limit", "reports", "3", "--create"]);
+    assert_eq!(settings(), 3);
 }

@@ -836,3 +836,33 @@ async fn every_api_error_is_a_json_error() {
         "{text}"
     );
 }
+
+/// Issue 20.16, through the API: an unknown queue is a 404 that says so;
+/// `?create=true` means it.
+#[tokio::test]
+async fn queue_actions_refuse_a_queue_nothing_knows() {
+    let a = api();
+    for action in ["pause", "resume", "limit?limit=2", "purge"] {
+        let (status, v) = ok(
+            &a.app,
+            Method::POST,
+            &format!("/api/v1/queues/emial/{action}"),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{action}: {v}");
+        assert!(error_of(&v).contains("unknown queue \"emial\""), "{v}");
+    }
+    let (status, _) = ok(&a.app, Method::POST, "/api/v1/queues/email/pause", None).await;
+    assert_eq!(status, StatusCode::OK, "a configured queue");
+    let (status, v) = ok(
+        &a.app,
+        Method::POST,
+        "/api/v1/queues/reports/pause?create=true",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert!(a.store.knows_queue("reports").unwrap());
+    assert!(!a.store.knows_queue("emial").unwrap());
+}

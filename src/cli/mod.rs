@@ -146,7 +146,7 @@ fn dispatch(cli: Cli) -> CliResult {
         Command::Cancel(args) => jobs::cancel(db, args),
         Command::Retry(args) => jobs::retry(db, args),
         Command::Stats(args) => queues::stats(db, args),
-        Command::Queue(cmd) => queues::queue(db, cmd),
+        Command::Queue(cmd) => queues::queue(db, data_dir, &config, cmd),
         Command::Reap => {
             let report = open(db)?.reap()?;
             println!(

@@ -8,6 +8,7 @@ use clap::{Args, Subcommand};
 
 use jobd::store::parse_concurrency_limit;
 
+use super::config::Config;
 use super::{open, CliResult};
 
 #[derive(Args, Debug)]
@@ -53,15 +54,29 @@ pub fn stats(db: &Path, args: StatsArgs) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A queue named on the command line, and whether it may be new.
+#[derive(Args, Debug)]
+pub struct QueueName {
+    queue: String,
+    /// Act on a queue nothing knows yet (no job, no configuration, no
+    /// worker): without it such a name is refused as a likely typo.
+    #[arg(long)]
+    create: bool,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum QueueCommand {
     /// Stop handing out the queue's jobs (running ones finish).
-    Pause { queue: String },
+    Pause(QueueName),
     /// Hand out the queue's jobs again.
-    Resume { queue: String },
+    Resume(QueueName),
     /// Run at most LIMIT of the queue's jobs at once, counted across every
     /// worker process on this file; `none` lifts the limit.
-    Limit { queue: String, limit: String },
+    Limit {
+        #[command(flatten)]
+        name: QueueName,
+        limit: String,
+    },
     /// Delete the queue's finished jobs (succeeded, dead, cancelled).
     Purge {
         queue: String,
@@ -71,18 +86,49 @@ pub enum QueueCommand {
     },
 }
 
-pub fn queue(db: &Path, cmd: QueueCommand) -> CliResult {
+/// Refuse a queue that no job, configuration or worker knows, unless
+/// `create` says it is meant.
+fn known(
+    store: &jobd::Store,
+    data_dir: &Path,
+    config: &Config,
+    queue: &str,
+    create: bool,
+) -> CliResult<()> {
+    if create || store.knows_queue(queue)? {
+        return Ok(());
+    }
+    let catalog = super::serve::catalog(store, data_dir, config)?;
+    if catalog.queues().any(|q| q == queue) {
+        return Ok(());
+    }
+    let configured: Vec<&str> = catalog.queues().collect();
+    Err(format!(
+        "unknown queue {queue:?}: no job, configuration or worker knows it (configured: {}); \
+         pass --create if you mean a new queue",
+        configured.join(", ")
+    )
+    .into())
+}
+
+pub fn queue(db: &Path, data_dir: &Path, config: &Config, cmd: QueueCommand) -> CliResult {
     let store = open(db)?;
     match cmd {
-        QueueCommand::Pause { queue } => {
+        QueueCommand::Pause(QueueName { queue, create }) => {
+            known(&store, data_dir, config, &queue, create)?;
             store.pause(&queue)?;
             println!("queue {queue}: paused");
         }
-        QueueCommand::Resume { queue } => {
+        QueueCommand::Resume(QueueName { queue, create }) => {
+            known(&store, data_dir, config, &queue, create)?;
             store.resume(&queue)?;
             println!("queue {queue}: resumed");
         }
-        QueueCommand::Limit { queue, limit } => {
+        QueueCommand::Limit {
+            name: QueueName { queue, create },
+            limit,
+        } => {
+            known(&store, data_dir, config, &queue, create)?;
             let limit = parse_concurrency_limit(&limit)?;
             store.set_concurrency(&queue, limit)?;
             match limit {
@@ -94,6 +140,7 @@ pub fn queue(db: &Path, cmd: QueueCommand) -> CliResult {
             queue,
             older_than_secs,
         } => {
+            known(&store, data_dir, config, &queue, false)?;
             let n = store.purge(Duration::from_secs(older_than_secs), Some(&queue))?;
             println!("queue {queue}: purged {n} finished jobs");
         }

@@ -357,6 +357,16 @@ impl Handler for AnalyticsHandler {
     type Payload = AnalyticsQuery;
     type Output = Analytics;
 
+    /// A range that runs forwards, a concurrency of at least 1, a domain of
+    /// sane length: what every run would check first.
+    fn check(
+        &self,
+        query: &AnalyticsQuery,
+        _tenant: Option<&str>,
+    ) -> std::result::Result<(), String> {
+        query.validate().map_err(super::said)
+    }
+
     async fn run(&self, ctx: JobContext, query: AnalyticsQuery) -> Result<Analytics, JobError> {
         let (store, data) = (ctx.store().clone(), self.data.clone());
         run_blocking(&ctx, move |r| {

@@ -60,6 +60,16 @@ fn default_keep() -> usize {
     7
 }
 
+impl BackupOptions {
+    /// What every run would refuse, checked without touching a file.
+    pub fn validate(&self) -> Result<()> {
+        if self.keep == 0 {
+            return Err(Error::invalid("keep", "must keep at least 1 backup set"));
+        }
+        Ok(())
+    }
+}
+
 impl Default for BackupOptions {
     fn default() -> BackupOptions {
         BackupOptions {
@@ -119,9 +129,7 @@ pub fn backup_tenants(
     now: Millis,
     reporter: &Reporter,
 ) -> Result<Manifest> {
-    if opts.keep == 0 {
-        return Err(Error::invalid("keep", "must keep at least 1 backup set"));
-    }
+    opts.validate()?;
     let tenants = match &opts.tenants {
         Some(list) => {
             for t in list {
@@ -663,12 +671,13 @@ impl Handler for BackupHandler {
     type Payload = BackupOptions;
     type Output = Manifest;
 
-    /// Every tenant it names exists.
+    /// It keeps at least one set, and every tenant it names exists.
     fn check(
         &self,
         opts: &BackupOptions,
         _tenant: Option<&str>,
     ) -> std::result::Result<(), String> {
+        opts.validate().map_err(said)?;
         for tenant in opts.tenants.iter().flatten() {
             self.data.tenants().path(tenant).map_err(said)?;
         }

@@ -232,6 +232,9 @@ pub(super) struct QueueParams {
     older_than_secs: u64,
     /// `limit`: a number of jobs at once, or `none`.
     limit: Option<String>,
+    /// Act on a queue nothing knows yet (else refused as a likely typo).
+    #[serde(default)]
+    create: bool,
 }
 
 /// `POST /api/v1/queues/{name}/pause|resume|purge[?older_than_secs=]|limit?limit=N|none`
@@ -241,6 +244,23 @@ pub(super) async fn queue_action(
     params: Result<Query<QueueParams>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     let store = s.store.clone();
+    let params = query(params)?;
+    if ["pause", "resume", "limit", "purge"].contains(&action.as_str()) && !params.create {
+        let configured = s
+            .catalog
+            .as_ref()
+            .is_some_and(|c| c.queues().any(|q| q == name));
+        let (n, st) = (name.clone(), store.clone());
+        if !configured && !blocking(move || st.knows_queue(&n)).await? {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "unknown queue {name:?}: no job, configuration or worker knows it \
+                     (?create=true if you mean a new queue)"
+                ),
+            ));
+        }
+    }
     match action.as_str() {
         "pause" => {
             let n = name.clone();
@@ -253,7 +273,7 @@ pub(super) async fn queue_action(
             Ok(Json(json!({ "queue": name, "paused": false })))
         }
         "purge" => {
-            let secs = query(params)?.older_than_secs;
+            let secs = params.older_than_secs;
             let n = name.clone();
             let purged =
                 blocking(move || store.purge(std::time::Duration::from_secs(secs), Some(&n)))
@@ -261,7 +281,7 @@ pub(super) async fn queue_action(
             Ok(Json(json!({ "queue": name, "purged": purged })))
         }
         "limit" => {
-            let Some(text) = query(params)?.limit else {
+            let Some(text) = params.limit else {
                 return Err(ApiError::bad_request(
                     "limit is required: ?limit=N, or ?limit=none to lift it",
                 ));

@@ -207,6 +207,15 @@ UNION ALL
 SELECT id, 'result' FROM jobs WHERE result IS NOT NULL AND NOT json_valid(result)
 LIMIT 20";
 
+/// Whether the file knows a queue: settings of its own, a job in it (of any
+/// state; a scan when there is none), purged history, or a worker (live or
+/// not yet expired from the registry) that serves it.
+pub(crate) const QUEUE_KNOWN: &str = "
+SELECT EXISTS (SELECT 1 FROM queues WHERE name = ?1)
+    OR EXISTS (SELECT 1 FROM purged_tries WHERE queue = ?1)
+    OR EXISTS (SELECT 1 FROM workers, json_each(workers.queues) WHERE json_each.value = ?1)
+    OR EXISTS (SELECT 1 FROM jobs WHERE queue = ?1)";
+
 /// Every named statement of this module, for the prepare-them-all test.
 #[cfg(test)]
 pub(crate) const STATEMENTS: &[(&str, &str)] = &[
@@ -235,6 +244,7 @@ pub(crate) const STATEMENTS: &[(&str, &str)] = &[
     ("PURGE_PICKED", PURGE_PICKED),
     ("PURGED_SUCCEEDED", PURGED_SUCCEEDED),
     ("NOT_JSON", NOT_JSON),
+    ("QUEUE_KNOWN", QUEUE_KNOWN),
 ];
 
 /// The state a bulk retry revives: dead unless the selection says cancelled.
@@ -1085,6 +1095,17 @@ impl Store {
     /// Hand out jobs of `queue` again.
     pub fn resume(&self, queue: &str) -> Result<()> {
         self.set_paused(queue, false)
+    }
+
+    /// Whether anything in the file names `queue`: its settings, a job,
+    /// purged history, or a registered worker serving it.  A queue none of
+    /// these (nor a configuration) knows is most likely a typo.
+    pub fn knows_queue(&self, queue: &str) -> Result<bool> {
+        validate_name("queue", queue)?;
+        self.with_conn("looking up a queue", |c| {
+            Ok(c.prepare_cached(QUEUE_KNOWN)?
+                .query_row([queue], |r| r.get(0))?)
+        })
     }
 
     fn set_paused(&self, queue: &str, paused: bool) -> Result<()> {
