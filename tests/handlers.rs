@@ -264,6 +264,36 @@ fn corrupt_or_oversized_archives_are_refused_and_change_nothing() {
     let err = backup::restore(&data, &manifest.set, tenant).unwrap_err();
     assert!(err.to_string().contains("oversized"), "{err}");
 
+    // 4. Issue 20.17: a manifest claiming a huge size filled staging up to
+    // that claim and then reported "… is not a jobd queue database".  The
+    // restore limit, not the manifest, caps staging: refused before a byte
+    // is written, saying what was wrong.
+    set_manifest(&sha(&bomb), 1 << 40);
+    let limited = backup::RestoreOptions { max_bytes: 8 << 20 };
+    let err = backup::restore_with(&data, &manifest.set, tenant, &limited).unwrap_err();
+    assert!(
+        err.to_string().contains(
+            "says tenant-001 is 1099511627776 bytes, more than the restore limit of 8388608"
+        ),
+        "{err}"
+    );
+    // Within the limit but more than the disk holds (1 PiB): a full disk.
+    set_manifest(&sha(&bomb), 1 << 50);
+    let unlimited = backup::RestoreOptions {
+        max_bytes: u64::MAX,
+    };
+    let err = backup::restore_with(&data, &manifest.set, tenant, &unlimited).unwrap_err();
+    assert!(matches!(err, Error::DiskFull { .. }), "{err}");
+    // 5. What an archive holds is not a SQLite database: said so.
+    let zeros = zstd::encode_all(std::io::repeat(0).take_bytes(1 << 20), 3).unwrap();
+    std::fs::write(&archive, &zeros).unwrap();
+    set_manifest(&sha(&zeros), 1 << 20);
+    let err = backup::restore(&data, &manifest.set, tenant)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not a SQLite database"), "{err}");
+    assert!(!err.contains("queue"), "{err}");
+
     assert_eq!(
         file_bytes(&tenant_file),
         tenant_before,

@@ -92,6 +92,11 @@ pub enum BackupCommand {
         /// The set (a name from `jobd backup list`, like 20261123T020000Z).
         set: String,
         tenant: String,
+        /// The most the restored database may take in staging, in bytes
+        /// (default 4 GiB): a manifest claiming more is refused before
+        /// anything is written.
+        #[arg(long, default_value_t = backup::DEFAULT_RESTORE_MAX_BYTES)]
+        max_bytes: u64,
     },
 }
 
@@ -151,8 +156,13 @@ pub fn backup(data_dir: &Path, cmd: BackupCommand) -> CliResult {
                 );
             }
         }
-        BackupCommand::Restore { set, tenant } => {
-            let r = backup::restore(&data, &set, &tenant)?;
+        BackupCommand::Restore {
+            set,
+            tenant,
+            max_bytes,
+        } => {
+            let opts = backup::RestoreOptions { max_bytes };
+            let r = backup::restore_with(&data, &set, &tenant, &opts)?;
             println!(
                 "tenant {} restored from {} ({} bytes{})",
                 r.tenant,

@@ -302,11 +302,43 @@ pub struct RestoreReport {
     pub replaced: bool,
 }
 
+/// Limits of a restore.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// The most a restored tenant database may take in the staging
+    /// directory, in bytes.  A manifest claiming more is refused before
+    /// anything is written: a manifest is data from the backup volume, and a
+    /// crafted one must not decide how much of the disk a restore fills.
+    pub max_bytes: u64,
+}
+
+/// [`RestoreOptions::max_bytes`] by default: 4 GiB.
+pub const DEFAULT_RESTORE_MAX_BYTES: u64 = 4 << 30;
+
+impl Default for RestoreOptions {
+    fn default() -> RestoreOptions {
+        RestoreOptions {
+            max_bytes: DEFAULT_RESTORE_MAX_BYTES,
+        }
+    }
+}
+
+/// [`restore_with`] with the default limits.
+pub fn restore(data: &DataDir, set: &str, tenant: &str) -> Result<RestoreReport> {
+    restore_with(data, set, tenant, &RestoreOptions::default())
+}
+
 /// Bring tenant `tenant` back from backup set `set` (as named in
 /// `<data dir>/backups/`).  The archive must match its manifest; it is
-/// refused, with nothing changed, when it is corrupt or decompresses past
-/// the size its manifest records.
-pub fn restore(data: &DataDir, set: &str, tenant: &str) -> Result<RestoreReport> {
+/// refused, with nothing changed, when it is corrupt, when its manifest
+/// claims more than `opts.max_bytes` (or than the disk has free), or when
+/// it decompresses past the size its manifest records.
+pub fn restore_with(
+    data: &DataDir,
+    set: &str,
+    tenant: &str,
+    opts: &RestoreOptions,
+) -> Result<RestoreReport> {
     crate::store::validate_tenant(tenant)?;
     if set.is_empty() || !set.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
         return Err(Error::invalid(
@@ -352,6 +384,24 @@ pub fn restore(data: &DataDir, set: &str, tenant: &str) -> Result<RestoreReport>
         path: staging.clone(),
         source,
     })?;
+    if line.source_bytes > opts.max_bytes {
+        return Err(Error::invalid(
+            "backup set",
+            format!(
+                "the manifest of {set} says {tenant} is {} bytes, more than the restore limit of \
+                 {} bytes; nothing was written (raise the limit if the tenant really is that large)",
+                line.source_bytes, opts.max_bytes
+            ),
+        ));
+    }
+    if let Some(free) = free_bytes(&staging) {
+        if line.source_bytes > free {
+            return Err(Error::DiskFull {
+                operation: "restoring (the disk has less free space than the tenant's size)",
+                path: staging,
+            });
+        }
+    }
     let restored = staging.join(format!("{tenant}.restore"));
     let outcome = (|| {
         let n = decompress_capped(&archive, &restored, line.source_bytes)?;
@@ -364,7 +414,13 @@ pub fn restore(data: &DataDir, set: &str, tenant: &str) -> Result<RestoreReport>
                 ),
             });
         }
-        integrity_check(&restored)?;
+        integrity_check(&restored).map_err(|e| match e {
+            Error::NotAQueue { .. } => Error::Corrupt {
+                path: archive.clone(),
+                reason: format!("it decompresses to {n} bytes that are not a SQLite database"),
+            },
+            e => e,
+        })?;
         let target = data.tenants().path_unchecked(tenant)?;
         let replaced = target.exists();
         if replaced {
@@ -508,6 +564,22 @@ fn decompress_capped(from: &Path, to: &Path, cap: u64) -> Result<u64> {
         )));
     }
     Ok(n)
+}
+
+/// Free bytes for an unprivileged writer on the file system of `dir`, when
+/// the system says.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: a NUL-terminated path and a buffer of the size statvfs writes.
+    let rc = unsafe { libc::statvfs(path.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it filled the buffer.
+    let st = unsafe { st.assume_init() };
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 fn integrity_check(path: &Path) -> Result<()> {
