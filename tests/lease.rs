@@ -1312,3 +1312,61 @@ fn committed_during_sees_a_commit() {
     let (_, wrote) = committed_during(&f.store, || f.store.enqueue(&NewJob::new("q", "k")));
     assert!(wrote);
 }
+
+/// Issue 20.9: one step of +1 h of the wall clock made the daemon reap the
+/// leases of its own running, heartbeating jobs, which all ran again.  A
+/// step is told from time passing by the steady clock: reaping holds off
+/// (in every process on the file) until live workers have heartbeated under
+/// the new time; the lease of a worker that really stopped expires after.
+#[test]
+fn a_step_of_the_wall_clock_does_not_reap_live_leases() {
+    let f = fixture();
+    let live = f.store.enqueue(&NewJob::new("q", "k")).unwrap();
+    let stopped = f.store.enqueue(&NewJob::new("q", "k")).unwrap();
+    let a = f.store.claim("alive", &["q"], 1, LEASE).unwrap().remove(0);
+    let b = f.store.claim("gone", &["q"], 1, LEASE).unwrap().remove(0);
+    assert_eq!((a.id, b.id), (live, stopped));
+    assert_eq!(f.store.reap().unwrap().total(), 0);
+    f.clock.advance(Duration::from_secs(10));
+    f.store.heartbeat(live, a.lease_token, LEASE).unwrap();
+
+    f.clock.step(3_600_000);
+    assert_eq!(f.store.reap().unwrap().total(), 0, "held after the step");
+    // Another process on the file, which saw nothing before: held too.
+    let other = Store::open_with(
+        f.store.path(),
+        StoreOptions::default().clock(f.clock.clone()),
+    )
+    .unwrap();
+    assert_eq!(other.reap().unwrap().total(), 0);
+    // The live worker heartbeats under the new time; the stopped one cannot.
+    f.clock.advance(Duration::from_secs(2));
+    f.store.heartbeat(live, a.lease_token, LEASE).unwrap();
+    f.clock.advance(Duration::from_secs(27));
+    assert_eq!(other.reap().unwrap().total(), 0, "still within the hold");
+    f.clock.advance(Duration::from_secs(2));
+    f.store.heartbeat(live, a.lease_token, LEASE).unwrap();
+    let report = f.store.reap().unwrap();
+    assert_eq!(report.requeued, [stopped], "only the stopped worker's job");
+    f.store.complete(live, a.lease_token, None).unwrap();
+    assert_eq!(outcomes(&f.store, live), ["succeeded"], "ran once");
+
+    // Slow drift is not a step: an expired lease is reaped at once.
+    let c = f.store.claim("gone", &["q"], 1, LEASE).unwrap().remove(0);
+    f.clock.advance(Duration::from_secs(31));
+    f.clock.step(500);
+    assert_eq!(f.store.reap().unwrap().requeued, [c.id]);
+
+    // A step back: a live lease stays, and no hold follows.
+    let d = f.store.claim("alive", &["q"], 1, LEASE).unwrap().remove(0);
+    f.clock.step(-3_600_000);
+    assert_eq!(f.store.reap().unwrap().total(), 0);
+    f.store.complete(d.id, d.lease_token, None).unwrap();
+
+    // A new boot of the host is not a step: the old boot's workers are gone.
+    let e = f.store.enqueue(&NewJob::new("q", "k")).unwrap();
+    f.store.claim("gone", &["q"], 1, LEASE).unwrap();
+    f.clock.reboot();
+    f.clock.step(3_600_000);
+    assert_eq!(f.store.reap().unwrap().requeued, [e]);
+}

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::store::job::{
     validate_name, Backoff, ClaimedJob, FailOutcome, Heartbeat, JobId, Progress, ReapReport,
 };
-use crate::store::{returning_row, Store};
+use crate::store::{returning_row, steps, Store};
 
 /// Due delayed jobs and retries become ready.
 pub(crate) const PROMOTE_DUE: &str = "
@@ -544,7 +544,13 @@ impl Store {
     /// (a job that kills its worker every time does not loop forever).
     pub fn reap(&self) -> Result<ReapReport> {
         let now = self.now();
+        let steady = self.clock().steady();
+        let hold = crate::clock::duration_ms(self.inner.opts.worker_liveness);
         let report = self.write("reap", |tx| {
+            if let steps::Verdict::Hold(ms) = steps::check(tx, now, steady, hold)? {
+                tracing::debug!(hold_ms = ms, "reap held after a step of the wall clock");
+                return Ok(ReapReport::default());
+            }
             tx.prepare_cached(REAP_RECORD)?.execute([now])?;
             let mut report = ReapReport::default();
             let mut stmt = tx.prepare_cached(REAP_REQUEUE)?;

@@ -46,6 +46,7 @@ pub mod json;
 mod lease;
 mod open;
 mod schema;
+mod steps;
 mod turn;
 
 use std::path::{Path, PathBuf};

@@ -14,6 +14,7 @@ fn all_statements() -> Vec<(&'static str, &'static str)> {
         lease::STATEMENTS,
         admin::STATEMENTS,
         checkpoint::STATEMENTS,
+        steps::STATEMENTS,
         crate::scheduler::manage::STATEMENTS,
         crate::scheduler::fire::STATEMENTS,
         crate::handlers::maintenance::STATEMENTS,
