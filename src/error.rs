@@ -2,8 +2,8 @@
 //!
 //! Variants say what the caller can do about a failure: fix the input
 //! (`InvalidInput`), look elsewhere (`NotFound`), give up the job (`LeaseLost`),
-//! wait and retry (`Busy`), free disk space (`DiskFull`), or restore from a
-//! backup (`Corrupt`).  SQLite result codes are mapped to variants in exactly
+//! wait and retry (`Busy`, `IoFault`), free disk space (`DiskFull`), or restore
+//! from a backup (`Corrupt`).  SQLite result codes are mapped to variants in exactly
 //! one place: [`Error::from_sqlite`].
 
 use std::path::PathBuf;
@@ -74,9 +74,21 @@ pub enum Error {
         path: PathBuf,
     },
 
-    /// The file is damaged.
+    /// The file is damaged: SQLite says so, and says so again when the file
+    /// is checked afresh.
     #[error("{path} is corrupt: {reason}")]
     Corrupt { path: PathBuf, reason: String },
+
+    /// A read or write failed with an I/O error (or data SQLite could not
+    /// read) while the file itself checks out: a passing fault of the disk
+    /// or the file system.  Nothing of the failed operation was kept; try
+    /// again.
+    #[error("I/O error during {operation} on {path} ({detail}); the file checks out, try again")]
+    IoFault {
+        operation: &'static str,
+        path: PathBuf,
+        detail: String,
+    },
 
     /// The file exists but is not a jobd queue database.
     #[error("{path} is not a jobd queue database: {reason}; refusing to touch it")]
@@ -150,6 +162,11 @@ impl Error {
                 path: path.to_path_buf(),
                 reason: err.to_string(),
             },
+            Some(C::SystemIoFailure) => Error::IoFault {
+                operation,
+                path: path.to_path_buf(),
+                detail: err.to_string(),
+            },
             Some(C::NotADatabase) => Error::NotAQueue {
                 path: path.to_path_buf(),
                 reason: "the file is not a SQLite database".into(),
@@ -177,7 +194,7 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Error::Busy { .. } | Error::DiskFull { .. } | Error::Pool(_)
+            Error::Busy { .. } | Error::DiskFull { .. } | Error::IoFault { .. } | Error::Pool(_)
         )
     }
 

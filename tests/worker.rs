@@ -893,3 +893,60 @@ async fn a_worker_stops_within_its_grace_when_blocking_work_never_returns() {
     // when it is dropped — what `Runtime::shutdown_timeout` is for.
     release.send(()).unwrap();
 }
+
+/// Issue 20.10: when the group commit of completions failed once ("could
+/// not store completions; their leases will expire"), every job of the batch
+/// ran again after its lease.  The commit is tried again with backoff while
+/// the leases hold: here the file's write lock is held by another
+/// connection past the busy timeout, then let go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_that_fails_to_commit_once_is_stored_later_not_run_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("queue.db");
+    let mut opts = StoreOptions::default();
+    opts.connection.busy_timeout = Duration::from_millis(50);
+    let store = Store::open_with(&path, opts).unwrap();
+    let id = store.enqueue(&NewJob::new("q", "gated")).unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let go = Arc::new(tokio::sync::Notify::new());
+    let builder = Worker::builder(store.clone())
+        .handle_fn("gated", {
+            let (runs, go) = (runs.clone(), go.clone());
+            move |_ctx, _p: Value| {
+                let (runs, go) = (runs.clone(), go.clone());
+                async move {
+                    if runs.fetch_add(1, Ordering::SeqCst) == 0 {
+                        go.notified().await;
+                    }
+                    Ok(Value::Null)
+                }
+            }
+        })
+        .queue("q", 1)
+        .lease(Duration::from_secs(2))
+        .heartbeat_interval(Duration::from_millis(200))
+        .reap_interval(Duration::from_millis(100));
+    let (stop, handle) = spawn(builder);
+    until("the job runs", || runs.load(Ordering::SeqCst) == 1).await;
+
+    // Another connection takes the write lock; the run ends; its completion
+    // cannot commit for 600 ms (the busy timeout is 50 ms).
+    let blocker = rusqlite::Connection::open(&path).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    go.notify_one();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    blocker.execute_batch("COMMIT").unwrap();
+
+    until("the job succeeds", || {
+        state(&store, id) == JobState::Succeeded
+    })
+    .await;
+    // Past the lease a re-run would have started by now.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the job ran once");
+    let job = store.get(id).unwrap();
+    let outcomes: Vec<_> = job.attempt_log.iter().map(|a| a.outcome.clone()).collect();
+    assert_eq!(outcomes, ["succeeded"]);
+}

@@ -307,6 +307,7 @@ impl From<Error> for ApiError {
                 StatusCode::CONFLICT
             }
             Error::Busy { .. } | Error::Pool(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::IoFault { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::DiskFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -314,6 +315,11 @@ impl From<Error> for ApiError {
             StatusCode::INTERNAL_SERVER_ERROR => {
                 tracing::error!(error = %e, "API request failed");
                 "internal error (details are in the daemon's log)".to_string()
+            }
+            StatusCode::SERVICE_UNAVAILABLE if matches!(e, Error::IoFault { .. }) => {
+                tracing::warn!(error = %e, "API request failed on a passing I/O fault");
+                "the queue's disk had a passing I/O error; nothing was changed, try again"
+                    .to_string()
             }
             StatusCode::SERVICE_UNAVAILABLE => "the queue is busy; try again".to_string(),
             StatusCode::INSUFFICIENT_STORAGE => {

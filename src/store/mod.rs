@@ -327,9 +327,39 @@ impl Store {
     /// Re-map a plain SQLite error with the operation and the file's path.
     fn map_err(&self, operation: &'static str, err: Error) -> Error {
         match err {
-            Error::Sqlite { source, .. } => Error::from_sqlite(operation, &self.inner.path, source),
+            Error::Sqlite { source, .. } => {
+                match Error::from_sqlite(operation, &self.inner.path, source) {
+                    // SQLite reads a page it cannot make sense of after a
+                    // failed read as well as from a damaged file: the file
+                    // is called corrupt only when a fresh check agrees.
+                    Error::Corrupt { path, reason } if self.file_checks_out() => {
+                        tracing::warn!(operation, error = %reason, "SQLite reported damage the file does not have: a passing I/O fault");
+                        Error::IoFault {
+                            operation,
+                            path,
+                            detail: reason,
+                        }
+                    }
+                    e => e,
+                }
+            }
             other => other,
         }
+    }
+
+    /// `PRAGMA quick_check` on a fresh read-only connection says the file
+    /// is sound.
+    fn file_checks_out(&self) -> bool {
+        let check = || -> rusqlite::Result<bool> {
+            let conn = Connection::open_with_flags(
+                &self.inner.path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            conn.busy_timeout(self.inner.opts.connection.busy_timeout)?;
+            let verdict: String = conn.query_row("PRAGMA quick_check(1)", [], |r| r.get(0))?;
+            Ok(verdict == "ok")
+        };
+        check().unwrap_or(false)
     }
 
     /// Run `f` in a `BEGIN IMMEDIATE` transaction and commit it; retried when

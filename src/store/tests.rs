@@ -617,3 +617,43 @@ fn a_busy_connection_does_not_evict_another_connections_pages() {
         "the other connection's reads evicted the queue connection's pages"
     );
 }
+
+/// Issue 20.10: a transient read error came back from SQLite as "database
+/// disk image is malformed" and was reported as a corrupt queue (a 500)
+/// although `integrity_check` was ok right after.  Corrupt only when a
+/// fresh check agrees; otherwise a passing I/O fault, to be tried again.
+#[test]
+fn corrupt_is_said_only_when_a_fresh_check_agrees() {
+    let malformed = || Error::Sqlite {
+        operation: "query",
+        source: rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+            Some("database disk image is malformed".into()),
+        ),
+    };
+    let (dir, store) = fresh();
+    let jobs: Vec<NewJob> = (0..2000)
+        .map(|i| {
+            NewJob::new("q", "k").payload(&serde_json::json!({"n": i, "pad": "x".repeat(200)}))
+        })
+        .collect();
+    store.enqueue_many(&jobs).unwrap();
+    store.checkpoint().unwrap();
+    let err = store.map_err("reading", malformed());
+    assert!(matches!(err, Error::IoFault { .. }), "{err:?}");
+    assert!(err.is_transient());
+    assert!(err.to_string().contains("try again"), "{err}");
+    drop(store);
+
+    // Damage a page in the middle of the jobs table: now it is corrupt.
+    let path = dir.path().join("queue.db");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let page = 4096 * (bytes.len() / 4096 / 2);
+    for b in &mut bytes[page + 8..page + 4000] {
+        *b = 0xA5;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let store = Store::open(&path).unwrap();
+    let err = store.map_err("reading", malformed());
+    assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
+}

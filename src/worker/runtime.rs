@@ -583,29 +583,70 @@ async fn finish(shared: &Shared, job: &ClaimedJob, reason: Option<StopReason>, e
 
 /// Commit completions in batches: whatever has queued up while the previous
 /// batch committed goes in the next one.
+///
+/// A batch whose commit fails (an I/O error, the lock held past the busy
+/// timeout, a full disk) is tried again with backoff for as long as its
+/// leases surely hold — half of what remains of a lease after its last
+/// heartbeat — and only then left to expire, so one failed write does not
+/// run every job of the batch a second time.
 async fn complete_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Completion>) {
     let max = shared.opts.complete_batch;
     let store = shared.store.clone();
+    let budget = shared
+        .opts
+        .lease
+        .saturating_sub(shared.opts.heartbeat_interval)
+        / 2;
     drop(shared); // do not keep the channel's sender alive
     let mut batch = Vec::with_capacity(max);
     while rx.recv_many(&mut batch, max).await > 0 {
-        let done: Vec<_> = batch
-            .drain(..)
-            .map(|c| (c.id, c.token, Some(c.result)))
-            .collect();
-        let s = store.clone();
+        let done: Arc<Vec<_>> = Arc::new(
+            batch
+                .drain(..)
+                .map(|c| (c.id, c.token, Some(c.result)))
+                .collect(),
+        );
         tracing::debug!(count = done.len(), "committing completions");
-        match blocking(move || s.complete_many(&done)).await {
-            Ok(b) if !b.lost.is_empty() => {
-                tracing::warn!(lost = ?b.lost, "completions discarded: leases lost")
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::error!(error = %e, "could not store completions; their leases will expire and the jobs be retried")
+        let started = tokio::time::Instant::now();
+        let mut pause = COMPLETE_RETRY_FIRST;
+        let mut tries = 0u32;
+        loop {
+            let (s, d) = (store.clone(), done.clone());
+            tries += 1;
+            match blocking(move || s.complete_many(&d)).await {
+                Ok(b) => {
+                    if !b.lost.is_empty() {
+                        tracing::warn!(lost = ?b.lost, "completions discarded: leases lost");
+                    }
+                    if tries > 1 {
+                        tracing::info!(
+                            count = done.len(),
+                            tries,
+                            "completions stored after a retry"
+                        );
+                    }
+                    break;
+                }
+                Err(e) if started.elapsed() + pause < budget => {
+                    let ids: Vec<JobId> = done.iter().map(|c| c.0).collect();
+                    tracing::warn!(error = %e, job_ids = ?ids, tries, "could not store completions; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(COMPLETE_RETRY_MAX);
+                }
+                Err(e) => {
+                    let ids: Vec<JobId> = done.iter().map(|c| c.0).collect();
+                    tracing::error!(error = %e, job_ids = ?ids, tries, "could not store completions; their leases will expire and the jobs be retried");
+                    break;
+                }
             }
         }
     }
 }
+
+/// The first pause before a failed batch of completions is tried again; it
+/// doubles up to [`COMPLETE_RETRY_MAX`].
+const COMPLETE_RETRY_FIRST: Duration = Duration::from_millis(10);
+const COMPLETE_RETRY_MAX: Duration = Duration::from_secs(1);
 
 /// How often, at most, a worker reads the cancel flags of its running jobs
 /// when the file changes (see [`heartbeat_loop`]).
