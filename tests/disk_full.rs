@@ -4,9 +4,14 @@
 //! The disk is a 2 MiB tmpfs mounted for the test, which needs root
 //! (CI runs as root; elsewhere the test says it skipped and why).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{http, Reaper};
 use jobd::store::NewJob;
 use jobd::{Error, Store};
 
@@ -105,4 +110,129 @@ fn enqueue_on_a_full_disk_fails_cleanly_and_recovers() {
     // And the file reopens.
     let reopened = Store::open(disk.path().join("queue.db")).unwrap();
     reopened.integrity_check().unwrap();
+}
+
+/// Fill the file system at `dir` to the last byte.
+fn fill(dir: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(dir.join("filler")).unwrap();
+    let block = vec![0u8; 4096];
+    while f.write_all(&block).is_ok() {}
+    while f.write_all(&block[..1]).is_ok() {}
+    let _ = f.sync_all();
+}
+
+/// Issue 20.11: `jobd serve` would not start on a full disk (it writes when
+/// its workers register).  It starts, serves reads and the dashboard, and
+/// answers writes 507; its workers register once there is room.
+#[test]
+fn serve_starts_on_a_full_disk_and_answers_writes_507() {
+    let Some(disk) = Tmpfs::mount("4m") else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let data = disk.path().join("data");
+    let jobd = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_jobd"))
+            .current_dir(home.path())
+            .arg("--data-dir")
+            .arg(&data)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    jobd(&["init", "--no-defaults"]);
+    jobd(&["enqueue", "--queue", "default", "--kind", "noop"]);
+    let token = std::fs::read_to_string(home.path().join("jobd.toml"))
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("api_token = \"")
+                .map(|t| t.trim_end_matches('"').to_string())
+        })
+        .unwrap();
+    // The disk fills while jobd has the file open (here this test's
+    // connection, as a worker process would): its -wal and -shm exist.
+    let db = data.join("queue.db");
+    let holder = rusqlite::Connection::open(&db).unwrap();
+    holder
+        .query_row("SELECT count(*) FROM jobs", [], |r| r.get::<_, i64>(0))
+        .unwrap();
+    fill(disk.path());
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jobd"))
+        .current_dir(home.path())
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["serve", "--listen", "127.0.0.1:0", "--no-scheduler"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut reaper = Reaper(vec![child]);
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines.next().expect("serve printed its address").unwrap();
+        if let Some(rest) = line.split_once("API on http://") {
+            break rest.1.split(',').next().unwrap().to_string();
+        }
+    };
+    let log = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    // Past the first tries to register: still serving.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        reaper.0[0].try_wait().unwrap().is_none(),
+        "serve exited on the full disk"
+    );
+    let (status, health) = http(&addr, "GET", "/healthz", None, None);
+    assert_eq!(status, 200, "{health}");
+    let (status, queues) = http(&addr, "GET", "/api/v1/queues", Some(&token), None);
+    assert_eq!(status, 200, "{queues}");
+    assert!(queues.to_string().contains("default"), "{queues}");
+    let (status, _) = http(&addr, "GET", "/", None, None);
+    assert_eq!(status, 200, "the dashboard");
+    let (status, v) = http(
+        &addr,
+        "POST",
+        "/api/v1/jobs",
+        Some(&token),
+        Some(serde_json::json!({"queue": "default", "kind": "noop"})),
+    );
+    assert_eq!(status, 507, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("disk is full"), "{v}");
+
+    // Room again: the worker registers and runs the waiting job.
+    std::fs::remove_file(disk.path().join("filler")).unwrap();
+    let t0 = std::time::Instant::now();
+    while common::count(&db, "SELECT count(*) FROM jobs WHERE state = 'succeeded'") != 1 {
+        assert!(t0.elapsed() < Duration::from_secs(20), "the job never ran");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(reaper);
+    drop(holder);
+    let log = log.join().unwrap().join("\n");
+    assert!(log.contains("could not register the worker"), "{log}");
+}
+
+/// On a disk without room even for SQLite's 32 KiB shared-memory file, the
+/// queue cannot be opened at all; the error says the disk is full.
+#[test]
+fn a_queue_that_cannot_be_opened_on_a_full_disk_says_the_disk_is_full() {
+    let Some(disk) = Tmpfs::mount("2m") else {
+        return;
+    };
+    let db = disk.path().join("queue.db");
+    let store = Store::open(&db).unwrap();
+    store.enqueue(&job(0)).unwrap();
+    drop(store);
+    assert!(!disk.path().join("queue.db-shm").exists(), "closed cleanly");
+    fill(disk.path());
+    let err = Store::open(&db).unwrap_err();
+    assert!(matches!(err, Error::DiskFull { .. }), "{err:?}");
+    assert!(err.to_string().contains("disk full"), "{err}");
 }

@@ -222,7 +222,7 @@ impl Store {
         // processes opening a new file at once can be told busy without the
         // busy handler running (SQLite does not wait inside WAL set-up), so
         // the whole set-up waits and tries again, like every other write.
-        with_busy_retries(&opts, || {
+        let set_up = with_busy_retries(&opts, || {
             let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
                 | OpenFlags::SQLITE_OPEN_CREATE
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -233,7 +233,17 @@ impl Store {
             open::configure(&conn, &opts.connection)
                 .map_err(|e| open::unwrap_pragma_error(&path, e))?;
             schema::migrate(&mut conn, &path)
-        })?;
+        });
+        match set_up {
+            // SQLite reports a -shm or -wal it cannot create as an I/O error.
+            Err(Error::IoFault { .. }) if open::disk_is_full(&path) => {
+                return Err(Error::DiskFull {
+                    operation: "opening the queue (SQLite needs room for its -wal and -shm files)",
+                    path,
+                })
+            }
+            other => other?,
+        }
 
         let mut conn_opts = opts.connection.clone();
         if let Some(ck) = &opts.checkpoint {

@@ -234,6 +234,27 @@ pub(crate) fn create_private(path: &Path) -> Result<()> {
     }
 }
 
+/// Whether the file system holding `path` has less room than SQLite's
+/// shared-memory file needs (32 KiB, and a little for the WAL).
+pub(crate) fn disk_is_full(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: a NUL-terminated path and a buffer of the size statvfs writes.
+    if unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return false;
+    }
+    // SAFETY: statvfs returned 0, so it filled the buffer.
+    let st = unsafe { st.assume_init() };
+    st.f_bavail.saturating_mul(st.f_frsize) < 64 * 1024
+}
+
 /// Apply the per-connection settings and read each one back: a pragma SQLite
 /// does not know, or one the file system refuses, is ignored silently — so
 /// every value is checked.

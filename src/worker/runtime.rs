@@ -113,18 +113,20 @@ pub(crate) async fn run(
         opts,
     } = config;
     let queue_names: Vec<&str> = queues.iter().map(|(q, _)| q.as_str()).collect();
-    {
-        let (store, name) = (store.clone(), name.clone());
+    tokio::pin!(shutdown);
+    let registered = {
         let host = super::host_name();
         let qs: Vec<String> = queue_names.iter().map(|q| q.to_string()).collect();
         let mut kinds: Vec<String> = handlers.keys().cloned().collect();
         kinds.sort_unstable();
-        blocking(move || {
-            let qs: Vec<&str> = qs.iter().map(String::as_str).collect();
-            let kinds: Vec<&str> = kinds.iter().map(String::as_str).collect();
-            store.register_worker(&name, &host, std::process::id(), &qs, &kinds)
-        })
-        .await?;
+        register(&store, &name, host, qs, kinds, &mut shutdown).await?
+    };
+    if !registered {
+        tracing::info!(worker = %name, "stopped before it could register");
+        return Ok(WorkerReport {
+            worker: name,
+            ..WorkerReport::default()
+        });
     }
     tracing::info!(worker = %name, queues = ?queue_names, global, "worker started");
 
@@ -217,6 +219,43 @@ pub(crate) async fn run(
     };
     tracing::info!(worker = %name, ?report, "worker stopped");
     fetched.map(|()| report)
+}
+
+/// Register the worker, waiting out what may pass — a full disk, a lock
+/// held too long, an I/O fault — with a warning every try, until it works
+/// or `shutdown` comes (then `false`).  A daemon on a full disk so keeps
+/// serving reads and its dashboard, and starts claiming once there is room.
+async fn register(
+    store: &Store,
+    name: &str,
+    host: String,
+    queues: Vec<String>,
+    kinds: Vec<String>,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Result<bool> {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let (store, worker, host) = (store.clone(), name.to_string(), host.clone());
+        let (qs, ks) = (queues.clone(), kinds.clone());
+        let tried = blocking(move || {
+            let qs: Vec<&str> = qs.iter().map(String::as_str).collect();
+            let ks: Vec<&str> = ks.iter().map(String::as_str).collect();
+            store.register_worker(&worker, &host, std::process::id(), &qs, &ks)
+        })
+        .await;
+        match tried {
+            Ok(()) => return Ok(true),
+            Err(e) if e.is_transient() => {
+                tracing::warn!(worker = %name, error = %e, retry_in = ?pause, "could not register the worker; no jobs are claimed until it can");
+            }
+            Err(e) => return Err(e),
+        }
+        tokio::select! {
+            _ = shutdown.as_mut() => return Ok(false),
+            _ = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(Duration::from_secs(5));
+    }
 }
 
 /// Claim while there are free slots; sleep until woken or the next run_at.
