@@ -849,3 +849,61 @@ fn queue_commands_refuse_a_queue_nothing_knows() {
     jobd(dir.path(), &["queue", "limit", "reports", "3", "--create"]);
     assert_eq!(settings(), 3);
 }
+
+/// Issue 20.8: with 1,100 idle partial-header connections (past the usual
+/// 1024 file limit) a normal request got no answer for 10 s and the log
+/// repeated "Too many open files".  The daemon raises its soft file limit,
+/// caps connections below it, and sheds the oldest idle ones.
+#[test]
+fn a_normal_request_is_answered_while_1100_idle_sockets_are_held() {
+    // This test's own process holds the 1,100 sockets too.
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    if lim.rlim_cur < 4096 {
+        lim.rlim_cur = lim.rlim_max.min(4096);
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+    }
+    let dir = tempfile::tempdir().unwrap();
+    jobd(dir.path(), &["init", "--no-defaults"]);
+    // Started with the usual soft limit of 1024, as a login shell gives it.
+    let mut child = Command::new("sh")
+        .current_dir(dir.path())
+        .args([
+            "-c",
+            &format!("ulimit -Sn 1024 && exec {JOBD} serve --listen 127.0.0.1:0 --no-scheduler"),
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let _reaper = Reaper(vec![child]);
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines.next().expect("serve printed its address").unwrap();
+        if let Some(rest) = line.split_once("API on http://") {
+            break rest.1.split(',').next().unwrap().to_string();
+        }
+    };
+    let log = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+
+    let mut idle = Vec::new();
+    for _ in 0..1100 {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .unwrap();
+        idle.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let t0 = Instant::now();
+    let (status, health) = http(&addr, "GET", "/healthz", None, None);
+    let took = t0.elapsed();
+    assert_eq!(status, 200, "{health}");
+    assert!(took < Duration::from_secs(1), "answered after {took:?}");
+    drop(idle);
+    drop(_reaper);
+    let log = log.join().unwrap().join("\n");
+    assert!(!log.contains("Too many open files"), "{log}");
+}

@@ -866,3 +866,86 @@ async fn queue_actions_refuse_a_queue_nothing_knows() {
     assert!(a.store.knows_queue("reports").unwrap());
     assert!(!a.store.knows_queue("emial").unwrap());
 }
+
+/// Issue 20.8, the limits one by one on a real socket: a half-sent header
+/// is cut off after the header-read timeout, a request past the request
+/// timeout gets a 503, and at the connection cap the oldest idle connection
+/// makes room for a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_cuts_off_slow_clients_and_sheds_idle_connections() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = Router::new()
+        .route("/fast", axum::routing::get(|| async { "fast" }))
+        .route(
+            "/slow",
+            axum::routing::get(|| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                "slow"
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let opts = jobd::server::ServeOptions {
+        max_connections: 8,
+        header_read_timeout: Duration::from_millis(300),
+        request_timeout: Duration::from_millis(300),
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(jobd::server::serve_with(listener, app, opts, {
+        let stop = stop.clone();
+        async move { stop.cancelled().await }
+    }));
+    let get = |path: &'static str| async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    };
+
+    // A header never finished: closed after the header-read timeout.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /fast HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf)).await;
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "a partial header held for {took:?}"
+    );
+
+    // A request past its timeout: 503.
+    let answer = get("/slow").await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+
+    // Twice the cap of idle connections, then a real request: answered.
+    let mut idle = Vec::new();
+    for _ in 0..16 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /fast HTTP/1.1\r\n").await.unwrap();
+        idle.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let t0 = Instant::now();
+    let answer = get("/fast").await;
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.ends_with("fast"),
+        "{answer}"
+    );
+    assert!(
+        t0.elapsed() < Duration::from_millis(250),
+        "{:?}",
+        t0.elapsed()
+    );
+
+    stop.cancel();
+    server.await.unwrap().unwrap();
+}

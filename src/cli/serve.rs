@@ -186,6 +186,9 @@ fn api_token(config: &Config) -> CliResult<String> {
 
 pub fn serve(db: &Path, data_dir: &Path, config: &Config, args: ServeArgs) -> CliResult {
     let token = api_token(config)?;
+    // Connections, queue and tenant files all take descriptors: the usual
+    // soft limit of 1024 is far below what the hard limit allows.
+    server::raise_file_limit();
     let listen = args
         .listen
         .or_else(|| config.listen.clone())

@@ -10,7 +10,10 @@
 //! log, not the client.
 
 mod api;
+mod listen;
 pub(crate) mod metrics;
+
+pub use listen::{raise_file_limit, serve_with, ServeOptions};
 
 use crate::worker::Catalog;
 
@@ -182,16 +185,14 @@ async fn errors_as_json(req: Request, next: Next) -> Response {
     Response::from_parts(parts, axum::body::Body::from(body))
 }
 
-/// Serve `router` on `listener` until `shutdown` resolves.
+/// Serve `router` on `listener` until `shutdown` resolves, with the default
+/// [`ServeOptions`] (timeouts, a connection cap below the file limit).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    tracing::info!(addr = ?listener.local_addr().ok(), "HTTP API listening");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_with(listener, router, ServeOptions::default(), shutdown).await
 }
 
 /// The web dashboard: one self-contained page (no CDN; works offline).  It
