@@ -95,7 +95,6 @@ fn serve_runs_the_api_workers_and_scheduler_and_stops_on_sigterm() {
     let mut child = Command::new(JOBD)
         .current_dir(dir.path())
         .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("JOBD_LOG", "warn")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -906,4 +905,132 @@ fn a_normal_request_is_answered_while_1100_idle_sockets_are_held() {
     drop(_reaper);
     let log = log.join().unwrap().join("\n");
     assert!(!log.contains("Too many open files"), "{log}");
+}
+
+/// `jobd serve` in `dir` with `env`: its address, its start line and a
+/// channel of the stderr lines after it.
+fn serve_logging(
+    dir: &Path,
+    env: &[(&str, &str)],
+) -> (Reaper, String, String, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(JOBD)
+        .current_dir(dir)
+        .args(["serve", "--listen", "127.0.0.1:0", "--no-scheduler"])
+        .envs(env.iter().copied())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let first = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("a start line");
+    let addr = first
+        .split_once("http://")
+        .and_then(|(_, rest)| rest.split([',', '"', ' ']).next())
+        .unwrap_or_else(|| panic!("no address in {first}"))
+        .to_string();
+    (Reaper(vec![child]), addr, first, rx)
+}
+
+/// Issue 20.18: at the default level a failure line carried no job id
+/// (`WARN … run failed error=timed out`).  Every event of a run carries job
+/// id, queue, kind and attempt; no colour codes when stderr is not a
+/// terminal; `JOBD_LOG_FORMAT=json` for log shippers; one line at start
+/// with version, file, queues and listen address.
+#[test]
+fn logs_name_the_job_in_text_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    jobd(dir.path(), &["init", "--no-defaults"]);
+    let token = std::fs::read_to_string(dir.path().join("jobd.toml"))
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("api_token = \"")
+                .map(|t| t.trim_end_matches('"').to_string())
+        })
+        .unwrap();
+    let doomed = json!({"queue": "default", "kind": "sleep", "payload": {"ms": 5000},
+                        "timeout_ms": 100, "max_attempts": 1});
+    let failure_of = |rx: &std::sync::mpsc::Receiver<String>| {
+        let t0 = Instant::now();
+        loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(20))
+                .expect("a failure line");
+            if line.contains("run failed") {
+                return line;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(20));
+        }
+    };
+
+    // Text, to a pipe: plain, with the job's fields.
+    let (reaper, addr, start, rx) = serve_logging(dir.path(), &[]);
+    for wanted in [env!("CARGO_PKG_VERSION"), "queue.db", "queues=", "listen="] {
+        assert!(start.contains(wanted), "{wanted:?} in {start}");
+    }
+    let (status, v) = http(
+        &addr,
+        "POST",
+        "/api/v1/jobs",
+        Some(&token),
+        Some(doomed.clone()),
+    );
+    assert_eq!(status, 201, "{v}");
+    let id = v["id"].as_i64().unwrap();
+    let line = failure_of(&rx);
+    assert!(line.contains(" WARN "), "{line}");
+    for wanted in [
+        format!("job_id={id}"),
+        "queue=default".into(),
+        "kind=sleep".into(),
+        "attempt=1".into(),
+        "timed out".into(),
+    ] {
+        assert!(line.contains(&wanted), "{wanted:?} in {line}");
+    }
+    assert!(
+        !line.contains('\x1b') && !start.contains('\x1b'),
+        "colour codes in {line:?}"
+    );
+    drop(reaper);
+
+    // JSON: every line an object; the run's fields under "span".
+    let (reaper, addr, start, rx) = serve_logging(dir.path(), &[("JOBD_LOG_FORMAT", "json")]);
+    let start: Value = serde_json::from_str(&start).unwrap();
+    assert_eq!(
+        start["fields"]["version"],
+        env!("CARGO_PKG_VERSION"),
+        "{start}"
+    );
+    assert!(
+        start["fields"]["listen"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:"),
+        "{start}"
+    );
+    assert!(
+        start["fields"]["queues"].as_str().unwrap().contains("pdf"),
+        "{start}"
+    );
+    let (status, v) = http(&addr, "POST", "/api/v1/jobs", Some(&token), Some(doomed));
+    assert_eq!(status, 201, "{v}");
+    let id = v["id"].as_i64().unwrap();
+    let line: Value = serde_json::from_str(&failure_of(&rx)).unwrap();
+    assert_eq!(line["level"], "WARN", "{line}");
+    assert_eq!(line["span"]["job_id"], id, "{line}");
+    assert_eq!(line["span"]["queue"], "default", "{line}");
+    assert_eq!(line["span"]["kind"], "sleep", "{line}");
+    assert_eq!(line["span"]["attempt"], 1, "{line}");
+    drop(reaper);
+    for line in rx.try_iter() {
+        serde_json::from_str::<Value>(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    }
 }

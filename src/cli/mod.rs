@@ -93,15 +93,13 @@ pub fn run() -> ExitCode {
     // The demo fails jobs on purpose: its progress bars say so, not a log line each.
     let default_log = match cli.command {
         Command::Demo(_) => "error",
-        _ => "warn",
+        // The one line `serve` and `worker` log when they start.
+        _ => "warn,jobd::daemon=info",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("JOBD_LOG")
-                .unwrap_or_else(|_| default_log.into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    if let Err(e) = init_logging(default_log) {
+        eprintln!("jobd: {e}");
+        return ExitCode::from(2);
+    }
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -109,6 +107,29 @@ pub fn run() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logs to stderr, filtered by `JOBD_LOG` (default `default_filter`), as
+/// text — coloured only when stderr is a terminal — or, with
+/// `JOBD_LOG_FORMAT=json`, one JSON object a line for log shippers (the
+/// run's job id, queue, kind and attempt under "span").
+fn init_logging(default_filter: &str) -> Result<(), String> {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("JOBD_LOG")
+        .unwrap_or_else(|_| default_filter.into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match std::env::var("JOBD_LOG_FORMAT").as_deref() {
+        Ok("json") => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+        Ok("text") | Err(_) => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        Ok(other) => return Err(format!("JOBD_LOG_FORMAT={other:?}: give text or json")),
+    }
+    Ok(())
 }
 
 /// An error for the user: one line, no backtrace.

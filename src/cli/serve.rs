@@ -207,11 +207,17 @@ pub fn serve(db: &Path, data_dir: &Path, config: &Config, args: ServeArgs) -> Cl
         let listener = tokio::net::TcpListener::bind(&listen)
             .await
             .map_err(|e| format!("listening on {listen}: {e}"))?;
-        eprintln!(
-            "jobd serve: {} — API on http://{}, {} queues{}",
+        let addr = listener.local_addr()?;
+        let queues = builder.queue_names().join(",");
+        tracing::info!(
+            target: "jobd::daemon",
+            version = env!("CARGO_PKG_VERSION"),
+            file = %db.display(),
+            queues = %queues,
+            listen = %addr,
+            scheduler = run_scheduler,
+            "jobd serve: {} — API on http://{addr}, queues {queues}{}",
             db.display(),
-            listener.local_addr()?,
-            builder.queue_names().len(),
             if run_scheduler { ", scheduler" } else { "" }
         );
         let stop = CancellationToken::new();
@@ -243,7 +249,7 @@ pub fn serve(db: &Path, data_dir: &Path, config: &Config, args: ServeArgs) -> Cl
         if let Some(s) = scheduler {
             s.await??;
         }
-        eprintln!("jobd serve: {}", stopped_line(&report));
+        tracing::info!(target: "jobd::daemon", "jobd serve: {}", stopped_line(&report));
         Ok::<_, Box<dyn std::error::Error>>(())
     })??;
     Ok(ExitCode::SUCCESS)
@@ -256,9 +262,18 @@ pub fn worker_only(db: &Path, data_dir: &Path, config: &Config, args: WorkerArgs
     if builder.queue_names().is_empty() {
         return Err(format!("no such queue among {:?}", args.queues).into());
     }
+    tracing::info!(
+        target: "jobd::daemon",
+        version = env!("CARGO_PKG_VERSION"),
+        file = %db.display(),
+        queues = %builder.queue_names().join(","),
+        "jobd worker: {} — queues {}",
+        db.display(),
+        builder.queue_names().join(",")
+    );
     run_to_end(async move {
         let report = builder.run(jobd::worker::shutdown_signal()).await?;
-        eprintln!("jobd worker: {}", stopped_line(&report));
+        tracing::info!(target: "jobd::daemon", "jobd worker: {}", stopped_line(&report));
         Ok::<_, Box<dyn std::error::Error>>(())
     })??;
     Ok(ExitCode::SUCCESS)

@@ -29,6 +29,9 @@ pub(crate) enum StopReason {
 #[derive(Debug)]
 pub(crate) struct Running {
     pub(crate) token: i64,
+    /// The run's span (job id, queue, kind, attempt): every event about the
+    /// run, in whichever task it is logged, is inside it.
+    pub(crate) span: tracing::Span,
     pub(crate) cancel: CancellationToken,
     pub(crate) reason: OnceLock<StopReason>,
     /// Calls of [`JobContext::blocking`] whose closure has not returned.
@@ -38,9 +41,10 @@ pub(crate) struct Running {
 }
 
 impl Running {
-    pub(crate) fn new(token: i64) -> Running {
+    pub(crate) fn new(token: i64, span: tracing::Span) -> Running {
         Running {
             token,
+            span,
             cancel: CancellationToken::new(),
             reason: OnceLock::new(),
             blocking: AtomicUsize::new(0),

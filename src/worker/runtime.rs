@@ -84,6 +84,8 @@ struct Completion {
     id: JobId,
     token: i64,
     result: serde_json::Value,
+    /// The run's span, for what is logged about this completion.
+    span: tracing::Span,
 }
 
 /// Longest a worker without a handler for a job's kind holds it back.
@@ -325,7 +327,16 @@ async fn fetch_loop(
                         .try_acquire_owned()
                         .expect("free slot counted"),
                 );
-                let running = Arc::new(Running::new(job.lease_token));
+                // At ERROR level so that it is on whenever anything is
+                // logged: a WARN line of the run carries the job too.
+                let span = tracing::error_span!(
+                    "job",
+                    job_id = job.id,
+                    queue = %job.queue,
+                    kind = %job.kind,
+                    attempt = job.attempt
+                );
+                let running = Arc::new(Running::new(job.lease_token, span));
                 shared
                     .in_flight
                     .lock()
@@ -388,7 +399,7 @@ async fn supervise(
     running: Arc<Running>,
     permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
 ) {
-    let span = tracing::info_span!("job", job_id = job.id, queue = %job.queue, kind = %job.kind, attempt = job.attempt);
+    let span = running.span.clone();
     async {
         let ended = execute(&shared, &job, &running).await;
         shared.in_flight.lock().unwrap().remove(&job.id);
@@ -557,9 +568,12 @@ async fn finish(shared: &Shared, job: &ClaimedJob, reason: Option<StopReason>, e
             tracing::debug!("run succeeded");
             // Batched by the completer; if it is gone (never while runs
             // exist), complete directly.
-            if let Err(mpsc::error::SendError(done)) =
-                shared.completions.send(Completion { id, token, result })
-            {
+            if let Err(mpsc::error::SendError(done)) = shared.completions.send(Completion {
+                id,
+                token,
+                result,
+                span: tracing::Span::current(),
+            }) {
                 blocking(move || store.complete(done.id, done.token, Some(&done.result))).await
             } else {
                 Ok(())
@@ -637,8 +651,10 @@ async fn complete_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Comp
         .saturating_sub(shared.opts.heartbeat_interval)
         / 2;
     drop(shared); // do not keep the channel's sender alive
-    let mut batch = Vec::with_capacity(max);
+    let mut batch: Vec<Completion> = Vec::with_capacity(max);
     while rx.recv_many(&mut batch, max).await > 0 {
+        let spans: Vec<(JobId, tracing::Span)> =
+            batch.iter().map(|c| (c.id, c.span.clone())).collect();
         let done: Arc<Vec<_>> = Arc::new(
             batch
                 .drain(..)
@@ -654,8 +670,10 @@ async fn complete_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Comp
             tries += 1;
             match blocking(move || s.complete_many(&d)).await {
                 Ok(b) => {
-                    if !b.lost.is_empty() {
-                        tracing::warn!(lost = ?b.lost, "completions discarded: leases lost");
+                    for (_, span) in spans.iter().filter(|(id, _)| b.lost.contains(id)) {
+                        span.in_scope(|| {
+                            tracing::warn!("completion discarded: the lease was lost")
+                        });
                     }
                     if tries > 1 {
                         tracing::info!(
@@ -667,14 +685,17 @@ async fn complete_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Comp
                     break;
                 }
                 Err(e) if started.elapsed() + pause < budget => {
-                    let ids: Vec<JobId> = done.iter().map(|c| c.0).collect();
+                    let ids: Vec<JobId> = spans.iter().map(|(id, _)| *id).collect();
                     tracing::warn!(error = %e, job_ids = ?ids, tries, "could not store completions; trying again");
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(COMPLETE_RETRY_MAX);
                 }
                 Err(e) => {
-                    let ids: Vec<JobId> = done.iter().map(|c| c.0).collect();
-                    tracing::error!(error = %e, job_ids = ?ids, tries, "could not store completions; their leases will expire and the jobs be retried");
+                    for (_, span) in &spans {
+                        span.in_scope(|| {
+                            tracing::error!(error = %e, tries, "could not store the completion; the lease will expire and the job be retried")
+                        });
+                    }
                     break;
                 }
             }
@@ -756,11 +777,13 @@ async fn heartbeat_loop(
             };
             match alive.get(&id) {
                 None => {
-                    tracing::warn!(job_id = id, "lease lost; stopping the run");
+                    r.span
+                        .in_scope(|| tracing::warn!("lease lost; stopping the run"));
                     r.stop(StopReason::LeaseLost);
                 }
                 Some(true) => {
-                    tracing::info!(job_id = id, "cancel requested; stopping the run");
+                    r.span
+                        .in_scope(|| tracing::info!("cancel requested; stopping the run"));
                     r.stop(StopReason::CancelRequested);
                 }
                 Some(false) => {}
@@ -795,7 +818,8 @@ async fn stop_cancelled_runs(shared: &Shared) {
     for id in flagged {
         // The try that was asked about, not one of the same job begun since.
         if let Some(r) = in_flight.get(&id).filter(|r| held.contains(&(id, r.token))) {
-            tracing::info!(job_id = id, "cancel requested; stopping the run");
+            r.span
+                .in_scope(|| tracing::info!("cancel requested; stopping the run"));
             r.stop(StopReason::CancelRequested);
         }
     }
