@@ -49,7 +49,11 @@ const ROW_PARAMS: usize = 14;
 pub(crate) const INSERT_CHUNKS: [usize; 3] = [64, 16, 4];
 
 /// The largest job id (where the next ids continue).
-pub(crate) const MAX_JOB_ID: &str = "SELECT coalesce(max(id), 0) FROM jobs";
+/// The largest id the file has handed out: the rows' and the high-water
+/// mark's (schema 8), which stays after the newest jobs are purged.
+pub(crate) const MAX_JOB_ID: &str = "
+SELECT max(coalesce((SELECT max(id) FROM jobs), 0),
+           coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'jobs'), 0))";
 
 /// The live job holding a unique key.
 pub(crate) const LIVE_JOB_BY_KEY: &str = "
@@ -132,9 +136,10 @@ impl Store {
 /// Insert validated jobs in order and return their ids.  Runs of jobs without
 /// a unique key go in multi-row `INSERT`s of up to 64 rows: one
 /// statement execution instead of one per job.  Their ids are consecutive:
-/// SQLite gives a new row the largest rowid plus one, and this transaction
-/// holds the write lock — unless the largest id is near `i64::MAX` (SQLite
-/// then picks free ids at random), in which case every job goes in alone.
+/// SQLite gives a new row the largest id ever handed out plus one
+/// (AUTOINCREMENT), and this transaction holds the write lock — unless that
+/// is near `i64::MAX`, in which case every job goes in alone (and SQLite
+/// says the table is full).
 fn insert_batch(
     conn: &Connection,
     jobs: &[NewJob],

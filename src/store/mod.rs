@@ -45,6 +45,7 @@ pub(crate) mod job;
 pub mod json;
 mod lease;
 mod open;
+mod pool;
 mod schema;
 mod steps;
 mod turn;
@@ -54,7 +55,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use r2d2::{Pool, PooledConnection};
-use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
 use crate::clock::{Clock, Millis, SystemClock};
@@ -69,6 +69,7 @@ pub use job::{
 };
 pub use lease::CompleteBatch;
 pub use open::{page_caches_shared, ConnectionOptions, Synchronous};
+pub use pool::ConnectionManager;
 pub use schema::{APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION};
 
 /// How a [`Store`] is opened.
@@ -135,7 +136,7 @@ pub struct Store {
 
 #[derive(Debug)]
 struct Inner {
-    pool: Pool<SqliteConnectionManager>,
+    pool: Pool<ConnectionManager>,
     path: PathBuf,
     opts: StoreOptions,
     checkpointer: Option<checkpoint::Checkpointer>,
@@ -184,7 +185,6 @@ impl Store {
     /// it; a file from a newer jobd is refused with [`Error::TooNew`].
     pub fn open_with(path: impl AsRef<Path>, opts: StoreOptions) -> Result<Store> {
         let path = path.as_ref().to_path_buf();
-        open::warn_if_page_caches_shared();
         // Identify the file before anything can write to it: from its own
         // bytes, or — while a WAL holds its newest pages — through a
         // read-only connection, which never checkpoints that WAL.
@@ -260,9 +260,7 @@ impl Store {
             ),
             None => None,
         };
-        let manager = SqliteConnectionManager::file(&path)
-            .with_flags(OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .with_init(move |c| open::configure_waiting(c, &conn_opts));
+        let manager = ConnectionManager::new(path.clone(), conn_opts);
         let pool = Pool::builder()
             .max_size(opts.pool_size.max(1))
             .min_idle(Some(1))
@@ -330,7 +328,7 @@ impl Store {
 
     /// A pooled connection, configured like every other one: for reading the
     /// tables directly or running your own statements on the queue file.
-    pub fn connection(&self) -> Result<PooledConnection<SqliteConnectionManager>> {
+    pub fn connection(&self) -> Result<PooledConnection<ConnectionManager>> {
         Ok(self.inner.pool.get()?)
     }
 

@@ -337,31 +337,14 @@ pub(crate) fn configure_waiting(
 }
 
 /// Whether the linked SQLite shares one page cache among all the process's
-/// connections: built with `SQLITE_ENABLE_MEMORY_MANAGEMENT`, as
-/// libsqlite3-sys builds it unless told otherwise.  Then a connection whose
-/// cache is full recycles the least recently used page of *any* connection,
-/// so a busy one (a backup reading a tenant database, a batch of claims)
-/// empties the caches of the idle ones.  jobd's own build undefines it
-/// (`.cargo/config.toml`); a crate embedding jobd should do the same.
+/// connections (built with `SQLITE_ENABLE_MEMORY_MANAGEMENT`).  Then a
+/// connection whose cache is full recycles the least recently used page of
+/// *any* connection, so a busy one (a backup reading a tenant database)
+/// empties the caches of the idle ones.  The SQLite that jobd bundles is
+/// built without it; this says what the process is linked with.
 pub fn page_caches_shared() -> bool {
     // SAFETY: a NUL-terminated static string; the call only reads it.
     unsafe { rusqlite::ffi::sqlite3_compileoption_used(c"ENABLE_MEMORY_MANAGEMENT".as_ptr()) != 0 }
-}
-
-/// Say once per process that the page caches are shared (see
-/// [`page_caches_shared`]) and how to build without it.
-pub(crate) fn warn_if_page_caches_shared() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        if page_caches_shared() {
-            tracing::warn!(
-                "SQLite is built with SQLITE_ENABLE_MEMORY_MANAGEMENT: every connection of \
-                 this process shares one page-cache LRU, so busy connections evict the \
-                 queue's hot pages; build with LIBSQLITE3_FLAGS=-USQLITE_ENABLE_MEMORY_MANAGEMENT \
-                 (see jobd's .cargo/config.toml)"
-            );
-        }
-    });
 }
 
 /// Lookaside slots per connection (of [`LOOKASIDE_SLOT`] bytes; SQLite

@@ -35,6 +35,7 @@ fn every_named_statement_prepares_on_a_fresh_database() {
         include_str!("lease.rs"),
         include_str!("admin.rs"),
         include_str!("checkpoint.rs"),
+        include_str!("steps.rs"),
         include_str!("../scheduler/manage.rs"),
         include_str!("../scheduler/fire.rs"),
         include_str!("../handlers/maintenance.rs"),
@@ -570,9 +571,9 @@ fn cache_misses(conn: &rusqlite::Connection) -> i32 {
 
 /// Each connection keeps its own cached pages: reading a big file on another
 /// connection in the process does not evict the queue's.  (With SQLite's
-/// `ENABLE_MEMORY_MANAGEMENT`, which libsqlite3-sys turns on and
-/// .cargo/config.toml turns off, all connections share one LRU and the
-/// queue connection below would read every page of `jobs` again.)
+/// `ENABLE_MEMORY_MANAGEMENT`, which libsqlite3-sys before 0.39 built in,
+/// all connections share one LRU and the queue connection below would read
+/// every page of `jobs` again.)  No build flag is needed for it.
 #[test]
 fn a_busy_connection_does_not_evict_another_connections_pages() {
     assert!(!page_caches_shared(), "SQLite shares its page caches");
