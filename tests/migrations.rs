@@ -207,10 +207,18 @@ fn job_ids_are_never_handed_out_twice() {
         .unwrap()
         .execute("DELETE FROM jobs", [])
         .unwrap();
-    let batch = store
-        .enqueue_many(&[NewJob::new("pdf", "render"), NewJob::new("pdf", "render")])
-        .unwrap();
+    let jobs: Vec<NewJob> = (0..70).map(|_| NewJob::new("pdf", "render")).collect();
+    let batch = store.enqueue_many(&jobs).unwrap();
     assert!(batch[0] > next, "{batch:?} after {next}");
+    let stored: Vec<i64> = {
+        let conn = store.connection().unwrap();
+        let mut stmt = conn.prepare("SELECT id FROM jobs ORDER BY id").unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    assert_eq!(stored, batch, "each job got the id it was told");
 
     // A file from before the high-water mark: its newest id is kept too.
     let path = dir.path().join("v3.db");

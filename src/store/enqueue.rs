@@ -8,14 +8,22 @@ use crate::error::{Error, Result};
 use crate::store::job::{JobId, NewJob, RunAt};
 use crate::store::{returning_row, Store};
 
-/// The insert's head and one row of parameters: one column list for the
+/// The insert's head and its rows of parameters: one column list for the
 /// single and the multi-row inserts.  Bound from [`JobRow::values`].
+///
+/// A one-row insert asks for its id only when the newest jobs were deleted
+/// (`job_id_floor`, schema 8, is above every id left): then it is one above
+/// the floor, so no id comes back; otherwise NULL, SQLite's max(id) plus
+/// one.  A multi-row insert leaves the ids to SQLite (see [`insert_batch`]).
+macro_rules! insert_jobs_columns {
+    () => {
+        "queue, kind, payload, state, priority, run_at, max_attempts, attempt_limit,
+         backoff_base_ms, backoff_max_ms, timeout_ms, unique_key, tenant, created_at"
+    };
+}
 macro_rules! insert_jobs_head {
     () => {
-        "
-INSERT INTO jobs (queue, kind, payload, state, priority, run_at, max_attempts, attempt_limit,
-                  backoff_base_ms, backoff_max_ms, timeout_ms, unique_key, tenant, created_at)
-VALUES "
+        concat!("\nINSERT INTO jobs (", insert_jobs_columns!(), ")\nVALUES ")
     };
 }
 macro_rules! insert_jobs_row {
@@ -23,11 +31,21 @@ macro_rules! insert_jobs_row {
         "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     };
 }
+/// The one-row insert, with its id.
+macro_rules! insert_one_job {
+    () => {
+        concat!(
+            "\nINSERT INTO jobs (id, ",
+            insert_jobs_columns!(),
+            ")\nVALUES ((SELECT id + 1 FROM job_id_floor WHERE id > (SELECT coalesce(max(id), 0) FROM jobs)), ",
+            "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+    };
+}
 
 /// Insert a job unless a live job holds its unique key (then insert nothing).
 pub(crate) const INSERT_JOB: &str = concat!(
-    insert_jobs_head!(),
-    insert_jobs_row!(),
+    insert_one_job!(),
     "
 ON CONFLICT (unique_key)
     WHERE unique_key IS NOT NULL AND (state = 'scheduled' OR state = 'ready' OR state = 'running')
@@ -38,7 +56,7 @@ RETURNING id"
 /// Insert a job that has no unique key: nothing can conflict, and the id is
 /// `last_insert_rowid()` — no `RETURNING`, which costs SQLite a temporary
 /// table per row.
-pub(crate) const INSERT_PLAIN_JOB: &str = concat!(insert_jobs_head!(), insert_jobs_row!());
+pub(crate) const INSERT_PLAIN_JOB: &str = insert_one_job!();
 
 /// Parameters of one row of the insert.
 const ROW_PARAMS: usize = 14;
@@ -48,12 +66,10 @@ const ROW_PARAMS: usize = 14;
 /// (rows per statement beyond ~32 measured no faster).
 pub(crate) const INSERT_CHUNKS: [usize; 3] = [64, 16, 4];
 
-/// The largest job id (where the next ids continue).
-/// The largest id the file has handed out: the rows' and the high-water
-/// mark's (schema 8), which stays after the newest jobs are purged.
+/// The largest id in the table, and the largest ever deleted (schema 8):
+/// where the next ids continue.
 pub(crate) const MAX_JOB_ID: &str = "
-SELECT max(coalesce((SELECT max(id) FROM jobs), 0),
-           coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'jobs'), 0))";
+SELECT coalesce((SELECT max(id) FROM jobs), 0), (SELECT id FROM job_id_floor)";
 
 /// The live job holding a unique key.
 pub(crate) const LIVE_JOB_BY_KEY: &str = "
@@ -136,10 +152,12 @@ impl Store {
 /// Insert validated jobs in order and return their ids.  Runs of jobs without
 /// a unique key go in multi-row `INSERT`s of up to 64 rows: one
 /// statement execution instead of one per job.  Their ids are consecutive:
-/// SQLite gives a new row the largest id ever handed out plus one
-/// (AUTOINCREMENT), and this transaction holds the write lock — unless that
-/// is near `i64::MAX`, in which case every job goes in alone (and SQLite
-/// says the table is full).
+/// SQLite gives a new row the largest id plus one, and this transaction
+/// holds the write lock.  Two cases go one job at a time instead: right
+/// after the newest jobs were deleted the first job goes alone (its insert
+/// takes the id above `job_id_floor`, and the rows after it follow on), and
+/// when the largest id is near `i64::MAX` (SQLite then picks free ids at
+/// random) every job does.
 fn insert_batch(
     conn: &Connection,
     jobs: &[NewJob],
@@ -148,15 +166,20 @@ fn insert_batch(
 ) -> Result<Vec<JobId>> {
     let mut ids = Vec::with_capacity(jobs.len());
     let plain = jobs.iter().filter(|j| j.unique_key.is_none()).count();
-    let sequential = plain > 1 && {
-        let max: JobId = conn
+    let (sequential, mut alone) = if plain > 1 {
+        let (max, floor): (JobId, JobId) = conn
             .prepare_cached(MAX_JOB_ID)?
-            .query_row([], |r| r.get(0))?;
-        max < JobId::MAX - jobs.len() as JobId
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        (
+            max.max(floor) < JobId::MAX - jobs.len() as JobId,
+            usize::from(floor > max),
+        )
+    } else {
+        (false, 0)
     };
     let mut i = 0;
     while i < jobs.len() {
-        let run = if sequential {
+        let run = if sequential && alone == 0 {
             let plain_run = jobs[i..]
                 .iter()
                 .take(INSERT_CHUNKS[0])
@@ -168,6 +191,7 @@ fn insert_batch(
         };
         let Some(run) = run else {
             ids.push(insert_validated(conn, &jobs[i], payloads[i], now)?);
+            alone = alone.saturating_sub(1);
             i += 1;
             continue;
         };
@@ -180,6 +204,9 @@ fn insert_batch(
 
 /// `enqueue_many`'s multi-row `INSERT` of `rows` jobs without unique keys
 /// (one of [`INSERT_CHUNKS`]): the head, then one row of parameters per job.
+/// Its ids are SQLite's (a row asking `job_id_floor` for its id, as the
+/// one-row insert does, would make SQLite copy the rows to a temporary
+/// table first: the statement would read the table it writes).
 pub(crate) fn insert_jobs_sql(rows: usize) -> String {
     let rows = vec![insert_jobs_row!(); rows].join(", ");
     format!(concat!(insert_jobs_head!(), "{}"), rows)
