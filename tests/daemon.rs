@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{http, Reaper};
+use common::{api_token, http, serve, Reaper, Served};
 use serde_json::{json, Value};
 
 const JOBD: &str = env!("CARGO_BIN_EXE_jobd");
@@ -58,12 +58,7 @@ fn serve_runs_the_api_workers_and_scheduler_and_stops_on_sigterm() {
         assert!(dir.path().join("jobd-data").join(sub).is_dir());
     }
     let config = std::fs::read_to_string(dir.path().join("jobd.toml")).unwrap();
-    let token = config
-        .lines()
-        .find_map(|l| l.strip_prefix("api_token = \""))
-        .unwrap()
-        .trim_end_matches('"')
-        .to_string();
+    let token = api_token(&dir.path().join("jobd.toml"));
     assert_eq!(token.len(), 64);
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(dir.path().join("jobd.toml"))
@@ -92,22 +87,13 @@ fn serve_runs_the_api_workers_and_scheduler_and_stops_on_sigterm() {
         serde_json::from_str(&jobd(dir.path(), &["tenants", "list", "--json"])).unwrap();
     assert_eq!(tenants, json!(["tenant-001", "tenant-002", "tenant-003"]));
 
-    let mut child = Command::new(JOBD)
-        .current_dir(dir.path())
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut reaper = Reaper(vec![child]);
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines.next().expect("serve printed its address").unwrap();
-        if let Some(rest) = line.split_once("API on http://") {
-            break rest.1.split(',').next().unwrap().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {}); // keep draining stderr
+    let Served {
+        mut reaper, addr, ..
+    } = serve(Command::new(JOBD).current_dir(dir.path()).args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+    ]));
 
     let (status, health) = http(&addr, "GET", "/healthz", None, None);
     assert_eq!(
@@ -789,19 +775,10 @@ fn the_data_dir_and_the_queue_files_are_private_whatever_the_umask() {
     let config = std::fs::read_to_string(dir.path().join("jobd.toml")).unwrap();
     let config = config.replace("data_dir = \"jobd-data\"", "data_dir = \"fresh\"");
     std::fs::write(dir.path().join("jobd.toml"), config).unwrap();
-    let mut child = Command::new("sh")
-        .current_dir(dir.path())
-        .args([
-            "-c",
-            &format!("umask 000; exec {JOBD} serve --listen 127.0.0.1:0"),
-        ])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let _reaper = Reaper(vec![child]);
-    let mut lines = BufReader::new(stderr).lines();
-    assert!(lines.any(|l| l.unwrap().contains("API on http://")));
+    let _served = serve(Command::new("sh").current_dir(dir.path()).args([
+        "-c",
+        &format!("umask 000; exec {JOBD} serve --listen 127.0.0.1:0"),
+    ]));
     assert_eq!(mode("fresh"), 0o700);
     for f in ["queue.db", "queue.db-wal", "queue.db-shm"] {
         assert_eq!(mode(&format!("fresh/{f}")), 0o600, "{f}");
@@ -868,25 +845,15 @@ fn a_normal_request_is_answered_while_1100_idle_sockets_are_held() {
     let dir = tempfile::tempdir().unwrap();
     jobd(dir.path(), &["init", "--no-defaults"]);
     // Started with the usual soft limit of 1024, as a login shell gives it.
-    let mut child = Command::new("sh")
-        .current_dir(dir.path())
-        .args([
-            "-c",
-            &format!("ulimit -Sn 1024 && exec {JOBD} serve --listen 127.0.0.1:0 --no-scheduler"),
-        ])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let _reaper = Reaper(vec![child]);
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines.next().expect("serve printed its address").unwrap();
-        if let Some(rest) = line.split_once("API on http://") {
-            break rest.1.split(',').next().unwrap().to_string();
-        }
-    };
-    let log = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    let Served {
+        reaper,
+        addr,
+        lines,
+        ..
+    } = serve(Command::new("sh").current_dir(dir.path()).args([
+        "-c",
+        &format!("ulimit -Sn 1024 && exec {JOBD} serve --listen 127.0.0.1:0 --no-scheduler"),
+    ]));
 
     let mut idle = Vec::new();
     for _ in 0..1100 {
@@ -902,40 +869,19 @@ fn a_normal_request_is_answered_while_1100_idle_sockets_are_held() {
     assert_eq!(status, 200, "{health}");
     assert!(took < Duration::from_secs(1), "answered after {took:?}");
     drop(idle);
-    drop(_reaper);
-    let log = log.join().unwrap().join("\n");
+    drop(reaper);
+    let log = lines.iter().collect::<Vec<_>>().join("\n");
     assert!(!log.contains("Too many open files"), "{log}");
 }
 
-/// `jobd serve` in `dir` with `env`: its address, its start line and a
-/// channel of the stderr lines after it.
-fn serve_logging(
-    dir: &Path,
-    env: &[(&str, &str)],
-) -> (Reaper, String, String, std::sync::mpsc::Receiver<String>) {
-    let mut child = Command::new(JOBD)
-        .current_dir(dir)
-        .args(["serve", "--listen", "127.0.0.1:0", "--no-scheduler"])
-        .envs(env.iter().copied())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let first = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("a start line");
-    let addr = first
-        .split_once("http://")
-        .and_then(|(_, rest)| rest.split([',', '"', ' ']).next())
-        .unwrap_or_else(|| panic!("no address in {first}"))
-        .to_string();
-    (Reaper(vec![child]), addr, first, rx)
+/// `jobd serve` in `dir` with `env`, no scheduler.
+fn serve_logging(dir: &Path, env: &[(&str, &str)]) -> Served {
+    serve(
+        Command::new(JOBD)
+            .current_dir(dir)
+            .args(["serve", "--listen", "127.0.0.1:0", "--no-scheduler"])
+            .envs(env.iter().copied()),
+    )
 }
 
 /// Issue 20.18: at the default level a failure line carried no job id
@@ -947,14 +893,7 @@ fn serve_logging(
 fn logs_name_the_job_in_text_and_json() {
     let dir = tempfile::tempdir().unwrap();
     jobd(dir.path(), &["init", "--no-defaults"]);
-    let token = std::fs::read_to_string(dir.path().join("jobd.toml"))
-        .unwrap()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("api_token = \"")
-                .map(|t| t.trim_end_matches('"').to_string())
-        })
-        .unwrap();
+    let token = api_token(&dir.path().join("jobd.toml"));
     let doomed = json!({"queue": "default", "kind": "sleep", "payload": {"ms": 5000},
                         "timeout_ms": 100, "max_attempts": 1});
     let failure_of = |rx: &std::sync::mpsc::Receiver<String>| {
@@ -971,7 +910,12 @@ fn logs_name_the_job_in_text_and_json() {
     };
 
     // Text, to a pipe: plain, with the job's fields.
-    let (reaper, addr, start, rx) = serve_logging(dir.path(), &[]);
+    let Served {
+        reaper,
+        addr,
+        start,
+        lines: rx,
+    } = serve_logging(dir.path(), &[]);
     for wanted in [env!("CARGO_PKG_VERSION"), "queue.db", "queues=", "listen="] {
         assert!(start.contains(wanted), "{wanted:?} in {start}");
     }
@@ -1002,7 +946,12 @@ fn logs_name_the_job_in_text_and_json() {
     drop(reaper);
 
     // JSON: every line an object; the run's fields under "span".
-    let (reaper, addr, start, rx) = serve_logging(dir.path(), &[("JOBD_LOG_FORMAT", "json")]);
+    let Served {
+        reaper,
+        addr,
+        start,
+        lines: rx,
+    } = serve_logging(dir.path(), &[("JOBD_LOG_FORMAT", "json")]);
     let start: Value = serde_json::from_str(&start).unwrap();
     assert_eq!(
         start["fields"]["version"],

@@ -6,12 +6,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::{http, Reaper};
+use common::{http, serve, Served};
 use jobd::store::NewJob;
 use jobd::{Error, Store};
 
@@ -148,14 +147,7 @@ fn serve_starts_on_a_full_disk_and_answers_writes_507() {
     };
     jobd(&["init", "--no-defaults"]);
     jobd(&["enqueue", "--queue", "default", "--kind", "noop"]);
-    let token = std::fs::read_to_string(home.path().join("jobd.toml"))
-        .unwrap()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("api_token = \"")
-                .map(|t| t.trim_end_matches('"').to_string())
-        })
-        .unwrap();
+    let token = common::api_token(&home.path().join("jobd.toml"));
     // The disk fills while jobd has the file open (here this test's
     // connection, as a worker process would): its -wal and -shm exist.
     let db = data.join("queue.db");
@@ -165,24 +157,18 @@ fn serve_starts_on_a_full_disk_and_answers_writes_507() {
         .unwrap();
     fill(disk.path());
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_jobd"))
-        .current_dir(home.path())
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["serve", "--listen", "127.0.0.1:0", "--no-scheduler"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut reaper = Reaper(vec![child]);
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines.next().expect("serve printed its address").unwrap();
-        if let Some(rest) = line.split_once("API on http://") {
-            break rest.1.split(',').next().unwrap().to_string();
-        }
-    };
-    let log = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    let Served {
+        mut reaper,
+        addr,
+        lines,
+        ..
+    } = serve(
+        Command::new(env!("CARGO_BIN_EXE_jobd"))
+            .current_dir(home.path())
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["serve", "--listen", "127.0.0.1:0", "--no-scheduler"]),
+    );
     // Past the first tries to register: still serving.
     std::thread::sleep(Duration::from_millis(1500));
     assert!(
@@ -215,7 +201,7 @@ fn serve_starts_on_a_full_disk_and_answers_writes_507() {
     }
     drop(reaper);
     drop(holder);
-    let log = log.join().unwrap().join("\n");
+    let log = lines.iter().collect::<Vec<_>>().join("\n");
     assert!(log.contains("could not register the worker"), "{log}");
 }
 

@@ -394,7 +394,7 @@ pub fn restore_with(
             ),
         ));
     }
-    if let Some(free) = free_bytes(&staging) {
+    if let Some(free) = crate::store::open::free_bytes(&staging) {
         if line.source_bytes > free {
             return Err(Error::DiskFull {
                 operation: "restoring (the disk has less free space than the tenant's size)",
@@ -564,22 +564,6 @@ fn decompress_capped(from: &Path, to: &Path, cap: u64) -> Result<u64> {
         )));
     }
     Ok(n)
-}
-
-/// Free bytes for an unprivileged writer on the file system of `dir`, when
-/// the system says.
-fn free_bytes(dir: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: a NUL-terminated path and a buffer of the size statvfs writes.
-    let rc = unsafe { libc::statvfs(path.as_ptr(), st.as_mut_ptr()) };
-    if rc != 0 {
-        return None;
-    }
-    // SAFETY: statvfs returned 0, so it filled the buffer.
-    let st = unsafe { st.assume_init() };
-    Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 fn integrity_check(path: &Path) -> Result<()> {

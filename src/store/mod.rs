@@ -44,7 +44,7 @@ pub(crate) mod enqueue;
 pub(crate) mod job;
 pub mod json;
 mod lease;
-mod open;
+pub(crate) mod open;
 mod pool;
 mod schema;
 mod steps;
@@ -152,20 +152,10 @@ struct Inner {
 }
 
 /// Run `f` (a connection's set-up) again while it fails with `Busy`, for up
-/// to the busy timeout: SQLite answers busy at once, without its busy
-/// handler, from inside WAL set-up and recovery.
-fn with_busy_retries<T>(opts: &StoreOptions, mut f: impl FnMut() -> Result<T>) -> Result<T> {
-    let deadline = std::time::Instant::now() + opts.connection.busy_timeout;
-    let mut pause = Duration::from_millis(1);
-    loop {
-        match f() {
-            Err(Error::Busy { .. }) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(50));
-            }
-            other => return other,
-        }
-    }
+/// to the busy timeout (see [`open::retry_while_busy`]).
+fn with_busy_retries<T>(opts: &StoreOptions, f: impl FnMut() -> Result<T>) -> Result<T> {
+    let busy = |e: &Error| matches!(e, Error::Busy { .. });
+    open::retry_while_busy(opts.connection.busy_timeout, busy, f)
 }
 
 /// Times a transaction is retried when SQLite reports busy beyond the busy

@@ -234,25 +234,29 @@ pub(crate) fn create_private(path: &Path) -> Result<()> {
     }
 }
 
-/// Whether the file system holding `path` has less room than SQLite's
-/// shared-memory file needs (32 KiB, and a little for the WAL).
-pub(crate) fn disk_is_full(path: &Path) -> bool {
+/// Free bytes for an unprivileged writer on the file system holding `path`
+/// (a file or a directory), when the system says.
+pub(crate) fn free_bytes(path: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: a NUL-terminated path and a buffer of the size statvfs writes.
+    if unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it filled the buffer.
+    let st = unsafe { st.assume_init() };
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// Whether the file system holding the queue file at `path` has less room
+/// than SQLite's shared-memory file needs (32 KiB, and a little for the WAL).
+pub(crate) fn disk_is_full(path: &Path) -> bool {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
-        return false;
-    };
-    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: a NUL-terminated path and a buffer of the size statvfs writes.
-    if unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) } != 0 {
-        return false;
-    }
-    // SAFETY: statvfs returned 0, so it filled the buffer.
-    let st = unsafe { st.assume_init() };
-    st.f_bavail.saturating_mul(st.f_frsize) < 64 * 1024
+    free_bytes(dir).is_some_and(|free| free < 64 * 1024)
 }
 
 /// Apply the per-connection settings and read each one back: a pragma SQLite
@@ -311,29 +315,40 @@ pub(crate) fn configure(conn: &Connection, opts: &ConnectionOptions) -> rusqlite
     Ok(())
 }
 
-/// [`configure`] for a pool's new connection, tried again while SQLite
-/// answers busy from inside WAL set-up (see `Store::open_with`), for up to
-/// the busy timeout.
-pub(crate) fn configure_waiting(
-    conn: &Connection,
-    opts: &ConnectionOptions,
-) -> rusqlite::Result<()> {
-    let deadline = std::time::Instant::now() + opts.busy_timeout;
+/// Run `f` again while `busy` says its error is SQLite's busy, for up to
+/// `timeout`, pausing 1 ms, then twice as long each time up to 50 ms.
+/// SQLite answers busy at once, without its busy handler, from inside WAL
+/// set-up and recovery: a connection's set-up waits here instead.
+pub(crate) fn retry_while_busy<T, E>(
+    timeout: Duration,
+    busy: impl Fn(&E) -> bool,
+    mut f: impl FnMut() -> std::result::Result<T, E>,
+) -> std::result::Result<T, E> {
+    let deadline = std::time::Instant::now() + timeout;
     let mut pause = Duration::from_millis(1);
     loop {
-        match configure(conn, opts) {
-            Err(e)
-                if matches!(
-                    e.sqlite_error_code(),
-                    Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-                ) && std::time::Instant::now() < deadline =>
-            {
+        match f() {
+            Err(e) if busy(&e) && std::time::Instant::now() < deadline => {
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_millis(50));
             }
             other => return other,
         }
     }
+}
+
+/// [`configure`] for a pool's new connection, waiting out busy answers.
+pub(crate) fn configure_waiting(
+    conn: &Connection,
+    opts: &ConnectionOptions,
+) -> rusqlite::Result<()> {
+    let busy = |e: &rusqlite::Error| {
+        matches!(
+            e.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        )
+    };
+    retry_while_busy(opts.busy_timeout, busy, || configure(conn, opts))
 }
 
 /// Whether the linked SQLite shares one page cache among all the process's

@@ -89,3 +89,55 @@ pub fn http(
         serde_json::from_str(text).unwrap_or(Value::String(text.to_string())),
     )
 }
+
+/// A started `jobd serve` (killed when dropped): its address, its start
+/// line, and every stderr line after it.
+pub struct Served {
+    pub reaper: Reaper,
+    pub addr: String,
+    pub start: String,
+    pub lines: std::sync::mpsc::Receiver<String>,
+}
+
+/// Spawn `cmd` (a `jobd serve` command line, or a shell that execs one)
+/// with stderr piped, and wait for its start line (20 s at most).
+pub fn serve(cmd: &mut std::process::Command) -> Served {
+    use std::io::BufRead;
+    let mut child = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let reaper = Reaper(vec![child]);
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(20))
+            .expect("serve printed its start line");
+        if let Some((_, rest)) = line.split_once("API on http://") {
+            let addr = rest.split([',', '"', ' ']).next().unwrap().to_string();
+            return Served {
+                reaper,
+                addr,
+                start: line,
+                lines,
+            };
+        }
+    }
+}
+
+/// The `api_token` of a configuration file.
+pub fn api_token(config: &Path) -> String {
+    std::fs::read_to_string(config)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("api_token = \""))
+        .expect("an api_token line")
+        .trim_end_matches('"')
+        .to_string()
+}
