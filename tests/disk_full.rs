@@ -182,21 +182,42 @@ fn serve_starts_on_a_full_disk_and_answers_writes_507() {
     assert!(queues.to_string().contains("default"), "{queues}");
     let (status, _) = http(&addr, "GET", "/", None, None);
     assert_eq!(status, 200, "the dashboard");
-    let (status, v) = http(
-        &addr,
-        "POST",
-        "/api/v1/jobs",
-        Some(&token),
-        Some(serde_json::json!({"queue": "default", "kind": "noop"})),
+    // A write may still land in WAL space SQLite can reuse; past that, 507.
+    let pad = "p".repeat(200_000);
+    let mut accepted = 0;
+    let refused = loop {
+        let (status, v) = http(
+            &addr,
+            "POST",
+            "/api/v1/jobs",
+            Some(&token),
+            Some(serde_json::json!({"queue": "default", "kind": "noop", "payload": {"pad": pad}})),
+        );
+        match status {
+            201 => accepted += 1,
+            _ => break (status, v),
+        }
+        assert!(
+            accepted < 20,
+            "the full disk took {accepted} jobs of 200 KB"
+        );
+    };
+    assert_eq!(refused.0, 507, "{}", refused.1);
+    assert!(
+        refused.1["error"]
+            .as_str()
+            .unwrap()
+            .contains("disk is full"),
+        "{}",
+        refused.1
     );
-    assert_eq!(status, 507, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("disk is full"), "{v}");
 
     // Room again: the worker registers and runs the waiting job.
     std::fs::remove_file(disk.path().join("filler")).unwrap();
     let t0 = std::time::Instant::now();
-    while common::count(&db, "SELECT count(*) FROM jobs WHERE state = 'succeeded'") != 1 {
-        assert!(t0.elapsed() < Duration::from_secs(20), "the job never ran");
+    while common::count(&db, "SELECT count(*) FROM jobs WHERE state = 'succeeded'") != 1 + accepted
+    {
+        assert!(t0.elapsed() < Duration::from_secs(20), "the jobs never ran");
         std::thread::sleep(Duration::from_millis(50));
     }
     drop(reaper);
