@@ -1,0 +1,281 @@
+//! `jobd serve` (workers + scheduler + HTTP API in one process) and
+//! `jobd worker` (workers only, for extra processes on the same file).
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use jobd::scheduler::Scheduler;
+use jobd::worker::{Catalog, Worker, WorkerBuilder};
+use jobd_handlers::{self, DataDir};
+use jobd_server::{self as server, ApiState, MIN_TOKEN_BYTES};
+use tokio_util::sync::CancellationToken;
+
+use super::config::{Config, DEFAULT_LISTEN};
+use super::{open_or_create, CliResult};
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address of the HTTP API.
+    #[arg(long, env = "JOBD_LISTEN")]
+    listen: Option<String>,
+    /// Do not run the cron scheduler in this process.
+    #[arg(long)]
+    no_scheduler: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    /// Only these queues (default: every configured queue).  A queue that is
+    /// not configured is served with --concurrency.
+    #[arg(long = "queue")]
+    queues: Vec<String>,
+    /// Concurrency of --queue queues that the configuration does not list.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+}
+
+/// The worker of this process: built-in handlers, queues from the config.
+fn worker(
+    store: &jobd::Store,
+    data: &DataDir,
+    config: &Config,
+    only: &[String],
+    unlisted: usize,
+) -> WorkerBuilder {
+    let mut queues: Vec<(String, usize)> = jobd_handlers::BUILTIN_QUEUES
+        .iter()
+        .map(|(q, n)| (q.to_string(), *n))
+        .collect();
+    for (q, n) in &config.queues {
+        match queues.iter_mut().find(|(name, _)| name == q) {
+            Some(entry) => entry.1 = *n,
+            None => queues.push((q.clone(), *n)),
+        }
+    }
+    for q in only {
+        if !queues.iter().any(|(name, _)| name == q) {
+            queues.push((q.clone(), unlisted));
+        }
+    }
+    // `builtin` adds its default queues; start from a builder without them
+    // and add the configured ones instead.
+    let mut builder = jobd_handlers::builtin(Worker::builder(store.clone()), data);
+    builder = builder.clear_queues();
+    for (q, n) in queues {
+        if (only.is_empty() || only.contains(&q)) && n > 0 {
+            builder = builder.queue(&q, n);
+        }
+    }
+    if let Some(n) = config.max_concurrency {
+        builder = builder.max_concurrency(n);
+    }
+    if let Some(secs) = config.shutdown_grace_secs {
+        builder = builder.shutdown_grace(Duration::from_secs(secs));
+    }
+    builder
+}
+
+/// What `jobd serve` and `jobd worker` run with this configuration: the
+/// catalog `jobd enqueue` and `jobd schedule add` check jobs against.
+pub(super) fn catalog(store: &jobd::Store, data_dir: &Path, config: &Config) -> CliResult<Catalog> {
+    let data = DataDir::new(std::path::absolute(data_dir)?);
+    Ok(worker(store, &data, config, &[], 0).catalog())
+}
+
+/// The error, and for an unknown queue or kind, the way past the check.
+pub(super) fn unchecked_hint(e: jobd::Error) -> Box<dyn std::error::Error> {
+    match e {
+        jobd::Error::InvalidInput {
+            field: "queue" | "kind",
+            ..
+        } => format!(
+            "{e}\n(a job for a worker of your own that is not running yet: pass --unchecked)"
+        )
+        .into(),
+        e => e.into(),
+    }
+}
+
+/// Run `work` on a fresh runtime, then end the runtime without waiting for
+/// blocking work that ignored its stop: a runtime dropped the usual way
+/// waits for every thread of its blocking pool, forever for one that never
+/// returns — and the process with it, long after SIGTERM.
+fn run_to_end<T>(work: impl std::future::Future<Output = T>) -> CliResult<T> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let out = runtime.block_on(work);
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    Ok(out)
+}
+
+/// The line a stopping daemon or worker ends with.
+fn stopped_line(report: &jobd::worker::WorkerReport) -> String {
+    let mut line = format!(
+        "stopped ({} jobs succeeded, {} failed, {} released)",
+        report.succeeded, report.failed, report.released
+    );
+    if report.abandoned > 0 {
+        line += &format!(
+            "; {} ended runs' blocking work had not returned and was left to the exit",
+            report.abandoned
+        );
+    }
+    line
+}
+
+/// Tokens that were published (an early checkout shipped a `jobd.toml` with
+/// this one): whoever has a copy of the repository knows them.
+const PUBLISHED_TOKENS: &[&str] =
+    &["99a95c5aeb12e5e50c7250309b81c58e8b0ccd09776fbe36ea6ed171c622de07"];
+
+/// The API token `serve` guards `/api` with: `JOBD_API_TOKEN`, else the
+/// configuration's `api_token`.  Refused when missing, shorter than
+/// `MIN_TOKEN_BYTES` or published; a warning when the file holding it can
+/// be read by other users.
+fn api_token(config: &Config) -> CliResult<String> {
+    let (token, from_file) = match std::env::var("JOBD_API_TOKEN") {
+        Ok(t) => (t, false),
+        Err(_) => match &config.api_token {
+            Some(t) => (t.clone(), true),
+            None => {
+                return Err(
+                    "no API token: run `jobd init` (it writes a new one to ./jobd.toml, \
+                     readable by you only) or set JOBD_API_TOKEN"
+                        .into(),
+                )
+            }
+        },
+    };
+    let source = match (&config.path, from_file) {
+        (Some(p), true) => format!("api_token in {}", p.display()),
+        _ => "JOBD_API_TOKEN".to_string(),
+    };
+    if token.len() < MIN_TOKEN_BYTES {
+        return Err(format!(
+            "{source} is {} bytes; it must be at least {MIN_TOKEN_BYTES} \
+             (`openssl rand -hex 32` makes one, `jobd init` writes one to a new jobd.toml)",
+            token.len()
+        )
+        .into());
+    }
+    if PUBLISHED_TOKENS.contains(&token.as_str()) {
+        return Err(format!(
+            "{source} is the example token published with jobd's source: anyone can use it; \
+             put a new one there (`openssl rand -hex 32`)"
+        )
+        .into());
+    }
+    if let (Some(path), true) = (&config.path, from_file) {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode();
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    file = %path.display(),
+                    mode = format!("{:o}", mode & 0o777),
+                    "the file holding the API token can be read by other users: chmod 600 it"
+                );
+            }
+        }
+    }
+    Ok(token)
+}
+
+pub fn serve(db: &Path, data_dir: &Path, config: &Config, args: ServeArgs) -> CliResult {
+    let token = api_token(config)?;
+    // Connections, queue and tenant files all take descriptors: the usual
+    // soft limit of 1024 is far below what the hard limit allows.
+    server::raise_file_limit();
+    let listen = args
+        .listen
+        .or_else(|| config.listen.clone())
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+    let store = open_or_create(db)?;
+    // Absolute, so the paths in job results mean the same to every reader.
+    let data = DataDir::new(std::path::absolute(data_dir)?);
+    let builder = worker(&store, &data, config, &[], 0);
+    let run_scheduler = !args.no_scheduler && config.scheduler.unwrap_or(true);
+    let state = ApiState::new(store.clone(), &token)?
+        .catalog(builder.catalog())
+        .with_scheduler(run_scheduler);
+
+    run_to_end(async move {
+        let listener = tokio::net::TcpListener::bind(&listen)
+            .await
+            .map_err(|e| format!("listening on {listen}: {e}"))?;
+        let addr = listener.local_addr()?;
+        let queues = builder.queue_names().join(",");
+        tracing::info!(
+            target: "jobd::daemon",
+            version = env!("CARGO_PKG_VERSION"),
+            file = %db.display(),
+            queues = %queues,
+            listen = %addr,
+            scheduler = run_scheduler,
+            "jobd serve: {} — API on http://{addr}, queues {queues}{}",
+            db.display(),
+            if run_scheduler { ", scheduler" } else { "" }
+        );
+        let stop = CancellationToken::new();
+        let signal = jobd::worker::shutdown_signal();
+        tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                signal.await;
+                stop.cancel();
+            }
+        });
+        let http = tokio::spawn({
+            let stop = stop.clone();
+            server::serve(
+                listener,
+                server::router_with(state, crate::app::routes()),
+                async move { stop.cancelled().await },
+            )
+        });
+        let scheduler = run_scheduler.then(|| {
+            let stop = stop.clone();
+            tokio::spawn(Scheduler::new(store.clone()).run(async move { stop.cancelled().await }))
+        });
+        let stop_worker = stop.clone();
+        let report = builder
+            .run(async move { stop_worker.cancelled().await })
+            .await;
+        stop.cancel(); // a worker that failed takes the rest down with it
+        let report = report?;
+        http.await??;
+        if let Some(s) = scheduler {
+            s.await??;
+        }
+        tracing::info!(target: "jobd::daemon", "jobd serve: {}", stopped_line(&report));
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })??;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn worker_only(db: &Path, data_dir: &Path, config: &Config, args: WorkerArgs) -> CliResult {
+    let store = open_or_create(db)?;
+    let data = DataDir::new(std::path::absolute(data_dir)?);
+    let builder = worker(&store, &data, config, &args.queues, args.concurrency);
+    if builder.queue_names().is_empty() {
+        return Err(format!("no such queue among {:?}", args.queues).into());
+    }
+    tracing::info!(
+        target: "jobd::daemon",
+        version = env!("CARGO_PKG_VERSION"),
+        file = %db.display(),
+        queues = %builder.queue_names().join(","),
+        "jobd worker: {} — queues {}",
+        db.display(),
+        builder.queue_names().join(",")
+    );
+    run_to_end(async move {
+        let report = builder.run(jobd::worker::shutdown_signal()).await?;
+        tracing::info!(target: "jobd::daemon", "jobd worker: {}", stopped_line(&report));
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })??;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,951 @@
+//! The HTTP API of `jobd serve` (the server's routes and the application's):
+//! every route's success, 401 without or with a wrong token,
+//! 400 on bad input, 404 on unknown things.
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use jobd::store::NewJob;
+use jobd::worker::{Handler, JobContext, JobError, Worker};
+use jobd::Store;
+use jobd_handlers::{DataDir, Reporter};
+use jobd_server::{router_with, ApiState};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+const TOKEN: &str = "test-token-0123456789abcdef0123456789";
+
+struct Api {
+    _dir: tempfile::TempDir,
+    app: Router,
+    store: Store,
+    data: DataDir,
+}
+
+fn api() -> Api {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("queue.db")).unwrap();
+    api_on(dir, store)
+}
+
+/// The API over a store of the test's own (a simulated clock, say) in `dir`.
+fn api_on(dir: tempfile::TempDir, store: Store) -> Api {
+    let data = DataDir::new(dir.path());
+    // What the daemon's workers would run: the API refuses other jobs.
+    let catalog = jobd_handlers::noop_handler(Worker::builder(store.clone()))
+        .handle_fn("send_email", |_ctx, _p| async { Ok(Value::Null) })
+        .handler::<Resize>()
+        .register(jobd_handlers::analytics::AnalyticsHandler::new(
+            data.clone(),
+        ))
+        .register(jobd_handlers::qr::PdfHandler::new(data.clone()))
+        .queue("q", 1)
+        .queue("email", 1)
+        .queue("analytics", 1)
+        .catalog();
+    let state = ApiState::new(store.clone(), TOKEN)
+        .unwrap()
+        .catalog(catalog)
+        .with_scheduler(true);
+    Api {
+        app: router_with(state, jobd_cli::app::routes()),
+        store,
+        data,
+        _dir: dir,
+    }
+}
+
+/// A handler with a typed payload, whose payload the API checks.
+#[derive(Default)]
+struct Resize;
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct Size {
+    width: u32,
+}
+
+impl Handler for Resize {
+    const KIND: &'static str = "resize";
+    type Payload = Size;
+    type Output = ();
+    async fn run(&self, _ctx: JobContext, _size: Size) -> Result<(), JobError> {
+        Ok(())
+    }
+}
+
+async fn call(
+    app: &Router,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<String>,
+) -> (StatusCode, String) {
+    let mut req = Request::builder().method(method).uri(path);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let req = match body {
+        Some(b) => req
+            .header("content-type", "application/json")
+            .body(Body::from(b))
+            .unwrap(),
+        None => req.body(Body::empty()).unwrap(),
+    };
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+async fn ok(app: &Router, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    let (status, text) = call(app, method, path, Some(TOKEN), body.map(|b| b.to_string())).await;
+    let value = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    (status, value)
+}
+
+fn error_of(v: &Value) -> &str {
+    v["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error message in {v}"))
+}
+
+#[tokio::test]
+async fn every_api_route_needs_the_token() {
+    let a = api();
+    let routes = [
+        (Method::POST, "/api/v1/jobs"),
+        (Method::GET, "/api/v1/jobs"),
+        (Method::GET, "/api/v1/jobs/1"),
+        (Method::POST, "/api/v1/jobs/1/cancel"),
+        (Method::POST, "/api/v1/jobs/1/retry"),
+        (Method::POST, "/api/v1/jobs/retry"),
+        (Method::POST, "/api/v1/jobs/cancel"),
+        (Method::GET, "/api/v1/queues"),
+        (Method::POST, "/api/v1/queues/email/pause"),
+        (Method::POST, "/api/v1/queues/email/resume"),
+        (Method::POST, "/api/v1/queues/email/purge"),
+        (Method::POST, "/api/v1/queues/email/limit?limit=2"),
+        (Method::GET, "/api/v1/schedules"),
+        (Method::POST, "/api/v1/schedules"),
+        (Method::GET, "/api/v1/schedules/x"),
+        (Method::DELETE, "/api/v1/schedules/x"),
+        (Method::GET, "/api/v1/analytics"),
+        (Method::GET, "/api/v1/nope"),
+    ];
+    for (method, path) in routes {
+        for token in [None, Some("wrong-token-0123456789abcdef"), Some("")] {
+            let (status, body) = call(&a.app, method.clone(), path, token, Some("{}".into())).await;
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{method} {path} with {token:?}"
+            );
+            let v: Value = serde_json::from_str(&body).unwrap();
+            assert!(error_of(&v).contains("token"), "{body}");
+            assert!(!body.contains(TOKEN));
+        }
+    }
+    // Basic auth or a bare token is not a bearer token.
+    let req = Request::get("/api/v1/queues")
+        .header("authorization", TOKEN)
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        a.app.clone().oneshot(req).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(a.store.stats().unwrap().queues.len(), 0, "nothing was done");
+    // A short token is refused when the API is built.
+    assert!(ApiState::new(a.store.clone(), "short").is_err());
+}
+
+#[tokio::test]
+async fn jobs_enqueue_get_list_cancel_retry() {
+    let a = api();
+    let (s, v) = ok(&a.app, Method::POST, "/api/v1/jobs", Some(json!({"queue": "email", "kind": "send_email", "payload": {"to": "a@b.c"}, "priority": 2}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["id"].as_i64().unwrap();
+    let (s, v) = ok(
+        &a.app,
+        Method::POST,
+        "/api/v1/jobs",
+        Some(json!([
+            {"queue": "email", "kind": "send_email"},
+            {"queue": "email", "kind": "noop", "delay_ms": 60000}
+        ])),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(v["ids"].as_array().unwrap().len(), 2);
+
+    // `curl -d` labels a JSON body as a form: it is still read as JSON.
+    let req = Request::post("/api/v1/jobs")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(
+            r#"{"queue":"email","kind":"noop","delay_ms":60000}"#,
+        ))
+        .unwrap();
+    assert_eq!(
+        a.app.clone().oneshot(req).await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    let (s, v) = ok(&a.app, Method::GET, &format!("/api/v1/jobs/{id}"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        (
+            v["state"].as_str(),
+            v["payload"]["to"].as_str(),
+            v["priority"].as_i64()
+        ),
+        (Some("ready"), Some("a@b.c"), Some(2))
+    );
+    let (s, v) = ok(
+        &a.app,
+        Method::GET,
+        "/api/v1/jobs?queue=email&state=ready&limit=10",
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["jobs"].as_array().unwrap().len(), 2);
+    let (_, v) = ok(&a.app, Method::GET, "/api/v1/jobs?state=scheduled", None).await;
+    assert_eq!(v["jobs"].as_array().unwrap().len(), 2);
+
+    // Retry of a live job is a conflict; cancel, then retry works.
+    let (s, v) = ok(
+        &a.app,
+        Method::POST,
+        &format!("/api/v1/jobs/{id}/retry"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    let (s, v) = ok(
+        &a.app,
+        Method::POST,
+        &format!("/api/v1/jobs/{id}/cancel"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(a.store.get(id).unwrap().state, jobd::JobState::Cancelled);
+    let (s, _) = ok(
+        &a.app,
+        Method::POST,
+        &format!("/api/v1/jobs/{id}/retry"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(a.store.get(id).unwrap().state, jobd::JobState::Ready);
+
+    // 404s.
+    for (m, p) in [
+        (Method::GET, "/api/v1/jobs/999999"),
+        (Method::POST, "/api/v1/jobs/999999/cancel"),
+        (Method::POST, "/api/v1/jobs/999999/retry"),
+        (Method::GET, "/api/v1/nope"),
+    ] {
+        let (s, v) = ok(&a.app, m.clone(), p, None).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{m} {p}: {v}");
+        error_of(&v);
+    }
+}
+
+/// Bulk retry and cancel over the API: every job a selection matches.
+#[tokio::test]
+async fn retry_and_cancel_every_job_a_selection_matches() {
+    let a = api();
+    let mut dead = Vec::new();
+    for error in ["smtp timeout", "smtp timeout", "bad address"] {
+        let id = a
+            .store
+            .enqueue(&NewJob::new("email", "send_email").max_attempts(1))
+            .unwrap();
+        let c = a
+            .store
+            .claim("w", &["email"], 1, std::time::Duration::from_secs(30))
+            .unwrap();
+        a.store.fail(id, c[0].lease_token, error, true).unwrap();
+        dead.push(id);
+    }
+    let waiting: Vec<i64> = (0..2)
+        .map(|_| a.store.enqueue(&NewJob::new("q", "noop")).unwrap())
+        .collect();
+    let state = |id: i64| a.store.get(id).unwrap().state.as_str();
+
+    // Bad selections: 400, saying what is wrong, nothing changed.
+    for (path, body, says) in [
+        (
+            "/api/v1/jobs/retry",
+            json!({"state": "ready"}),
+            "dead or cancelled",
+        ),
+        (
+            "/api/v1/jobs/cancel",
+            json!({"state": "succeeded"}),
+            "scheduled, ready or running",
+        ),
+        (
+            "/api/v1/jobs/retry",
+            json!({"queue": "email", "colour": "red"}),
+            "unknown field",
+        ),
+        (
+            "/api/v1/jobs/cancel",
+            json!({"state": "late"}),
+            "unknown variant",
+        ),
+        ("/api/v1/jobs/cancel", json!({"queue": ""}), "invalid queue"),
+        ("/api/v1/jobs/retry?dry_run=maybe", json!({}), "dry_run"),
+        (
+            "/api/v1/jobs/cancel?dry_run=true",
+            json!({"state": "dead"}),
+            "scheduled, ready or running",
+        ),
+    ] {
+        let (s, v) = ok(&a.app, Method::POST, path, Some(body.clone())).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{path} {body}: {v}");
+        assert!(error_of(&v).contains(says), "{path} {body}: {v}");
+    }
+    assert!(dead.iter().all(|&id| state(id) == "dead"));
+    assert!(waiting.iter().all(|&id| state(id) == "ready"));
+
+    // Dry runs: how many jobs each would touch, nothing changed.
+    for (path, body, would) in [
+        (
+            "/api/v1/jobs/retry?dry_run=true",
+            json!({"queue": "email", "error": "SMTP"}),
+            json!({"dry_run": true, "would_retry": 2}),
+        ),
+        (
+            "/api/v1/jobs/retry?dry_run=true",
+            json!({}),
+            json!({"dry_run": true, "would_retry": 3}),
+        ),
+        (
+            "/api/v1/jobs/cancel?dry_run=true",
+            json!({"queue": "q"}),
+            json!({"dry_run": true, "would_cancel": 2, "would_ask_to_stop": 0}),
+        ),
+    ] {
+        let (s, v) = ok(&a.app, Method::POST, path, Some(body.clone())).await;
+        assert_eq!(s, StatusCode::OK, "{path} {body}: {v}");
+        assert_eq!(v, would, "{path} {body}");
+    }
+    assert!(dead.iter().all(|&id| state(id) == "dead"));
+    assert!(waiting.iter().all(|&id| state(id) == "ready"));
+
+    let (s, v) = ok(
+        &a.app,
+        Method::POST,
+        "/api/v1/jobs/retry",
+        Some(json!({"queue": "email", "error": "SMTP"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v, json!({"retried": 2, "key_taken": []}));
+    assert_eq!(
+        [state(dead[0]), state(dead[1]), state(dead[2])],
+        ["ready", "ready", "dead"]
+    );
+
+    let (s, v) = ok(
+        &a.app,
+        Method::POST,
+        "/api/v1/jobs/cancel",
+        Some(json!({"queue": "q"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v, json!({"cancelled": 2, "requested": 0}));
+    assert!(waiting.iter().all(|&id| state(id) == "cancelled"));
+    assert_eq!(state(dead[0]), "ready", "another queue's job is untouched");
+
+    // {} selects every job the operation applies to.
+    let (_, v) = ok(&a.app, Method::POST, "/api/v1/jobs/retry", Some(json!({}))).await;
+    assert_eq!(v["retried"], 1);
+    assert_eq!(state(dead[2]), "ready");
+}
+
+#[tokio::test]
+async fn bad_input_is_a_400_that_says_what_is_wrong_and_writes_nothing() {
+    let a = api();
+    let cases: Vec<(Method, &str, Option<String>, &str)> = vec![
+        (Method::POST, "/api/v1/jobs", Some("{not json".into()), "bad request body"),
+        (Method::POST, "/api/v1/jobs", Some(json!({"kind": "noop"}).to_string()), "queue"),
+        (Method::POST, "/api/v1/jobs", Some(json!({"queue": "q", "kind": "noop", "prio": 1}).to_string()), "prio"),
+        (Method::POST, "/api/v1/jobs", Some(json!({"queue": "q", "kind": "make_coffee"}).to_string()), "unknown job kind \"make_coffee\": no worker runs it"),
+        (Method::POST, "/api/v1/jobs", Some(json!({"queue": "qq", "kind": "noop"}).to_string()), "unknown queue \"qq\": no worker serves it (the configured queues are analytics, email, q"),
+        (Method::POST, "/api/v1/jobs", Some(json!({"queue": "q", "kind": "resize", "payload": {"width": -1}}).to_string()), "payload does not fit job kind 'resize': invalid value: integer `-1`"),
+        (Method::POST, "/api/v1/jobs", Some(json!({"queue": "q", "kind": "resize", "payload": {"w": 1}}).to_string()), "unknown field `w`"),
+        (Method::POST, "/api/v1/jobs", Some(json!({"queue": "q", "kind": "generate_qr_pdf", "tenant": "ghost", "payload": {"template_id": 1}}).to_string()), "invalid job: tenant \"ghost\" not found"),
+        (Method::POST, "/api/v1/jobs", Some(json!([{"queue": "q", "kind": "resize", "payload": {"width": 1}}, {"queue": "q", "kind": "resize"}]).to_string()), "job #1: invalid payload: payload does not fit job kind 'resize': missing field `width`"),
+        (Method::POST, "/api/v1/jobs", Some(json!({"queue": "bad queue", "kind": "noop"}).to_string()), "queue"),
+        (Method::POST, "/api/v1/jobs", Some(json!([{"queue": "q", "kind": "noop"}, {"queue": "q", "kind": "noop", "max_attempts": 0}]).to_string()), "job #1"),
+        (Method::POST, "/api/v1/jobs", Some("[]".into()), "empty"),
+        (Method::POST, "/api/v1/jobs", Some("42".into()), "job object"),
+        (Method::GET, "/api/v1/jobs/abc", None, "not a number"),
+        (Method::GET, "/api/v1/jobs?state=bogus", None, "bogus"),
+        (Method::GET, "/api/v1/jobs?limit=many", None, "bad query string"),
+        (Method::GET, "/api/v1/jobs?colour=red", None, "colour"),
+        (Method::POST, "/api/v1/queues/bad%20name/pause", None, "queue"),
+        (Method::POST, "/api/v1/queues/q/purge?older_than_secs=-1", None, "bad query string"),
+        (Method::POST, "/api/v1/queues/q/limit", None, "limit is required"),
+        (Method::POST, "/api/v1/queues/q/limit?limit=lots", None, "\"lots\""),
+        (Method::POST, "/api/v1/queues/q/limit?limit=0", None, "less than 1"),
+        (Method::POST, "/api/v1/schedules", Some(json!({"name": "s", "cron": "0 2 * *", "queue": "q", "kind": "noop"}).to_string()), "4 fields"),
+        (Method::POST, "/api/v1/schedules", Some(json!({"name": "s", "cron": "0 2 * * *", "timezone": "Mars/Base", "queue": "q", "kind": "noop"}).to_string()), "Mars/Base"),
+        (Method::POST, "/api/v1/schedules", Some(json!({"name": "s", "every": "soonish", "queue": "q", "kind": "noop"}).to_string()), "soonish"),
+        (Method::POST, "/api/v1/schedules", Some(json!({"name": "s", "queue": "q", "kind": "noop"}).to_string()), "exactly one of cron, every"),
+        (Method::POST, "/api/v1/schedules", Some(json!({"name": "s", "every": "1h", "queue": "q", "kind": "make_coffee"}).to_string()), "unknown job kind \"make_coffee\""),
+        (Method::POST, "/api/v1/schedules", Some(json!({"name": "s", "every": "1h", "queue": "q", "kind": "resize", "payload": {}}).to_string()), "missing field `width`"),
+        (Method::GET, "/api/v1/analytics?period=hourly", None, "bad query string"),
+    ];
+    for (m, p, body, wanted) in cases {
+        let (s, text) = call(&a.app, m.clone(), p, Some(TOKEN), body).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{m} {p}: {text}");
+        let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+        assert!(error_of(&v).contains(wanted), "{m} {p}: {text}");
+    }
+    // An oversized body: 413, not read into memory.
+    let big = format!(
+        "{{\"queue\":\"q\",\"kind\":\"noop\",\"payload\":\"{}\"}}",
+        "x".repeat(2 << 20)
+    );
+    let (s, _) = call(&a.app, Method::POST, "/api/v1/jobs", Some(TOKEN), Some(big)).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        a.store.stats().unwrap().queues.len(),
+        0,
+        "nothing was enqueued"
+    );
+    assert!(
+        a.store.schedules().unwrap().is_empty(),
+        "no schedule was stored"
+    );
+}
+
+#[tokio::test]
+async fn queues_schedules_health_and_metrics() {
+    let a = api();
+    ok(
+        &a.app,
+        Method::POST,
+        "/api/v1/jobs",
+        Some(json!({"queue": "email", "kind": "noop"})),
+    )
+    .await;
+    let (s, v) = ok(&a.app, Method::POST, "/api/v1/queues/email/pause", None).await;
+    assert_eq!((s, v["paused"].as_bool()), (StatusCode::OK, Some(true)));
+    let (s, v) = ok(&a.app, Method::GET, "/api/v1/queues", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["queues"][0]["queue"], "email");
+    assert_eq!(v["queues"][0]["paused"], true);
+    assert_eq!(v["queues"][0]["ready"], 1);
+    let (s, _) = ok(&a.app, Method::POST, "/api/v1/queues/email/resume", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = ok(
+        &a.app,
+        Method::POST,
+        "/api/v1/queues/email/purge?older_than_secs=0",
+        None,
+    )
+    .await;
+    assert_eq!((s, v["purged"].as_i64()), (StatusCode::OK, Some(0)));
+    // Set, then lift: the answer and the queue's stats say the same.
+    for (text, limit) in [("3", json!(3)), ("none", Value::Null)] {
+        let path = format!("/api/v1/queues/email/limit?limit={text}");
+        let (s, v) = ok(&a.app, Method::POST, &path, None).await;
+        assert_eq!((s, &v["concurrency"]), (StatusCode::OK, &limit), "{text}");
+        let (_, v) = ok(&a.app, Method::GET, "/api/v1/queues", None).await;
+        assert_eq!(v["queues"][0]["concurrency"], limit, "{text}");
+    }
+    let (s, _) = ok(&a.app, Method::POST, "/api/v1/queues/email/explode", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    let spec = json!({"name": "nightly", "cron": "30 2 * * *", "timezone": "Europe/Berlin", "queue": "email", "kind": "noop", "payload": {"a": 1}});
+    let (s, v) = ok(
+        &a.app,
+        Method::POST,
+        "/api/v1/schedules",
+        Some(spec.clone()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert!(v["next_fire_at"].as_i64().is_some());
+    let (s, v) = ok(&a.app, Method::POST, "/api/v1/schedules", Some(spec)).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    let (_, v) = ok(&a.app, Method::GET, "/api/v1/schedules", None).await;
+    assert_eq!(v["schedules"][0]["name"], "nightly");
+    let (s, v) = ok(&a.app, Method::GET, "/api/v1/schedules/nightly", None).await;
+    assert_eq!(
+        (s, v["timezone"].as_str()),
+        (StatusCode::OK, Some("Europe/Berlin"))
+    );
+    let (s, _) = ok(&a.app, Method::DELETE, "/api/v1/schedules/nightly", None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    for m in [Method::GET, Method::DELETE] {
+        let (s, _) = ok(&a.app, m, "/api/v1/schedules/nightly", None).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+    }
+
+    // Open endpoints.
+    let (s, text) = call(&a.app, Method::GET, "/healthz", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        (v["status"].as_str(), v["scheduler"].as_str()),
+        (Some("ok"), Some("running"))
+    );
+    // Finished tries of both kinds: a success (stored on its job row) and a
+    // failure (a row in `tries`).
+    for _ in 0..3 {
+        a.store.enqueue(&NewJob::new("m", "noop")).unwrap();
+    }
+    let lease = std::time::Duration::from_secs(30);
+    let tries = a.store.claim("w", &["m"], 3, lease).unwrap();
+    a.store
+        .complete(tries[0].id, tries[0].lease_token, None)
+        .unwrap();
+    a.store
+        .complete(tries[1].id, tries[1].lease_token, None)
+        .unwrap();
+    a.store
+        .fail(tries[2].id, tries[2].lease_token, "boom", true)
+        .unwrap();
+    let (s, text) = call(&a.app, Method::GET, "/metrics", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    for line in [
+        "jobd_attempts_total{queue=\"m\",outcome=\"succeeded\"} 2",
+        "jobd_attempts_total{queue=\"m\",outcome=\"failed\"} 1",
+    ] {
+        assert!(text.contains(line), "{line} missing: {text}");
+    }
+    assert!(
+        text.contains("jobd_jobs{queue=\"email\",state=\"ready\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("# TYPE jobd_attempts_total counter"));
+    assert!(text.contains("jobd_live_workers 0"));
+}
+
+/// The `/metrics` lines of one queue's finished tries.
+fn try_lines(text: &str, queue: &str) -> Vec<String> {
+    let mut lines: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with("jobd_attempt") && l.contains(&format!("queue=\"{queue}\"")))
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[tokio::test]
+async fn metrics_counters_never_go_down_when_finished_jobs_are_purged() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = jobd::clock::ManualClock::new(1_700_000_000_000);
+    let store = Store::open_with(
+        dir.path().join("queue.db"),
+        jobd::store::StoreOptions::default().clock(clock.clone()),
+    )
+    .unwrap();
+    let a = api_on(dir, store);
+    let lease = std::time::Duration::from_secs(30);
+    let second = std::time::Duration::from_secs(1);
+    // Two successes, one death, and a success after a failed try; 1 s each.
+    for _ in 0..4 {
+        a.store.enqueue(&NewJob::new("m", "noop")).unwrap();
+    }
+    let tries = a.store.claim("w", &["m"], 4, lease).unwrap();
+    clock.advance(second);
+    for t in &tries[..2] {
+        a.store.complete(t.id, t.lease_token, None).unwrap();
+    }
+    a.store
+        .fail(tries[2].id, tries[2].lease_token, "boom", false)
+        .unwrap();
+    a.store
+        .fail(tries[3].id, tries[3].lease_token, "flaky", true)
+        .unwrap();
+    clock.advance(std::time::Duration::from_secs(600));
+    let again = a.store.claim("w", &["m"], 1, lease).unwrap().remove(0);
+    clock.advance(second);
+    a.store.complete(again.id, again.lease_token, None).unwrap();
+    // A job still waiting is not purged, nor counted.
+    a.store.enqueue(&NewJob::new("m", "noop")).unwrap();
+
+    let (_, before) = call(&a.app, Method::GET, "/metrics", None, None).await;
+    let expected = [
+        "jobd_attempt_duration_seconds_count{queue=\"m\",outcome=\"failed\"} 2",
+        "jobd_attempt_duration_seconds_count{queue=\"m\",outcome=\"succeeded\"} 3",
+        "jobd_attempt_duration_seconds_sum{queue=\"m\",outcome=\"failed\"} 2",
+        "jobd_attempt_duration_seconds_sum{queue=\"m\",outcome=\"succeeded\"} 3",
+        "jobd_attempts_total{queue=\"m\",outcome=\"failed\"} 2",
+        "jobd_attempts_total{queue=\"m\",outcome=\"succeeded\"} 3",
+    ];
+    assert_eq!(try_lines(&before, "m"), expected, "{before}");
+
+    // The nightly cleanup: every finished job goes, with its tries.
+    clock.advance(std::time::Duration::from_secs(7200));
+    let (s, v) = ok(
+        &a.app,
+        Method::POST,
+        "/api/v1/queues/m/purge?older_than_secs=3600",
+        None,
+    )
+    .await;
+    assert_eq!((s, v["purged"].as_i64()), (StatusCode::OK, Some(4)), "{v}");
+    let (_, after) = call(&a.app, Method::GET, "/metrics", None, None).await;
+    assert_eq!(try_lines(&after, "m"), expected, "{after}");
+    // The gauges say what the file holds now.
+    for line in [
+        "jobd_jobs{queue=\"m\",state=\"succeeded\"} 0",
+        "jobd_jobs{queue=\"m\",state=\"dead\"} 0",
+        "jobd_jobs{queue=\"m\",state=\"ready\"} 1",
+    ] {
+        assert!(after.contains(line), "{line} missing: {after}");
+    }
+
+    // The counters go on from there; a second purge adds to the tallies.
+    let t = a.store.claim("w", &["m"], 1, lease).unwrap().remove(0);
+    clock.advance(second);
+    a.store.complete(t.id, t.lease_token, None).unwrap();
+    let (_, more) = call(&a.app, Method::GET, "/metrics", None, None).await;
+    assert!(
+        more.contains("jobd_attempts_total{queue=\"m\",outcome=\"succeeded\"} 4"),
+        "{more}"
+    );
+    clock.advance(std::time::Duration::from_secs(7200));
+    assert_eq!(
+        a.store
+            .purge(std::time::Duration::from_secs(3600), None)
+            .unwrap(),
+        1
+    );
+    let (_, last) = call(&a.app, Method::GET, "/metrics", None, None).await;
+    assert!(
+        last.contains("jobd_attempts_total{queue=\"m\",outcome=\"succeeded\"} 4"),
+        "{last}"
+    );
+    assert!(
+        last.contains("jobd_attempt_duration_seconds_sum{queue=\"m\",outcome=\"succeeded\"} 4\n"),
+        "{last}"
+    );
+    let stats = a.store.stats().unwrap();
+    let m = stats.queues.iter().find(|q| q.queue == "m").unwrap();
+    assert_eq!(
+        (m.succeeded, m.succeeded_total, m.succeeded_total_run_ms),
+        (0, 4, 4000)
+    );
+}
+
+#[tokio::test]
+async fn analytics_are_queued_then_served_from_the_cache() {
+    let a = api();
+    jobd_handlers::tenants::seed(
+        a.data.tenants(),
+        &jobd_handlers::tenants::SeedOptions {
+            tenants: 3,
+            templates_per_tenant: 2,
+            scans_per_tenant: 40,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let path = "/api/v1/analytics?period=weekly";
+    let (s, v) = ok(&a.app, Method::GET, path, None).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let job = v["job_id"].as_i64().unwrap();
+    // Asked again while pending: the same job, not a second one.
+    let (_, again) = ok(&a.app, Method::GET, path, None).await;
+    assert_eq!(again["job_id"].as_i64(), Some(job));
+
+    // A worker runs the job (here: the handler's function directly).
+    let q: jobd_handlers::analytics::AnalyticsQuery =
+        serde_json::from_value(a.store.get(job).unwrap().payload).unwrap();
+    jobd_handlers::analytics::analytics(&a.store, &a.data, &q, &Reporter::silent()).unwrap();
+    let (s, v) = ok(&a.app, Method::GET, path, None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["cached"], true);
+    assert_eq!(v["result"]["total_scans"], 120);
+}
+
+/// Issue 20.7: the dashboard could be framed by another site (its pause and
+/// cancel-all buttons clickjacked), and `Authorization: bearer <token>` was
+/// refused although the scheme is case-insensitive (RFC 9110).
+#[tokio::test]
+async fn pages_cannot_be_framed_and_the_bearer_scheme_is_case_insensitive() {
+    let a = api();
+    for path in ["/", "/dashboard.js", "/api/v1/queues", "/healthz"] {
+        let req = Request::get(path)
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .body(Body::empty())
+            .unwrap();
+        let resp = a.app.clone().oneshot(req).await.unwrap();
+        assert_eq!(
+            resp.headers().get("x-frame-options").map(|v| v.as_bytes()),
+            Some(&b"DENY"[..]),
+            "{path}"
+        );
+    }
+    let req = Request::get("/").body(Body::empty()).unwrap();
+    let resp = a.app.clone().oneshot(req).await.unwrap();
+    let csp = resp.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+
+    for scheme in ["bearer", "BEARER", "Bearer", "bEaReR"] {
+        let req = Request::get("/api/v1/queues")
+            .header("authorization", format!("{scheme} {TOKEN}"))
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(
+            a.app.clone().oneshot(req).await.unwrap().status(),
+            StatusCode::OK,
+            "{scheme}"
+        );
+    }
+    for wrong in [
+        format!("Basic {TOKEN}"),
+        format!("Bearer{TOKEN}"),
+        "Bearer ".to_string(),
+    ] {
+        let req = Request::get("/api/v1/queues")
+            .header("authorization", wrong.clone())
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(
+            a.app.clone().oneshot(req).await.unwrap().status(),
+            StatusCode::UNAUTHORIZED,
+            "{wrong}"
+        );
+    }
+}
+
+/// Issue 20.14: an object with a duplicate key was accepted with the last
+/// one winning (`"queue":"default","queue":"pdf"` enqueued into pdf).  It
+/// is a 400 that names the key, like an unknown field, and nothing is written.
+#[tokio::test]
+async fn a_duplicate_json_key_is_a_400_and_writes_nothing() {
+    let a = api();
+    for body in [
+        r#"{"queue":"q","queue":"email","kind":"noop"}"#,
+        r#"{"queue":"q","kind":"noop","payload":{"n":1,"n":2}}"#,
+        r#"[{"queue":"q","kind":"noop"},{"queue":"q","kind":"noop","kind":"noop"}]"#,
+    ] {
+        let (status, text) = call(
+            &a.app,
+            Method::POST,
+            "/api/v1/jobs",
+            Some(TOKEN),
+            Some(body.into()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert!(error_of(&v).contains("duplicate key"), "{text}");
+    }
+    let (status, text) = call(
+        &a.app,
+        Method::POST,
+        "/api/v1/schedules",
+        Some(TOKEN),
+        Some(r#"{"name":"a","name":"b","cron":"* * * * *","queue":"q","kind":"noop"}"#.into()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains("duplicate key"), "{text}");
+    assert_eq!(
+        a.store.stats().unwrap().queues.len(),
+        0,
+        "nothing was enqueued"
+    );
+    assert!(a.store.schedules().unwrap().is_empty());
+    // The library and the CLI's JSON lines refuse them too.
+    let err = a
+        .store
+        .enqueue(&jobd::NewJob::new("q", "noop").payload_json(r#"{"a":1,"a":2}"#))
+        .unwrap_err();
+    assert!(err.to_string().contains("duplicate key"), "{err}");
+    assert!(jobd::store::JobSpec::from_json(r#"{"queue":"q","queue":"r","kind":"k"}"#).is_err());
+}
+
+/// Issue 20.15: a 405 on an `/api/v1` route had an empty body; every error
+/// is `{"error": ...}`, and the 405 still says which methods are allowed.
+#[tokio::test]
+async fn every_api_error_is_a_json_error() {
+    let a = api();
+    for (method, path) in [
+        (Method::DELETE, "/api/v1/jobs"),
+        (Method::PUT, "/api/v1/queues"),
+        (Method::GET, "/api/v1/jobs/1/cancel"),
+        (Method::PATCH, "/api/v1/schedules/x"),
+    ] {
+        let req = Request::builder()
+            .method(method.clone())
+            .uri(path)
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .body(Body::empty())
+            .unwrap();
+        let resp = a.app.clone().oneshot(req).await.unwrap();
+        assert_eq!(
+            resp.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        assert!(resp.headers().contains_key("allow"), "{method} {path}");
+        assert_eq!(resp.headers()["content-type"], "application/json");
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: Value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}: {bytes:?}"));
+        assert!(error_of(&v).contains("not allowed"), "{v}");
+    }
+    // A body over the limit and a query the route cannot read: JSON too.
+    let (status, text) = call(
+        &a.app,
+        Method::POST,
+        "/api/v1/jobs",
+        Some(TOKEN),
+        Some("x".repeat(jobd_server::MAX_BODY_BYTES + 10)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(
+        serde_json::from_str::<Value>(&text).unwrap()["error"].is_string(),
+        "{text}"
+    );
+    let (status, text) = call(
+        &a.app,
+        Method::GET,
+        "/api/v1/jobs?limit=lots",
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        serde_json::from_str::<Value>(&text).unwrap()["error"].is_string(),
+        "{text}"
+    );
+}
+
+/// Issue 20.16, through the API: an unknown queue is a 404 that says so;
+/// `?create=true` means it.
+#[tokio::test]
+async fn queue_actions_refuse_a_queue_nothing_knows() {
+    let a = api();
+    for action in ["pause", "resume", "limit?limit=2", "purge"] {
+        let (status, v) = ok(
+            &a.app,
+            Method::POST,
+            &format!("/api/v1/queues/emial/{action}"),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{action}: {v}");
+        assert!(error_of(&v).contains("unknown queue \"emial\""), "{v}");
+    }
+    let (status, _) = ok(&a.app, Method::POST, "/api/v1/queues/email/pause", None).await;
+    assert_eq!(status, StatusCode::OK, "a configured queue");
+    let (status, v) = ok(
+        &a.app,
+        Method::POST,
+        "/api/v1/queues/reports/pause?create=true",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert!(a.store.knows_queue("reports").unwrap());
+    assert!(!a.store.knows_queue("emial").unwrap());
+}
+
+/// Issue 20.8, the limits one by one on a real socket: a half-sent header
+/// is cut off after the header-read timeout, a request past the request
+/// timeout gets a 503, and at the connection cap the oldest idle connection
+/// makes room for a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_cuts_off_slow_clients_and_sheds_idle_connections() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = Router::new()
+        .route("/fast", axum::routing::get(|| async { "fast" }))
+        .route(
+            "/slow",
+            axum::routing::get(|| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                "slow"
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let opts = jobd_server::ServeOptions {
+        max_connections: 8,
+        header_read_timeout: Duration::from_millis(300),
+        request_timeout: Duration::from_millis(300),
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(jobd_server::serve_with(listener, app, opts, {
+        let stop = stop.clone();
+        async move { stop.cancelled().await }
+    }));
+    let get = |path: &'static str| async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    };
+
+    // A header never finished: closed after the header-read timeout.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /fast HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf)).await;
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "a partial header held for {took:?}"
+    );
+
+    // A request past its timeout: 503.
+    let answer = get("/slow").await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+
+    // Twice the cap of idle connections, then a real request: answered.
+    let mut idle = Vec::new();
+    for _ in 0..16 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /fast HTTP/1.1\r\n").await.unwrap();
+        idle.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let t0 = Instant::now();
+    let answer = get("/fast").await;
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.ends_with("fast"),
+        "{answer}"
+    );
+    assert!(
+        t0.elapsed() < Duration::from_millis(250),
+        "{:?}",
+        t0.elapsed()
+    );
+
+    stop.cancel();
+    server.await.unwrap().unwrap();
+}

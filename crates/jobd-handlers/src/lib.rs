@@ -1,0 +1,289 @@
+//! The built-in handlers: the jobs the platform behind jobd used to block
+//! its HTTP requests on.
+//!
+//! | kind | queue | payload | does |
+//! |---|---|---|---|
+//! | `backup_tenants` | maintenance | `{"keep": 7, "tenants": [..]?}` | zstd-compressed, verified online backup of every tenant ([`backup`]) |
+//! | `generate_qr_pdf` | pdf | `{"template_id": 7, "page_size": "A4", "columns": 2, "rows": 3, "copies": 12, "ecc"?}` + the job's tenant | a print-ready PDF with vector QR codes ([`qr`]) |
+//! | `batch_qr` | batch | `{"template_ids": [..], "formats": ["png", "svg"], "scale": 8}` + tenant | PNG/SVG per template; failed items recorded, the batch goes on ([`qr`]) |
+//! | `analytics_rollup` | analytics | `{"period": "daily", "domain"?, "template"?, "from_ms"?, "to_ms"?, "ttl_secs": 3600}` | scans aggregated across all tenants, cached in the queue file ([`analytics`]) |
+//! | `health_check` | maintenance | `{}` | `quick_check` of the queue file and every tenant ([`maintenance`]) |
+//! | `cleanup` | maintenance | `{"finished_older_than_days": 7, ...}` | purge finished jobs, optimize and truncate the queue file ([`maintenance`]) |
+//!
+//! Each handler is a plain blocking function (testable without a worker,
+//! reporting through a [`Reporter`]) wrapped in a [`Handler`](jobd::worker::Handler)
+//! that runs it on the blocking pool and stores its progress.  One tenant's
+//! failure is recorded as that tenant's; the batch goes on.  Bad input
+//! (unknown tenant, invalid options) fails the job for good; I/O failures
+//! are retried.
+
+pub mod analytics;
+pub mod backup;
+pub mod maintenance;
+pub mod qr;
+pub mod schedules;
+pub mod tenants;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use jobd::error::Error;
+use jobd::worker::{JobContext, JobError};
+
+use crate::tenants::TenantDir;
+
+pub use jobd::worker::{run_blocking, Report, Reporter};
+
+/// The handlers' own tables in the queue file (the analytics cache), in
+/// order; applied by [`migrate`].
+pub const MIGRATIONS: &[&str] = &[include_str!("../schema/0001_analytics_cache.sql")];
+
+/// Bring the handlers' tables in `store`'s file up to date: once per file
+/// (device and inode) and process; later calls cost a `stat` and a lookup.
+pub fn migrate(store: &jobd::Store) -> jobd::Result<()> {
+    use std::collections::HashSet;
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::Mutex;
+    static DONE: Mutex<Option<HashSet<(u64, u64)>>> = Mutex::new(None);
+    let file = std::fs::metadata(store.path())
+        .map(|m| (m.dev(), m.ino()))
+        .map_err(|source| Error::Io {
+            operation: "reading",
+            path: store.path().to_path_buf(),
+            source,
+        })?;
+    let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
+    if done.get_or_insert_with(HashSet::new).contains(&file) {
+        return Ok(());
+    }
+    store.migrate_extension("jobd-handlers", MIGRATIONS)?;
+    done.get_or_insert_with(HashSet::new).insert(file);
+    Ok(())
+}
+
+/// The data directory: `tenants/`, `artifacts/`, `backups/` (and usually the
+/// queue file, `queue.db`).
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+    tenants: TenantDir,
+}
+
+impl DataDir {
+    pub fn new(root: impl Into<PathBuf>) -> DataDir {
+        let root = root.into();
+        DataDir {
+            tenants: TenantDir::new(root.join("tenants")),
+            root,
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn tenants(&self) -> &TenantDir {
+        &self.tenants
+    }
+
+    pub fn artifacts(&self) -> PathBuf {
+        self.root.join("artifacts")
+    }
+
+    pub fn backups(&self) -> PathBuf {
+        self.root.join("backups")
+    }
+}
+
+/// An error as the reason a job is refused before it is enqueued (the
+/// catalog says "invalid job: …" in front of it).
+pub(crate) fn said(e: Error) -> String {
+    match e {
+        Error::InvalidInput { field, reason } => format!("{field}: {reason}"),
+        e => e.to_string(),
+    }
+}
+
+/// A jobd error as a job failure: bad input is permanent, the rest retryable.
+pub(crate) fn job_error(e: Error) -> JobError {
+    match e {
+        Error::InvalidInput { .. } | Error::Missing { what: "tenant", .. } => {
+            JobError::permanent(e)
+        }
+        other => JobError::retryable(other),
+    }
+}
+
+/// Write `bytes` to `path` through a temporary file and a rename, fsynced.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> jobd::Result<()> {
+    write_file(path, bytes, true)
+}
+
+/// Write `bytes` to `path` through a temporary file and a rename; fsync the
+/// file first when `durable` (a batch instead flushes the whole file system
+/// once at its end, see [`sync_fs`]).
+pub(crate) fn write_file(path: &Path, bytes: &[u8], durable: bool) -> jobd::Result<()> {
+    let io = |source: std::io::Error| {
+        if source.kind() == std::io::ErrorKind::StorageFull {
+            Error::DiskFull {
+                operation: "writing",
+                path: path.to_path_buf(),
+            }
+        } else {
+            Error::Io {
+                operation: "writing",
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let tmp = path.with_extension(format!(
+        "{}.tmp",
+        path.extension().and_then(|e| e.to_str()).unwrap_or("")
+    ));
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
+    if durable {
+        f.sync_all().map_err(io)?;
+    }
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// Flush everything written to the file system holding `dir` — one flush for
+/// a whole batch of files instead of an fsync per file (~1 ms each).
+pub(crate) fn sync_fs(dir: &Path) -> jobd::Result<()> {
+    use std::os::fd::AsRawFd;
+    let io = |source| Error::Io {
+        operation: "syncing",
+        path: dir.to_path_buf(),
+        source,
+    };
+    let d = std::fs::File::open(dir).map_err(io)?;
+    // SAFETY: syncfs only reads the descriptor, which `d` keeps open.
+    if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
+        return Err(io(std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Hex of bytes.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Queues of the built-in handlers, with the concurrency the platform ran
+/// them at: pdf ×2, batch ×1, analytics ×1, maintenance ×1, email ×5, and
+/// `default` ×4 for `noop`/`sleep` and anything else.
+pub const BUILTIN_QUEUES: &[(&str, usize)] = &[
+    ("pdf", 2),
+    ("email", 5),
+    ("default", 4),
+    ("batch", 1),
+    (crate::schedules::ANALYTICS_QUEUE, 1),
+    (crate::schedules::MAINTENANCE_QUEUE, 1),
+];
+
+/// Register every built-in handler (and `noop`, `sleep`), working on `data`, and their queues
+/// (see [`BUILTIN_QUEUES`]) on `builder`.
+pub fn builtin(
+    builder: jobd::worker::WorkerBuilder,
+    data: &DataDir,
+) -> jobd::worker::WorkerBuilder {
+    let mut builder = builder
+        .register(qr::PdfHandler::new(data.clone()))
+        .register(qr::BatchHandler::new(data.clone()))
+        .register(analytics::AnalyticsHandler::new(data.clone()))
+        .register(backup::BackupHandler::new(data.clone()))
+        .register(maintenance::CleanupHandler::new(Some(data.clone())))
+        .register(maintenance::HealthHandler::new(Some(data.clone())));
+    builder = sleep_handler(noop_handler(builder));
+    for (queue, concurrency) in BUILTIN_QUEUES {
+        builder = builder.queue(queue, *concurrency);
+    }
+    builder
+}
+
+/// `noop`: does nothing and succeeds (smoke tests, `jobd bench`).
+pub fn noop_handler(builder: jobd::worker::WorkerBuilder) -> jobd::worker::WorkerBuilder {
+    builder.handle_fn("noop", |_ctx, _payload| async { Ok(serde_json::json!({})) })
+}
+
+/// `sleep`: `{"ms": N}` — waits N ms (stopping early when cancelled).
+pub fn sleep_handler(builder: jobd::worker::WorkerBuilder) -> jobd::worker::WorkerBuilder {
+    builder.handler::<Sleep>()
+}
+
+/// The `sleep` job: waits `ms` milliseconds (smoke tests, demos).
+#[derive(Debug, Default)]
+pub struct Sleep;
+
+/// The payload of a `sleep` job.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Nap {
+    pub ms: u64,
+}
+
+impl jobd::worker::Handler for Sleep {
+    const KIND: &'static str = "sleep";
+    type Payload = Nap;
+    type Output = serde_json::Value;
+
+    async fn run(&self, ctx: JobContext, nap: Nap) -> Result<serde_json::Value, JobError> {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_millis(nap.ms)) => {}
+            _ = ctx.cancelled() => return Err(JobError::retryable("stopped while sleeping")),
+        }
+        Ok(serde_json::json!({ "slept_ms": nap.ms }))
+    }
+}
+
+/// Run `f` over `tenants` on at most `workers` threads, reporting progress
+/// under `stage` after each tenant.  Results come back in `tenants`' order;
+/// `None` when the job was cancelled before every tenant was done.
+pub(crate) fn per_tenant<T: Send>(
+    tenants: &[String],
+    workers: usize,
+    reporter: &Reporter,
+    stage: &str,
+    f: impl Fn(&str) -> T + Sync,
+) -> Option<Vec<T>> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let slots: Vec<Mutex<Option<T>>> = tenants.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..workers.clamp(1, tenants.len().max(1)) {
+            scope.spawn(|| loop {
+                if reporter.is_cancelled() {
+                    return;
+                }
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(tenant) = tenants.get(i) else { return };
+                let value = f(tenant);
+                *slots[i].lock().expect("slot lock") = Some(value);
+                let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                reporter.report(
+                    100.0 * n as f64 / tenants.len() as f64,
+                    stage,
+                    Some(format!("{n}/{} ({tenant})", tenants.len())),
+                );
+            });
+        }
+    });
+    slots
+        .into_iter()
+        .map(|m| m.into_inner().expect("slot lock"))
+        .collect()
+}
+
+/// Threads for work across tenants: the CPUs, at most `cap`.
+pub(crate) fn tenant_threads(cap: usize) -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(cap)
+}

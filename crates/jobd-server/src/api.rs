@@ -1,0 +1,371 @@
+//! The `/api/v1` routes and `/healthz`.
+
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::{ApiError, ApiState};
+use jobd::scheduler::ScheduleSpec;
+use jobd::store::{parse_concurrency_limit, JobSelection, JobSpec, JobState, ListFilter, NewJob};
+
+/// What a route returns: its answer, or an error response.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Run a store call on the blocking pool (SQLite calls block).
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> jobd::Result<T> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "API task failed");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+        })?
+        .map_err(ApiError::from)
+}
+
+/// The body as JSON, whatever its Content-Type says (`curl -d` sends
+/// form-encoded headers with a JSON body); too large is 413, not JSON 400.
+fn json_body<T: serde::de::DeserializeOwned>(
+    body: Result<axum::body::Bytes, BytesRejection>,
+) -> ApiResult<T> {
+    let bytes = body.map_err(|r| ApiError::new(r.status(), r.body_text()))?;
+    jobd::store::json::check_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("bad request body: {e}")))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("bad request body: {e}")))
+}
+
+/// A parsed query string, or a 400 saying what was wrong with it.
+pub fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
+    q.map(|Query(v)| v)
+        .map_err(|r| ApiError::bad_request(format!("bad query string: {}", r.body_text())))
+}
+
+fn job_id(raw: &str) -> ApiResult<i64> {
+    raw.parse()
+        .map_err(|_| ApiError::bad_request(format!("job id {raw:?} is not a number")))
+}
+
+/// `POST /api/v1/jobs`: one job object, or an array of them (one transaction).
+pub(super) async fn enqueue(
+    State(s): State<ApiState>,
+    body: Result<axum::body::Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let body: Value = json_body(body)?;
+    let (specs, many) = match body {
+        Value::Array(items) => (items, true),
+        obj @ Value::Object(_) => (vec![obj], false),
+        _ => {
+            return Err(ApiError::bad_request(
+                "the body must be a job object or an array of them",
+            ))
+        }
+    };
+    if specs.is_empty() {
+        return Err(ApiError::bad_request("an empty array enqueues nothing"));
+    }
+    let at = |i: usize, e: String| {
+        ApiError::bad_request(if many { format!("job #{i}: {e}") } else { e })
+    };
+    let mut jobs: Vec<NewJob> = Vec::with_capacity(specs.len());
+    for (i, v) in specs.into_iter().enumerate() {
+        let spec: JobSpec =
+            serde_json::from_value(v).map_err(|e| at(i, format!("invalid job: {e}")))?;
+        jobs.push(spec.into_new_job().map_err(|e| at(i, e.to_string()))?);
+    }
+    // Checked and enqueued in one blocking call; the inner `Err` is the
+    // first job the catalog refused, with its index.
+    let enqueued = blocking(move || {
+        if let Some(catalog) = &s.catalog {
+            let checker = catalog.checker(&s.store);
+            for (i, job) in jobs.iter().enumerate() {
+                if let Err(e) = checker.check_job(job) {
+                    return Ok(Err((i, e)));
+                }
+            }
+        }
+        if many {
+            s.store.enqueue_many(&jobs)
+        } else {
+            s.store.enqueue(&jobs[0]).map(|id| vec![id])
+        }
+        .map(Ok)
+    })
+    .await?;
+    match enqueued {
+        Ok(ids) if many => Ok((StatusCode::CREATED, Json(json!({ "ids": ids })))),
+        Ok(ids) => Ok((StatusCode::CREATED, Json(json!({ "id": ids[0] })))),
+        Err((i, e @ crate::Error::InvalidInput { .. })) => Err(at(i, e.to_string())),
+        Err((_, e)) => Err(ApiError::from(e)),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListParams {
+    queue: Option<String>,
+    state: Option<String>,
+    kind: Option<String>,
+    tenant: Option<String>,
+    error: Option<String>,
+    before_id: Option<i64>,
+    limit: Option<i64>,
+}
+
+/// `GET /api/v1/jobs?queue=&state=&kind=&tenant=&error=&before_id=&limit=`
+pub(super) async fn list_jobs(
+    State(s): State<ApiState>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let p = query(params)?;
+    let state = match p.state.as_deref() {
+        Some(st) => Some(st.parse::<JobState>().map_err(ApiError::from)?),
+        None => None,
+    };
+    let filter = ListFilter {
+        queue: p.queue,
+        state,
+        kind: p.kind,
+        tenant: p.tenant,
+        error_contains: p.error,
+        before_id: p.before_id,
+        limit: p.limit,
+    };
+    let jobs = blocking(move || s.store.list(&filter)).await?;
+    Ok(Json(json!({ "jobs": jobs })))
+}
+
+/// `GET /api/v1/jobs/{id}`
+pub(super) async fn get_job(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id = job_id(&id)?;
+    let job = blocking(move || s.store.get(id)).await?;
+    Ok(Json(serde_json::to_value(job).unwrap_or_default()))
+}
+
+/// `POST /api/v1/jobs/{id}/cancel`
+pub(super) async fn cancel(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id = job_id(&id)?;
+    let outcome = blocking(move || s.store.cancel(id)).await?;
+    Ok(Json(
+        json!({ "id": id, "outcome": format!("{outcome:?}").to_lowercase() }),
+    ))
+}
+
+/// `POST /api/v1/jobs/{id}/retry`
+pub(super) async fn retry(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id = job_id(&id)?;
+    blocking(move || s.store.retry(id)).await?;
+    Ok(Json(json!({ "id": id, "state": "ready" })))
+}
+
+/// `?dry_run=true` on a bulk action: say what it would do, change nothing.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BulkParams {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// `POST /api/v1/jobs/retry`: revive every dead (or, with `"state":
+/// "cancelled"`, cancelled) job a [`JobSelection`] matches — `{}` for all.
+/// With `?dry_run=true`, how many it would revive.
+pub(super) async fn retry_matching(
+    State(s): State<ApiState>,
+    params: Result<Query<BulkParams>, QueryRejection>,
+    body: Result<axum::body::Bytes, BytesRejection>,
+) -> ApiResult<Json<Value>> {
+    let dry_run = query(params)?.dry_run;
+    let selection: JobSelection = json_body(body)?;
+    if dry_run {
+        let n = blocking(move || s.store.count_retryable(&selection)).await?;
+        return Ok(Json(json!({ "dry_run": true, "would_retry": n })));
+    }
+    let report = blocking(move || s.store.retry_matching(&selection)).await?;
+    Ok(Json(serde_json::to_value(report).unwrap_or_default()))
+}
+
+/// `POST /api/v1/jobs/cancel`: cancel every unfinished job a
+/// [`JobSelection`] matches (running ones are asked to stop).  With
+/// `?dry_run=true`, how many it would cancel and ask to stop.
+pub(super) async fn cancel_matching(
+    State(s): State<ApiState>,
+    params: Result<Query<BulkParams>, QueryRejection>,
+    body: Result<axum::body::Bytes, BytesRejection>,
+) -> ApiResult<Json<Value>> {
+    let dry_run = query(params)?.dry_run;
+    let selection: JobSelection = json_body(body)?;
+    if dry_run {
+        let r = blocking(move || s.store.count_cancellable(&selection)).await?;
+        return Ok(Json(json!({
+            "dry_run": true,
+            "would_cancel": r.cancelled,
+            "would_ask_to_stop": r.requested,
+        })));
+    }
+    let report = blocking(move || s.store.cancel_matching(&selection)).await?;
+    Ok(Json(serde_json::to_value(report).unwrap_or_default()))
+}
+
+/// `GET /api/v1/queues`: counts per queue and state, live workers.
+pub(super) async fn queues(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
+    let stats = blocking(move || s.store.stats_recent()).await?;
+    Ok(Json(serde_json::to_value(stats).unwrap_or_default()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct QueueParams {
+    /// `purge`: only jobs finished at least this long ago.
+    #[serde(default)]
+    older_than_secs: u64,
+    /// `limit`: a number of jobs at once, or `none`.
+    limit: Option<String>,
+    /// Act on a queue nothing knows yet (else refused as a likely typo).
+    #[serde(default)]
+    create: bool,
+}
+
+/// `POST /api/v1/queues/{name}/pause|resume|purge[?older_than_secs=]|limit?limit=N|none`
+pub(super) async fn queue_action(
+    State(s): State<ApiState>,
+    Path((name, action)): Path<(String, String)>,
+    params: Result<Query<QueueParams>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let store = s.store.clone();
+    let params = query(params)?;
+    if ["pause", "resume", "limit", "purge"].contains(&action.as_str()) && !params.create {
+        let configured = s
+            .catalog
+            .as_ref()
+            .is_some_and(|c| c.queues().any(|q| q == name));
+        let (n, st) = (name.clone(), store.clone());
+        if !configured && !blocking(move || st.knows_queue(&n)).await? {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "unknown queue {name:?}: no job, configuration or worker knows it \
+                     (?create=true if you mean a new queue)"
+                ),
+            ));
+        }
+    }
+    match action.as_str() {
+        "pause" => {
+            let n = name.clone();
+            blocking(move || store.pause(&n)).await?;
+            Ok(Json(json!({ "queue": name, "paused": true })))
+        }
+        "resume" => {
+            let n = name.clone();
+            blocking(move || store.resume(&n)).await?;
+            Ok(Json(json!({ "queue": name, "paused": false })))
+        }
+        "purge" => {
+            let secs = params.older_than_secs;
+            let n = name.clone();
+            let purged =
+                blocking(move || store.purge(std::time::Duration::from_secs(secs), Some(&n)))
+                    .await?;
+            Ok(Json(json!({ "queue": name, "purged": purged })))
+        }
+        "limit" => {
+            let Some(text) = params.limit else {
+                return Err(ApiError::bad_request(
+                    "limit is required: ?limit=N, or ?limit=none to lift it",
+                ));
+            };
+            let limit = parse_concurrency_limit(&text)?;
+            let n = name.clone();
+            blocking(move || store.set_concurrency(&n, limit)).await?;
+            Ok(Json(json!({ "queue": name, "concurrency": limit })))
+        }
+        other => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no queue action {other:?}; use pause, resume, limit or purge"),
+        )),
+    }
+}
+
+/// `GET /api/v1/schedules`
+pub(super) async fn schedules(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
+    let list = blocking(move || s.store.schedules()).await?;
+    Ok(Json(json!({ "schedules": list })))
+}
+
+/// `GET /api/v1/schedules/{name}`
+pub(super) async fn get_schedule(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let info = blocking(move || s.store.schedule(&name)).await?;
+    Ok(Json(serde_json::to_value(info).unwrap_or_default()))
+}
+
+/// `POST /api/v1/schedules`: a [`ScheduleSpec`].
+pub(super) async fn add_schedule(
+    State(s): State<ApiState>,
+    body: Result<axum::body::Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let spec: ScheduleSpec = json_body(body)?;
+    let schedule = spec.into_new_schedule().map_err(ApiError::from)?;
+    let info = blocking(move || {
+        if let Some(catalog) = &s.catalog {
+            catalog.checker(&s.store).check_schedule(&schedule)?;
+        }
+        s.store.add_schedule(&schedule)
+    })
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::to_value(info).unwrap_or_default()),
+    ))
+}
+
+/// `DELETE /api/v1/schedules/{name}`
+pub(super) async fn remove_schedule(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    blocking(move || s.store.remove_schedule(&name)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Unknown `/api/v1/...` paths.
+pub(super) async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such API route")
+}
+
+/// `GET /healthz`: the queue file answers, live workers, the scheduler.
+/// One index-sized query (not the per-queue counts, which read every job):
+/// health checks come often.
+pub(super) async fn healthz(State(s): State<ApiState>) -> (StatusCode, Json<Value>) {
+    let store = s.store.clone();
+    match blocking(move || store.live_workers()).await {
+        Ok(live_workers) => (
+            StatusCode::OK,
+            Json(json!({
+                "status": "ok",
+                "queue_db": "ok",
+                "live_workers": live_workers,
+                "scheduler": if s.scheduler { "running" } else { "not in this process" },
+            })),
+        ),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "unavailable", "queue_db": e.message })),
+        ),
+    }
+}
