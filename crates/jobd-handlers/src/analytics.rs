@@ -14,11 +14,11 @@ use chrono::Datelike;
 use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
-use crate::{job_error, per_tenant, run_blocking, tenant_threads, DataDir, Reporter};
+use crate::{job_error, per_tenant, tenant_threads, Blocking, BlockingJob, DataDir, Reporter, Run};
 use jobd::clock::Millis;
 use jobd::error::{Error, Result};
 use jobd::store::Store;
-use jobd::worker::{Handler, JobContext, JobError};
+use jobd::worker::JobError;
 
 /// A cached answer still fresh, and no older than the asker's TTL.
 const GET_CACHED: &str = "
@@ -348,31 +348,23 @@ pub struct AnalyticsHandler {
 }
 
 impl AnalyticsHandler {
-    pub fn new(data: DataDir) -> AnalyticsHandler {
-        AnalyticsHandler { data }
+    pub fn new(data: DataDir) -> Blocking<AnalyticsHandler> {
+        Blocking::new(AnalyticsHandler { data })
     }
 }
 
-impl Handler for AnalyticsHandler {
+impl BlockingJob for AnalyticsHandler {
     const KIND: &'static str = crate::schedules::ANALYTICS_KIND;
     type Payload = AnalyticsQuery;
     type Output = Analytics;
 
     /// A range that runs forwards, a concurrency of at least 1, a domain of
     /// sane length: what every run would check first.
-    fn check(
-        &self,
-        query: &AnalyticsQuery,
-        _tenant: Option<&str>,
-    ) -> std::result::Result<(), String> {
+    fn check(&self, query: &AnalyticsQuery, _tenant: Option<&str>) -> Result<(), String> {
         query.validate().map_err(super::said)
     }
 
-    async fn run(&self, ctx: JobContext, query: AnalyticsQuery) -> Result<Analytics, JobError> {
-        let (store, data) = (ctx.store().clone(), self.data.clone());
-        run_blocking(&ctx, move |r| {
-            analytics(&store, &data, &query, r).map_err(job_error)
-        })
-        .await
+    fn work(&self, run: &Run, query: AnalyticsQuery, r: &Reporter) -> Result<Analytics, JobError> {
+        analytics(&run.store, &self.data, &query, r).map_err(job_error)
     }
 }

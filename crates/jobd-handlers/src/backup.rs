@@ -32,12 +32,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::{
-    hex, job_error, per_tenant, run_blocking, said, tenant_threads, write_atomically, DataDir,
-    Reporter,
+    hex, job_error, per_tenant, said, tenant_threads, write_atomically, Blocking, BlockingJob,
+    DataDir, Reporter, Run,
 };
 use jobd::clock::Millis;
 use jobd::error::{Error, Result};
-use jobd::worker::{Handler, JobContext, JobError};
+use jobd::worker::JobError;
 
 /// zstd level: 3 is zstd's default, a good speed/ratio balance for SQLite pages.
 const ZSTD_LEVEL: i32 = 3;
@@ -143,15 +143,7 @@ pub fn backup_tenants(
     let root = data.backups();
     let set = unique_set_name(&root, now)?;
     let work = root.join(format!(".{set}.partial"));
-    let io = |operation: &'static str, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| Error::Io {
-            operation,
-            path,
-            source,
-        }
-    };
-    std::fs::create_dir_all(&work).map_err(io("creating", &work))?;
+    std::fs::create_dir_all(&work).map_err(Error::io("creating", &work))?;
 
     // Tenants in parallel (each is one read transaction, zstd and a check).
     let lines = per_tenant(
@@ -217,7 +209,7 @@ pub fn backup_tenants(
     };
     let json = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
     write_atomically(&work.join("manifest.json"), &json)?;
-    std::fs::rename(&work, &manifest.path).map_err(io("publishing", &manifest.path))?;
+    std::fs::rename(&work, &manifest.path).map_err(Error::io("publishing", &manifest.path))?;
     sync_dir(&root)?;
     manifest.removed_sets = apply_retention(&root, opts.keep)?;
     reporter.report(
@@ -248,11 +240,7 @@ fn backup_one(data: &DataDir, tenant: &str, dir: &Path, file: &str) -> Result<(u
 
     let archive = dir.join(file);
     let (compressed_bytes, sha) = compress(&snapshot, &archive)?;
-    std::fs::remove_file(&snapshot).map_err(|source| Error::Io {
-        operation: "removing",
-        path: snapshot.clone(),
-        source,
-    })?;
+    std::fs::remove_file(&snapshot).map_err(Error::io("removing", &snapshot))?;
 
     // Verify what was written, as a restore would read it.
     let check = dir.join(format!("{tenant}.verify"));
@@ -380,11 +368,7 @@ pub fn restore_with(
         });
     }
     let staging = data.tenants().root().join(".staging");
-    std::fs::create_dir_all(&staging).map_err(|source| Error::Io {
-        operation: "creating",
-        path: staging.clone(),
-        source,
-    })?;
+    std::fs::create_dir_all(&staging).map_err(Error::io("creating", &staging))?;
     if line.source_bytes > opts.max_bytes {
         return Err(Error::invalid(
             "backup set",
@@ -434,11 +418,7 @@ pub fn restore_with(
                 .and_then(|b| copy_all(&b))
                 .map_err(|e| Error::from_sqlite("restoring into", &target, e))?;
         } else {
-            std::fs::rename(&restored, &target).map_err(|source| Error::Io {
-                operation: "restoring",
-                path: target.clone(),
-                source,
-            })?;
+            std::fs::rename(&restored, &target).map_err(Error::io("restoring", &target))?;
         }
         Ok((n, replaced))
     })();
@@ -478,11 +458,7 @@ pub fn read_manifest(set_dir: &Path) -> Result<Manifest> {
     let mut text = Vec::new();
     file.take(MAX_MANIFEST_BYTES + 1)
         .read_to_end(&mut text)
-        .map_err(|source| Error::Io {
-            operation: "reading",
-            path: path.clone(),
-            source,
-        })?;
+        .map_err(Error::io("reading", &path))?;
     if text.len() as u64 > MAX_MANIFEST_BYTES {
         return Err(Error::Corrupt {
             path,
@@ -497,31 +473,25 @@ pub fn read_manifest(set_dir: &Path) -> Result<Manifest> {
 
 /// Compress `from` into `to` (zstd stream), fsynced.  Returns (bytes, sha256).
 fn compress(from: &Path, to: &Path) -> Result<(u64, String)> {
-    let io = |operation: &'static str, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| Error::Io {
-            operation,
-            path,
-            source,
-        }
-    };
-    let mut input = BufReader::new(File::open(from).map_err(io("reading", from))?);
-    let out = File::create(to).map_err(io("creating", to))?;
+    let mut input = BufReader::new(File::open(from).map_err(Error::io("reading", from))?);
+    let out = File::create(to).map_err(Error::io("creating", to))?;
     let hashing = HashingWriter {
         inner: BufWriter::new(out),
         hash: Sha256::new(),
         bytes: 0,
     };
-    let mut encoder =
-        zstd::stream::write::Encoder::new(hashing, ZSTD_LEVEL).map_err(io("compressing", to))?;
-    std::io::copy(&mut input, &mut encoder).map_err(io("compressing into", to))?;
-    let hashing = encoder.finish().map_err(io("compressing into", to))?;
+    let mut encoder = zstd::stream::write::Encoder::new(hashing, ZSTD_LEVEL)
+        .map_err(Error::io("compressing", to))?;
+    std::io::copy(&mut input, &mut encoder).map_err(Error::io("compressing into", to))?;
+    let hashing = encoder
+        .finish()
+        .map_err(Error::io("compressing into", to))?;
     let file = hashing.inner.into_inner().map_err(|e| Error::Io {
         operation: "writing",
         path: to.to_path_buf(),
         source: e.into_error(),
     })?;
-    file.sync_all().map_err(io("syncing", to))?;
+    file.sync_all().map_err(Error::io("syncing", to))?;
     Ok((hashing.bytes, hex(&hashing.hash.finalize())))
 }
 
@@ -531,18 +501,10 @@ fn decompress_capped(from: &Path, to: &Path, cap: u64) -> Result<u64> {
         path: from.to_path_buf(),
         reason,
     };
-    let input = File::open(from).map_err(|source| Error::Io {
-        operation: "reading",
-        path: from.to_path_buf(),
-        source,
-    })?;
+    let input = File::open(from).map_err(Error::io("reading", &from))?;
     let decoder = zstd::stream::read::Decoder::new(BufReader::new(input))
         .map_err(|e| corrupt(format!("not a zstd archive: {e}")))?;
-    let mut out = BufWriter::new(File::create(to).map_err(|source| Error::Io {
-        operation: "creating",
-        path: to.to_path_buf(),
-        source,
-    })?);
+    let mut out = BufWriter::new(File::create(to).map_err(Error::io("creating", &to))?);
     let mut limited = decoder.take(cap + 1);
     let n = std::io::copy(&mut limited, &mut out).map_err(|e| {
         if e.kind() == std::io::ErrorKind::StorageFull {
@@ -554,11 +516,7 @@ fn decompress_capped(from: &Path, to: &Path, cap: u64) -> Result<u64> {
             corrupt(format!("does not decompress: {e}"))
         }
     })?;
-    out.flush().map_err(|source| Error::Io {
-        operation: "writing",
-        path: to.to_path_buf(),
-        source,
-    })?;
+    out.flush().map_err(Error::io("writing", &to))?;
     if n > cap {
         return Err(corrupt(format!(
             "oversized: it decompresses to more than the {cap} bytes recorded for it; refused"
@@ -583,19 +541,11 @@ fn integrity_check(path: &Path) -> Result<()> {
 }
 
 fn sha256_file(path: &Path) -> Result<String> {
-    let mut file = File::open(path).map_err(|source| Error::Io {
-        operation: "reading",
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let mut file = File::open(path).map_err(Error::io("reading", &path))?;
     let mut hash = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        let n = file.read(&mut buf).map_err(|source| Error::Io {
-            operation: "reading",
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let n = file.read(&mut buf).map_err(Error::io("reading", &path))?;
         if n == 0 {
             break;
         }
@@ -606,22 +556,14 @@ fn sha256_file(path: &Path) -> Result<String> {
 
 fn file_len(path: &Path) -> Result<u64> {
     Ok(std::fs::metadata(path)
-        .map_err(|source| Error::Io {
-            operation: "reading",
-            path: path.to_path_buf(),
-            source,
-        })?
+        .map_err(Error::io("reading", &path))?
         .len())
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|source| Error::Io {
-            operation: "syncing",
-            path: dir.to_path_buf(),
-            source,
-        })
+        .map_err(Error::io("syncing", &dir))
 }
 
 /// Set names are UTC timestamps, `YYYYMMDDTHHMMSSZ`, with `-N` when two
@@ -683,11 +625,7 @@ fn apply_retention(root: &Path, keep: usize) -> Result<Vec<String>> {
     let mut removed = Vec::new();
     for name in all.into_iter().take(excess) {
         let dir = root.join(&name);
-        std::fs::remove_dir_all(&dir).map_err(|source| Error::Io {
-            operation: "removing old backup set",
-            path: dir,
-            source,
-        })?;
+        std::fs::remove_dir_all(&dir).map_err(Error::io("removing old backup set", &dir))?;
         removed.push(name);
     }
     Ok(removed)
@@ -718,22 +656,18 @@ pub struct BackupHandler {
 }
 
 impl BackupHandler {
-    pub fn new(data: DataDir) -> BackupHandler {
-        BackupHandler { data }
+    pub fn new(data: DataDir) -> Blocking<BackupHandler> {
+        Blocking::new(BackupHandler { data })
     }
 }
 
-impl Handler for BackupHandler {
+impl BlockingJob for BackupHandler {
     const KIND: &'static str = crate::schedules::BACKUP_KIND;
     type Payload = BackupOptions;
     type Output = Manifest;
 
     /// It keeps at least one set, and every tenant it names exists.
-    fn check(
-        &self,
-        opts: &BackupOptions,
-        _tenant: Option<&str>,
-    ) -> std::result::Result<(), String> {
+    fn check(&self, opts: &BackupOptions, _tenant: Option<&str>) -> Result<(), String> {
         opts.validate().map_err(said)?;
         for tenant in opts.tenants.iter().flatten() {
             self.data.tenants().path(tenant).map_err(said)?;
@@ -741,12 +675,7 @@ impl Handler for BackupHandler {
         Ok(())
     }
 
-    async fn run(&self, ctx: JobContext, opts: BackupOptions) -> Result<Manifest, JobError> {
-        let data = self.data.clone();
-        let now = ctx.store().clock().now_ms();
-        run_blocking(&ctx, move |reporter| {
-            backup_tenants(&data, &opts, now, reporter).map_err(job_error)
-        })
-        .await
+    fn work(&self, run: &Run, opts: BackupOptions, r: &Reporter) -> Result<Manifest, JobError> {
+        backup_tenants(&self.data, &opts, run.now, r).map_err(job_error)
     }
 }

@@ -47,11 +47,7 @@ pub fn migrate(store: &jobd::Store) -> jobd::Result<()> {
     static DONE: Mutex<Option<HashSet<(u64, u64)>>> = Mutex::new(None);
     let file = std::fs::metadata(store.path())
         .map(|m| (m.dev(), m.ino()))
-        .map_err(|source| Error::Io {
-            operation: "reading",
-            path: store.path().to_path_buf(),
-            source,
-        })?;
+        .map_err(Error::io("reading", &store.path()))?;
     let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
     if done.get_or_insert_with(HashSet::new).contains(&file) {
         return Ok(());
@@ -104,6 +100,70 @@ pub(crate) fn said(e: Error) -> String {
     }
 }
 
+/// A built-in job: plain blocking work, run by [`Blocking`] on the blocking
+/// pool with its progress stored as it comes.
+pub trait BlockingJob: Send + Sync + 'static {
+    /// The job kind.
+    const KIND: &'static str;
+    type Payload: serde::de::DeserializeOwned + Send + 'static;
+    type Output: serde::Serialize + Send + 'static;
+
+    /// See [`Handler::check`](jobd::worker::Handler::check).
+    fn check(&self, payload: &Self::Payload, tenant: Option<&str>) -> Result<(), String> {
+        let _ = (payload, tenant);
+        Ok(())
+    }
+
+    /// Do the work (on a blocking thread).
+    fn work(
+        &self,
+        run: &Run,
+        payload: Self::Payload,
+        reporter: &Reporter,
+    ) -> Result<Self::Output, JobError>;
+}
+
+/// What a [`BlockingJob`]'s work knows of its job.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub store: jobd::Store,
+    pub job_id: jobd::JobId,
+    /// The job's tenant, if it has one.
+    pub tenant: Option<String>,
+    /// When the run started (the store's clock).
+    pub now: jobd::Millis,
+}
+
+/// The [`Handler`](jobd::worker::Handler) of a [`BlockingJob`].
+pub struct Blocking<J>(std::sync::Arc<J>);
+
+impl<J> Blocking<J> {
+    pub fn new(job: J) -> Blocking<J> {
+        Blocking(std::sync::Arc::new(job))
+    }
+}
+
+impl<J: BlockingJob> jobd::worker::Handler for Blocking<J> {
+    const KIND: &'static str = J::KIND;
+    type Payload = J::Payload;
+    type Output = J::Output;
+
+    fn check(&self, payload: &J::Payload, tenant: Option<&str>) -> Result<(), String> {
+        self.0.check(payload, tenant)
+    }
+
+    async fn run(&self, ctx: JobContext, payload: J::Payload) -> Result<J::Output, JobError> {
+        let job = self.0.clone();
+        let run = Run {
+            store: ctx.store().clone(),
+            job_id: ctx.id(),
+            tenant: ctx.tenant().map(str::to_string),
+            now: ctx.store().clock().now_ms(),
+        };
+        run_blocking(&ctx, move |reporter| job.work(&run, payload, reporter)).await
+    }
+}
+
 /// A jobd error as a job failure: bad input is permanent, the rest retryable.
 pub(crate) fn job_error(e: Error) -> JobError {
     match e {
@@ -123,20 +183,7 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> jobd::Result<()> {
 /// file first when `durable` (a batch instead flushes the whole file system
 /// once at its end, see [`sync_fs`]).
 pub(crate) fn write_file(path: &Path, bytes: &[u8], durable: bool) -> jobd::Result<()> {
-    let io = |source: std::io::Error| {
-        if source.kind() == std::io::ErrorKind::StorageFull {
-            Error::DiskFull {
-                operation: "writing",
-                path: path.to_path_buf(),
-            }
-        } else {
-            Error::Io {
-                operation: "writing",
-                path: path.to_path_buf(),
-                source,
-            }
-        }
-    };
+    let io = |source| Error::io("writing", path)(source);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
@@ -156,11 +203,7 @@ pub(crate) fn write_file(path: &Path, bytes: &[u8], durable: bool) -> jobd::Resu
 /// a whole batch of files instead of an fsync per file (~1 ms each).
 pub(crate) fn sync_fs(dir: &Path) -> jobd::Result<()> {
     use std::os::fd::AsRawFd;
-    let io = |source| Error::Io {
-        operation: "syncing",
-        path: dir.to_path_buf(),
-        source,
-    };
+    let io = |source| Error::io("syncing", dir)(source);
     let d = std::fs::File::open(dir).map_err(io)?;
     // SAFETY: syncfs only reads the descriptor, which `d` keeps open.
     if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{job_error, run_blocking, DataDir, Reporter};
+use crate::{job_error, Blocking, BlockingJob, DataDir, Reporter, Run};
 use jobd::error::{Error, Result};
 use jobd::store::Store;
-use jobd::worker::{Handler, JobContext, JobError};
+use jobd::worker::JobError;
 
 /// The `cleanup` job's payload.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -125,22 +125,23 @@ pub struct CleanupHandler {
 
 impl CleanupHandler {
     /// Without a data dir, only the queue file is tended.
-    pub fn new(data: Option<DataDir>) -> CleanupHandler {
-        CleanupHandler { data }
+    pub fn new(data: Option<DataDir>) -> Blocking<CleanupHandler> {
+        Blocking::new(CleanupHandler { data })
     }
 }
 
-impl Handler for CleanupHandler {
+impl BlockingJob for CleanupHandler {
     const KIND: &'static str = crate::schedules::CLEANUP_KIND;
     type Payload = CleanupOptions;
     type Output = CleanupReport;
 
-    async fn run(&self, ctx: JobContext, opts: CleanupOptions) -> Result<CleanupReport, JobError> {
-        let (store, data) = (ctx.store().clone(), self.data.clone());
-        run_blocking(&ctx, move |r| {
-            cleanup(&store, data.as_ref(), &opts, r).map_err(job_error)
-        })
-        .await
+    fn work(
+        &self,
+        run: &Run,
+        opts: CleanupOptions,
+        r: &Reporter,
+    ) -> Result<CleanupReport, JobError> {
+        cleanup(&run.store, self.data.as_ref(), &opts, r).map_err(job_error)
     }
 }
 
@@ -200,22 +201,18 @@ pub struct HealthHandler {
 }
 
 impl HealthHandler {
-    pub fn new(data: Option<DataDir>) -> HealthHandler {
-        HealthHandler { data }
+    pub fn new(data: Option<DataDir>) -> Blocking<HealthHandler> {
+        Blocking::new(HealthHandler { data })
     }
 }
 
-impl Handler for HealthHandler {
+impl BlockingJob for HealthHandler {
     const KIND: &'static str = crate::schedules::HEALTH_KIND;
     type Payload = serde_json::Value;
     type Output = Health;
 
-    async fn run(&self, ctx: JobContext, _: serde_json::Value) -> Result<Health, JobError> {
-        let (store, data) = (ctx.store().clone(), self.data.clone());
-        let health = run_blocking(&ctx, move |r| {
-            health_check(&store, data.as_ref(), r).map_err(job_error)
-        })
-        .await?;
+    fn work(&self, run: &Run, _: serde_json::Value, r: &Reporter) -> Result<Health, JobError> {
+        let health = health_check(&run.store, self.data.as_ref(), r).map_err(job_error)?;
         if !health.queue_ok || !health.unhealthy_tenants.is_empty() {
             return Err(JobError::retryable(format!(
                 "unhealthy: queue file ok = {}, tenants failing: {:?}",

@@ -22,10 +22,11 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::{
-    hex, job_error, run_blocking, said, sync_fs, write_atomically, write_file, DataDir, Reporter,
+    hex, job_error, said, sync_fs, write_atomically, write_file, Blocking, BlockingJob, DataDir,
+    Reporter, Run,
 };
 use jobd::error::{Error, Result};
-use jobd::worker::{Handler, JobContext, JobError};
+use jobd::worker::JobError;
 
 /// Job kind of the PDF handler.
 pub const PDF_KIND: &str = "generate_qr_pdf";
@@ -474,11 +475,7 @@ pub fn batch(
         .artifacts()
         .join(tenant)
         .join(format!("batch-{batch_name}"));
-    std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
-        operation: "creating",
-        path: dir.clone(),
-        source,
-    })?;
+    std::fs::create_dir_all(&dir).map_err(Error::io("creating", &dir))?;
     let total = opts.template_ids.len() as u64;
     let (mut completed, mut failed) = (0u64, 0u64);
     let mut failures = Vec::new();
@@ -585,10 +582,10 @@ pub fn png(code: &QrCode, scale: u32) -> Result<Vec<u8>> {
 
 const NO_TENANT: &str = "no tenant: set the job's tenant or \"tenant\" in the payload";
 
-fn tenant_of(ctx: &JobContext, payload: &Option<String>) -> Result<String, JobError> {
+fn tenant_of(run: &Run, payload: &Option<String>) -> Result<String, JobError> {
     payload
         .clone()
-        .or_else(|| ctx.tenant().map(str::to_string))
+        .or_else(|| run.tenant.clone())
         .ok_or_else(|| JobError::permanent(NO_TENANT))
 }
 
@@ -610,18 +607,18 @@ pub struct PdfHandler {
 }
 
 impl PdfHandler {
-    pub fn new(data: DataDir) -> PdfHandler {
-        PdfHandler { data }
+    pub fn new(data: DataDir) -> Blocking<PdfHandler> {
+        Blocking::new(PdfHandler { data })
     }
 }
 
-impl Handler for PdfHandler {
+impl BlockingJob for PdfHandler {
     const KIND: &'static str = PDF_KIND;
     type Payload = PdfOptions;
     type Output = PdfResult;
 
     /// The options are in range, the tenant exists and has the template.
-    fn check(&self, opts: &PdfOptions, tenant: Option<&str>) -> std::result::Result<(), String> {
+    fn check(&self, opts: &PdfOptions, tenant: Option<&str>) -> Result<(), String> {
         opts.validate().map_err(said)?;
         let tenant = check_tenant(&self.data, &opts.tenant, tenant)?;
         let conn = self.data.tenants().open_read_only(tenant).map_err(said)?;
@@ -630,13 +627,9 @@ impl Handler for PdfHandler {
             .map_err(said)
     }
 
-    async fn run(&self, ctx: JobContext, opts: PdfOptions) -> Result<PdfResult, JobError> {
-        let tenant = tenant_of(&ctx, &opts.tenant)?;
-        let data = self.data.clone();
-        run_blocking(&ctx, move |r| {
-            generate_pdf(&data, &tenant, &opts, r).map_err(job_error)
-        })
-        .await
+    fn work(&self, run: &Run, opts: PdfOptions, r: &Reporter) -> Result<PdfResult, JobError> {
+        let tenant = tenant_of(run, &opts.tenant)?;
+        generate_pdf(&self.data, &tenant, &opts, r).map_err(job_error)
     }
 }
 
@@ -646,29 +639,26 @@ pub struct BatchHandler {
 }
 
 impl BatchHandler {
-    pub fn new(data: DataDir) -> BatchHandler {
-        BatchHandler { data }
+    pub fn new(data: DataDir) -> Blocking<BatchHandler> {
+        Blocking::new(BatchHandler { data })
     }
 }
 
-impl Handler for BatchHandler {
+impl BlockingJob for BatchHandler {
     const KIND: &'static str = BATCH_KIND;
     type Payload = BatchOptions;
     type Output = BatchResult;
 
     /// The options are in range and the tenant exists (a template it does
     /// not have is one failed item of the batch, not a failed job).
-    fn check(&self, opts: &BatchOptions, tenant: Option<&str>) -> std::result::Result<(), String> {
+    fn check(&self, opts: &BatchOptions, tenant: Option<&str>) -> Result<(), String> {
         opts.validate().map_err(said)?;
         check_tenant(&self.data, &opts.tenant, tenant).map(drop)
     }
 
-    async fn run(&self, ctx: JobContext, opts: BatchOptions) -> Result<BatchResult, JobError> {
-        let tenant = tenant_of(&ctx, &opts.tenant)?;
-        let (data, name) = (self.data.clone(), format!("job-{}", ctx.id()));
-        run_blocking(&ctx, move |r| {
-            batch(&data, &tenant, &name, &opts, r).map_err(job_error)
-        })
-        .await
+    fn work(&self, run: &Run, opts: BatchOptions, r: &Reporter) -> Result<BatchResult, JobError> {
+        let tenant = tenant_of(run, &opts.tenant)?;
+        let name = format!("job-{}", run.job_id);
+        batch(&self.data, &tenant, &name, &opts, r).map_err(job_error)
     }
 }

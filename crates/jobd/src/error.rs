@@ -199,6 +199,26 @@ impl Error {
         )
     }
 
+    /// A file-system failure during `operation` on `path`, for `map_err`:
+    /// a full disk is [`Error::DiskFull`], the rest [`Error::Io`].
+    pub fn io(
+        operation: &'static str,
+        path: impl AsRef<std::path::Path>,
+    ) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.as_ref().to_path_buf();
+        move |source| {
+            if source.kind() == std::io::ErrorKind::StorageFull {
+                Error::DiskFull { operation, path }
+            } else {
+                Error::Io {
+                    operation,
+                    path,
+                    source,
+                }
+            }
+        }
+    }
+
     pub fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
         Error::InvalidInput {
             field,

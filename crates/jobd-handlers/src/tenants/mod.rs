@@ -53,11 +53,7 @@ impl TenantDir {
     /// Every tenant, by name.  Files whose names are not valid tenant names,
     /// and symlinks that leave the directory, are left out (with a warning).
     pub fn list(&self) -> Result<Vec<String>> {
-        let io = |source| Error::Io {
-            operation: "listing tenants in",
-            path: self.root.clone(),
-            source,
-        };
+        let io = |source| Error::io("listing tenants in", &self.root)(source);
         let entries = match std::fs::read_dir(&self.root) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -100,13 +96,7 @@ impl TenantDir {
             }
         };
         if meta.file_type().is_symlink() {
-            let canon = |p: &Path| {
-                p.canonicalize().map_err(|source| Error::Io {
-                    operation: "resolving",
-                    path: p.to_path_buf(),
-                    source,
-                })
-            };
+            let canon = |p: &Path| p.canonicalize().map_err(Error::io("resolving", &p));
             if !canon(&path)?.starts_with(canon(&self.root)?) {
                 return Err(Error::invalid(
                     "tenant",
@@ -153,11 +143,8 @@ impl TenantDir {
     /// An existing tenant is an error.
     pub fn create(&self, name: &str) -> Result<Connection> {
         let path = self.path_unchecked(name)?;
-        std::fs::create_dir_all(&self.root).map_err(|source| Error::Io {
-            operation: "creating the tenant directory",
-            path: self.root.clone(),
-            source,
-        })?;
+        std::fs::create_dir_all(&self.root)
+            .map_err(Error::io("creating the tenant directory", &self.root))?;
         if path.exists() {
             return Err(Error::invalid("tenant", format!("{name:?} already exists")));
         }

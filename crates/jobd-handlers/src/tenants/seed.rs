@@ -218,11 +218,8 @@ fn seed_one(dir: &TenantDir, name: &str, i: usize, opts: &SeedOptions) -> Result
     conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); PRAGMA optimize;")
         .map_err(map)?;
     drop(conn);
-    std::fs::rename(&tmp, &final_path).map_err(|source| Error::Io {
-        operation: "renaming seeded tenant to",
-        path: final_path.clone(),
-        source,
-    })?;
+    std::fs::rename(&tmp, &final_path)
+        .map_err(Error::io("renaming seeded tenant to", &final_path))?;
     for suffix in ["-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", tmp.display()));
     }

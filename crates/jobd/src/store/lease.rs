@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::store::job::{
     validate_name, Backoff, ClaimedJob, FailOutcome, Heartbeat, JobId, Progress, ReapReport,
 };
+use crate::store::workers::json_list;
 use crate::store::{returning_row, steps, Store};
 
 /// Due delayed jobs and retries become ready.
@@ -142,16 +143,6 @@ SET state = CASE WHEN cancel_requested THEN 'cancelled'
 WHERE state = 'running' AND lease_expires_at <= ?1
 RETURNING id, state";
 
-pub(crate) const REGISTER_WORKER: &str = "
-INSERT INTO workers (id, host, pid, queues, kinds, started_at, last_heartbeat_at)
-VALUES (?1, ?2, ?3, ?4, ?6, ?5, ?5)
-ON CONFLICT (id) DO UPDATE SET queues = excluded.queues, kinds = excluded.kinds,
-                               last_heartbeat_at = excluded.last_heartbeat_at";
-
-pub(crate) const WORKER_HEARTBEAT: &str = "UPDATE workers SET last_heartbeat_at = ?2 WHERE id = ?1";
-
-pub(crate) const DEREGISTER_WORKER: &str = "DELETE FROM workers WHERE id = ?1";
-
 /// Every named statement of this module, for the prepare-them-all test.
 #[cfg(test)]
 pub(crate) const STATEMENTS: &[(&str, &str)] = &[
@@ -169,16 +160,7 @@ pub(crate) const STATEMENTS: &[(&str, &str)] = &[
     ("LOG_PROGRESS", LOG_PROGRESS),
     ("REAP_RECORD", REAP_RECORD),
     ("REAP_REQUEUE", REAP_REQUEUE),
-    ("REGISTER_WORKER", REGISTER_WORKER),
-    ("WORKER_HEARTBEAT", WORKER_HEARTBEAT),
-    ("DEREGISTER_WORKER", DEREGISTER_WORKER),
 ];
-
-/// A list as the JSON array a statement reads (`json_each`, or a column of
-/// names): tries held by a worker as `[[id, token], …]`, its queues, kinds.
-fn json_list(field: &'static str, list: &impl serde::Serialize) -> Result<String> {
-    serde_json::to_string(list).map_err(|e| Error::invalid(field, e.to_string()))
-}
 
 /// What [`Store::complete_many`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -579,45 +561,6 @@ impl Store {
             self.notify_work();
         }
         Ok(report)
-    }
-
-    /// Register a worker process (or refresh its row), with the queues it
-    /// serves and the job kinds it runs — what enqueueing from elsewhere
-    /// checks a job against (see [`crate::worker::Catalog`]).
-    pub fn register_worker(
-        &self,
-        worker: &str,
-        host: &str,
-        pid: u32,
-        queues: &[&str],
-        kinds: &[&str],
-    ) -> Result<()> {
-        let queues = json_list("queues", &queues)?;
-        let kinds = json_list("kinds", &kinds)?;
-        let now = self.now();
-        self.with_conn("register_worker", |c| {
-            c.prepare_cached(REGISTER_WORKER)?
-                .execute(params![worker, host, pid as i64, queues, now, kinds])?;
-            Ok(())
-        })
-    }
-
-    /// Mark a worker process alive now.
-    pub fn worker_heartbeat(&self, worker: &str) -> Result<()> {
-        let now = self.now();
-        self.with_conn("worker_heartbeat", |c| {
-            c.prepare_cached(WORKER_HEARTBEAT)?
-                .execute(params![worker, now])?;
-            Ok(())
-        })
-    }
-
-    /// Remove a worker's row (on clean shutdown).
-    pub fn deregister_worker(&self, worker: &str) -> Result<()> {
-        self.with_conn("deregister_worker", |c| {
-            c.prepare_cached(DEREGISTER_WORKER)?.execute([worker])?;
-            Ok(())
-        })
     }
 }
 

@@ -38,21 +38,27 @@
 //!   from there (schema/0005).  Tries that end otherwise write a row in
 //!   `tries`.
 
-mod admin;
 mod checkpoint;
+mod control;
 pub(crate) mod enqueue;
 mod extension;
+mod integrity;
 pub(crate) mod job;
 pub mod json;
 mod lease;
 pub(crate) mod meta;
 pub(crate) mod open;
 mod pool;
+mod purge;
+mod queues;
+mod read;
 mod retention;
 mod schema;
+mod stats;
 mod steps;
 mod totals;
 mod turn;
+mod workers;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -64,7 +70,6 @@ use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use crate::clock::{Clock, Millis, SystemClock};
 use crate::error::{Error, Result};
 
-pub use admin::{parse_concurrency_limit, LiveWork, LiveWorker, StatsReuse};
 pub use checkpoint::CheckpointOptions;
 pub use job::{
     validate_name, validate_tenant, AttemptInfo, Backoff, CancelOutcome, CancelReport, ClaimedJob,
@@ -74,8 +79,11 @@ pub use job::{
 pub use lease::CompleteBatch;
 pub use open::{free_bytes, page_caches_shared, ConnectionOptions, Synchronous};
 pub use pool::ConnectionManager;
+pub use queues::parse_concurrency_limit;
 pub use schema::{APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION};
+pub use stats::StatsReuse;
 pub use totals::TryTotals;
+pub use workers::{LiveWork, LiveWorker};
 
 /// How a [`Store`] is opened.
 #[derive(Debug, Clone)]
@@ -153,7 +161,7 @@ struct Inner {
     /// This process's writers take turns (see [`turn`]).
     turns: turn::Turns,
     /// The last count of finished jobs (see [`Store::stats_recent`]).
-    finished: std::sync::Mutex<Option<Arc<admin::FinishedCounts>>>,
+    finished: std::sync::Mutex<Option<Arc<stats::FinishedCounts>>>,
 }
 
 /// Run `f` (a connection's set-up) again while it fails with `Busy`, for up
@@ -247,11 +255,7 @@ impl Store {
         let checkpointer = match &opts.checkpoint {
             Some(ck) => Some(
                 checkpoint::Checkpointer::start(path.clone(), &opts.connection, ck.clone())
-                    .map_err(|source| Error::Io {
-                        operation: "starting the checkpoint thread for",
-                        path: path.clone(),
-                        source,
-                    })?,
+                    .map_err(Error::io("starting the checkpoint thread for", &path))?,
             ),
             None => None,
         };

@@ -12,7 +12,13 @@ fn all_statements() -> Vec<(&'static str, &'static str)> {
     [
         enqueue::STATEMENTS,
         lease::STATEMENTS,
-        admin::STATEMENTS,
+        control::STATEMENTS,
+        integrity::STATEMENTS,
+        purge::STATEMENTS,
+        queues::STATEMENTS,
+        read::STATEMENTS,
+        stats::STATEMENTS,
+        workers::STATEMENTS,
         checkpoint::STATEMENTS,
         meta::STATEMENTS,
         retention::STATEMENTS,
@@ -32,7 +38,13 @@ fn every_named_statement_prepares_on_a_fresh_database() {
     let declared = [
         include_str!("enqueue.rs"),
         include_str!("lease.rs"),
-        include_str!("admin.rs"),
+        include_str!("control.rs"),
+        include_str!("integrity.rs"),
+        include_str!("purge.rs"),
+        include_str!("queues.rs"),
+        include_str!("read.rs"),
+        include_str!("stats.rs"),
+        include_str!("workers.rs"),
         include_str!("checkpoint.rs"),
         include_str!("meta.rs"),
         include_str!("retention.rs"),
@@ -160,10 +172,10 @@ fn claim_reap_and_unique_lookups_are_index_seeks() {
     assert_index_seeks(
         &store,
         "PURGE_PICKED",
-        admin::PURGE_PICKED,
+        purge::PURGE_PICKED,
         "INTEGER PRIMARY KEY",
     );
-    let tally = plan(&store, admin::TALLY_PURGED);
+    let tally = plan(&store, purge::TALLY_PURGED);
     assert!(
         tally.iter().all(|l| !l.starts_with("SCAN")
             || l.starts_with("SCAN p ")
@@ -185,9 +197,9 @@ fn waiting_counts_walk_their_partial_indexes() {
         ["ready", "succeeded", "running", "scheduled", "succeeded"][i % 5]
     });
     // Ready per queue: the index is in queue order and holds run_at.
-    let ready = plan(&store, admin::READY_BY_QUEUE);
+    let ready = plan(&store, stats::READY_BY_QUEUE);
     assert_eq!(ready, ["SCAN jobs USING COVERING INDEX jobs_ready"]);
-    let waiting = plan(&store, admin::WAITING_ROWS);
+    let waiting = plan(&store, stats::WAITING_ROWS);
     for index in ["jobs_scheduled", "jobs_running"] {
         assert_walks_index(&waiting, index);
     }
@@ -211,8 +223,8 @@ fn running_and_scheduled_jobs_are_listed_through_their_indexes() {
         |i| if i % 50 == 0 { "running" } else { "succeeded" },
     );
     for (sql, index) in [
-        (admin::LIST_RUNNING, "jobs_running"),
-        (admin::LIST_SCHEDULED, "jobs_scheduled"),
+        (read::LIST_RUNNING, "jobs_running"),
+        (read::LIST_SCHEDULED, "jobs_scheduled"),
     ] {
         assert_walks_index(&plan(&store, sql), index);
     }
@@ -313,8 +325,8 @@ fn hot_statements_are_prepared_once_and_never_recompiled() {
         ("NEXT_RUN_AT", lease::NEXT_RUN_AT),
         ("HEARTBEAT", lease::HEARTBEAT),
         ("COMPLETE", lease::COMPLETE),
-        ("LIST_JOBS", admin::LIST_JOBS),
-        ("PURGE_PICK", admin::PURGE_PICK),
+        ("LIST_JOBS", read::LIST_JOBS),
+        ("PURGE_PICK", purge::PURGE_PICK),
     ] {
         let stmt = conn.prepare_cached(sql).unwrap();
         assert_eq!(
@@ -536,15 +548,15 @@ fn a_job_state_honours_width_and_alignment() {
 fn bulk_operations_pick_each_batch_from_where_the_last_ended() {
     let (_dir, store) = fresh();
     seed_and_analyze(&store, |i| if i % 50 == 0 { "dead" } else { "succeeded" });
-    let picks = plan(&store, admin::PICK_JOBS);
+    let picks = plan(&store, control::PICK_JOBS);
     assert_eq!(
         picks,
         ["SEARCH jobs USING INTEGER PRIMARY KEY (rowid>?)"],
         "{picks:?}"
     );
     for (sql, index) in [
-        (admin::PICK_RUNNING, "jobs_running"),
-        (admin::PICK_SCHEDULED, "jobs_scheduled"),
+        (control::PICK_RUNNING, "jobs_running"),
+        (control::PICK_SCHEDULED, "jobs_scheduled"),
     ] {
         assert_walks_index(&plan(&store, sql), index);
     }

@@ -47,9 +47,13 @@
 
 mod blocking;
 mod catalog;
+mod complete;
 mod context;
 mod handler;
+mod heartbeat;
+mod reap;
 mod runtime;
+mod watcher;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -1,8 +1,12 @@
-//! The running worker: fetch loop, runs, heartbeats, completions, reaper.
+//! The running worker: registration, the fetch loop, and each run from
+//! claim to outcome.  The background loops beside it have files of their
+//! own: [`complete`](super::complete) (group commit of completions),
+//! [`heartbeat`](super::heartbeat), [`reap`](super::reap) and the
+//! [`watcher`](super::watcher) of commits.
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,8 +17,12 @@ use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use crate::store::{ClaimedJob, JobId, Store};
+use crate::worker::complete::{complete_loop, Completion};
 use crate::worker::context::{Running, StopReason};
 use crate::worker::handler::ErasedHandler;
+use crate::worker::heartbeat::heartbeat_loop;
+use crate::worker::reap::reap_loop;
+use crate::worker::watcher::Watcher;
 use crate::worker::{JobContext, JobError, WorkerOptions};
 
 pub(crate) struct Config {
@@ -55,7 +63,7 @@ pub struct WorkerReport {
 }
 
 #[derive(Default)]
-struct Counters {
+pub(super) struct Counters {
     succeeded: AtomicU64,
     failed: AtomicU64,
     cancelled: AtomicU64,
@@ -64,28 +72,20 @@ struct Counters {
     overran: AtomicU64,
 }
 
-struct Shared {
-    store: Store,
-    name: String,
-    opts: WorkerOptions,
-    handlers: HashMap<String, Arc<dyn ErasedHandler>>,
-    in_flight: Mutex<HashMap<JobId, Arc<Running>>>,
+pub(super) struct Shared {
+    pub(super) store: Store,
+    pub(super) name: String,
+    pub(super) opts: WorkerOptions,
+    pub(super) handlers: HashMap<String, Arc<dyn ErasedHandler>>,
+    pub(super) in_flight: Mutex<HashMap<JobId, Arc<Running>>>,
     /// Ended runs whose blocking work has not returned (their slots held).
-    overrunning: Mutex<HashMap<JobId, Arc<Running>>>,
-    slot_freed: Notify,
+    pub(super) overrunning: Mutex<HashMap<JobId, Arc<Running>>>,
+    pub(super) slot_freed: Notify,
     /// Cancelled when the worker starts shutting down: no more claims, so
     /// an overrunning run stops holding its slot.
-    stopping: CancellationToken,
-    completions: mpsc::UnboundedSender<Completion>,
-    counters: Counters,
-}
-
-struct Completion {
-    id: JobId,
-    token: i64,
-    result: serde_json::Value,
-    /// The run's span, for what is logged about this completion.
-    span: tracing::Span,
+    pub(super) stopping: CancellationToken,
+    pub(super) completions: mpsc::UnboundedSender<Completion>,
+    pub(super) counters: Counters,
 }
 
 /// Longest a worker without a handler for a job's kind holds it back.
@@ -630,395 +630,6 @@ async fn finish(shared: &Shared, job: &ClaimedJob, reason: Option<StopReason>, e
         Ok(()) | Err(Error::LeaseLost { .. }) => {}
         Err(e) => {
             tracing::error!(error = %e, "could not store the outcome; the lease will expire and the job be retried")
-        }
-    }
-}
-
-/// Commit completions in batches: whatever has queued up while the previous
-/// batch committed goes in the next one.
-///
-/// A batch whose commit fails (an I/O error, the lock held past the busy
-/// timeout, a full disk) is tried again with backoff for as long as its
-/// leases surely hold — half of what remains of a lease after its last
-/// heartbeat — and only then left to expire, so one failed write does not
-/// run every job of the batch a second time.
-async fn complete_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Completion>) {
-    let max = shared.opts.complete_batch;
-    let store = shared.store.clone();
-    let budget = shared
-        .opts
-        .lease
-        .saturating_sub(shared.opts.heartbeat_interval)
-        / 2;
-    drop(shared); // do not keep the channel's sender alive
-    let mut batch: Vec<Completion> = Vec::with_capacity(max);
-    while rx.recv_many(&mut batch, max).await > 0 {
-        let spans: Vec<(JobId, tracing::Span)> =
-            batch.iter().map(|c| (c.id, c.span.clone())).collect();
-        let done: Arc<Vec<_>> = Arc::new(
-            batch
-                .drain(..)
-                .map(|c| (c.id, c.token, Some(c.result)))
-                .collect(),
-        );
-        tracing::debug!(count = done.len(), "committing completions");
-        let started = tokio::time::Instant::now();
-        let mut pause = COMPLETE_RETRY_FIRST;
-        let mut tries = 0u32;
-        loop {
-            let (s, d) = (store.clone(), done.clone());
-            tries += 1;
-            match blocking(move || s.complete_many(&d)).await {
-                Ok(b) => {
-                    for (_, span) in spans.iter().filter(|(id, _)| b.lost.contains(id)) {
-                        span.in_scope(|| {
-                            tracing::warn!("completion discarded: the lease was lost")
-                        });
-                    }
-                    if tries > 1 {
-                        tracing::info!(
-                            count = done.len(),
-                            tries,
-                            "completions stored after a retry"
-                        );
-                    }
-                    break;
-                }
-                Err(e) if started.elapsed() + pause < budget => {
-                    let ids: Vec<JobId> = spans.iter().map(|(id, _)| *id).collect();
-                    tracing::warn!(error = %e, job_ids = ?ids, tries, "could not store completions; trying again");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(COMPLETE_RETRY_MAX);
-                }
-                Err(e) => {
-                    for (_, span) in &spans {
-                        span.in_scope(|| {
-                            tracing::error!(error = %e, tries, "could not store the completion; the lease will expire and the job be retried")
-                        });
-                    }
-                    break;
-                }
-            }
-        }
-    }
-}
-
-/// The first pause before a failed batch of completions is tried again; it
-/// doubles up to [`COMPLETE_RETRY_MAX`].
-const COMPLETE_RETRY_FIRST: Duration = Duration::from_millis(10);
-const COMPLETE_RETRY_MAX: Duration = Duration::from_secs(1);
-
-/// How often, at most, a worker reads the cancel flags of its running jobs
-/// when the file changes (see [`heartbeat_loop`]).
-const CANCEL_LOOK_EVERY: Duration = Duration::from_millis(100);
-
-/// Extend every lease of this worker in one statement; notice lost leases and
-/// cancel requests.  Also refreshes the worker's own row.  Runs every
-/// heartbeat interval, and at once when this process asks a running job to
-/// stop (so a cancel from the daemon's API or dashboard is not kept waiting).
-///
-/// A cancel asked by another process (`jobd cancel` beside a daemon) is a
-/// commit to the file, which the [`Watcher`] notices: then, while jobs run,
-/// their cancel flags are read (a read, no lease extended) — at most every
-/// [`CANCEL_LOOK_EVERY`], however busy the file — so such a cancel stops its
-/// run within a fraction of a second instead of at the next heartbeat.
-async fn heartbeat_loop(
-    shared: Arc<Shared>,
-    stop: CancellationToken,
-    mut cancels: tokio::sync::watch::Receiver<u64>,
-) {
-    let mut tick = tokio::time::interval(shared.opts.heartbeat_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    let mut changes = shared.store.watch_work();
-    let mut last_look = tokio::time::Instant::now();
-    let mut next_look: Option<tokio::time::Instant> = None;
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-            // The store (and so the senders) outlives this loop: `changed`
-            // cannot fail here.
-            Ok(()) = cancels.changed() => {}
-            Ok(()) = changes.changed() => {
-                if next_look.is_none() && !shared.in_flight.lock().unwrap().is_empty() {
-                    next_look = Some((last_look + CANCEL_LOOK_EVERY).max(tokio::time::Instant::now()));
-                }
-                continue;
-            }
-            _ = tokio::time::sleep_until(next_look.unwrap_or_else(tokio::time::Instant::now)), if next_look.is_some() => {
-                next_look = None;
-                last_look = tokio::time::Instant::now();
-                stop_cancelled_runs(&shared).await;
-                continue;
-            }
-        }
-        let held = held_tries(&shared);
-        let (store, name, lease) = (shared.store.clone(), shared.name.clone(), shared.opts.lease);
-        let beat = blocking(move || {
-            store.worker_heartbeat(&name)?;
-            store
-                .heartbeat_many(&held, lease)
-                .map(|alive| (held, alive))
-        })
-        .await;
-        let (held, alive) = match beat {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::error!(error = %e, "heartbeat failed");
-                continue;
-            }
-        };
-        let alive: HashMap<JobId, bool> = alive.into_iter().collect();
-        let in_flight = shared.in_flight.lock().unwrap();
-        for (id, token) in held {
-            let Some(r) = in_flight.get(&id).filter(|r| r.token == token) else {
-                continue; // finished meanwhile
-            };
-            match alive.get(&id) {
-                None => {
-                    r.span
-                        .in_scope(|| tracing::warn!("lease lost; stopping the run"));
-                    r.stop(StopReason::LeaseLost);
-                }
-                Some(true) => {
-                    r.span
-                        .in_scope(|| tracing::info!("cancel requested; stopping the run"));
-                    r.stop(StopReason::CancelRequested);
-                }
-                Some(false) => {}
-            }
-        }
-    }
-}
-
-/// The tries in flight, as `(id, lease token)`.
-fn held_tries(shared: &Shared) -> Vec<(JobId, i64)> {
-    shared
-        .in_flight
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(id, r)| (*id, r.token))
-        .collect()
-}
-
-/// Read the cancel flags of the runs in flight and stop those asked to.
-async fn stop_cancelled_runs(shared: &Shared) {
-    let held = held_tries(shared);
-    let (store, asked) = (shared.store.clone(), held.clone());
-    let flagged = match blocking(move || store.cancel_requested(&asked)).await {
-        Ok(flagged) => flagged,
-        Err(e) => {
-            tracing::warn!(error = %e, "could not read cancel requests; the heartbeat will");
-            return;
-        }
-    };
-    let in_flight = shared.in_flight.lock().unwrap();
-    for id in flagged {
-        // The try that was asked about, not one of the same job begun since.
-        if let Some(r) = in_flight.get(&id).filter(|r| held.contains(&(id, r.token))) {
-            r.span
-                .in_scope(|| tracing::info!("cancel requested; stopping the run"));
-            r.stop(StopReason::CancelRequested);
-        }
-    }
-}
-
-/// Reap expired leases now and then (with jitter, so processes spread out).
-async fn reap_loop(shared: Arc<Shared>, stop: CancellationToken) {
-    let every = shared.opts.reap_interval;
-    let mut n = 0u64;
-    loop {
-        n += 1;
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let jitter = f64::from((nanos ^ n as u32) % 1000) / 1000.0;
-        let pause = every.mul_f64(0.75 + 0.5 * jitter);
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(pause) => {}
-        }
-        let store = shared.store.clone();
-        if let Err(e) = blocking(move || store.reap()).await {
-            tracing::error!(error = %e, "reap failed");
-        }
-    }
-}
-
-/// Notices commits by other processes (and other connections of this one)
-/// and wakes idle workers.
-///
-/// On Linux it waits on inotify for writes to the queue's WAL file — every
-/// commit writes there — so an idle worker sleeps in the kernel and wakes
-/// within microseconds.  Behind that, and alone elsewhere, it compares
-/// `PRAGMA data_version` every `poll_interval` (inotify present: every
-/// second, as a safety net).
-struct Watcher {
-    stop: Arc<AtomicBool>,
-    wake_fd: Option<i32>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Watcher {
-    fn start(store: &Store, every: Duration) -> Watcher {
-        let stop = Arc::new(AtomicBool::new(false));
-        let inotify = Inotify::watch_wal(store.path());
-        let wake_fd = inotify.as_ref().map(|i| i.wake_write);
-        let thread = {
-            let (store, stop) = (store.clone(), stop.clone());
-            std::thread::Builder::new()
-                .name("jobd-watch".into())
-                .spawn(move || watch(&store, &stop, every, inotify))
-                .ok()
-        };
-        Watcher {
-            stop,
-            wake_fd,
-            thread,
-        }
-    }
-}
-
-fn watch(store: &Store, stop: &AtomicBool, every: Duration, inotify: Option<Inotify>) {
-    let conn = match store.connection() {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot watch the queue for other processes' work");
-            return;
-        }
-    };
-    let data_version = || {
-        conn.prepare_cached("PRAGMA data_version")
-            .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
-            .ok()
-    };
-    let mut last = data_version();
-    let fallback = if inotify.is_some() {
-        Duration::from_secs(1)
-    } else {
-        every
-    };
-    while !stop.load(Ordering::Relaxed) {
-        match &inotify {
-            Some(i) => {
-                if i.wait(fallback) {
-                    store.notify_work();
-                    continue;
-                }
-            }
-            None => std::thread::park_timeout(fallback),
-        }
-        let v = data_version();
-        if v.is_some() && last.is_some() && v != last {
-            store.notify_work();
-        }
-        if v.is_some() {
-            last = v;
-        }
-    }
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(fd) = self.wake_fd {
-            let one = 1u8;
-            // SAFETY: writing one byte from a live buffer to our own pipe.
-            unsafe { libc::write(fd, (&one as *const u8).cast(), 1) };
-        }
-        if let Some(t) = self.thread.take() {
-            t.thread().unpark();
-            let _ = t.join();
-        }
-    }
-}
-
-/// An inotify watch on `<queue>-wal`, plus a pipe to interrupt the wait.
-struct Inotify {
-    fd: i32,
-    wake_read: i32,
-    wake_write: i32,
-}
-
-impl Inotify {
-    #[cfg(target_os = "linux")]
-    fn watch_wal(db: &std::path::Path) -> Option<Inotify> {
-        use std::os::unix::ffi::OsStrExt;
-        let mut wal = db.as_os_str().as_bytes().to_vec();
-        wal.extend_from_slice(b"-wal\0");
-        // SAFETY: plain syscalls on fds we own; `wal` is NUL-terminated.
-        unsafe {
-            let fd = libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC);
-            if fd < 0 {
-                return None;
-            }
-            if libc::inotify_add_watch(fd, wal.as_ptr().cast(), libc::IN_MODIFY) < 0 {
-                libc::close(fd);
-                return None;
-            }
-            let mut pipe = [0i32; 2];
-            if libc::pipe2(pipe.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) < 0 {
-                libc::close(fd);
-                return None;
-            }
-            Some(Inotify {
-                fd,
-                wake_read: pipe[0],
-                wake_write: pipe[1],
-            })
-        }
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    fn watch_wal(_db: &std::path::Path) -> Option<Inotify> {
-        None
-    }
-
-    /// Wait up to `timeout` for a write to the WAL; true when there was one.
-    /// Pending events are drained, so a burst of writes wakes once.
-    #[cfg(target_os = "linux")]
-    fn wait(&self, timeout: Duration) -> bool {
-        let mut fds = [
-            libc::pollfd {
-                fd: self.fd,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: self.wake_read,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: `fds` outlives the call; reads go into a live buffer.
-        unsafe {
-            if libc::poll(fds.as_mut_ptr(), 2, ms) <= 0 || fds[0].revents == 0 {
-                return false;
-            }
-            let mut buf = [0u8; 4096];
-            while libc::read(self.fd, buf.as_mut_ptr().cast(), buf.len()) > 0 {}
-        }
-        true
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    fn wait(&self, timeout: Duration) -> bool {
-        std::thread::sleep(timeout);
-        false
-    }
-}
-
-impl Drop for Inotify {
-    fn drop(&mut self) {
-        // SAFETY: closing fds this value owns, once.
-        unsafe {
-            libc::close(self.fd);
-            libc::close(self.wake_read);
-            libc::close(self.wake_write);
         }
     }
 }

@@ -1,0 +1,151 @@
+//! The worker registry: each worker's row (registered at start, refreshed
+//! by heartbeats, removed at stop), which workers are alive, and what
+//! queues and kinds they serve.
+
+use crate::clock::{duration_ms, Millis};
+use rusqlite::params;
+
+use crate::error::{Error, Result};
+use crate::store::Store;
+
+pub(crate) const LIVE_WORKERS: &str = "SELECT count(*) FROM workers WHERE last_heartbeat_at >= ?1";
+
+/// What the live workers serve and run (JSON arrays of names).
+pub(crate) const LIVE_WORK: &str =
+    "SELECT queues, kinds FROM workers WHERE last_heartbeat_at >= ?1";
+
+/// What the live workers on a file serve and run ([`Store::live_work`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LiveWork {
+    /// Each live worker's own queues and kinds.
+    pub workers: Vec<LiveWorker>,
+}
+
+impl LiveWork {
+    /// Whether some live worker serves `queue`.
+    pub fn serves(&self, queue: &str) -> bool {
+        self.workers.iter().any(|w| w.queues.contains(queue))
+    }
+
+    /// Whether some live worker runs `kind`.
+    pub fn runs_kind(&self, kind: &str) -> bool {
+        self.workers.iter().any(|w| w.kinds.contains(kind))
+    }
+
+    /// Whether one live worker both serves `queue` and runs `kind` (a job
+    /// runs on whichever worker claims it: one serving its queue without
+    /// its kind would fail it).
+    pub fn runs(&self, queue: &str, kind: &str) -> bool {
+        self.workers
+            .iter()
+            .any(|w| w.queues.contains(queue) && w.kinds.contains(kind))
+    }
+}
+
+/// One live worker's queues and kinds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LiveWorker {
+    pub queues: std::collections::BTreeSet<String>,
+    pub kinds: std::collections::BTreeSet<String>,
+}
+
+pub(super) fn count_live_workers(conn: &rusqlite::Connection, live_since: Millis) -> Result<i64> {
+    Ok(conn
+        .prepare_cached(LIVE_WORKERS)?
+        .query_row([live_since], |r| r.get(0))?)
+}
+
+pub(crate) const REGISTER_WORKER: &str = "
+INSERT INTO workers (id, host, pid, queues, kinds, started_at, last_heartbeat_at)
+VALUES (?1, ?2, ?3, ?4, ?6, ?5, ?5)
+ON CONFLICT (id) DO UPDATE SET queues = excluded.queues, kinds = excluded.kinds,
+                               last_heartbeat_at = excluded.last_heartbeat_at";
+
+pub(crate) const WORKER_HEARTBEAT: &str = "UPDATE workers SET last_heartbeat_at = ?2 WHERE id = ?1";
+
+pub(crate) const DEREGISTER_WORKER: &str = "DELETE FROM workers WHERE id = ?1";
+
+/// A list as the JSON array a statement reads (`json_each`, or a column of
+/// names): tries held by a worker as `[[id, token], …]`, its queues, kinds.
+pub(super) fn json_list(field: &'static str, list: &impl serde::Serialize) -> Result<String> {
+    serde_json::to_string(list).map_err(|e| Error::invalid(field, e.to_string()))
+}
+
+#[cfg(test)]
+pub(crate) const STATEMENTS: &[(&str, &str)] = &[
+    ("REGISTER_WORKER", REGISTER_WORKER),
+    ("WORKER_HEARTBEAT", WORKER_HEARTBEAT),
+    ("DEREGISTER_WORKER", DEREGISTER_WORKER),
+    ("LIVE_WORKERS", LIVE_WORKERS),
+    ("LIVE_WORK", LIVE_WORK),
+];
+
+impl Store {
+    /// Worker processes whose heartbeat is fresher than the liveness window.
+    pub fn live_workers(&self) -> Result<i64> {
+        let live_since = self.now() - duration_ms(self.inner.opts.worker_liveness);
+        self.with_conn("live workers", |conn| count_live_workers(conn, live_since))
+    }
+
+    /// The queues the live workers serve and the job kinds they run, as
+    /// they registered them.  A row edited by hand into something that is
+    /// not a JSON array of names adds nothing.
+    pub fn live_work(&self) -> Result<LiveWork> {
+        let live_since = self.now() - duration_ms(self.inner.opts.worker_liveness);
+        self.with_conn("live work", |conn| {
+            let mut work = LiveWork::default();
+            let mut stmt = conn.prepare_cached(LIVE_WORK)?;
+            let mut rows = stmt.query([live_since])?;
+            while let Some(r) = rows.next()? {
+                let names = |i| -> rusqlite::Result<Vec<String>> {
+                    let text: String = r.get(i)?;
+                    Ok(serde_json::from_str(&text).unwrap_or_default())
+                };
+                work.workers.push(LiveWorker {
+                    queues: names(0)?.into_iter().collect(),
+                    kinds: names(1)?.into_iter().collect(),
+                });
+            }
+            Ok(work)
+        })
+    }
+
+    /// Register a worker process (or refresh its row), with the queues it
+    /// serves and the job kinds it runs — what enqueueing from elsewhere
+    /// checks a job against (see [`crate::worker::Catalog`]).
+    pub fn register_worker(
+        &self,
+        worker: &str,
+        host: &str,
+        pid: u32,
+        queues: &[&str],
+        kinds: &[&str],
+    ) -> Result<()> {
+        let queues = json_list("queues", &queues)?;
+        let kinds = json_list("kinds", &kinds)?;
+        let now = self.now();
+        self.with_conn("register_worker", |c| {
+            c.prepare_cached(REGISTER_WORKER)?
+                .execute(params![worker, host, pid as i64, queues, now, kinds])?;
+            Ok(())
+        })
+    }
+
+    /// Mark a worker process alive now.
+    pub fn worker_heartbeat(&self, worker: &str) -> Result<()> {
+        let now = self.now();
+        self.with_conn("worker_heartbeat", |c| {
+            c.prepare_cached(WORKER_HEARTBEAT)?
+                .execute(params![worker, now])?;
+            Ok(())
+        })
+    }
+
+    /// Remove a worker's row (on clean shutdown).
+    pub fn deregister_worker(&self, worker: &str) -> Result<()> {
+        self.with_conn("deregister_worker", |c| {
+            c.prepare_cached(DEREGISTER_WORKER)?.execute([worker])?;
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,10 @@
+//! The store's tests, by area, all in simulated time: the store's clock is
+//! a `ManualClock`, nothing sleeps.  One binary, one module per area.
+
+mod claims;
+mod control;
+mod enqueue;
+mod leases;
+mod reads;
+mod retries;
+mod support;
