@@ -38,23 +38,10 @@ pub use jobd::worker::{run_blocking, Report, Reporter};
 /// order; applied by [`migrate`].
 pub const MIGRATIONS: &[&str] = &[include_str!("../schema/0001_analytics_cache.sql")];
 
-/// Bring the handlers' tables in `store`'s file up to date: once per file
-/// (device and inode) and process; later calls cost a `stat` and a lookup.
+/// Bring the handlers' tables in `store`'s file up to date (one read when
+/// they are).
 pub fn migrate(store: &jobd::Store) -> jobd::Result<()> {
-    use std::collections::HashSet;
-    use std::os::unix::fs::MetadataExt;
-    use std::sync::Mutex;
-    static DONE: Mutex<Option<HashSet<(u64, u64)>>> = Mutex::new(None);
-    let file = std::fs::metadata(store.path())
-        .map(|m| (m.dev(), m.ino()))
-        .map_err(Error::io("reading", &store.path()))?;
-    let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
-    if done.get_or_insert_with(HashSet::new).contains(&file) {
-        return Ok(());
-    }
-    store.migrate_extension("jobd-handlers", MIGRATIONS)?;
-    done.get_or_insert_with(HashSet::new).insert(file);
-    Ok(())
+    store.migrate_extension("jobd-handlers", MIGRATIONS)
 }
 
 /// The data directory: `tenants/`, `artifacts/`, `backups/` (and usually the

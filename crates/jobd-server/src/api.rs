@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::{ApiError, ApiState};
 use jobd::scheduler::ScheduleSpec;
-use jobd::store::{parse_concurrency_limit, JobSelection, JobSpec, JobState, ListFilter, NewJob};
+use jobd::store::{parse_concurrency_limit, JobSelection, JobSpec, ListFilter, NewJob};
 
 /// What a route returns: its answer, or an error response.
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -104,37 +104,12 @@ pub(super) async fn enqueue(
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct ListParams {
-    queue: Option<String>,
-    state: Option<String>,
-    kind: Option<String>,
-    tenant: Option<String>,
-    error: Option<String>,
-    before_id: Option<i64>,
-    limit: Option<i64>,
-}
-
 /// `GET /api/v1/jobs?queue=&state=&kind=&tenant=&error=&before_id=&limit=`
 pub(super) async fn list_jobs(
     State(s): State<ApiState>,
-    params: Result<Query<ListParams>, QueryRejection>,
+    params: Result<Query<ListFilter>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {
-    let p = query(params)?;
-    let state = match p.state.as_deref() {
-        Some(st) => Some(st.parse::<JobState>().map_err(ApiError::from)?),
-        None => None,
-    };
-    let filter = ListFilter {
-        queue: p.queue,
-        state,
-        kind: p.kind,
-        tenant: p.tenant,
-        error_contains: p.error,
-        before_id: p.before_id,
-        limit: p.limit,
-    };
+    let filter = query(params)?;
     let jobs = blocking(move || s.store.list(&filter)).await?;
     Ok(Json(json!({ "jobs": jobs })))
 }

@@ -43,3 +43,9 @@ pub use store::{
     Backoff, CancelOutcome, CancelReport, ClaimedJob, FailOutcome, JobId, JobInfo, JobSelection,
     JobState, ListFilter, NewJob, Progress, RetryReport, Stats, Store, StoreOptions,
 };
+
+/// The code in the workspace's README and this crate's, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::Millis;
 use crate::error::{Error, Result};
 use crate::scheduler::when::When;
-use crate::store::NewJob;
+use crate::store::{JobSpec, NewJob};
 
 /// What to do with ticks that came due while no scheduler was running (or
 /// the machine was off).  A tick is on time when a scheduler fires it within
@@ -218,35 +218,81 @@ pub struct FireReport {
 }
 
 /// A schedule as JSON (the HTTP API's body): `cron` or `every` (a duration
-/// such as `"30m"`), the job, and the options.  Unknown fields are refused.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+/// such as `"30m"`), the options, and beside them the fields of the job it
+/// enqueues — a [`JobSpec`] without `run_at`, `delay_ms`, `backoff` or
+/// `unique_key`.  Unknown fields are refused.
+#[derive(Debug, Clone, Serialize)]
 pub struct ScheduleSpec {
     pub name: String,
-    #[serde(default)]
     pub cron: Option<String>,
-    #[serde(default)]
     pub every: Option<String>,
-    #[serde(default)]
     pub timezone: Option<String>,
-    pub queue: String,
-    pub kind: String,
-    #[serde(default)]
-    pub payload: Option<serde_json::Value>,
-    #[serde(default)]
-    pub priority: Option<i64>,
-    #[serde(default)]
-    pub max_attempts: Option<i64>,
-    #[serde(default)]
-    pub timeout_ms: Option<u64>,
-    #[serde(default)]
-    pub tenant: Option<String>,
-    #[serde(default)]
     pub misfire: Option<Misfire>,
-    #[serde(default)]
     pub misfire_cap: Option<i64>,
-    #[serde(default)]
     pub enabled: Option<bool>,
+    #[serde(flatten)]
+    pub job: JobSpec,
+}
+
+/// The schedule's own fields of a [`ScheduleSpec`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Timing {
+    name: String,
+    #[serde(default)]
+    cron: Option<String>,
+    #[serde(default)]
+    every: Option<String>,
+    #[serde(default)]
+    timezone: Option<String>,
+    #[serde(default)]
+    misfire: Option<Misfire>,
+    #[serde(default)]
+    misfire_cap: Option<i64>,
+    #[serde(default)]
+    enabled: Option<bool>,
+}
+
+const TIMING_FIELDS: &[&str] = &[
+    "name",
+    "cron",
+    "every",
+    "timezone",
+    "misfire",
+    "misfire_cap",
+    "enabled",
+];
+
+/// Fields of a job that a schedule's jobs cannot have: each tick sets its
+/// own run time, and the schedule is what keeps its jobs unique.
+const NOT_FOR_SCHEDULES: &[&str] = &["run_at", "delay_ms", "backoff", "unique_key"];
+
+impl<'de> Deserialize<'de> for ScheduleSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let mut job = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+        if let Some(key) = NOT_FOR_SCHEDULES.iter().find(|k| job.contains_key(**k)) {
+            return Err(D::Error::custom(format!(
+                "unknown field `{key}`: a schedule's jobs take no {key}"
+            )));
+        }
+        let timing: serde_json::Map<_, _> = TIMING_FIELDS
+            .iter()
+            .filter_map(|k| job.remove(*k).map(|v| (k.to_string(), v)))
+            .collect();
+        let t: Timing = serde_json::from_value(timing.into()).map_err(D::Error::custom)?;
+        let job: JobSpec = serde_json::from_value(job.into()).map_err(D::Error::custom)?;
+        Ok(ScheduleSpec {
+            name: t.name,
+            cron: t.cron,
+            every: t.every,
+            timezone: t.timezone,
+            misfire: t.misfire,
+            misfire_cap: t.misfire_cap,
+            enabled: t.enabled,
+            job,
+        })
+    }
 }
 
 impl ScheduleSpec {
@@ -266,21 +312,7 @@ impl ScheduleSpec {
                 ))
             }
         };
-        // The job half is a job spec without a run time or unique key.
-        let job = crate::store::JobSpec {
-            queue: self.queue,
-            kind: self.kind,
-            payload: self.payload,
-            priority: self.priority,
-            run_at: None,
-            delay_ms: None,
-            max_attempts: self.max_attempts,
-            backoff: None,
-            timeout_ms: self.timeout_ms,
-            unique_key: None,
-            tenant: self.tenant,
-        }
-        .into_new_job()?;
+        let job = self.job.into_new_job()?;
         let mut s = NewSchedule::new(self.name, when, job);
         if let Some(tz) = self.timezone {
             s = s.timezone(tz);

@@ -470,14 +470,18 @@ pub struct Heartbeat {
     pub cancel_requested: bool,
 }
 
-/// Filters for [`Store::list`](crate::Store::list).  Newest first.
+/// Filters for [`Store::list`](crate::Store::list).  Newest first.  As
+/// JSON or a query string, `error` stands for `error_contains`; unknown
+/// fields are refused.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ListFilter {
     pub queue: Option<String>,
     pub state: Option<JobState>,
     pub kind: Option<String>,
     pub tenant: Option<String>,
     /// Only jobs whose last error contains this text (ASCII letters in any case).
+    #[serde(alias = "error")]
     pub error_contains: Option<String>,
     /// Only jobs with a smaller id (for paging).
     pub before_id: Option<JobId>,

@@ -4,6 +4,7 @@
 mod claims;
 mod control;
 mod enqueue;
+mod extensions;
 mod leases;
 mod reads;
 mod retries;
