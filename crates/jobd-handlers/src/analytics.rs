@@ -14,7 +14,9 @@ use chrono::Datelike;
 use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
-use crate::{job_error, per_tenant, tenant_threads, Blocking, BlockingJob, DataDir, Reporter, Run};
+use crate::blocking::Checked;
+use crate::schedules::ANALYTICS_KIND;
+use crate::{job_error, per_tenant, tenant_threads, DataDir, Reporter, Run};
 use jobd::clock::Millis;
 use jobd::error::{Error, Result};
 use jobd::store::Store;
@@ -342,29 +344,17 @@ pub fn purge_expired(store: &Store) -> Result<usize> {
     })
 }
 
-/// The `analytics_rollup` job: payload [`AnalyticsQuery`], result [`Analytics`].
-pub struct AnalyticsHandler {
-    data: DataDir,
+blocking_job! {
+    /// The `analytics_rollup` job: payload [`AnalyticsQuery`], result [`Analytics`].
+    AnalyticsRollup = AnalyticsHandler: ANALYTICS_KIND, AnalyticsQuery => Analytics,
+    check_rollup, run_rollup
 }
 
-impl AnalyticsHandler {
-    pub fn new(data: DataDir) -> Blocking<AnalyticsHandler> {
-        Blocking::new(AnalyticsHandler { data })
-    }
+/// A range that runs forwards, a concurrency of at least 1, a domain of sane length.
+fn check_rollup(_: Option<&DataDir>, query: &AnalyticsQuery, _: Option<&str>) -> Checked {
+    query.validate().map_err(super::said)
 }
 
-impl BlockingJob for AnalyticsHandler {
-    const KIND: &'static str = crate::schedules::ANALYTICS_KIND;
-    type Payload = AnalyticsQuery;
-    type Output = Analytics;
-
-    /// A range that runs forwards, a concurrency of at least 1, a domain of
-    /// sane length: what every run would check first.
-    fn check(&self, query: &AnalyticsQuery, _tenant: Option<&str>) -> Result<(), String> {
-        query.validate().map_err(super::said)
-    }
-
-    fn work(&self, run: &Run, query: AnalyticsQuery, r: &Reporter) -> Result<Analytics, JobError> {
-        analytics(&run.store, &self.data, &query, r).map_err(job_error)
-    }
+fn run_rollup(run: &Run, query: AnalyticsQuery, r: &Reporter) -> Result<Analytics, JobError> {
+    analytics(&run.store, run.data()?, &query, r).map_err(job_error)
 }

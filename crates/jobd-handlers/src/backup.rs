@@ -31,9 +31,10 @@ use rusqlite::{Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::blocking::{Checked, NO_DATA};
+use crate::schedules::BACKUP_KIND;
 use crate::{
-    hex, job_error, per_tenant, said, tenant_threads, write_atomically, Blocking, BlockingJob,
-    DataDir, Reporter, Run,
+    hex, job_error, per_tenant, said, tenant_threads, write_atomically, DataDir, Reporter, Run,
 };
 use jobd::clock::Millis;
 use jobd::error::{Error, Result};
@@ -650,32 +651,20 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
-/// The `backup_tenants` job: payload [`BackupOptions`], result [`Manifest`].
-pub struct BackupHandler {
-    data: DataDir,
+blocking_job! {
+    /// The `backup_tenants` job: payload [`BackupOptions`], result [`Manifest`].
+    BackupTenants = BackupHandler: BACKUP_KIND, BackupOptions => Manifest,
+    check_backup, run_backup
 }
 
-impl BackupHandler {
-    pub fn new(data: DataDir) -> Blocking<BackupHandler> {
-        Blocking::new(BackupHandler { data })
-    }
+/// It keeps at least one set, and every tenant it names exists.
+fn check_backup(data: Option<&DataDir>, opts: &BackupOptions, _: Option<&str>) -> Checked {
+    let data = data.ok_or(NO_DATA)?;
+    opts.validate().map_err(said)?;
+    let mut named = opts.tenants.iter().flatten();
+    named.try_for_each(|t| data.tenants().path(t).map(drop).map_err(said))
 }
 
-impl BlockingJob for BackupHandler {
-    const KIND: &'static str = crate::schedules::BACKUP_KIND;
-    type Payload = BackupOptions;
-    type Output = Manifest;
-
-    /// It keeps at least one set, and every tenant it names exists.
-    fn check(&self, opts: &BackupOptions, _tenant: Option<&str>) -> Result<(), String> {
-        opts.validate().map_err(said)?;
-        for tenant in opts.tenants.iter().flatten() {
-            self.data.tenants().path(tenant).map_err(said)?;
-        }
-        Ok(())
-    }
-
-    fn work(&self, run: &Run, opts: BackupOptions, r: &Reporter) -> Result<Manifest, JobError> {
-        backup_tenants(&self.data, &opts, run.now, r).map_err(job_error)
-    }
+fn run_backup(run: &Run, opts: BackupOptions, r: &Reporter) -> Result<Manifest, JobError> {
+    backup_tenants(run.data()?, &opts, run.now, r).map_err(job_error)
 }

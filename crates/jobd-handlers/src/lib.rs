@@ -17,6 +17,9 @@
 //! (unknown tenant, invalid options) fails the job for good; I/O failures
 //! are retried.
 
+#[macro_use]
+mod blocking;
+
 pub mod analytics;
 pub mod backup;
 pub mod maintenance;
@@ -32,6 +35,7 @@ use jobd::worker::{JobContext, JobError};
 
 use crate::tenants::TenantDir;
 
+pub use blocking::{Blocking, BlockingJob, Run};
 pub use jobd::worker::{run_blocking, Report, Reporter};
 
 /// The handlers' own tables in the queue file (the analytics cache), in
@@ -84,70 +88,6 @@ pub(crate) fn said(e: Error) -> String {
     match e {
         Error::InvalidInput { field, reason } => format!("{field}: {reason}"),
         e => e.to_string(),
-    }
-}
-
-/// A built-in job: plain blocking work, run by [`Blocking`] on the blocking
-/// pool with its progress stored as it comes.
-pub trait BlockingJob: Send + Sync + 'static {
-    /// The job kind.
-    const KIND: &'static str;
-    type Payload: serde::de::DeserializeOwned + Send + 'static;
-    type Output: serde::Serialize + Send + 'static;
-
-    /// See [`Handler::check`](jobd::worker::Handler::check).
-    fn check(&self, payload: &Self::Payload, tenant: Option<&str>) -> Result<(), String> {
-        let _ = (payload, tenant);
-        Ok(())
-    }
-
-    /// Do the work (on a blocking thread).
-    fn work(
-        &self,
-        run: &Run,
-        payload: Self::Payload,
-        reporter: &Reporter,
-    ) -> Result<Self::Output, JobError>;
-}
-
-/// What a [`BlockingJob`]'s work knows of its job.
-#[derive(Debug, Clone)]
-pub struct Run {
-    pub store: jobd::Store,
-    pub job_id: jobd::JobId,
-    /// The job's tenant, if it has one.
-    pub tenant: Option<String>,
-    /// When the run started (the store's clock).
-    pub now: jobd::Millis,
-}
-
-/// The [`Handler`](jobd::worker::Handler) of a [`BlockingJob`].
-pub struct Blocking<J>(std::sync::Arc<J>);
-
-impl<J> Blocking<J> {
-    pub fn new(job: J) -> Blocking<J> {
-        Blocking(std::sync::Arc::new(job))
-    }
-}
-
-impl<J: BlockingJob> jobd::worker::Handler for Blocking<J> {
-    const KIND: &'static str = J::KIND;
-    type Payload = J::Payload;
-    type Output = J::Output;
-
-    fn check(&self, payload: &J::Payload, tenant: Option<&str>) -> Result<(), String> {
-        self.0.check(payload, tenant)
-    }
-
-    async fn run(&self, ctx: JobContext, payload: J::Payload) -> Result<J::Output, JobError> {
-        let job = self.0.clone();
-        let run = Run {
-            store: ctx.store().clone(),
-            job_id: ctx.id(),
-            tenant: ctx.tenant().map(str::to_string),
-            now: ctx.store().clock().now_ms(),
-        };
-        run_blocking(&ctx, move |reporter| job.work(&run, payload, reporter)).await
     }
 }
 

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{job_error, Blocking, BlockingJob, DataDir, Reporter, Run};
+use crate::blocking::no_check;
+use crate::schedules::{CLEANUP_KIND, HEALTH_KIND};
+use crate::{job_error, DataDir, Reporter, Run};
 use jobd::error::{Error, Result};
 use jobd::store::Store;
 use jobd::worker::JobError;
@@ -118,31 +120,13 @@ pub fn cleanup(
     Ok(report)
 }
 
-/// The `cleanup` job.
-pub struct CleanupHandler {
-    data: Option<DataDir>,
+blocking_job! {
+    /// The `cleanup` job.
+    Cleanup = CleanupHandler: CLEANUP_KIND, CleanupOptions => CleanupReport, no_check, run_cleanup
 }
 
-impl CleanupHandler {
-    /// Without a data dir, only the queue file is tended.
-    pub fn new(data: Option<DataDir>) -> Blocking<CleanupHandler> {
-        Blocking::new(CleanupHandler { data })
-    }
-}
-
-impl BlockingJob for CleanupHandler {
-    const KIND: &'static str = crate::schedules::CLEANUP_KIND;
-    type Payload = CleanupOptions;
-    type Output = CleanupReport;
-
-    fn work(
-        &self,
-        run: &Run,
-        opts: CleanupOptions,
-        r: &Reporter,
-    ) -> Result<CleanupReport, JobError> {
-        cleanup(&run.store, self.data.as_ref(), &opts, r).map_err(job_error)
-    }
+fn run_cleanup(run: &Run, opts: CleanupOptions, r: &Reporter) -> Result<CleanupReport, JobError> {
+    cleanup(&run.store, run.data.as_ref(), &opts, r).map_err(job_error)
 }
 
 /// What `health_check` found.
@@ -194,31 +178,19 @@ pub fn health_check(store: &Store, data: Option<&DataDir>, reporter: &Reporter) 
     Ok(health)
 }
 
-/// The `health_check` job: fails (retryably) when something is unhealthy,
-/// so an operator sees it among the failed jobs.
-pub struct HealthHandler {
-    data: Option<DataDir>,
+blocking_job! {
+    /// The `health_check` job: fails (retryably) when something is unhealthy,
+    /// so an operator sees it among the failed jobs.
+    HealthCheck = HealthHandler: HEALTH_KIND, serde_json::Value => Health, no_check, run_health
 }
 
-impl HealthHandler {
-    pub fn new(data: Option<DataDir>) -> Blocking<HealthHandler> {
-        Blocking::new(HealthHandler { data })
+fn run_health(run: &Run, _: serde_json::Value, r: &Reporter) -> Result<Health, JobError> {
+    let health = health_check(&run.store, run.data.as_ref(), r).map_err(job_error)?;
+    if !health.queue_ok || !health.unhealthy_tenants.is_empty() {
+        return Err(JobError::retryable(format!(
+            "unhealthy: queue file ok = {}, tenants failing: {:?}",
+            health.queue_ok, health.unhealthy_tenants
+        )));
     }
-}
-
-impl BlockingJob for HealthHandler {
-    const KIND: &'static str = crate::schedules::HEALTH_KIND;
-    type Payload = serde_json::Value;
-    type Output = Health;
-
-    fn work(&self, run: &Run, _: serde_json::Value, r: &Reporter) -> Result<Health, JobError> {
-        let health = health_check(&run.store, self.data.as_ref(), r).map_err(job_error)?;
-        if !health.queue_ok || !health.unhealthy_tenants.is_empty() {
-            return Err(JobError::retryable(format!(
-                "unhealthy: queue file ok = {}, tenants failing: {:?}",
-                health.queue_ok, health.unhealthy_tenants
-            )));
-        }
-        Ok(health)
-    }
+    Ok(health)
 }

@@ -21,10 +21,8 @@ use rusqlite::{Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::{
-    hex, job_error, said, sync_fs, write_atomically, write_file, Blocking, BlockingJob, DataDir,
-    Reporter, Run,
-};
+use crate::blocking::{Checked, NO_DATA};
+use crate::{hex, job_error, said, sync_fs, write_atomically, write_file, DataDir, Reporter, Run};
 use jobd::error::{Error, Result};
 use jobd::worker::JobError;
 
@@ -591,74 +589,49 @@ fn tenant_of(run: &Run, payload: &Option<String>) -> Result<String, JobError> {
 
 /// Before a QR job is enqueued: the tenant it names (the payload's, else the
 /// job's), which must exist.
-fn check_tenant<'a>(
-    data: &DataDir,
+fn check_tenant<'a, 'd>(
+    data: Option<&'d DataDir>,
     payload: &'a Option<String>,
     job: Option<&'a str>,
-) -> std::result::Result<&'a str, String> {
+) -> std::result::Result<(&'d DataDir, &'a str), String> {
+    let data = data.ok_or(NO_DATA)?;
     let tenant = payload.as_deref().or(job).ok_or(NO_TENANT)?;
     data.tenants().path(tenant).map_err(said)?;
-    Ok(tenant)
+    Ok((data, tenant))
 }
 
-/// The `generate_qr_pdf` job.
-pub struct PdfHandler {
-    data: DataDir,
+blocking_job! {
+    /// The `generate_qr_pdf` job.
+    GenerateQrPdf = PdfHandler: PDF_KIND, PdfOptions => PdfResult, check_pdf, run_pdf
 }
 
-impl PdfHandler {
-    pub fn new(data: DataDir) -> Blocking<PdfHandler> {
-        Blocking::new(PdfHandler { data })
-    }
+/// The options are in range, the tenant exists and has the template.
+fn check_pdf(data: Option<&DataDir>, opts: &PdfOptions, job: Option<&str>) -> Checked {
+    opts.validate().map_err(said)?;
+    let (data, tenant) = check_tenant(data, &opts.tenant, job)?;
+    let conn = data.tenants().open_read_only(tenant).map_err(said)?;
+    template(&conn, tenant, opts.template_id)
+        .map(drop)
+        .map_err(said)
 }
 
-impl BlockingJob for PdfHandler {
-    const KIND: &'static str = PDF_KIND;
-    type Payload = PdfOptions;
-    type Output = PdfResult;
-
-    /// The options are in range, the tenant exists and has the template.
-    fn check(&self, opts: &PdfOptions, tenant: Option<&str>) -> Result<(), String> {
-        opts.validate().map_err(said)?;
-        let tenant = check_tenant(&self.data, &opts.tenant, tenant)?;
-        let conn = self.data.tenants().open_read_only(tenant).map_err(said)?;
-        template(&conn, tenant, opts.template_id)
-            .map(drop)
-            .map_err(said)
-    }
-
-    fn work(&self, run: &Run, opts: PdfOptions, r: &Reporter) -> Result<PdfResult, JobError> {
-        let tenant = tenant_of(run, &opts.tenant)?;
-        generate_pdf(&self.data, &tenant, &opts, r).map_err(job_error)
-    }
+fn run_pdf(run: &Run, opts: PdfOptions, r: &Reporter) -> Result<PdfResult, JobError> {
+    generate_pdf(run.data()?, &tenant_of(run, &opts.tenant)?, &opts, r).map_err(job_error)
 }
 
-/// The `batch_qr` job.
-pub struct BatchHandler {
-    data: DataDir,
+blocking_job! {
+    /// The `batch_qr` job.
+    BatchQr = BatchHandler: BATCH_KIND, BatchOptions => BatchResult, check_batch, run_batch
 }
 
-impl BatchHandler {
-    pub fn new(data: DataDir) -> Blocking<BatchHandler> {
-        Blocking::new(BatchHandler { data })
-    }
+/// The options are in range and the tenant exists (a template it does not
+/// have is one failed item of the batch, not a failed job).
+fn check_batch(data: Option<&DataDir>, opts: &BatchOptions, job: Option<&str>) -> Checked {
+    opts.validate().map_err(said)?;
+    check_tenant(data, &opts.tenant, job).map(drop)
 }
 
-impl BlockingJob for BatchHandler {
-    const KIND: &'static str = BATCH_KIND;
-    type Payload = BatchOptions;
-    type Output = BatchResult;
-
-    /// The options are in range and the tenant exists (a template it does
-    /// not have is one failed item of the batch, not a failed job).
-    fn check(&self, opts: &BatchOptions, tenant: Option<&str>) -> Result<(), String> {
-        opts.validate().map_err(said)?;
-        check_tenant(&self.data, &opts.tenant, tenant).map(drop)
-    }
-
-    fn work(&self, run: &Run, opts: BatchOptions, r: &Reporter) -> Result<BatchResult, JobError> {
-        let tenant = tenant_of(run, &opts.tenant)?;
-        let name = format!("job-{}", run.job_id);
-        batch(&self.data, &tenant, &name, &opts, r).map_err(job_error)
-    }
+fn run_batch(run: &Run, opts: BatchOptions, r: &Reporter) -> Result<BatchResult, JobError> {
+    let (tenant, name) = (tenant_of(run, &opts.tenant)?, format!("job-{}", run.job_id));
+    batch(run.data()?, &tenant, &name, &opts, r).map_err(job_error)
 }

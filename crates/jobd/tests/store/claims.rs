@@ -10,20 +10,11 @@ use crate::support::*;
 #[test]
 fn claim_order_is_priority_then_run_at_then_id_and_delayed_jobs_wait() {
     let f = fixture();
-    let low = f
-        .store
-        .enqueue(&NewJob::new("q", "k").priority(10))
-        .unwrap();
-    let later = f
-        .store
-        .enqueue(&NewJob::new("q", "k").delay(Duration::from_secs(5)))
-        .unwrap();
-    let first = f.store.enqueue(&NewJob::new("q", "k")).unwrap();
-    let urgent = f
-        .store
-        .enqueue(&NewJob::new("q", "k").priority(-5))
-        .unwrap();
-    let second = f.store.enqueue(&NewJob::new("q", "k")).unwrap();
+    let low = f.enqueue(NewJob::new("q", "k").priority(10));
+    let later = f.enqueue(NewJob::new("q", "k").delay(Duration::from_secs(5)));
+    let first = f.enqueue(NewJob::new("q", "k"));
+    let urgent = f.enqueue(NewJob::new("q", "k").priority(-5));
+    let second = f.enqueue(NewJob::new("q", "k"));
     let order: Vec<i64> = (0..4)
         .map(|_| f.store.claim("w", &["q"], 1, LEASE).unwrap()[0].id)
         .collect();
@@ -36,12 +27,8 @@ fn claim_order_is_priority_then_run_at_then_id_and_delayed_jobs_wait() {
 #[test]
 fn claim_batches_across_queues_in_the_order_given() {
     let f = fixture();
-    let a: Vec<i64> = (0..3)
-        .map(|_| f.store.enqueue(&NewJob::new("a", "k")).unwrap())
-        .collect();
-    let b: Vec<i64> = (0..3)
-        .map(|_| f.store.enqueue(&NewJob::new("b", "k")).unwrap())
-        .collect();
+    let a: Vec<i64> = (0..3).map(|_| f.enqueue(NewJob::new("a", "k"))).collect();
+    let b: Vec<i64> = (0..3).map(|_| f.enqueue(NewJob::new("b", "k"))).collect();
     let got = f.store.claim("w", &["b", "a"], 4, LEASE).unwrap();
     let ids: std::collections::BTreeSet<i64> = got.iter().map(|j| j.id).collect();
     assert_eq!(ids.len(), 4);
@@ -57,7 +44,7 @@ fn claim_batches_across_queues_in_the_order_given() {
 #[test]
 fn paused_queues_are_skipped() {
     let f = fixture();
-    f.store.enqueue(&NewJob::new("pdf", "k")).unwrap();
+    f.enqueue(NewJob::new("pdf", "k"));
     f.store.pause("pdf").unwrap();
     assert!(f.store.claim("w", &["pdf"], 1, LEASE).unwrap().is_empty());
     assert!(f.store.stats().unwrap().queue("pdf").unwrap().paused);

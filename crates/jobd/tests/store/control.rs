@@ -10,17 +10,14 @@ use crate::support::*;
 #[test]
 fn cancel_a_waiting_job_and_a_running_one() {
     let f = fixture();
-    let waiting = f
-        .store
-        .enqueue(&NewJob::new("q", "k").delay(Duration::from_secs(60)))
-        .unwrap();
+    let waiting = f.enqueue(NewJob::new("q", "k").delay(Duration::from_secs(60)));
     assert_eq!(f.store.cancel(waiting).unwrap(), CancelOutcome::Cancelled);
     assert_eq!(
         f.store.cancel(waiting).unwrap(),
         CancelOutcome::AlreadyCancelled
     );
     f.clock.advance(Duration::from_secs(120));
-    let running = f.store.enqueue(&NewJob::new("q", "k")).unwrap();
+    let running = f.enqueue(NewJob::new("q", "k"));
     let t = f.store.claim("w", &["q"], 10, LEASE).unwrap();
     assert_eq!(t.len(), 1, "the cancelled job is not claimed");
     assert_eq!(f.store.cancel(running).unwrap(), CancelOutcome::Requested);
@@ -40,8 +37,8 @@ fn cancel_a_waiting_job_and_a_running_one() {
         f.store.cancel(999),
         Err(Error::NotFound { job_id: 999 })
     ));
-    let done = f.store.enqueue(&NewJob::new("q", "k")).unwrap();
-    let t = f.store.claim("w", &["q"], 1, LEASE).unwrap().remove(0);
+    let done = f.enqueue(NewJob::new("q", "k"));
+    let t = f.claim_one("w", "q");
     f.store.complete(done, t.lease_token, None).unwrap();
     assert!(matches!(
         f.store.cancel(done),
@@ -52,8 +49,8 @@ fn cancel_a_waiting_job_and_a_running_one() {
 #[test]
 fn a_running_job_flagged_for_cancel_is_cancelled_when_its_worker_dies_or_fails() {
     let f = fixture();
-    let a = f.store.enqueue(&NewJob::new("q", "k")).unwrap();
-    let b = f.store.enqueue(&NewJob::new("q", "k")).unwrap();
+    let a = f.enqueue(NewJob::new("q", "k"));
+    let b = f.enqueue(NewJob::new("q", "k"));
     let claimed = f.store.claim("w", &["q"], 2, LEASE).unwrap();
     f.store.cancel(a).unwrap();
     f.store.cancel(b).unwrap();
@@ -69,7 +66,7 @@ fn a_running_job_flagged_for_cancel_is_cancelled_when_its_worker_dies_or_fails()
 
 /// A job made dead by its one try failing with `error`.
 fn dead_job(f: &Fixture, job: NewJob, error: &str) -> i64 {
-    let id = f.store.enqueue(&job.max_attempts(1)).unwrap();
+    let id = f.enqueue(job.max_attempts(1));
     let c = f
         .store
         .claim("w", &[&job_queue(&f.store, id)], 1, LEASE)
@@ -103,7 +100,7 @@ fn retry_matching_revives_the_dead_jobs_a_selection_names() {
         "font missing",
     );
     // A cancelled job is revived only when the selection asks for cancelled ones.
-    let cancelled = f.store.enqueue(&NewJob::new("pdf", "qr_pdf")).unwrap();
+    let cancelled = f.enqueue(NewJob::new("pdf", "qr_pdf"));
     f.store.cancel(cancelled).unwrap();
     // A dead job whose unique key a live job holds stays dead, reported.
     let keyed = dead_job(
@@ -111,10 +108,7 @@ fn retry_matching_revives_the_dead_jobs_a_selection_names() {
         NewJob::new("pdf", "qr_pdf").unique_key("k"),
         "font missing",
     );
-    let holder = f
-        .store
-        .enqueue(&NewJob::new("pdf", "qr_pdf").unique_key("k"))
-        .unwrap();
+    let holder = f.enqueue(NewJob::new("pdf", "qr_pdf").unique_key("k"));
     f.clock.advance(Duration::from_secs(5));
 
     let by_error = JobSelection {
@@ -166,7 +160,7 @@ fn retry_matching_revives_the_dead_jobs_a_selection_names() {
 fn bulk_retry_and_cancel_refuse_states_they_do_not_apply_to_and_change_nothing() {
     let f = fixture();
     let dead = dead_job(&f, NewJob::new("q", "k"), "boom");
-    let ready = f.store.enqueue(&NewJob::new("q", "k")).unwrap();
+    let ready = f.enqueue(NewJob::new("q", "k"));
     for st in [JobState::Ready, JobState::Running, JobState::Succeeded] {
         let sel = JobSelection {
             state: Some(st),
@@ -202,19 +196,16 @@ fn bulk_retry_and_cancel_refuse_states_they_do_not_apply_to_and_change_nothing()
 #[test]
 fn cancel_matching_cancels_waiting_jobs_and_asks_running_ones_to_stop() {
     let f = fixture();
-    let done = f.store.enqueue(&NewJob::new("pdf", "qr_pdf")).unwrap();
+    let done = f.enqueue(NewJob::new("pdf", "qr_pdf"));
     let c = f.store.claim("w", &["pdf"], 1, LEASE).unwrap();
     f.store.complete(done, c[0].lease_token, None).unwrap();
-    let running = f.store.enqueue(&NewJob::new("pdf", "qr_pdf")).unwrap();
+    let running = f.enqueue(NewJob::new("pdf", "qr_pdf"));
     let claimed = f.store.claim("w", &["pdf"], 1, LEASE).unwrap();
     assert_eq!(claimed[0].id, running);
-    let waiting = f.store.enqueue(&NewJob::new("pdf", "qr_pdf")).unwrap();
-    let later = f
-        .store
-        .enqueue(&NewJob::new("pdf", "qr_pdf").delay(Duration::from_secs(60)))
-        .unwrap();
-    let other_kind = f.store.enqueue(&NewJob::new("pdf", "other")).unwrap();
-    let other_queue = f.store.enqueue(&NewJob::new("email", "qr_pdf")).unwrap();
+    let waiting = f.enqueue(NewJob::new("pdf", "qr_pdf"));
+    let later = f.enqueue(NewJob::new("pdf", "qr_pdf").delay(Duration::from_secs(60)));
+    let other_kind = f.enqueue(NewJob::new("pdf", "other"));
+    let other_queue = f.enqueue(NewJob::new("email", "qr_pdf"));
 
     let sel = JobSelection {
         queue: Some("pdf".into()),

@@ -13,19 +13,16 @@ use crate::support::*;
 fn unique_keys_return_the_live_job() {
     let f = fixture();
     let job = || NewJob::new("q", "backup").unique_key("backup:tenant-1");
-    let a = f.store.enqueue(&job()).unwrap();
-    let b = f
-        .store
-        .enqueue(&job().payload(&json!({"other": 1})))
-        .unwrap();
+    let a = f.enqueue(job());
+    let b = f.enqueue(job().payload(&json!({"other": 1})));
     assert_eq!(a, b);
     assert_eq!(count(&f.store, "SELECT count(*) FROM jobs"), 1);
     // Still held while running.
-    let claimed = f.store.claim("w", &["q"], 1, LEASE).unwrap().remove(0);
-    assert_eq!(f.store.enqueue(&job()).unwrap(), a);
+    let claimed = f.claim_one("w", "q");
+    assert_eq!(f.enqueue(job()), a);
     // Released once the job is finished.
     f.store.complete(a, claimed.lease_token, None).unwrap();
-    let c = f.store.enqueue(&job()).unwrap();
+    let c = f.enqueue(job());
     assert_ne!(c, a);
     // In a batch too, including twice inside the same batch.
     let ids = f

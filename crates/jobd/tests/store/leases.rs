@@ -12,7 +12,7 @@ use crate::support::*;
 #[test]
 fn expired_lease_is_reaped_and_the_job_runs_again() {
     let f = fixture();
-    let id = f.store.enqueue(&NewJob::new("q", "k")).unwrap();
+    let id = f.enqueue(NewJob::new("q", "k"));
     let first = f.store.claim("w1", &["q"], 1, LEASE).unwrap();
     assert_eq!(first[0].id, id);
     assert_eq!(first[0].attempt, 1);
@@ -48,8 +48,8 @@ fn expired_lease_is_reaped_and_the_job_runs_again() {
 #[test]
 fn heartbeat_extends_the_lease() {
     let f = fixture();
-    let id = f.store.enqueue(&NewJob::new("q", "k")).unwrap();
-    let job = f.store.claim("w1", &["q"], 1, LEASE).unwrap().remove(0);
+    let id = f.enqueue(NewJob::new("q", "k"));
+    let job = f.claim_one("w1", "q");
     for _ in 0..10 {
         f.clock.advance(Duration::from_secs(20));
         let hb = f.store.heartbeat(id, job.lease_token, LEASE).unwrap();
@@ -62,11 +62,11 @@ fn heartbeat_extends_the_lease() {
 #[test]
 fn a_stale_worker_is_fenced_off_and_changes_nothing() {
     let f = fixture();
-    let id = f.store.enqueue(&NewJob::new("q", "k")).unwrap();
-    let stale = f.store.claim("slow", &["q"], 1, LEASE).unwrap().remove(0);
+    let id = f.enqueue(NewJob::new("q", "k"));
+    let stale = f.claim_one("slow", "q");
     f.clock.advance(LEASE);
     f.store.reap().unwrap();
-    let fresh = f.store.claim("fast", &["q"], 1, LEASE).unwrap().remove(0);
+    let fresh = f.claim_one("fast", "q");
     assert_ne!(stale.lease_token, fresh.lease_token);
 
     let before = f.store.get(id).unwrap();
@@ -113,14 +113,11 @@ fn a_stale_worker_is_fenced_off_and_changes_nothing() {
 #[test]
 fn release_gives_the_job_back_without_counting_the_try() {
     let f = fixture();
-    let id = f
-        .store
-        .enqueue(&NewJob::new("q", "k").max_attempts(1))
-        .unwrap();
-    let t = f.store.claim("w", &["q"], 1, LEASE).unwrap().remove(0);
+    let id = f.enqueue(NewJob::new("q", "k").max_attempts(1));
+    let t = f.claim_one("w", "q");
     f.store.release(id, t.lease_token).unwrap();
     assert_eq!(f.store.get(id).unwrap().state, JobState::Ready);
-    let t = f.store.claim("w2", &["q"], 1, LEASE).unwrap().remove(0);
+    let t = f.claim_one("w2", "q");
     assert_eq!((t.attempt, t.attempt_limit), (2, 2));
     f.store.complete(id, t.lease_token, None).unwrap();
     assert_eq!(outcomes(&f.store, id), ["released", "succeeded"]);
@@ -129,8 +126,8 @@ fn release_gives_the_job_back_without_counting_the_try() {
 #[test]
 fn progress_is_stored_and_logged() {
     let f = fixture();
-    let id = f.store.enqueue(&NewJob::new("q", "k")).unwrap();
-    let t = f.store.claim("w", &["q"], 1, LEASE).unwrap().remove(0);
+    let id = f.enqueue(NewJob::new("q", "k"));
+    let t = f.claim_one("w", "q");
     for (pct, stage) in [(10.0, "reading"), (60.0, "rendering")] {
         let p = Progress {
             percent: Some(pct),
@@ -158,7 +155,7 @@ fn progress_is_stored_and_logged() {
 fn complete_many_skips_lost_leases() {
     let f = fixture();
     for _ in 0..3 {
-        f.store.enqueue(&NewJob::new("q", "k")).unwrap();
+        f.enqueue(NewJob::new("q", "k"));
     }
     let jobs = f.store.claim("w", &["q"], 3, LEASE).unwrap();
     let claimed_at = f.clock.now_ms();
@@ -207,10 +204,10 @@ fn committed_during_sees_a_commit() {
 #[test]
 fn a_step_of_the_wall_clock_does_not_reap_live_leases() {
     let f = fixture();
-    let live = f.store.enqueue(&NewJob::new("q", "k")).unwrap();
-    let stopped = f.store.enqueue(&NewJob::new("q", "k")).unwrap();
-    let a = f.store.claim("alive", &["q"], 1, LEASE).unwrap().remove(0);
-    let b = f.store.claim("gone", &["q"], 1, LEASE).unwrap().remove(0);
+    let live = f.enqueue(NewJob::new("q", "k"));
+    let stopped = f.enqueue(NewJob::new("q", "k"));
+    let a = f.claim_one("alive", "q");
+    let b = f.claim_one("gone", "q");
     assert_eq!((a.id, b.id), (live, stopped));
     assert_eq!(f.store.reap().unwrap().total(), 0);
     f.clock.advance(Duration::from_secs(10));
@@ -238,19 +235,19 @@ fn a_step_of_the_wall_clock_does_not_reap_live_leases() {
     assert_eq!(outcomes(&f.store, live), ["succeeded"], "ran once");
 
     // Slow drift is not a step: an expired lease is reaped at once.
-    let c = f.store.claim("gone", &["q"], 1, LEASE).unwrap().remove(0);
+    let c = f.claim_one("gone", "q");
     f.clock.advance(Duration::from_secs(31));
     f.clock.step(500);
     assert_eq!(f.store.reap().unwrap().requeued, [c.id]);
 
     // A step back: a live lease stays, and no hold follows.
-    let d = f.store.claim("alive", &["q"], 1, LEASE).unwrap().remove(0);
+    let d = f.claim_one("alive", "q");
     f.clock.step(-3_600_000);
     assert_eq!(f.store.reap().unwrap().total(), 0);
     f.store.complete(d.id, d.lease_token, None).unwrap();
 
     // A new boot of the host is not a step: the old boot's workers are gone.
-    let e = f.store.enqueue(&NewJob::new("q", "k")).unwrap();
+    let e = f.enqueue(NewJob::new("q", "k"));
     f.store.claim("gone", &["q"], 1, LEASE).unwrap();
     f.clock.reboot();
     f.clock.step(3_600_000);

@@ -125,13 +125,9 @@ fn list_filters_every_state_and_pages_newest_first() {
 fn stats_count_states_and_live_workers() {
     let f = fixture();
     for _ in 0..4 {
-        f.store
-            .enqueue(&NewJob::new("pdf", "k").max_attempts(1))
-            .unwrap();
+        f.enqueue(NewJob::new("pdf", "k").max_attempts(1));
     }
-    f.store
-        .enqueue(&NewJob::new("email", "k").delay(Duration::from_secs(60)))
-        .unwrap();
+    f.enqueue(NewJob::new("email", "k").delay(Duration::from_secs(60)));
     let t = f.store.claim("w", &["pdf"], 2, LEASE).unwrap();
     f.store.complete(t[0].id, t[0].lease_token, None).unwrap();
     f.store.fail(t[1].id, t[1].lease_token, "x", true).unwrap();
@@ -159,13 +155,13 @@ fn stats_count_states_and_live_workers() {
 #[test]
 fn stats_count_every_state_per_queue() {
     let f = fixture();
-    let early = f.store.enqueue(&NewJob::new("a", "k")).unwrap();
+    let early = f.enqueue(NewJob::new("a", "k"));
     f.clock.advance(Duration::from_secs(5));
     for _ in 0..3 {
-        f.store.enqueue(&NewJob::new("a", "k")).unwrap();
+        f.enqueue(NewJob::new("a", "k"));
     }
-    f.store.enqueue(&NewJob::new("b", "k")).unwrap();
-    let waiting = f.store.enqueue(&NewJob::new("b", "k")).unwrap();
+    f.enqueue(NewJob::new("b", "k"));
+    let waiting = f.enqueue(NewJob::new("b", "k"));
     f.store.cancel(waiting).unwrap();
     // `a`: the oldest job runs, one fails with tries left (a retry waits).
     let t = f.store.claim("w", &["a"], 2, LEASE).unwrap();
@@ -194,7 +190,7 @@ fn stats_count_every_state_per_queue() {
     assert_eq!(f.store.live_workers().unwrap(), 0);
     // Run time of succeeded jobs: claim to complete, 1 s + 2 s.
     f.store.complete(t[0].id, t[0].lease_token, None).unwrap();
-    let u = f.store.claim("w", &["a"], 1, LEASE).unwrap().remove(0);
+    let u = f.claim_one("w", "a");
     f.clock.advance(Duration::from_secs(2));
     f.store.complete(u.id, u.lease_token, None).unwrap();
     let stats = f.store.stats().unwrap();
@@ -233,7 +229,7 @@ fn stats_recent_reads_waiting_jobs_now_and_reuses_finished_counts_while_young() 
         factor: u32::MAX,
     });
     for _ in 0..3 {
-        f.store.enqueue(&NewJob::new("q", "k")).unwrap();
+        f.enqueue(NewJob::new("q", "k"));
     }
     let t = f.store.claim("w", &["q"], 2, LEASE).unwrap();
     f.store.complete(t[0].id, t[0].lease_token, None).unwrap();
@@ -257,9 +253,9 @@ fn stats_recent_counts_again_once_the_count_is_older_than_its_cost_allows() {
         min_scan: Duration::ZERO,
         factor: 1,
     });
-    f.store.enqueue(&NewJob::new("q", "k")).unwrap();
+    f.enqueue(NewJob::new("q", "k"));
     assert_eq!(recent(&f.store), (1, 0, 0, 0));
-    let t = f.store.claim("w", &["q"], 1, LEASE).unwrap().remove(0);
+    let t = f.claim_one("w", "q");
     f.store.complete(t.id, t.lease_token, None).unwrap();
     f.clock.advance(Duration::from_secs(1));
     assert_eq!(recent(&f.store), (0, 0, 1, 0));
@@ -269,9 +265,9 @@ fn stats_recent_counts_again_once_the_count_is_older_than_its_cost_allows() {
 fn stats_recent_on_a_small_file_is_always_read_now() {
     // The default: counts cheaper than 20 ms of CPU are never reused.
     let f = fixture();
-    f.store.enqueue(&NewJob::new("q", "k")).unwrap();
+    f.enqueue(NewJob::new("q", "k"));
     assert_eq!(recent(&f.store), (1, 0, 0, 0));
-    let t = f.store.claim("w", &["q"], 1, LEASE).unwrap().remove(0);
+    let t = f.claim_one("w", "q");
     f.store.complete(t.id, t.lease_token, None).unwrap();
     assert_eq!(recent(&f.store), (0, 0, 1, 0));
     assert_eq!(f.store.stats_recent().unwrap(), f.store.stats().unwrap());
@@ -280,8 +276,8 @@ fn stats_recent_on_a_small_file_is_always_read_now() {
 #[test]
 fn purge_deletes_finished_jobs_with_their_history() {
     let f = fixture();
-    let old = f.store.enqueue(&NewJob::new("q", "k")).unwrap();
-    let t = f.store.claim("w", &["q"], 1, LEASE).unwrap().remove(0);
+    let old = f.enqueue(NewJob::new("q", "k"));
+    let t = f.claim_one("w", "q");
     f.store
         .set_progress(
             old,
@@ -293,7 +289,7 @@ fn purge_deletes_finished_jobs_with_their_history() {
         )
         .unwrap();
     f.store.complete(old, t.lease_token, None).unwrap();
-    let waiting = f.store.enqueue(&NewJob::new("q", "k")).unwrap();
+    let waiting = f.enqueue(NewJob::new("q", "k"));
     f.clock.advance(Duration::from_secs(7200));
     assert_eq!(f.store.purge(Duration::from_secs(3600), None).unwrap(), 1);
     assert!(matches!(f.store.get(old), Err(Error::NotFound { .. })));
@@ -305,9 +301,7 @@ fn purge_deletes_finished_jobs_with_their_history() {
 #[test]
 fn the_views_show_the_queue_to_a_human() {
     let f = fixture();
-    f.store
-        .enqueue(&NewJob::new("pdf", "generate").tenant("acme"))
-        .unwrap();
+    f.enqueue(NewJob::new("pdf", "generate").tenant("acme"));
     let conn = f.store.connection().unwrap();
     let (queue, ready): (String, i64) = conn
         .query_row("SELECT queue, ready FROM queue_stats", [], |r| {

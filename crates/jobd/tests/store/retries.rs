@@ -12,13 +12,10 @@ use crate::support::*;
 fn retries_follow_the_exponential_backoff_then_the_job_dies() {
     let f = fixture();
     let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(5));
-    let id = f
-        .store
-        .enqueue(&NewJob::new("q", "k").max_attempts(5).backoff(backoff))
-        .unwrap();
+    let id = f.enqueue(NewJob::new("q", "k").max_attempts(5).backoff(backoff));
     let mut delays = Vec::new();
     for attempt in 1..=5 {
-        let job = f.store.claim("w", &["q"], 1, LEASE).unwrap().remove(0);
+        let job = f.claim_one("w", "q");
         assert_eq!(job.attempt, attempt);
         let now = f.clock.now_ms();
         match f
@@ -73,11 +70,8 @@ fn jitter_spreads_retries_of_different_jobs() {
 #[test]
 fn a_non_retryable_failure_is_dead_at_once() {
     let f = fixture();
-    let id = f
-        .store
-        .enqueue(&NewJob::new("q", "k").max_attempts(10))
-        .unwrap();
-    let job = f.store.claim("w", &["q"], 1, LEASE).unwrap().remove(0);
+    let id = f.enqueue(NewJob::new("q", "k").max_attempts(10));
+    let job = f.claim_one("w", "q");
     assert_eq!(
         f.store
             .fail(id, job.lease_token, "unknown template 42", false)
@@ -90,12 +84,9 @@ fn a_non_retryable_failure_is_dead_at_once() {
 #[test]
 fn a_job_that_kills_its_worker_every_time_ends_dead() {
     let f = fixture();
-    let id = f
-        .store
-        .enqueue(&NewJob::new("q", "k").max_attempts(3))
-        .unwrap();
+    let id = f.enqueue(NewJob::new("q", "k").max_attempts(3));
     for attempt in 1..=3 {
-        let job = f.store.claim("w", &["q"], 1, LEASE).unwrap().remove(0);
+        let job = f.claim_one("w", "q");
         assert_eq!(job.attempt, attempt);
         f.clock.advance(LEASE);
         let report = f.store.reap().unwrap();
@@ -115,12 +106,9 @@ fn a_job_that_kills_its_worker_every_time_ends_dead() {
 #[test]
 fn retry_revives_dead_and_cancelled_jobs_with_fresh_tries() {
     let f = fixture();
-    let id = f
-        .store
-        .enqueue(&NewJob::new("q", "k").max_attempts(2))
-        .unwrap();
+    let id = f.enqueue(NewJob::new("q", "k").max_attempts(2));
     for _ in 0..2 {
-        let t = f.store.claim("w", &["q"], 1, LEASE).unwrap().remove(0);
+        let t = f.claim_one("w", "q");
         f.store.fail(id, t.lease_token, "boom", true).unwrap();
         f.clock.advance(Duration::from_secs(3600));
     }
@@ -136,7 +124,7 @@ fn retry_revives_dead_and_cancelled_jobs_with_fresh_tries() {
         matches!(f.store.retry(id), Err(Error::InvalidState { .. })),
         "a ready job cannot be retried"
     );
-    let t = f.store.claim("w", &["q"], 1, LEASE).unwrap().remove(0);
+    let t = f.claim_one("w", "q");
     assert_eq!(t.attempt, 3);
     // Fresh tries: a retryable failure is retried again, not dead.
     assert!(matches!(
@@ -149,10 +137,10 @@ fn retry_revives_dead_and_cancelled_jobs_with_fresh_tries() {
 fn reviving_a_dead_job_whose_key_is_taken_is_a_conflict() {
     let f = fixture();
     let job = || NewJob::new("q", "k").unique_key("once").max_attempts(1);
-    let a = f.store.enqueue(&job()).unwrap();
-    let t = f.store.claim("w", &["q"], 1, LEASE).unwrap().remove(0);
+    let a = f.enqueue(job());
+    let t = f.claim_one("w", "q");
     f.store.fail(a, t.lease_token, "x", true).unwrap();
-    let b = f.store.enqueue(&job()).unwrap();
+    let b = f.enqueue(job());
     assert_ne!(a, b);
     match f.store.retry(a) {
         Err(Error::Conflict { job_id, .. }) => assert_eq!(job_id, b),

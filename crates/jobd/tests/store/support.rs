@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use jobd::store::{ClaimedJob, NewJob};
 use jobd::{ManualClock, Store, StoreOptions};
 
 pub const T0: i64 = 1_700_000_000_000;
@@ -59,4 +60,19 @@ pub fn committed_during<T>(store: &Store, f: impl FnOnce() -> T) -> (T, bool) {
     let before = version();
     let out = f();
     (out, version() != before)
+}
+
+impl Fixture {
+    /// Enqueue `job`; its id.
+    pub fn enqueue(&self, job: NewJob) -> i64 {
+        self.store.enqueue(&job).unwrap()
+    }
+
+    /// The next job of `queue`, claimed by `worker` for [`LEASE`].
+    pub fn claim_one(&self, worker: &str, queue: &str) -> ClaimedJob {
+        self.store
+            .claim(worker, &[queue], 1, LEASE)
+            .unwrap()
+            .remove(0)
+    }
 }
