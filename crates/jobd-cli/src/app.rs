@@ -50,6 +50,8 @@ async fn analytics(
         ttl_secs: p.ttl_secs.unwrap_or(3600),
         concurrency: None,
     };
+    // A query no run could answer is refused now, not queued to fail.
+    q.validate()?;
     let store = s.store().clone();
     let probe = q.clone();
     if let Some(hit) = blocking(move || analytics::cached(&store, &probe)).await? {

@@ -121,7 +121,9 @@ impl AnalyticsQuery {
         .to_string()
     }
 
-    fn validate(&self) -> Result<()> {
+    /// A range that runs forwards, a concurrency of at least 1, a domain of
+    /// sane length.
+    pub fn validate(&self) -> Result<()> {
         if let (Some(from), Some(to)) = (self.from_ms, self.to_ms) {
             if from >= to {
                 return Err(Error::invalid(

@@ -1,6 +1,11 @@
-//! Helpers shared by the tests that spawn real processes.
-// Each test crate compiles this module and uses only some of it.
-#![allow(dead_code)]
+//! Set-up shared by jobd's tests.
+//!
+//! * this module — processes the tests spawn (the fixtures, `jobd serve`),
+//!   children reaped however a test ends, raw HTTP/1.1 to a spawned daemon,
+//!   counts read straight from a file;
+//! * [`api`] — requests to an in-process router.
+
+pub mod api;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

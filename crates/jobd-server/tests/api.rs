@@ -1,5 +1,4 @@
-//! The HTTP API of `jobd serve` (the server's routes and the application's):
-//! every route's success, 401 without or with a wrong token,
+//! The HTTP API: every route's success, 401 without or with a wrong token,
 //! 400 on bad input, 404 on unknown things.
 
 use axum::body::Body;
@@ -9,18 +8,15 @@ use http_body_util::BodyExt;
 use jobd::store::NewJob;
 use jobd::worker::{Handler, JobContext, JobError, Worker};
 use jobd::Store;
-use jobd_handlers::{DataDir, Reporter};
-use jobd_server::{router_with, ApiState};
+use jobd_server::{router, ApiState};
+use jobd_testkit::api::{call, error_of, ok, TOKEN};
 use serde_json::{json, Value};
 use tower::ServiceExt;
-
-const TOKEN: &str = "test-token-0123456789abcdef0123456789";
 
 struct Api {
     _dir: tempfile::TempDir,
     app: Router,
     store: Store,
-    data: DataDir,
 }
 
 fn api() -> Api {
@@ -31,15 +27,11 @@ fn api() -> Api {
 
 /// The API over a store of the test's own (a simulated clock, say) in `dir`.
 fn api_on(dir: tempfile::TempDir, store: Store) -> Api {
-    let data = DataDir::new(dir.path());
-    // What the daemon's workers would run: the API refuses other jobs.
-    let catalog = jobd_handlers::noop_handler(Worker::builder(store.clone()))
+    // What the workers would run: the API refuses other jobs.
+    let catalog = Worker::builder(store.clone())
+        .handle_fn("noop", |_ctx, _p| async { Ok(Value::Null) })
         .handle_fn("send_email", |_ctx, _p| async { Ok(Value::Null) })
         .handler::<Resize>()
-        .register(jobd_handlers::analytics::AnalyticsHandler::new(
-            data.clone(),
-        ))
-        .register(jobd_handlers::qr::PdfHandler::new(data.clone()))
         .queue("q", 1)
         .queue("email", 1)
         .queue("analytics", 1)
@@ -49,9 +41,8 @@ fn api_on(dir: tempfile::TempDir, store: Store) -> Api {
         .catalog(catalog)
         .with_scheduler(true);
     Api {
-        app: router_with(state, jobd_cli::app::routes()),
+        app: router(state),
         store,
-        data,
         _dir: dir,
     }
 }
@@ -62,7 +53,6 @@ struct Resize;
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)]
 struct Size {
     width: u32,
 }
@@ -71,49 +61,16 @@ impl Handler for Resize {
     const KIND: &'static str = "resize";
     type Payload = Size;
     type Output = ();
+
+    fn check(&self, size: &Size, _tenant: Option<&str>) -> Result<(), String> {
+        if size.width > 20_000 {
+            return Err(format!("{} px is wider than any image", size.width));
+        }
+        Ok(())
+    }
     async fn run(&self, _ctx: JobContext, _size: Size) -> Result<(), JobError> {
         Ok(())
     }
-}
-
-async fn call(
-    app: &Router,
-    method: Method,
-    path: &str,
-    token: Option<&str>,
-    body: Option<String>,
-) -> (StatusCode, String) {
-    let mut req = Request::builder().method(method).uri(path);
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let req = match body {
-        Some(b) => req
-            .header("content-type", "application/json")
-            .body(Body::from(b))
-            .unwrap(),
-        None => req.body(Body::empty()).unwrap(),
-    };
-    let resp = app.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&bytes).into_owned())
-}
-
-async fn ok(app: &Router, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-    let (status, text) = call(app, method, path, Some(TOKEN), body.map(|b| b.to_string())).await;
-    let value = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or(Value::String(text))
-    };
-    (status, value)
-}
-
-fn error_of(v: &Value) -> &str {
-    v["error"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no error message in {v}"))
 }
 
 #[tokio::test]
@@ -136,7 +93,6 @@ async fn every_api_route_needs_the_token() {
         (Method::POST, "/api/v1/schedules"),
         (Method::GET, "/api/v1/schedules/x"),
         (Method::DELETE, "/api/v1/schedules/x"),
-        (Method::GET, "/api/v1/analytics"),
         (Method::GET, "/api/v1/nope"),
     ];
     for (method, path) in routes {
@@ -387,7 +343,7 @@ async fn bad_input_is_a_400_that_says_what_is_wrong_and_writes_nothing() {
         (Method::POST, "/api/v1/jobs", Some(json!({"queue": "qq", "kind": "noop"}).to_string()), "unknown queue \"qq\": no worker serves it (the configured queues are analytics, email, q"),
         (Method::POST, "/api/v1/jobs", Some(json!({"queue": "q", "kind": "resize", "payload": {"width": -1}}).to_string()), "payload does not fit job kind 'resize': invalid value: integer `-1`"),
         (Method::POST, "/api/v1/jobs", Some(json!({"queue": "q", "kind": "resize", "payload": {"w": 1}}).to_string()), "unknown field `w`"),
-        (Method::POST, "/api/v1/jobs", Some(json!({"queue": "q", "kind": "generate_qr_pdf", "tenant": "ghost", "payload": {"template_id": 1}}).to_string()), "invalid job: tenant \"ghost\" not found"),
+        (Method::POST, "/api/v1/jobs", Some(json!({"queue": "q", "kind": "resize", "payload": {"width": 100000}}).to_string()), "invalid job: 100000 px is wider than any image"),
         (Method::POST, "/api/v1/jobs", Some(json!([{"queue": "q", "kind": "resize", "payload": {"width": 1}}, {"queue": "q", "kind": "resize"}]).to_string()), "job #1: invalid payload: payload does not fit job kind 'resize': missing field `width`"),
         (Method::POST, "/api/v1/jobs", Some(json!({"queue": "bad queue", "kind": "noop"}).to_string()), "queue"),
         (Method::POST, "/api/v1/jobs", Some(json!([{"queue": "q", "kind": "noop"}, {"queue": "q", "kind": "noop", "max_attempts": 0}]).to_string()), "job #1"),
@@ -408,7 +364,6 @@ async fn bad_input_is_a_400_that_says_what_is_wrong_and_writes_nothing() {
         (Method::POST, "/api/v1/schedules", Some(json!({"name": "s", "queue": "q", "kind": "noop"}).to_string()), "exactly one of cron, every"),
         (Method::POST, "/api/v1/schedules", Some(json!({"name": "s", "every": "1h", "queue": "q", "kind": "make_coffee"}).to_string()), "unknown job kind \"make_coffee\""),
         (Method::POST, "/api/v1/schedules", Some(json!({"name": "s", "every": "1h", "queue": "q", "kind": "resize", "payload": {}}).to_string()), "missing field `width`"),
-        (Method::GET, "/api/v1/analytics?period=hourly", None, "bad query string"),
     ];
     for (m, p, body, wanted) in cases {
         let (s, text) = call(&a.app, m.clone(), p, Some(TOKEN), body).await;
@@ -646,37 +601,6 @@ async fn metrics_counters_never_go_down_when_finished_jobs_are_purged() {
         (m.succeeded, m.succeeded_total, m.succeeded_total_run_ms),
         (0, 4, 4000)
     );
-}
-
-#[tokio::test]
-async fn analytics_are_queued_then_served_from_the_cache() {
-    let a = api();
-    jobd_handlers::tenants::seed(
-        a.data.tenants(),
-        &jobd_handlers::tenants::SeedOptions {
-            tenants: 3,
-            templates_per_tenant: 2,
-            scans_per_tenant: 40,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let path = "/api/v1/analytics?period=weekly";
-    let (s, v) = ok(&a.app, Method::GET, path, None).await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
-    let job = v["job_id"].as_i64().unwrap();
-    // Asked again while pending: the same job, not a second one.
-    let (_, again) = ok(&a.app, Method::GET, path, None).await;
-    assert_eq!(again["job_id"].as_i64(), Some(job));
-
-    // A worker runs the job (here: the handler's function directly).
-    let q: jobd_handlers::analytics::AnalyticsQuery =
-        serde_json::from_value(a.store.get(job).unwrap().payload).unwrap();
-    jobd_handlers::analytics::analytics(&a.store, &a.data, &q, &Reporter::silent()).unwrap();
-    let (s, v) = ok(&a.app, Method::GET, path, None).await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    assert_eq!(v["cached"], true);
-    assert_eq!(v["result"]["total_scans"], 120);
 }
 
 /// Issue 20.7: the dashboard could be framed by another site (its pause and
