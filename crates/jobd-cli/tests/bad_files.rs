@@ -208,7 +208,7 @@ fn foreign_wal_file(dir: &Path) -> std::path::PathBuf {
     app
 }
 
-/// Issue 20.3: opening another application's WAL database printed "refusing
+/// Opening another application's WAL database printed "refusing
 /// to touch it" and then checkpointed that WAL into it on close (4 KB -> 20
 /// KB, WAL gone).  It is identified without writing: both files stay
 /// byte-for-byte as they were, through the library and the CLI.
@@ -249,7 +249,7 @@ fn a_foreign_wal_database_is_refused_and_left_as_it_was() {
     assert_eq!(n, 200);
 }
 
-/// Issue 20.3: `jobd --db empty.db enqueue` turned an existing 0-byte file
+/// `jobd --db empty.db enqueue` turned an existing 0-byte file
 /// into a queue; only `init` (and the daemon) create queues.
 #[test]
 fn the_cli_does_not_turn_an_empty_file_into_a_queue() {
@@ -285,7 +285,7 @@ fn the_cli_does_not_turn_an_empty_file_into_a_queue() {
     Store::open(&empty).unwrap();
 }
 
-/// Issue 20.4: two processes opening a just-created file at the same moment
+/// Two processes opening a just-created file at the same moment
 /// sometimes got `Error::Busy` from the WAL switch or the migrations (17 of
 /// 160 pairs), although the busy timeout is 10 s.  The test spawns itself as
 /// the two processes; each opens the file at an agreed instant.

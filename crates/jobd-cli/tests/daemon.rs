@@ -426,7 +426,7 @@ fn enqueue_refuses_a_job_no_worker_could_run_and_writes_nothing() {
             "",
             "invalid job: tenant \"ghost\" not found",
         ),
-        // Issue 20.13: refused now, not accepted to end dead.
+        // Refused now, not accepted to end dead.
         (
             &["--queue", "maintenance", "--kind", "backup_tenants", "--payload", r#"{"keep": 0}"#][..],
             "",
@@ -612,7 +612,7 @@ fn retry_all_and_cancel_all_act_on_every_job_the_filters_match() {
     );
 }
 
-/// Issue 20.5: the repository shipped a `jobd.toml` with a fixed token, so
+/// The repository shipped a `jobd.toml` with a fixed token, so
 /// every clone's daemon accepted the same public token.  No tracked or
 /// packaged file holds a token now.
 #[test]
@@ -704,7 +704,7 @@ fn serve_with(dir: &Path, config: &str, mode: u32) -> Result<String, String> {
     Err(seen)
 }
 
-/// Issue 20.5: `serve` refuses to start without a token of at least 32
+/// `serve` refuses to start without a token of at least 32
 /// bytes (or with the one once published), and warns when the file holding
 /// it is readable by others.  `init` beside an existing config says so.
 #[test]
@@ -757,7 +757,7 @@ fn serve_needs_a_private_token_of_32_bytes() {
     assert!(out.contains("it has no api_token"), "{out}");
 }
 
-/// Issue 20.6: `queue.db` was created 0644 in a 0755 data dir, so payloads
+/// `queue.db` was created 0644 in a 0755 data dir, so payloads
 /// (e-mail addresses, tenant data) were world-readable.  The data dir is
 /// 0700 and the queue file with its -wal and -shm 0600, whatever the umask.
 #[test]
@@ -802,7 +802,7 @@ fn the_data_dir_and_the_queue_files_are_private_whatever_the_umask() {
     }
 }
 
-/// Issue 20.16: `jobd queue pause pdff` and `jobd queue limit pdff 3`
+/// `jobd queue pause pdff` and `jobd queue limit pdff 3`
 /// accepted a typo and exited 0.  A queue no job, configuration or worker
 /// knows is refused, changes nothing, and `--create` means it.
 #[test]
@@ -843,7 +843,7 @@ fn queue_commands_refuse_a_queue_nothing_knows() {
     assert_eq!(settings(), 3);
 }
 
-/// Issue 20.8: with 1,100 idle partial-header connections (past the usual
+/// With 1,100 idle partial-header connections (past the usual
 /// 1024 file limit) a normal request got no answer for 10 s and the log
 /// repeated "Too many open files".  The daemon raises its soft file limit,
 /// caps connections below it, and sheds the oldest idle ones.
@@ -901,7 +901,7 @@ fn serve_logging(dir: &Path, env: &[(&str, &str)]) -> Served {
     )
 }
 
-/// Issue 20.18: at the default level a failure line carried no job id
+/// At the default level a failure line carried no job id
 /// (`WARN … run failed error=timed out`).  Every event of a run carries job
 /// id, queue, kind and attempt; no colour codes when stderr is not a
 /// terminal; `JOBD_LOG_FORMAT=json` for log shippers; one line at start

@@ -115,7 +115,7 @@ fn jobd_bench_reports_enqueue_drain_and_latency() {
     assert!(left.is_empty(), "{left:?}");
 }
 
-/// Issue 20.1: `JOBD_DATA_DIR=$HOME/prod jobd demo` used to replace that
+/// `JOBD_DATA_DIR=$HOME/prod jobd demo` used to replace that
 /// directory's queue file, tenants and backups.  The demo reads only its own
 /// `--data-dir` and replaces only a directory it made.
 #[test]

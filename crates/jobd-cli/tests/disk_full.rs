@@ -119,7 +119,7 @@ fn fill(dir: &Path) {
     let _ = f.sync_all();
 }
 
-/// Issue 20.11: `jobd serve` would not start on a full disk (it writes when
+/// `jobd serve` would not start on a full disk (it writes when
 /// its workers register).  It starts, serves reads and the dashboard, and
 /// answers writes 507; its workers register once there is room.
 #[test]

@@ -264,7 +264,7 @@ fn corrupt_or_oversized_archives_are_refused_and_change_nothing() {
     let err = backup::restore(&data, &manifest.set, tenant).unwrap_err();
     assert!(err.to_string().contains("oversized"), "{err}");
 
-    // 4. Issue 20.17: a manifest claiming a huge size filled staging up to
+    // 4. A manifest claiming a huge size filled staging up to
     // that claim and then reported "… is not a jobd queue database".  The
     // restore limit, not the manifest, caps staging: refused before a byte
     // is written, saying what was wrong.

@@ -603,7 +603,7 @@ async fn metrics_counters_never_go_down_when_finished_jobs_are_purged() {
     );
 }
 
-/// Issue 20.7: the dashboard could be framed by another site (its pause and
+/// The dashboard could be framed by another site (its pause and
 /// cancel-all buttons clickjacked), and `Authorization: bearer <token>` was
 /// refused although the scheme is case-insensitive (RFC 9110).
 #[tokio::test]
@@ -654,7 +654,7 @@ async fn pages_cannot_be_framed_and_the_bearer_scheme_is_case_insensitive() {
     }
 }
 
-/// Issue 20.14: an object with a duplicate key was accepted with the last
+/// An object with a duplicate key was accepted with the last
 /// one winning (`"queue":"default","queue":"pdf"` enqueued into pdf).  It
 /// is a 400 that names the key, like an unknown field, and nothing is written.
 #[tokio::test]
@@ -702,7 +702,7 @@ async fn a_duplicate_json_key_is_a_400_and_writes_nothing() {
     assert!(jobd::store::JobSpec::from_json(r#"{"queue":"q","queue":"r","kind":"k"}"#).is_err());
 }
 
-/// Issue 20.15: a 405 on an `/api/v1` route had an empty body; every error
+/// A 405 on an `/api/v1` route had an empty body; every error
 /// is `{"error": ...}`, and the 405 still says which methods are allowed.
 #[tokio::test]
 async fn every_api_error_is_a_json_error() {
@@ -761,7 +761,7 @@ async fn every_api_error_is_a_json_error() {
     );
 }
 
-/// Issue 20.16, through the API: an unknown queue is a 404 that says so;
+/// An unknown queue is a 404 that says so;
 /// `?create=true` means it.
 #[tokio::test]
 async fn queue_actions_refuse_a_queue_nothing_knows() {
@@ -791,7 +791,7 @@ async fn queue_actions_refuse_a_queue_nothing_knows() {
     assert!(!a.store.knows_queue("emial").unwrap());
 }
 
-/// Issue 20.8, the limits one by one on a real socket: a half-sent header
+/// A half-sent header
 /// is cut off after the header-read timeout, a request past the request
 /// timeout gets a 503, and at the connection cap the oldest idle connection
 /// makes room for a new one.

@@ -18,7 +18,7 @@ fn libfaketime() -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
-/// Issue 20.9: under libfaketime one step of +1 h made the daemon reap the
+/// Under libfaketime one step of +1 h made the daemon reap the
 /// leases of its own running jobs, and all of them ran a second time.
 #[test]
 fn a_forward_step_of_the_wall_clock_runs_no_live_job_twice() {

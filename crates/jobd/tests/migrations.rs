@@ -174,7 +174,7 @@ fn a_payload_written_behind_jobds_back_is_reported_by_the_check() {
     assert_eq!(store.list(&Default::default()).unwrap().len(), 1);
 }
 
-/// Issue 20.2: once the newest jobs were purged their ids came back, and a
+/// Once the newest jobs were purged their ids came back, and a
 /// client polling an old id read somebody else's job.  Ids never repeat in
 /// the life of a file — on a new file, and on one migrated from before.
 #[test]

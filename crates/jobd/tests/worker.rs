@@ -894,7 +894,7 @@ async fn a_worker_stops_within_its_grace_when_blocking_work_never_returns() {
     release.send(()).unwrap();
 }
 
-/// Issue 20.10: when the group commit of completions failed once ("could
+/// When the group commit of completions failed once ("could
 /// not store completions; their leases will expire"), every job of the batch
 /// ran again after its lease.  The commit is tried again with backoff while
 /// the leases hold: here the file's write lock is held by another

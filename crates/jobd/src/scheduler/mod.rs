@@ -9,7 +9,7 @@
 //! **Exactly once.**  A tick becomes a job only together with a
 //! `schedule_fires (schedule, fire_at)` row whose primary key refuses a
 //! second one, in one transaction that also moves the schedule's
-//! `next_fire_at` on ([`fire`] has the details).  Any number of schedulers —
+//! `next_fire_at` on (`fire.rs` has the details).  Any number of schedulers —
 //! threads, processes, `jobd serve` daemons — may run on one file; a
 //! scheduler killed at any point loses or repeats nothing.
 //!

@@ -394,7 +394,7 @@ mod tests {
         );
     }
 
-    /// Issue 20.12: `0 0 2 * * 1` (6 fields) fired on Sundays while the
+    /// `0 0 2 * * 1` (6 fields) fired on Sundays while the
     /// 5-field `1` meant Monday.  One numbering in every form, the POSIX one.
     #[test]
     fn every_form_numbers_the_weekdays_the_posix_way() {

@@ -1,21 +1,10 @@
 //! The durable store: jobs, attempts, progress, queues, workers and schedules
-//! in one WAL-mode SQLite file.
-//!
-//! # Job states
-//!
-//! ```text
-//!   enqueue ──► scheduled ──(run_at passes)──► ready ──claim──► running
-//!      │                                         ▲                │
-//!      └──────────(due now)──────────────────────┘                │
-//!                                                                 ├─ complete ──────────► succeeded
-//!   running ── fail (retryable, tries left) ──► scheduled         │    (run_at = now + backoff)
-//!   running ── fail (not retryable / no tries left) ──► dead      │
-//!   running ── lease expires, reap ──► ready (or dead on its last try)
-//!   running ── release (graceful shutdown) ──► ready (the try is not counted)
-//!   scheduled | ready ── cancel ──► cancelled
-//!   running ── cancel ──► (flag) ── worker stops ──► cancelled
-//!   dead | cancelled ── retry ──► ready (with a fresh set of tries)
-//! ```
+//! in one WAL-mode SQLite file.  One file per concern: `open`, `schema` and
+//! `extension` (the file and its migrations), `enqueue`, `lease` (claim,
+//! heartbeat, the ends of a try, reap), `read`, `stats`, `totals`,
+//! `control` (cancel, retry), `queues`, `workers` (the registry), `purge`,
+//! `retention`, `checkpoint`, `integrity`, `meta`, `steps` (clock steps),
+//! `turn` and `pool`.  The state diagram is at the end of this page.
 //!
 //! Every call about a running job (`heartbeat`, `complete`, `fail`,
 //! `set_progress`, `release`, `cancelled`) carries the lease token handed out
@@ -37,6 +26,7 @@
 //!   row is the record of its winning try, and the `attempts` view reads it
 //!   from there (schema/0005).  Tries that end otherwise write a row in
 //!   `tries`.
+#![doc = include_str!("states.md")]
 
 mod checkpoint;
 mod control;

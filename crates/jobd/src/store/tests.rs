@@ -629,7 +629,7 @@ fn a_busy_connection_does_not_evict_another_connections_pages() {
     );
 }
 
-/// Issue 20.10: a transient read error came back from SQLite as "database
+/// A transient read error came back from SQLite as "database
 /// disk image is malformed" and was reported as a corrupt queue (a 500)
 /// although `integrity_check` was ok right after.  Corrupt only when a
 /// fresh check agrees; otherwise a passing I/O fault, to be tried again.

@@ -196,7 +196,7 @@ fn committed_during_sees_a_commit() {
     assert!(wrote);
 }
 
-/// Issue 20.9: one step of +1 h of the wall clock made the daemon reap the
+/// One step of +1 h of the wall clock made the daemon reap the
 /// leases of its own running, heartbeating jobs, which all ran again.  A
 /// step is told from time passing by the steady clock: reaping holds off
 /// (in every process on the file) until live workers have heartbeated under
