@@ -1,6 +1,14 @@
 //! The built-in handlers: the jobs the platform behind jobd used to block
 //! its HTTP requests on.
 //!
+//! * `blocking` — the shape every job here has: a [`BlockingJob`] (a plain
+//!   blocking function with its check) run by [`Blocking`].
+//! * [`tenants`] — the directory of tenant SQLite databases, and demo data.
+//! * [`qr`], [`analytics`], [`backup`], [`maintenance`] — the jobs (below).
+//! * [`schedules`] — their queues, kinds and default schedules.
+//! * this module — the data directory, [`builtin`] (every job and queue on
+//!   a worker), the handlers' own migrations ([`migrate`]), file helpers.
+//!
 //! | kind | queue | payload | does |
 //! |---|---|---|---|
 //! | `backup_tenants` | maintenance | `{"keep": 7, "tenants": [..]?}` | zstd-compressed, verified online backup of every tenant ([`backup`]) |

@@ -142,9 +142,7 @@ pub struct Health {
 /// Check the queue file and every tenant (`PRAGMA quick_check`, read-only).
 pub fn health_check(store: &Store, data: Option<&DataDir>, reporter: &Reporter) -> Result<Health> {
     reporter.report(0.0, "checking the queue file", None);
-    let queue_ok = store.with_conn("quick_check", |c| {
-        Ok(c.query_row("PRAGMA quick_check", [], |r| r.get::<_, String>(0))?)
-    })? == "ok";
+    let queue_ok = store.quick_check()? == "ok";
     let live_workers = store.live_workers()?;
     let mut health = Health {
         queue_ok,

@@ -8,6 +8,16 @@
 //! 404 no such thing, 409 not in this state, 413 body too large, 503 busy,
 //! 507 disk full, 500 anything else — whose details (paths, SQL) go to the
 //! log, not the client.
+//!
+//! * this module — [`ApiState`] (store, token, catalog), [`router`] and
+//!   [`router_with`] (an application's routes beside the server's), the
+//!   token check, framing headers, JSON errors, the dashboard page.
+//! * `api` — the `/api/v1` routes and `/healthz`; [`blocking`] and
+//!   [`query`] for an application's own routes.
+//! * `metrics` — `GET /metrics` in Prometheus' text format.
+//! * `listen` — the accept loop: timeouts, a connection cap below the
+//!   file limit ([`serve_with`], [`ServeOptions`]).
+//! * `static/` — the dashboard's HTML and script, served as they are.
 
 mod api;
 mod listen;

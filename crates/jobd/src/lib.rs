@@ -44,8 +44,7 @@ pub use store::{
     JobState, ListFilter, NewJob, Progress, RetryReport, Stats, Store, StoreOptions,
 };
 
-/// The code in the workspace's README and this crate's, compiled as doctests.
+/// The code in the workspace's README, compiled as a doctest.
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]
-#[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

@@ -1,5 +1,5 @@
-//! Checks of the whole file: `PRAGMA integrity_check` and the JSON columns;
-//! a manual checkpoint.
+//! Checks of the whole file: `PRAGMA integrity_check` with the JSON
+//! columns, `PRAGMA quick_check`; a manual checkpoint.
 
 use crate::error::{Error, Result};
 use crate::store::Store;
@@ -46,6 +46,14 @@ impl Store {
                 reason: findings.join("; "),
             })
         }
+    }
+
+    /// `PRAGMA quick_check`: SQLite's verdict on the file, `"ok"` when it
+    /// is sound (a cheaper check than [`Store::integrity_check`]).
+    pub fn quick_check(&self) -> Result<String> {
+        self.with_conn("quick_check", |c| {
+            Ok(c.query_row("PRAGMA quick_check", [], |r| r.get(0))?)
+        })
     }
 
     /// Checkpoint the WAL into the database file and truncate it.
