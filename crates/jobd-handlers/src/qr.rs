@@ -160,6 +160,13 @@ pub struct PdfResult {
     pub sha256: String,
 }
 
+/// The tenant database a QR job reads, once its options are known to be
+/// valid (`valid`).
+fn tenant_db(data: &DataDir, tenant: &str, valid: Result<()>) -> Result<Connection> {
+    valid?;
+    data.tenants().open_read_only(tenant)
+}
+
 /// Render the template's QR PDF for `tenant` and write it atomically.
 pub fn generate_pdf(
     data: &DataDir,
@@ -167,8 +174,7 @@ pub fn generate_pdf(
     opts: &PdfOptions,
     reporter: &Reporter,
 ) -> Result<PdfResult> {
-    opts.validate()?;
-    let conn = data.tenants().open_read_only(tenant)?;
+    let conn = tenant_db(data, tenant, opts.validate())?;
     let t = template(&conn, tenant, opts.template_id)?;
     let domain: String = conn
         .query_row("SELECT value FROM tenant WHERE key = 'domain'", [], |r| {
@@ -467,8 +473,7 @@ pub fn batch(
     opts: &BatchOptions,
     reporter: &Reporter,
 ) -> Result<BatchResult> {
-    opts.validate()?;
-    let conn = data.tenants().open_read_only(tenant)?;
+    let conn = tenant_db(data, tenant, opts.validate())?;
     let dir = data
         .artifacts()
         .join(tenant)

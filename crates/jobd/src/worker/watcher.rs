@@ -1,18 +1,16 @@
 //! The watcher of commits: notices what other processes (and other
 //! connections of this one) commit to the queue file, and wakes idle workers.
 //!
-//! Every commit writes the queue's WAL file, so a file-system watch on
-//! `<queue>-wal` (inotify on Linux, through the `notify` crate) wakes an
-//! idle worker within microseconds while it sleeps in the kernel.  Behind
-//! that, and alone where no watch can be set, a thread compares
-//! `PRAGMA data_version` every `poll_interval` (with a watch: every second,
-//! as a safety net).
+//! Every commit writes the queue's WAL file, so an inotify watch on
+//! `<queue>-wal` (Linux, through the `inotify` crate) wakes an idle worker
+//! within microseconds while it sleeps in the kernel; one wake per burst of
+//! writes, however many.  Behind that, and alone where no watch can be set,
+//! a thread compares `PRAGMA data_version` every `poll_interval` (with a
+//! watch: every second, as a safety net).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-use notify::{EventKind, RecursiveMode, Watcher as _};
 
 use crate::store::Store;
 
@@ -21,15 +19,15 @@ const POLL_BEHIND_WATCH: Duration = Duration::from_secs(1);
 
 pub(crate) struct Watcher {
     stop: Arc<AtomicBool>,
-    /// Kept for its lifetime: dropping it ends the watch.
-    _watch: Option<notify::RecommendedWatcher>,
+    /// Dropped after the poll thread is told to stop: it ends its own thread.
+    watch: Option<WalWatch>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Watcher {
     pub(crate) fn start(store: &Store, poll_interval: Duration) -> Watcher {
         let stop = Arc::new(AtomicBool::new(false));
-        let watch = watch_wal(store);
+        let watch = WalWatch::start(store, &stop);
         let every = if watch.is_some() {
             POLL_BEHIND_WATCH
         } else {
@@ -44,30 +42,89 @@ impl Watcher {
         };
         Watcher {
             stop,
-            _watch: watch,
+            watch,
             thread,
         }
     }
 }
 
-/// A watch on `<queue>-wal` that wakes the store's idle workers on every
-/// write; `None` when the platform or the file system offers none.
-fn watch_wal(store: &Store) -> Option<notify::RecommendedWatcher> {
-    let mut wal = store.path().as_os_str().to_owned();
-    wal.push("-wal");
-    let waker = store.clone();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok_and(|e| matches!(e.kind, EventKind::Modify(_))) {
-            waker.notify_work();
+/// An inotify watch on `<queue>-wal` and the thread that waits on it.
+#[cfg(target_os = "linux")]
+struct WalWatch {
+    watches: inotify::Watches,
+    wd: inotify::WatchDescriptor,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[cfg(target_os = "linux")]
+impl WalWatch {
+    /// `None` when no watch can be set (no inotify, no WAL file yet).
+    fn start(store: &Store, stop: &Arc<AtomicBool>) -> Option<WalWatch> {
+        let mut wal = store.path().as_os_str().to_owned();
+        wal.push("-wal");
+        let mut inotify = inotify::Inotify::init().ok()?;
+        let wd = match inotify.watches().add(&wal, inotify::WatchMask::MODIFY) {
+            Ok(wd) => wd,
+            Err(e) => {
+                tracing::debug!(error = %e, "no inotify watch on the WAL; polling");
+                return None;
+            }
+        };
+        let watches = inotify.watches();
+        let (store, stop) = (store.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("jobd-wal-watch".into())
+            .spawn(move || {
+                let mut buf = [0u8; 4096];
+                // Every pending event comes back from one read: a burst of
+                // writes wakes the workers once.  The watch removed (by
+                // `drop`, or with the file) ends the loop.
+                while let Ok(events) = inotify.read_events_blocking(&mut buf) {
+                    let mut wrote = false;
+                    for event in events {
+                        if event.mask.contains(inotify::EventMask::IGNORED) {
+                            return;
+                        }
+                        wrote = true;
+                    }
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    if wrote {
+                        store.notify_work();
+                    }
+                }
+            })
+            .ok()?;
+        Some(WalWatch {
+            watches,
+            wd,
+            thread: Some(thread),
+        })
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for WalWatch {
+    fn drop(&mut self) {
+        // Removing the watch queues an IN_IGNORED event, which wakes the
+        // thread's read; if the watch went with the file, the thread has
+        // seen that event already.
+        let _ = self.watches.remove(self.wd.clone());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
-    })
-    .ok()?;
-    match watcher.watch(std::path::Path::new(&wal), RecursiveMode::NonRecursive) {
-        Ok(()) => Some(watcher),
-        Err(e) => {
-            tracing::debug!(error = %e, "no file-system watch on the WAL; polling");
-            None
-        }
+    }
+}
+
+/// Elsewhere: no watch, the poll alone.
+#[cfg(not(target_os = "linux"))]
+struct WalWatch;
+
+#[cfg(not(target_os = "linux"))]
+impl WalWatch {
+    fn start(_: &Store, _: &Arc<AtomicBool>) -> Option<WalWatch> {
+        None
     }
 }
 
@@ -105,5 +162,6 @@ impl Drop for Watcher {
             t.thread().unpark();
             let _ = t.join();
         }
+        drop(self.watch.take());
     }
 }
