@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-/// An example binary: `cargo test` builds the examples next to the test
+/// A process fixture (an example of the engine crate, in
+/// `crates/jobd/tests/fixtures/`): `cargo test` builds it next to the test
 /// binaries' directory.
 pub fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
@@ -28,7 +29,7 @@ pub fn example(name: &str) -> PathBuf {
         .join(name);
     assert!(
         path.exists(),
-        "example {name} not built at {} (run through cargo test)",
+        "fixture {name} not built at {} (cargo test at the workspace root builds it; alone: cargo build -p jobd --examples)",
         path.display()
     );
     path
