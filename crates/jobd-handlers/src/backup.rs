@@ -502,10 +502,10 @@ fn decompress_capped(from: &Path, to: &Path, cap: u64) -> Result<u64> {
         path: from.to_path_buf(),
         reason,
     };
-    let input = File::open(from).map_err(Error::io("reading", &from))?;
+    let input = File::open(from).map_err(Error::io("reading", from))?;
     let decoder = zstd::stream::read::Decoder::new(BufReader::new(input))
         .map_err(|e| corrupt(format!("not a zstd archive: {e}")))?;
-    let mut out = BufWriter::new(File::create(to).map_err(Error::io("creating", &to))?);
+    let mut out = BufWriter::new(File::create(to).map_err(Error::io("creating", to))?);
     let mut limited = decoder.take(cap + 1);
     let n = std::io::copy(&mut limited, &mut out).map_err(|e| {
         if e.kind() == std::io::ErrorKind::StorageFull {
@@ -517,7 +517,7 @@ fn decompress_capped(from: &Path, to: &Path, cap: u64) -> Result<u64> {
             corrupt(format!("does not decompress: {e}"))
         }
     })?;
-    out.flush().map_err(Error::io("writing", &to))?;
+    out.flush().map_err(Error::io("writing", to))?;
     if n > cap {
         return Err(corrupt(format!(
             "oversized: it decompresses to more than the {cap} bytes recorded for it; refused"
@@ -542,11 +542,11 @@ fn integrity_check(path: &Path) -> Result<()> {
 }
 
 fn sha256_file(path: &Path) -> Result<String> {
-    let mut file = File::open(path).map_err(Error::io("reading", &path))?;
+    let mut file = File::open(path).map_err(Error::io("reading", path))?;
     let mut hash = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        let n = file.read(&mut buf).map_err(Error::io("reading", &path))?;
+        let n = file.read(&mut buf).map_err(Error::io("reading", path))?;
         if n == 0 {
             break;
         }
@@ -557,14 +557,14 @@ fn sha256_file(path: &Path) -> Result<String> {
 
 fn file_len(path: &Path) -> Result<u64> {
     Ok(std::fs::metadata(path)
-        .map_err(Error::io("reading", &path))?
+        .map_err(Error::io("reading", path))?
         .len())
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(Error::io("syncing", &dir))
+        .map_err(Error::io("syncing", dir))
 }
 
 /// Set names are UTC timestamps, `YYYYMMDDTHHMMSSZ`, with `-N` when two

@@ -200,13 +200,14 @@ impl Error {
     }
 
     /// A file-system failure during `operation` on `path`, for `map_err`:
-    /// a full disk is [`Error::DiskFull`], the rest [`Error::Io`].
-    pub fn io(
+    /// a full disk is [`Error::DiskFull`], the rest [`Error::Io`].  The path
+    /// is copied only when there is an error.
+    pub fn io<'p>(
         operation: &'static str,
-        path: impl AsRef<std::path::Path>,
-    ) -> impl FnOnce(std::io::Error) -> Error {
-        let path = path.as_ref().to_path_buf();
+        path: &'p std::path::Path,
+    ) -> impl FnOnce(std::io::Error) -> Error + 'p {
         move |source| {
+            let path = path.to_path_buf();
             if source.kind() == std::io::ErrorKind::StorageFull {
                 Error::DiskFull { operation, path }
             } else {

@@ -6,7 +6,7 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, TimeZone, Timelike, Utc};
-use jobd::scheduler::{Misfire, NewSchedule, Scheduler, When};
+use jobd::scheduler::{Misfire, NewSchedule, ScheduleSpec, Scheduler, When};
 use jobd::{Error, ManualClock, Millis, NewJob, Store, StoreOptions};
 
 fn ms(s: &str) -> Millis {
@@ -721,4 +721,29 @@ fn a_version_1_file_is_migrated() {
     store
         .add_schedule(&NewSchedule::cron("s", "0 2 * * *", "q", "k").misfire_cap(3))
         .unwrap();
+}
+
+#[test]
+fn a_schedule_spec_reads_back_what_it_writes_and_refuses_a_jobs_timing() {
+    let text =
+        r#"{"name":"n","every":"30m","queue":"q","kind":"k","payload":{"a":1},"max_attempts":2}"#;
+    let spec: ScheduleSpec = serde_json::from_str(text).unwrap();
+    let again: ScheduleSpec = serde_json::from_value(serde_json::to_value(&spec).unwrap()).unwrap();
+    assert_eq!(
+        serde_json::to_value(&again).unwrap(),
+        serde_json::to_value(&spec).unwrap()
+    );
+    assert_eq!(again.into_new_schedule().unwrap().name(), "n");
+    for field in [
+        r#""run_at":1"#,
+        r#""delay_ms":1"#,
+        r#""unique_key":"u""#,
+        r#""colour":1"#,
+    ] {
+        let text = format!(r#"{{"name":"n","every":"30m","queue":"q","kind":"k",{field}}}"#);
+        let err = serde_json::from_str::<ScheduleSpec>(&text)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field"), "{field}: {err}");
+    }
 }

@@ -96,7 +96,7 @@ impl TenantDir {
             }
         };
         if meta.file_type().is_symlink() {
-            let canon = |p: &Path| p.canonicalize().map_err(Error::io("resolving", &p));
+            let canon = |p: &Path| p.canonicalize().map_err(Error::io("resolving", p));
             if !canon(&path)?.starts_with(canon(&self.root)?) {
                 return Err(Error::invalid(
                     "tenant",

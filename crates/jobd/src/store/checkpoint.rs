@@ -37,7 +37,9 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
+use crate::error::Result;
 use crate::store::open::{self, ConnectionOptions};
+use crate::store::Store;
 
 /// How the background checkpointer runs.
 #[derive(Debug, Clone)]
@@ -245,4 +247,14 @@ fn run(
 /// (busy, frames in the WAL, frames checkpointed).
 fn checkpoint(conn: &Connection, sql: &str) -> rusqlite::Result<(i64, i64, i64)> {
     conn.query_row(sql, [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+}
+
+impl Store {
+    /// Checkpoint the WAL into the database file and truncate it.
+    pub fn checkpoint(&self) -> Result<()> {
+        self.with_conn("checkpoint", |c| {
+            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            Ok(())
+        })
+    }
 }

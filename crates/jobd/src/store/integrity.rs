@@ -1,5 +1,5 @@
 //! Checks of the whole file: `PRAGMA integrity_check` with the JSON
-//! columns, `PRAGMA quick_check`; a manual checkpoint.
+//! columns, `PRAGMA quick_check`.
 
 use crate::error::{Error, Result};
 use crate::store::Store;
@@ -53,14 +53,6 @@ impl Store {
     pub fn quick_check(&self) -> Result<String> {
         self.with_conn("quick_check", |c| {
             Ok(c.query_row("PRAGMA quick_check", [], |r| r.get(0))?)
-        })
-    }
-
-    /// Checkpoint the WAL into the database file and truncate it.
-    pub fn checkpoint(&self) -> Result<()> {
-        self.with_conn("checkpoint", |c| {
-            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-            Ok(())
         })
     }
 }

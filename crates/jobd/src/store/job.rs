@@ -599,7 +599,9 @@ impl Stats {
 }
 
 /// A job as JSON: what `jobd enqueue` reads (one per line) and what the HTTP
-/// API takes.  Unknown fields are refused, so a typo is an error, not a
+/// API takes.  The timing and uniqueness fields are left out when unset, so
+/// the job half of a [`ScheduleSpec`](crate::scheduler::ScheduleSpec),
+/// which refuses them, reads back what it wrote.  Unknown fields are refused, so a typo is an error, not a
 /// silently ignored option.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -611,18 +613,18 @@ pub struct JobSpec {
     #[serde(default)]
     pub priority: Option<i64>,
     /// Not before this time, in ms since the epoch.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_at: Option<Millis>,
     /// Not before this many ms from now.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay_ms: Option<u64>,
     #[serde(default)]
     pub max_attempts: Option<i64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff: Option<Backoff>,
     #[serde(default)]
     pub timeout_ms: Option<u64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unique_key: Option<String>,
     #[serde(default)]
     pub tenant: Option<String>,

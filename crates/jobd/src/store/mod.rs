@@ -2,8 +2,8 @@
 //! in one WAL-mode SQLite file.  One file per concern: `open`, `schema` and
 //! `extension` (the file and its migrations), `enqueue`, `lease` (claim,
 //! heartbeat, the ends of a try, reap), `read`, `stats`, `totals`,
-//! `control` (cancel, retry), `queues`, `workers` (the registry), `purge`,
-//! `retention`, `checkpoint`, `integrity`, `meta`, `steps` (clock steps),
+//! `control` (cancel, retry), `queues`, `workers` (the registry),
+//! `retention` (purges), `checkpoint`, `integrity`, `meta`, `steps` (clock steps),
 //! `turn` and `pool`.  The state diagram is at the end of this page.
 //!
 //! Every call about a running job (`heartbeat`, `complete`, `fail`,
@@ -39,7 +39,6 @@ mod lease;
 pub(crate) mod meta;
 pub(crate) mod open;
 mod pool;
-mod purge;
 mod queues;
 mod read;
 mod retention;

@@ -14,7 +14,6 @@ fn all_statements() -> Vec<(&'static str, &'static str)> {
         lease::STATEMENTS,
         control::STATEMENTS,
         integrity::STATEMENTS,
-        purge::STATEMENTS,
         queues::STATEMENTS,
         read::STATEMENTS,
         stats::STATEMENTS,
@@ -40,7 +39,6 @@ fn every_named_statement_prepares_on_a_fresh_database() {
         include_str!("lease.rs"),
         include_str!("control.rs"),
         include_str!("integrity.rs"),
-        include_str!("purge.rs"),
         include_str!("queues.rs"),
         include_str!("read.rs"),
         include_str!("stats.rs"),
@@ -172,10 +170,10 @@ fn claim_reap_and_unique_lookups_are_index_seeks() {
     assert_index_seeks(
         &store,
         "PURGE_PICKED",
-        purge::PURGE_PICKED,
+        retention::PURGE_PICKED,
         "INTEGER PRIMARY KEY",
     );
-    let tally = plan(&store, purge::TALLY_PURGED);
+    let tally = plan(&store, retention::TALLY_PURGED);
     assert!(
         tally.iter().all(|l| !l.starts_with("SCAN")
             || l.starts_with("SCAN p ")
@@ -326,7 +324,7 @@ fn hot_statements_are_prepared_once_and_never_recompiled() {
         ("HEARTBEAT", lease::HEARTBEAT),
         ("COMPLETE", lease::COMPLETE),
         ("LIST_JOBS", read::LIST_JOBS),
-        ("PURGE_PICK", purge::PURGE_PICK),
+        ("PURGE_PICK", retention::PURGE_PICK),
     ] {
         let stmt = conn.prepare_cached(sql).unwrap();
         assert_eq!(
