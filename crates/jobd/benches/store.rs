@@ -25,6 +25,8 @@ use jobd::store::NewJob;
 use jobd::Store;
 use rusqlite::{params, Connection};
 
+mod raw;
+
 const LEASE: Duration = Duration::from_secs(60);
 const RUNS: usize = 5;
 
@@ -59,32 +61,8 @@ fn prefill_jobd(path: &Path, rows: usize) -> Store {
     store
 }
 
-const RAW_SCHEMA: &str = "
-CREATE TABLE raw (id INTEGER PRIMARY KEY, queue TEXT NOT NULL, payload TEXT NOT NULL, state TEXT NOT NULL,
-                  run_at INTEGER NOT NULL, owner TEXT, token INTEGER, expires INTEGER, result TEXT);
-CREATE INDEX raw_ready ON raw (queue, run_at, id) WHERE state = 'ready';
-CREATE INDEX raw_running ON raw (expires) WHERE state = 'running';";
-
-/// The raw insert of one job, and the raw completion of one claimed job.
-const RAW_INSERT: &str =
-    "INSERT INTO raw (queue, payload, state, run_at) VALUES ('bench', ?1, 'ready', ?2)";
-/// The bare claim of ?2 jobs (`CAST`: a bare bound `LIMIT` would recompile
-/// the statement at every call, see src/store/lease.rs).
-const RAW_CLAIM: &str =
-    "UPDATE raw SET state = 'running', owner = 'w', token = random(), expires = ?1
-WHERE id IN (SELECT id FROM raw WHERE state = 'ready' AND queue = 'bench'
-             ORDER BY run_at, id LIMIT CAST(?2 AS INTEGER))
-RETURNING id, payload, token";
-const RAW_DONE: &str = "UPDATE raw SET state = 'done', result = ?3, expires = NULL
-                        WHERE id = ?1 AND token = ?2 AND state = 'running'";
-
 fn raw_conn(path: &Path, rows: usize) -> Connection {
-    let c = Connection::open(path).unwrap();
-    c.execute_batch(
-        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000;",
-    )
-    .unwrap();
-    c.execute_batch(RAW_SCHEMA).unwrap();
+    let c = raw::open(path, "NORMAL");
     c.execute_batch("BEGIN").unwrap();
     for i in 0..rows {
         let state = if i % 10 == 0 { "ready" } else { "done" };
@@ -127,7 +105,7 @@ impl Side {
 
     /// The batched insert limit: `count` 1000-row insert transactions.
     fn raw_many_txs(&mut self, count: usize) {
-        let mut stmt = self.raw.prepare_cached(RAW_INSERT).unwrap();
+        let mut stmt = self.raw.prepare_cached(raw::INSERT).unwrap();
         for _ in 0..count {
             self.raw.execute_batch("BEGIN").unwrap();
             for _ in 0..1000 {
@@ -207,7 +185,7 @@ fn paired(
 }
 
 fn raw_insert_one_by_one(s: &mut Side) {
-    let mut stmt = s.raw.prepare_cached(RAW_INSERT).unwrap();
+    let mut stmt = s.raw.prepare_cached(raw::INSERT).unwrap();
     for _ in 0..20_000 {
         s.n += 1;
         stmt.execute(params![format!("{{\"n\":{}}}", s.n), s.n])
@@ -223,8 +201,8 @@ fn enqueue_one_by_one(s: &mut Side) {
 }
 
 fn raw_cycle_one_by_one(s: &mut Side) {
-    let mut claim = s.raw.prepare_cached(RAW_CLAIM).unwrap();
-    let mut done = s.raw.prepare_cached(RAW_DONE).unwrap();
+    let mut claim = s.raw.prepare_cached(raw::CLAIM).unwrap();
+    let mut done = s.raw.prepare_cached(raw::DONE).unwrap();
     for _ in 0..5_000 {
         let (id, _payload, token): (i64, String, i64) = {
             let mut rows = claim.query([i64::MAX, 1]).unwrap();
@@ -252,8 +230,8 @@ fn cycle_one_by_one(s: &mut Side) {
 /// The raw batched cycle: a claim of 100 + 100 completing UPDATEs, two
 /// transactions per batch.
 fn raw_cycle_batched(s: &mut Side) {
-    let mut claim = s.raw.prepare_cached(RAW_CLAIM).unwrap();
-    let mut done = s.raw.prepare_cached(RAW_DONE).unwrap();
+    let mut claim = s.raw.prepare_cached(raw::CLAIM).unwrap();
+    let mut done = s.raw.prepare_cached(raw::DONE).unwrap();
     for _ in 0..200 {
         s.raw.execute_batch("BEGIN IMMEDIATE").unwrap();
         let got: Vec<(i64, String, i64)> = claim
