@@ -162,7 +162,8 @@ pub(crate) const STATEMENTS: &[(&str, &str)] = &[
     ("REAP_REQUEUE", REAP_REQUEUE),
 ];
 
-/// What [`Store::complete_many`] did.
+/// What [`Store::complete_many`] (or the completing half of
+/// [`Store::complete_and_claim`]) did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CompleteBatch {
     pub completed: usize,
@@ -212,53 +213,132 @@ impl Store {
         if worker.is_empty() {
             return Err(Error::invalid("worker", "must not be empty"));
         }
-        for q in queues {
+        let wants: Vec<(&str, usize)> = queues.iter().map(|q| (*q, limit)).collect();
+        let (_, claimed) = self.exchange(&[], worker, &wants, limit, lease)?;
+        Ok(claimed)
+    }
+
+    /// Complete `done` (`(id, lease token, result)`, as [`Store::complete_many`])
+    /// and claim the next jobs for `worker`, in one transaction: up to each
+    /// queue's count in `claims`, queues served in order, at most `most` in
+    /// all (as [`Store::claim`]).  A worker's whole turn at the queue in one
+    /// commit — with `synchronous = FULL`, one `fsync` for a batch of
+    /// completions and the next batch of claims.  The completions go first,
+    /// so a queue with a concurrency limit counts the finished jobs' room.
+    pub fn complete_and_claim(
+        &self,
+        done: &[(JobId, i64, Option<serde_json::Value>)],
+        worker: &str,
+        claims: &[(&str, usize)],
+        most: usize,
+        lease: Duration,
+    ) -> Result<(CompleteBatch, Vec<ClaimedJob>)> {
+        let done: Vec<(JobId, i64, Option<String>)> = done
+            .iter()
+            .map(|(id, token, r)| (*id, *token, r.as_ref().map(|v| v.to_string())))
+            .collect();
+        self.exchange(&done, worker, claims, most, lease)
+    }
+
+    /// [`Store::complete_and_claim`] with the results as JSON text (the
+    /// worker runtime serializes them in the runs, not in the writer).
+    pub(crate) fn exchange(
+        &self,
+        done: &[(JobId, i64, Option<String>)],
+        worker: &str,
+        claims: &[(&str, usize)],
+        most: usize,
+        lease: Duration,
+    ) -> Result<(CompleteBatch, Vec<ClaimedJob>)> {
+        for (q, _) in claims {
             validate_name("queue", q)?;
         }
-        if limit == 0 || queues.is_empty() {
-            return Ok(Vec::new());
+        let claims: Vec<(&str, i64)> = claims
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            // A negative LIMIT means "no limit" to SQLite: never let a huge
+            // usize wrap.
+            .map(|(q, n)| (*q, (*n).min(i64::MAX as usize) as i64))
+            .collect();
+        let most = if claims.is_empty() {
+            0
+        } else {
+            most.min(i64::MAX as usize) as i64
+        };
+        if most > 0 && worker.is_empty() {
+            return Err(Error::invalid("worker", "must not be empty"));
+        }
+        // One entry per try (a repeated entry would find its job finished and
+        // be reported lost).  Repeats are rare: look for one in a sorted copy
+        // of the keys before paying for a set.
+        let mut keys: Vec<(JobId, i64)> = done.iter().map(|(id, token, _)| (*id, *token)).collect();
+        keys.sort_unstable();
+        let repeats = keys.windows(2).any(|w| w[0] == w[1]);
+        let mut seen = std::collections::HashSet::new();
+        let done: Vec<&(JobId, i64, Option<String>)> = done
+            .iter()
+            .filter(|(id, token, _)| !repeats || seen.insert((*id, *token)))
+            .collect();
+        if done.is_empty() && most == 0 {
+            return Ok((CompleteBatch::default(), Vec::new()));
         }
         let now = self.now();
         let expires = now.saturating_add(duration_ms(lease));
-        // A negative LIMIT means "no limit" to SQLite: never let a huge usize wrap.
-        let limit = limit.min(i64::MAX as usize);
-        let mut claimed = self.write("claim", |tx| {
-            tx.prepare_cached(PROMOTE_DUE)?.execute([now])?;
-            let mut claimed = Vec::with_capacity(limit.min(1024));
-            let mut stmt = tx.prepare_cached(CLAIM)?;
-            for queue in queues {
-                let want = (limit - claimed.len()) as i64;
-                let rows = stmt.query_map(params![worker, expires, now, queue, want], |r| {
-                    Ok(ClaimedJob {
-                        id: r.get(0)?,
-                        queue: queue.to_string(),
-                        kind: r.get(1)?,
-                        payload: r.get(2)?,
-                        priority: r.get(3)?,
-                        attempt: r.get(4)?,
-                        attempt_limit: r.get(5)?,
-                        timeout: r
-                            .get::<_, Option<i64>>(6)?
-                            .map(|ms| Duration::from_millis(ms.max(0) as u64)),
-                        tenant: r.get(7)?,
-                        lease_token: r.get(8)?,
-                        lease_expires_at: expires,
-                    })
-                })?;
-                for job in rows {
-                    claimed.push(job?);
-                }
-                if claimed.len() >= limit {
-                    break;
+        let (lost, mut claimed) = self.write("complete_and_claim", |tx| {
+            let mut lost = Vec::new();
+            if !done.is_empty() {
+                let mut finish = tx.prepare_cached(COMPLETE)?;
+                for (id, token, result) in &done {
+                    if finish.execute(params![id, token, result, now])? == 0 {
+                        lost.push(*id);
+                    }
                 }
             }
-            Ok(claimed)
+            let mut claimed = Vec::new();
+            if most > 0 {
+                tx.prepare_cached(PROMOTE_DUE)?.execute([now])?;
+                claimed.reserve(most.min(1024) as usize);
+                let mut stmt = tx.prepare_cached(CLAIM)?;
+                for (queue, want) in &claims {
+                    let want = (*want).min(most - claimed.len() as i64);
+                    let rows = stmt.query_map(params![worker, expires, now, queue, want], |r| {
+                        Ok(ClaimedJob {
+                            id: r.get(0)?,
+                            queue: queue.to_string(),
+                            kind: r.get(1)?,
+                            payload: r.get(2)?,
+                            priority: r.get(3)?,
+                            attempt: r.get(4)?,
+                            attempt_limit: r.get(5)?,
+                            timeout: r
+                                .get::<_, Option<i64>>(6)?
+                                .map(|ms| Duration::from_millis(ms.max(0) as u64)),
+                            tenant: r.get(7)?,
+                            lease_token: r.get(8)?,
+                            lease_expires_at: expires,
+                        })
+                    })?;
+                    for job in rows {
+                        claimed.push(job?);
+                    }
+                    if claimed.len() as i64 >= most {
+                        break;
+                    }
+                }
+            }
+            Ok((lost, claimed))
         })?;
         claimed.sort_by_key(|j| (j.priority, j.id));
         for job in &claimed {
             tracing::debug!(job_id = job.id, queue = %job.queue, kind = %job.kind, attempt = job.attempt, worker, "claimed");
         }
-        Ok(claimed)
+        Ok((
+            CompleteBatch {
+                completed: done.len() - lost.len(),
+                lost,
+            },
+            claimed,
+        ))
     }
 
     /// Extend the lease of a running try.  Tells whether cancellation was asked.
@@ -352,36 +432,8 @@ impl Store {
         &self,
         done: &[(JobId, i64, Option<serde_json::Value>)],
     ) -> Result<CompleteBatch> {
-        // One entry per try (a repeated entry would find its job finished and
-        // be reported lost).  Repeats are rare: look for one in a sorted copy
-        // of the keys before paying for a set.
-        let mut keys: Vec<(JobId, i64)> = done.iter().map(|(id, token, _)| (*id, *token)).collect();
-        keys.sort_unstable();
-        let repeats = keys.windows(2).any(|w| w[0] == w[1]);
-        let mut seen = std::collections::HashSet::new();
-        let batch: Vec<(JobId, i64, Option<String>)> = done
-            .iter()
-            .filter(|(id, token, _)| !repeats || seen.insert((*id, *token)))
-            .map(|(id, token, r)| (*id, *token, r.as_ref().map(|v| v.to_string())))
-            .collect();
-        if batch.is_empty() {
-            return Ok(CompleteBatch::default());
-        }
-        let now = self.now();
-        let lost = self.write("complete_many", |tx| {
-            let mut finish = tx.prepare_cached(COMPLETE)?;
-            let mut lost = Vec::new();
-            for (id, token, result) in &batch {
-                if finish.execute(params![id, token, result, now])? == 0 {
-                    lost.push(*id);
-                }
-            }
-            Ok(lost)
-        })?;
-        Ok(CompleteBatch {
-            completed: batch.len() - lost.len(),
-            lost,
-        })
+        let (batch, _) = self.complete_and_claim(done, "", &[], 0, Duration::ZERO)?;
+        Ok(batch)
     }
 
     /// The try failed.  A retryable failure with tries left is scheduled again

@@ -47,8 +47,8 @@
 
 mod blocking;
 mod catalog;
-mod complete;
 mod context;
+mod exchange;
 mod handler;
 mod heartbeat;
 mod reap;

@@ -1,7 +1,7 @@
-//! The running worker: registration, the fetch loop, and each run from
-//! claim to outcome.  The background loops beside it have files of their
-//! own: [`complete`](super::complete) (group commit of completions),
-//! [`heartbeat`](super::heartbeat), [`reap`](super::reap) and the
+//! The running worker: registration, and each run from claim to outcome.
+//! The loops beside it have files of their own: the
+//! [`exchange`](super::exchange) (claims and completions, one transaction a
+//! turn), [`heartbeat`](super::heartbeat), [`reap`](super::reap) and the
 //! [`watcher`](super::watcher) of commits.
 
 use std::collections::HashMap;
@@ -10,16 +10,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinSet;
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use crate::store::{ClaimedJob, JobId, Store};
-use crate::worker::complete::{complete_loop, Completion};
 use crate::worker::context::{Running, StopReason};
-use crate::worker::handler::ErasedHandler;
+use crate::worker::exchange::{exchange_loop, Completion};
+use crate::worker::handler::{ErasedHandler, RunFuture};
 use crate::worker::heartbeat::heartbeat_loop;
 use crate::worker::reap::reap_loop;
 use crate::worker::watcher::Watcher;
@@ -146,7 +145,6 @@ pub(crate) async fn run(
         counters: Counters::default(),
     });
     let background = CancellationToken::new();
-    let completer = tokio::spawn(complete_loop(shared.clone(), completion_rx));
     // Subscribed here, not in the task: a cancel asked before the task first
     // runs must still wake it.
     let cancels = store.watch_cancels();
@@ -154,36 +152,16 @@ pub(crate) async fn run(
     let reaper = tokio::spawn(reap_loop(shared.clone(), background.clone()));
     let watcher = Watcher::start(&store, opts.poll_interval);
 
-    let mut runs = JoinSet::new();
-    let fetched = fetch_loop(&shared, &queues, global, &mut runs, shutdown).await;
-    shared.stopping.cancel();
-
-    // Shutdown: no more claims; running jobs get the grace period.
-    let in_flight = shared.in_flight.lock().unwrap().len();
-    if in_flight > 0 {
-        tracing::info!(worker = %name, in_flight, grace = ?opts.shutdown_grace, "stopping: waiting for running jobs");
-    }
-    let drained = tokio::time::timeout(opts.shutdown_grace, async {
-        while runs.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        let left: Vec<Arc<Running>> = shared.in_flight.lock().unwrap().values().cloned().collect();
-        tracing::warn!(worker = %name, left = left.len(), "grace period over: releasing unfinished jobs");
-        for r in left {
-            r.stop(StopReason::Shutdown);
-        }
-        while runs.join_next().await.is_some() {}
-    }
+    // Claims and completions until shutdown, then until every run has ended
+    // and its outcome is stored.
+    exchange_loop(&shared, &queues, global, completion_rx, &watcher, shutdown).await;
     drop(watcher);
     background.cancel();
     let _ = heartbeats.await;
     let _ = reaper.await;
-    // The completer ends once every sender (the runs' shared state) is gone.
     let shared = Arc::into_inner(shared).expect("all runs have ended");
     let Shared {
         counters,
-        completions,
         overrunning,
         ..
     } = shared;
@@ -201,8 +179,6 @@ pub(crate) async fn run(
              a runtime dropped now waits for it (end it with Runtime::shutdown_timeout)"
         );
     }
-    drop(completions);
-    let _ = completer.await;
     {
         let (store, worker) = (store.clone(), name.clone());
         if let Err(e) = blocking(move || store.deregister_worker(&worker)).await {
@@ -220,7 +196,7 @@ pub(crate) async fn run(
         abandoned,
     };
     tracing::info!(worker = %name, ?report, "worker stopped");
-    fetched.map(|()| report)
+    Ok(report)
 }
 
 /// Register the worker, waiting out what may pass — a full disk, a lock
@@ -260,140 +236,8 @@ async fn register(
     }
 }
 
-/// Claim while there are free slots; sleep until woken or the next run_at.
-async fn fetch_loop(
-    shared: &Arc<Shared>,
-    queues: &[(String, usize)],
-    global: usize,
-    runs: &mut JoinSet<()>,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<()> {
-    let global = Arc::new(Semaphore::new(global));
-    let limits: Vec<Arc<Semaphore>> = queues
-        .iter()
-        .map(|(_, c)| Arc::new(Semaphore::new(*c)))
-        .collect();
-    let mut work = shared.store.watch_work();
-    tokio::pin!(shutdown);
-    let mut failures = 0u32;
-    loop {
-        while let Some(done) = runs.try_join_next() {
-            if let Err(e) = done {
-                tracing::error!(error = %e, "a job supervisor failed");
-            }
-        }
-        work.borrow_and_update();
-        let mut claimed_any = false;
-        for ((queue, _), limit) in queues.iter().zip(&limits) {
-            let free = limit
-                .available_permits()
-                .min(global.available_permits())
-                .min(shared.opts.claim_batch);
-            if free == 0 {
-                continue;
-            }
-            let jobs = {
-                let (store, name, queue, lease) = (
-                    shared.store.clone(),
-                    shared.name.clone(),
-                    queue.clone(),
-                    shared.opts.lease,
-                );
-                blocking(move || store.claim(&name, &[&queue], free, lease)).await
-            };
-            let jobs = match jobs {
-                Ok(jobs) => {
-                    failures = 0;
-                    jobs
-                }
-                Err(e) => {
-                    // A full disk or a busy file: back off, keep serving.
-                    failures += 1;
-                    let pause = Duration::from_millis(50 * u64::from(failures.min(40)));
-                    tracing::error!(queue = %queue, error = %e, ?pause, "claim failed");
-                    tokio::time::sleep(pause).await;
-                    continue;
-                }
-            };
-            claimed_any |= !jobs.is_empty();
-            for job in jobs {
-                let permits = (
-                    limit
-                        .clone()
-                        .try_acquire_owned()
-                        .expect("free slot counted"),
-                    global
-                        .clone()
-                        .try_acquire_owned()
-                        .expect("free slot counted"),
-                );
-                // At ERROR level so that it is on whenever anything is
-                // logged: a WARN line of the run carries the job too.
-                let span = tracing::error_span!(
-                    "job",
-                    job_id = job.id,
-                    queue = %job.queue,
-                    kind = %job.kind,
-                    attempt = job.attempt
-                );
-                let running = Arc::new(Running::new(job.lease_token, span));
-                shared
-                    .in_flight
-                    .lock()
-                    .unwrap()
-                    .insert(job.id, running.clone());
-                runs.spawn(supervise(shared.clone(), job, running, permits));
-            }
-        }
-        if claimed_any {
-            // Check for shutdown between rounds even under a steady stream.
-            if futures_now(&mut shutdown).await {
-                return Ok(());
-            }
-            continue;
-        }
-        // Idle (or full): sleep until something may have changed.
-        let wait = {
-            let store = shared.store.clone();
-            match blocking(move || store.next_run_at()).await {
-                Ok(Some(at)) => {
-                    let now = shared.store.clock().now_ms();
-                    Duration::from_millis(at.saturating_sub(now).clamp(0, 60_000) as u64)
-                }
-                _ => Duration::from_secs(60),
-            }
-        };
-        if wait.is_zero() {
-            // Due jobs exist but none was claimable (queues full or paused):
-            // wait for a slot or another change, not a busy loop.
-            tokio::select! {
-                _ = &mut shutdown => return Ok(()),
-                _ = work.changed() => {}
-                _ = shared.slot_freed.notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
-            continue;
-        }
-        tokio::select! {
-            _ = &mut shutdown => return Ok(()),
-            _ = work.changed() => {}
-            _ = shared.slot_freed.notified() => {}
-            _ = tokio::time::sleep(wait) => {}
-        }
-    }
-}
-
-/// True when `f` has already resolved (polled once, without waiting).
-async fn futures_now<F: Future<Output = ()> + Unpin>(f: &mut F) -> bool {
-    tokio::select! {
-        biased;
-        _ = f => true,
-        _ = std::future::ready(()) => false,
-    }
-}
-
 /// Run one job and store how it ended.
-async fn supervise(
+pub(super) async fn supervise(
     shared: Arc<Shared>,
     job: ClaimedJob,
     running: Arc<Running>,
@@ -406,11 +250,7 @@ async fn supervise(
         let reason = running.reason();
         let overran = running.blocking_live() > 0;
         if !overran {
-            // The slot is free as soon as the run is over; storing the
-            // outcome does not hold it.
-            drop(permits);
-            shared.slot_freed.notify_one();
-            finish(&shared, &job, reason, ended).await;
+            finish(&shared, &job, reason, ended, Some(permits)).await;
             return;
         }
         // Blocking work the run started ignored the signal to stop: the try
@@ -429,7 +269,7 @@ async fn supervise(
             .lock()
             .unwrap()
             .insert(job.id, running.clone());
-        finish(&shared, &job, reason, ended).await;
+        finish(&shared, &job, reason, ended, None).await;
         tokio::select! {
             _ = running.blocking_returned() => {
                 tracing::info!("the ended run's blocking work returned: slot free");
@@ -477,7 +317,9 @@ async fn execute(shared: &Shared, job: &ClaimedJob, running: &Arc<Running>) -> E
         Err(e) => return Ended::Failed(e),
     };
     tracing::debug!("run started");
-    let mut task = tokio::spawn(future.instrument(tracing::Span::current()));
+    // Polled in this task (one task a run): a panic is caught here, and a
+    // run that does not stop within its grace is dropped.
+    let mut run = CatchUnwind(future);
     let timeout = job.timeout.or(shared.opts.default_timeout);
     let deadline = async {
         match timeout {
@@ -486,51 +328,55 @@ async fn execute(shared: &Shared, job: &ClaimedJob, running: &Arc<Running>) -> E
         }
     };
     tokio::select! {
-        res = &mut task => joined(res),
+        res = &mut run => joined(res),
         _ = deadline => {
             // Told to stop like a cancelled run, so that blocking work that
-            // checks the signal stops too (an abort alone ends only the async
-            // part: a thread of the blocking pool would go on computing the
-            // abandoned try, beside its retry).  Whatever the handler returns
-            // now, the try timed out.
+            // checks the signal stops too (dropping the future ends only the
+            // async part: a thread of the blocking pool would go on computing
+            // the abandoned try, beside its retry).  Whatever the handler
+            // returns now, the try timed out.
             running.stop(StopReason::TimedOut);
-            stop_within_grace(shared, &mut task).await;
+            stop_within_grace(shared, &mut run).await;
             let t = timeout.unwrap_or_default();
             Ended::Failed(JobError::retryable(format!("timed out after {}", human(t))))
         }
         _ = running.cancel.cancelled() => {
             // Told to stop: give the handler a moment to return by itself.
-            stop_within_grace(shared, &mut task).await.map_or(Ended::Stopped, joined)
+            stop_within_grace(shared, &mut run).await.map_or(Ended::Stopped, joined)
         }
     }
 }
 
-/// Wait up to the stop grace for a run told to stop to return by itself, then
-/// abort it.  The slot stays held meanwhile.
-async fn stop_within_grace<T>(
-    shared: &Shared,
-    task: &mut tokio::task::JoinHandle<T>,
-) -> Option<std::result::Result<T, tokio::task::JoinError>> {
-    match tokio::time::timeout(shared.opts.stop_grace, &mut *task).await {
-        Ok(res) => Some(res),
-        Err(_) => {
-            task.abort();
-            None
+/// A run's future with its panic caught, as a spawned task's would be.
+struct CatchUnwind(RunFuture);
+
+impl Future for CatchUnwind {
+    type Output = std::thread::Result<std::result::Result<serde_json::Value, JobError>>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let future = &mut self.0;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
+            Err(panic) => std::task::Poll::Ready(Err(panic)),
         }
     }
 }
 
-fn joined(
-    res: std::result::Result<
-        std::result::Result<serde_json::Value, JobError>,
-        tokio::task::JoinError,
-    >,
-) -> Ended {
+/// Wait up to the stop grace for a run told to stop to return by itself
+/// (`None`: it did not, and is dropped).  The slot stays held meanwhile.
+async fn stop_within_grace<F: Future + Unpin>(shared: &Shared, run: &mut F) -> Option<F::Output> {
+    tokio::time::timeout(shared.opts.stop_grace, run).await.ok()
+}
+
+fn joined(res: std::thread::Result<std::result::Result<serde_json::Value, JobError>>) -> Ended {
     match res {
         Ok(Ok(v)) => Ended::Succeeded(v),
         Ok(Err(e)) => Ended::Failed(e),
-        Err(e) if e.is_panic() => {
-            let payload = e.into_panic();
+        Err(payload) => {
             let msg = payload
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
@@ -538,7 +384,6 @@ fn joined(
                 .unwrap_or_else(|| "(no message)".to_string());
             Ended::Failed(JobError::retryable(format!("handler panicked: {msg}")))
         }
-        Err(_) => Ended::Stopped,
     }
 }
 
@@ -553,7 +398,33 @@ fn known_kinds(shared: &Shared) -> String {
 }
 
 /// Store how the run ended (or nothing, when the lease was lost).
-async fn finish(shared: &Shared, job: &ClaimedJob, reason: Option<StopReason>, ended: Ended) {
+///
+/// `permits` (the run's slot, unless it is held on for blocking work that
+/// goes on) are given back here: a success's at once, its completion left
+/// to the exchange's next turn — which claims for the slot in the same
+/// transaction; any other outcome's once it is stored, so the claim that
+/// fills the slot finds the try ended.
+async fn finish(
+    shared: &Shared,
+    job: &ClaimedJob,
+    reason: Option<StopReason>,
+    ended: Ended,
+    mut permits: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
+) {
+    store_outcome(shared, job, reason, ended, &mut permits).await;
+    if let Some(p) = permits {
+        drop(p);
+        shared.slot_freed.notify_one();
+    }
+}
+
+async fn store_outcome(
+    shared: &Shared,
+    job: &ClaimedJob,
+    reason: Option<StopReason>,
+    ended: Ended,
+    permits: &mut Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
+) {
     let c = &shared.counters;
     let (id, token) = (job.id, job.lease_token);
     if reason == Some(StopReason::LeaseLost) {
@@ -566,15 +437,24 @@ async fn finish(shared: &Shared, job: &ClaimedJob, reason: Option<StopReason>, e
         (Ended::Succeeded(result), _) => {
             c.succeeded.fetch_add(1, Ordering::Relaxed);
             tracing::debug!("run succeeded");
-            // Batched by the completer; if it is gone (never while runs
-            // exist), complete directly.
-            if let Err(mpsc::error::SendError(done)) = shared.completions.send(Completion {
+            // Serialized here, on the run's thread, not by the one writer;
+            // nothing at all for a handler that returned nothing.
+            let result = (!result.is_null()).then(|| result.to_string());
+            // The completion wakes the exchange: no slot notice needed.
+            drop(permits.take());
+            let completion = Completion {
                 id,
                 token,
                 result,
                 span: tracing::Span::current(),
-            }) {
-                blocking(move || store.complete(done.id, done.token, Some(&done.result))).await
+                queued: tokio::time::Instant::now(),
+            };
+            // The exchange outlives every run; were it gone, complete here.
+            if let Err(mpsc::error::SendError(done)) = shared.completions.send(completion) {
+                let one = [(done.id, done.token, done.result)];
+                blocking(move || store.exchange(&one, "", &[], 0, Duration::ZERO))
+                    .await
+                    .map(drop)
             } else {
                 Ok(())
             }

@@ -7,6 +7,13 @@
 //! writes, however many.  Behind that, and alone where no watch can be set,
 //! a thread compares `PRAGMA data_version` every `poll_interval` (with a
 //! watch: every second, as a safety net).
+//!
+//! The watch is on only while the worker waits for work (free slots, and
+//! its last claims came back short): a busy worker claims anyway, and the
+//! kernel would otherwise queue an event, and wake this thread, for every
+//! write of every commit to the file.  While busy, the poll looks every
+//! [`BUSY_POLL`], so that a cancel asked by another process still reaches
+//! running jobs within a fraction of a second (see the heartbeat loop).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -17,41 +24,73 @@ use crate::store::Store;
 /// The safety-net poll beside a working file-system watch.
 const POLL_BEHIND_WATCH: Duration = Duration::from_secs(1);
 
+/// The poll while the worker is busy (the watch off).
+const BUSY_POLL: Duration = Duration::from_millis(100);
+
 pub(crate) struct Watcher {
     stop: Arc<AtomicBool>,
+    /// The worker waits for work: watch, and poll at the idle pace.
+    waiting: Arc<AtomicBool>,
     /// Dropped after the poll thread is told to stop: it ends its own thread.
     watch: Option<WalWatch>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Watcher {
+    /// Start watching; the worker is taken to be waiting for work.
     pub(crate) fn start(store: &Store, poll_interval: Duration) -> Watcher {
         let stop = Arc::new(AtomicBool::new(false));
+        let waiting = Arc::new(AtomicBool::new(true));
         let watch = WalWatch::start(store, &stop);
-        let every = if watch.is_some() {
+        let idle_every = if watch.is_some() {
             POLL_BEHIND_WATCH
         } else {
             poll_interval
         };
         let thread = {
-            let (store, stop) = (store.clone(), stop.clone());
+            let (store, stop, waiting) = (store.clone(), stop.clone(), waiting.clone());
             std::thread::Builder::new()
                 .name("jobd-watch".into())
-                .spawn(move || poll(&store, &stop, every))
+                .spawn(move || {
+                    poll(&store, &stop, || {
+                        if waiting.load(Ordering::Relaxed) {
+                            idle_every
+                        } else {
+                            BUSY_POLL
+                        }
+                    })
+                })
                 .ok()
         };
         Watcher {
             stop,
+            waiting,
             watch,
             thread,
         }
+    }
+
+    /// Say whether the worker now waits for work (the watch on) or is busy
+    /// (the watch off).  True when that changed.
+    pub(crate) fn set_waiting(&self, waiting: bool) -> bool {
+        if self.waiting.swap(waiting, Ordering::Relaxed) == waiting {
+            return false;
+        }
+        if let Some(w) = &self.watch {
+            w.set_on(waiting);
+        }
+        if let Some(t) = &self.thread {
+            t.thread().unpark();
+        }
+        true
     }
 }
 
 /// An inotify watch on `<queue>-wal` and the thread that waits on it.
 #[cfg(target_os = "linux")]
 struct WalWatch {
-    watches: inotify::Watches,
+    watches: std::sync::Mutex<inotify::Watches>,
+    wal: std::ffi::OsString,
     wd: inotify::WatchDescriptor,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -70,7 +109,7 @@ impl WalWatch {
                 return None;
             }
         };
-        let watches = inotify.watches();
+        let watches = std::sync::Mutex::new(inotify.watches());
         let (store, stop) = (store.clone(), stop.clone());
         let thread = std::thread::Builder::new()
             .name("jobd-wal-watch".into())
@@ -98,9 +137,24 @@ impl WalWatch {
             .ok()?;
         Some(WalWatch {
             watches,
+            wal,
             wd,
             thread: Some(thread),
         })
+    }
+
+    /// Watch writes, or only the file's removal (the same watch, its mask
+    /// changed: a write to the file then costs the kernel a mask test).
+    fn set_on(&self, on: bool) {
+        let mask = if on {
+            inotify::WatchMask::MODIFY
+        } else {
+            inotify::WatchMask::DELETE_SELF
+        };
+        let mut watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = watches.add(&self.wal, mask) {
+            tracing::debug!(error = %e, "could not change the WAL watch; the poll goes on");
+        }
     }
 }
 
@@ -110,7 +164,8 @@ impl Drop for WalWatch {
         // Removing the watch queues an IN_IGNORED event, which wakes the
         // thread's read; if the watch went with the file, the thread has
         // seen that event already.
-        let _ = self.watches.remove(self.wd.clone());
+        let mut watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = watches.remove(self.wd.clone());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -126,10 +181,12 @@ impl WalWatch {
     fn start(_: &Store, _: &Arc<AtomicBool>) -> Option<WalWatch> {
         None
     }
+
+    fn set_on(&self, _: bool) {}
 }
 
-/// Compare `PRAGMA data_version` every `every` until `stop`.
-fn poll(store: &Store, stop: &AtomicBool, every: Duration) {
+/// Compare `PRAGMA data_version` every `every()` until `stop`.
+fn poll(store: &Store, stop: &AtomicBool, every: impl Fn() -> Duration) {
     let conn = match store.connection() {
         Ok(c) => c,
         Err(e) => {
@@ -144,7 +201,7 @@ fn poll(store: &Store, stop: &AtomicBool, every: Duration) {
     };
     let mut last = data_version();
     while !stop.load(Ordering::Relaxed) {
-        std::thread::park_timeout(every);
+        std::thread::park_timeout(every());
         let v = data_version();
         if v.is_some() && last.is_some() && v != last {
             store.notify_work();
