@@ -4,7 +4,8 @@
 //! heartbeat, the ends of a try, reap), `read`, `stats`, `totals`,
 //! `control` (cancel, retry), `queues`, `workers` (the registry),
 //! `retention` (purges), `checkpoint`, `integrity`, `meta`, `steps` (clock steps),
-//! `turn` and `pool`.  The state diagram is at the end of this page.
+//! `turn`, `busy` (waiting for the write lock) and `pool`.  The state
+//! diagram is at the end of this page.
 //!
 //! Every call about a running job (`heartbeat`, `complete`, `fail`,
 //! `set_progress`, `release`, `cancelled`) carries the lease token handed out
@@ -26,8 +27,11 @@
 //!   row is the record of its winning try, and the `attempts` view reads it
 //!   from there (schema/0005).  Tries that end otherwise write a row in
 //!   `tries`.
+//! * a worker's turn (`complete_and_claim`): its completions and its next
+//!   claim in one transaction — one commit a turn.
 #![doc = include_str!("states.md")]
 
+mod busy;
 mod checkpoint;
 mod control;
 pub(crate) mod enqueue;
@@ -73,6 +77,18 @@ pub use schema::{APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION};
 pub use stats::StatsReuse;
 pub use totals::TryTotals;
 pub use workers::{LiveWork, LiveWorker};
+
+/// A callback on new work (see [`Store::on_work`]).
+pub(crate) type WorkHook = Arc<dyn Fn() + Send + Sync>;
+
+#[derive(Default)]
+struct WorkHooks(std::sync::Mutex<Vec<std::sync::Weak<dyn Fn() + Send + Sync>>>);
+
+impl std::fmt::Debug for WorkHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WorkHooks")
+    }
+}
 
 /// How a [`Store`] is opened.
 #[derive(Debug, Clone)]
@@ -145,6 +161,8 @@ struct Inner {
     /// Bumped whenever this process makes new work claimable (enqueue, retry,
     /// resume, a retry scheduled, a lease reaped); idle workers watch it.
     work: tokio::sync::watch::Sender<u64>,
+    /// Called with every bump of `work` (see [`Store::on_work`]).
+    work_hooks: WorkHooks,
     /// Bumped when cancellation of a running job is asked in this process.
     cancels: tokio::sync::watch::Sender<u64>,
     /// This process's writers take turns (see [`turn`]).
@@ -263,6 +281,7 @@ impl Store {
                 opts,
                 checkpointer,
                 work: tokio::sync::watch::Sender::new(0),
+                work_hooks: WorkHooks::default(),
                 cancels: tokio::sync::watch::Sender::new(0),
                 turns: turn::Turns::default(),
                 finished: std::sync::Mutex::new(None),
@@ -276,6 +295,31 @@ impl Store {
     /// after moving a [`ManualClock`](crate::ManualClock).
     pub fn notify_work(&self) {
         self.inner.work.send_modify(|n| *n = n.wrapping_add(1));
+        let mut hooks = self
+            .inner
+            .work_hooks
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        hooks.retain(|hook| match hook.upgrade() {
+            Some(hook) => {
+                hook();
+                true
+            }
+            None => false,
+        });
+    }
+
+    /// Call `hook` (on the notifying thread) whenever [`Store::notify_work`]
+    /// is, for as long as it is alive: a worker's exchange thread is woken
+    /// without a hop through the async runtime.
+    pub(crate) fn on_work(&self, hook: &WorkHook) {
+        self.inner
+            .work_hooks
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::downgrade(hook));
     }
 
     /// A receiver that changes whenever [`Store::notify_work`] is called.

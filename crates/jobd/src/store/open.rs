@@ -264,7 +264,7 @@ pub(crate) fn disk_is_full(path: &Path) -> bool {
 /// every value is checked.
 pub(crate) fn configure(conn: &Connection, opts: &ConnectionOptions) -> rusqlite::Result<()> {
     enlarge_lookaside(conn);
-    conn.busy_timeout(opts.busy_timeout)?;
+    super::busy::install(conn, opts.busy_timeout)?;
     let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
     expect("journal_mode", "wal", &mode.to_ascii_lowercase())?;
     conn.pragma_update(None, "synchronous", opts.synchronous.pragma_value())?;
@@ -277,12 +277,6 @@ pub(crate) fn configure(conn: &Connection, opts: &ConnectionOptions) -> rusqlite
     conn.pragma_update(None, "foreign_keys", "ON")?;
     let fk: i64 = conn.pragma_query_value(None, "foreign_keys", |r| r.get(0))?;
     expect("foreign_keys", "1", &fk.to_string())?;
-    let busy: i64 = conn.pragma_query_value(None, "busy_timeout", |r| r.get(0))?;
-    expect(
-        "busy_timeout",
-        &opts.busy_timeout.as_millis().to_string(),
-        &busy.to_string(),
-    )?;
     let limit: i64 =
         conn.pragma_update_and_check(None, "journal_size_limit", opts.journal_size_limit, |r| {
             r.get(0)

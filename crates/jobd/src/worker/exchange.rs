@@ -1,32 +1,42 @@
-//! The exchange: the worker's one frequent writer.  Each turn commits, in one
-//! transaction ([`Store::complete_and_claim`]), the completions that queued
-//! up since the last turn and claims jobs for the slots free now — one
-//! commit where a claim and a group commit of completions took two, and with
-//! `synchronous = FULL` one `fsync` for both.  A turn starts as soon as there
-//! is something to commit or a slot to fill (never waiting for every slot
-//! to be free), and while it is in the store the runs it does not wait for
+//! The exchange: the worker's one frequent writer, on a thread of its own.
+//!
+//! Each turn commits, in one transaction ([`Store::complete_and_claim`]),
+//! the completions that queued up since the last turn and claims jobs for
+//! the slots free now — one commit where a claim and a group commit of
+//! completions took two, and with `synchronous = FULL` one `fsync` for both.
+//! A turn starts as soon as there is something to commit or a slot to fill
+//! (never waiting for every slot to be free); while it is in the store, runs
 //! go on and queue their completions for the next one.
 //!
-//! Between turns the loop sleeps until a completion arrives, a slot frees, new
-//! work is announced (an enqueue in this process, another process's commit
-//! seen by the [`Watcher`], a lease reaped), a delayed job falls due, or
-//! shutdown.  It owns the runs: at shutdown it stops claiming, gives running
-//! jobs the grace period, stops the rest, and returns once every run has
-//! ended and every completion is stored.
+//! The thread does the transaction itself and then polls each new run once,
+//! inside the worker's tokio runtime (entered, not blocked on): a run that
+//! finishes without waiting — its completion queued for the next turn —
+//! costs no task and no wake-up; one that waits goes on as a task of the
+//! runtime.  A store call handed to the runtime's blocking pool, and the
+//! answer handed back, cost two thread wake-ups a turn — on this 2-vCPU
+//! machine more than the transaction itself (see benches/README.md).
+//!
+//! Between turns the thread sleeps on its [`Bell`] until a completion
+//! arrives, a slot frees, new work is announced (an enqueue in this process,
+//! another process's commit seen by the [`Watcher`], a lease reaped), a
+//! delayed job falls due, or shutdown.  At shutdown it stops claiming, gives
+//! running jobs the grace period, stops the rest, and returns once every
+//! run has ended and every completion is stored.
 //!
 //! [`Store::complete_and_claim`]: crate::Store::complete_and_claim
 
 use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, Semaphore};
-use tokio::task::JoinSet;
-use tokio::time::Instant;
+use tokio::sync::Semaphore;
 
 use crate::store::{ClaimedJob, JobId};
 use crate::worker::context::{Running, StopReason};
-use crate::worker::runtime::{blocking, supervise, Shared};
+use crate::worker::runtime::{supervise, Shared};
 use crate::worker::watcher::Watcher;
 
 /// A succeeded run, waiting for the next turn.
@@ -41,17 +51,120 @@ pub(super) struct Completion {
     pub(super) queued: Instant,
 }
 
+/// What wakes the exchange thread, and what it finds when it wakes.
+#[derive(Default)]
+pub(super) struct Bell {
+    state: Mutex<BellState>,
+    rung: Condvar,
+}
+
+#[derive(Default)]
+struct BellState {
+    completions: Vec<Completion>,
+    /// New work was announced.
+    work: bool,
+    /// Shutdown was asked.
+    stop: bool,
+    /// Something happened since the thread last looked.
+    news: bool,
+    /// The thread sleeps: a ring must wake it.
+    sleeping: bool,
+}
+
+/// What the thread found at the bell.
+struct News {
+    work: bool,
+    stop: bool,
+}
+
+impl Bell {
+    fn with(&self, f: impl FnOnce(&mut BellState)) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut s);
+        s.news = true;
+        if s.sleeping {
+            s.sleeping = false;
+            self.rung.notify_one();
+        }
+    }
+
+    /// A run succeeded: its completion goes in the next turn.
+    pub(super) fn complete(&self, c: Completion) {
+        self.with(|s| s.completions.push(c));
+    }
+
+    /// A slot came free, or a run ended.
+    pub(super) fn ring(&self) {
+        self.with(|_| {});
+    }
+
+    /// New work may be claimable.
+    pub(super) fn work(&self) {
+        self.with(|s| s.work = true);
+    }
+
+    /// Stop claiming; end once every run has.
+    pub(super) fn stop(&self) {
+        self.with(|s| s.stop = true);
+    }
+
+    /// Take up to `max` completions in all into `pending`, and the news.
+    fn take(&self, pending: &mut Vec<Completion>, max: usize) -> News {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let room = max.saturating_sub(pending.len()).min(s.completions.len());
+        pending.extend(s.completions.drain(..room));
+        // More completions left behind are news for the next look.
+        s.news = !s.completions.is_empty();
+        News {
+            work: std::mem::take(&mut s.work),
+            stop: s.stop,
+        }
+    }
+
+    /// Sleep until something happens or `deadline`.
+    fn sleep(&self, deadline: Option<Instant>) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while !s.news {
+            let now = Instant::now();
+            let wait = match deadline {
+                Some(d) if d <= now => break,
+                Some(d) => d - now,
+                None => Duration::from_secs(3600),
+            };
+            s.sleeping = true;
+            s = self
+                .rung
+                .wait_timeout(s, wait)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            s.sleeping = false;
+        }
+    }
+}
+
+/// Counts a run while it is alive (until its supervisor returns, or is
+/// dropped with the runtime), and rings the bell when it ends.
+pub(super) struct RunGuard(Arc<Shared>);
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        self.0.live_runs.fetch_sub(1, Ordering::AcqRel);
+        self.0.bell.ring();
+    }
+}
+
 /// The first pause before a failed turn is tried again; it doubles up to
 /// [`RETRY_MAX`].
 const RETRY_FIRST: Duration = Duration::from_millis(10);
 const RETRY_MAX: Duration = Duration::from_secs(2);
 
-/// Most times a turn waits for runs that are ready to finish first (see
-/// [`Exchange::gather`]).
-const GATHER_YIELDS: usize = 16;
+/// Longest sleep without a deadline: the next delayed job is looked for
+/// again after it.
+const IDLE_LOOK: Duration = Duration::from_secs(60);
 
 struct Exchange<'a> {
     shared: &'a Arc<Shared>,
+    handle: &'a tokio::runtime::Handle,
     queues: &'a [(String, usize)],
     limits: Vec<Arc<Semaphore>>,
     global: Arc<Semaphore>,
@@ -60,25 +173,25 @@ struct Exchange<'a> {
     /// new work is announced.
     maybe: Vec<bool>,
     pending: Vec<Completion>,
-    rx: mpsc::UnboundedReceiver<Completion>,
-    runs: JoinSet<()>,
     /// Failed turns in a row, and when to try again.
     failures: u32,
     retry_at: Option<Instant>,
 }
 
-/// Run the exchange until shutdown, then until every run has ended and its
-/// outcome is stored.
-pub(super) async fn exchange_loop(
+/// Run the exchange until shutdown is rung, then until every run has ended
+/// and its outcome is stored.  `handle` is the worker's runtime: runs are
+/// polled inside it and go on as its tasks.
+pub(super) fn exchange_thread(
     shared: &Arc<Shared>,
+    handle: &tokio::runtime::Handle,
     queues: &[(String, usize)],
     global: usize,
-    rx: mpsc::UnboundedReceiver<Completion>,
     watcher: &Watcher,
-    shutdown: impl Future<Output = ()> + Send,
 ) {
+    let _runtime = handle.enter();
     let mut ex = Exchange {
         shared,
+        handle,
         queues,
         limits: queues
             .iter()
@@ -87,38 +200,57 @@ pub(super) async fn exchange_loop(
         global: Arc::new(Semaphore::new(global)),
         maybe: vec![true; queues.len()],
         pending: Vec::new(),
-        rx,
-        runs: JoinSet::new(),
         failures: 0,
         retry_at: None,
     };
-    let mut work = shared.store.watch_work();
-    work.borrow_and_update();
-    tokio::pin!(shutdown);
+    let bell = &shared.bell;
     let mut stopping = false;
     let mut grace_over: Option<Instant> = None;
-    // When the earliest delayed job falls due, read when the loop last went
-    // idle (`None`: to be read).
+    // When the earliest delayed job falls due, read when the thread last
+    // went idle (`None`: to be read).
     let mut due: Option<Option<Instant>> = None;
     loop {
-        ex.reap_runs();
-        ex.take_completions();
-        if stopping && ex.runs.is_empty() && ex.pending.is_empty() {
+        let news = bell.take(&mut ex.pending, shared.opts.complete_batch);
+        if news.work {
+            ex.maybe.iter_mut().for_each(|m| *m = true);
+            due = None;
+        }
+        if news.stop && !stopping {
+            stopping = true;
+            shared.stopping.cancel();
+            let in_flight = shared.in_flight.lock().unwrap().len();
+            if in_flight > 0 {
+                tracing::info!(worker = %shared.name, in_flight, grace = ?shared.opts.shutdown_grace, "stopping: waiting for running jobs");
+            }
+            grace_over = Some(Instant::now() + shared.opts.shutdown_grace);
+        }
+        if grace_over.is_some_and(|t| t <= Instant::now()) {
+            grace_over = None;
+            let left: Vec<Arc<Running>> =
+                shared.in_flight.lock().unwrap().values().cloned().collect();
+            if !left.is_empty() {
+                tracing::warn!(worker = %shared.name, left = left.len(), "grace period over: releasing unfinished jobs");
+            }
+            for r in left {
+                r.stop(StopReason::Shutdown);
+            }
+        }
+        if stopping && ex.pending.is_empty() && shared.live_runs.load(Ordering::Acquire) == 0 {
             break;
         }
         let retry_wait = ex.retry_at.is_some_and(|t| t > Instant::now());
-        let claiming = !stopping && !retry_wait;
-        if !retry_wait && (!ex.pending.is_empty() || claiming && !ex.claims().is_empty()) {
-            if !ex.pending.is_empty() {
-                ex.gather().await;
+        if !retry_wait {
+            let claims = if stopping { Vec::new() } else { ex.claims() };
+            if !ex.pending.is_empty() || !claims.is_empty() {
+                if ex.turn(claims) {
+                    // Busy: claiming anyway, no need to hear of commits.
+                    watcher.set_waiting(false);
+                }
+                due = None;
+                continue;
             }
-            // Counted after the gathering, which freed slots.
-            let claims = if claiming { ex.claims() } else { Vec::new() };
-            ex.turn(claims).await;
-            due = None;
-            continue;
         }
-        // Nothing to commit and nothing to claim: wait.
+        // Nothing to commit and nothing to claim: sleep.
         let waiting_for_work = !stopping && ex.waiting_for_work();
         if watcher.set_waiting(waiting_for_work) && waiting_for_work {
             // Just started watching other processes' commits: one more look,
@@ -127,104 +259,24 @@ pub(super) async fn exchange_loop(
             continue;
         }
         let next_due = if waiting_for_work {
-            if due.is_none() {
-                due = Some(ex.next_due().await);
-            }
-            due.flatten()
+            *due.get_or_insert_with(|| ex.next_due())
         } else {
             None
         };
-        tokio::select! {
-            _ = &mut shutdown, if !stopping => {
-                stopping = true;
-                shared.stopping.cancel();
-                let in_flight = shared.in_flight.lock().unwrap().len();
-                if in_flight > 0 {
-                    tracing::info!(worker = %shared.name, in_flight, grace = ?shared.opts.shutdown_grace, "stopping: waiting for running jobs");
-                }
-                grace_over = Some(Instant::now() + shared.opts.shutdown_grace);
-            }
-            _ = sleep_until(grace_over), if grace_over.is_some() => {
-                grace_over = None;
-                let left: Vec<Arc<Running>> = shared.in_flight.lock().unwrap().values().cloned().collect();
-                if !left.is_empty() {
-                    tracing::warn!(worker = %shared.name, left = left.len(), "grace period over: releasing unfinished jobs");
-                }
-                for r in left {
-                    r.stop(StopReason::Shutdown);
-                }
-            }
-            Some(c) = ex.rx.recv() => ex.pending.push(c),
-            // The store (and so the sender) outlives this loop.
-            Ok(()) = work.changed() => {
-                ex.maybe.iter_mut().for_each(|m| *m = true);
-                due = None;
-            }
-            _ = shared.slot_freed.notified() => {}
-            Some(done) = ex.runs.join_next(), if !ex.runs.is_empty() => {
-                if let Err(e) = done {
-                    tracing::error!(error = %e, "a job supervisor failed");
-                }
-            }
-            _ = sleep_until(next_due), if next_due.is_some() => {
-                ex.maybe.iter_mut().for_each(|m| *m = true);
-                due = None;
-            }
-            _ = sleep_until(ex.retry_at), if ex.retry_at.is_some() => {}
+        let deadline = [next_due, grace_over, ex.retry_at]
+            .into_iter()
+            .flatten()
+            .min();
+        bell.sleep(deadline);
+        if next_due.is_some_and(|t| t <= Instant::now()) {
+            ex.maybe.iter_mut().for_each(|m| *m = true);
+            due = None;
         }
     }
     watcher.set_waiting(false);
 }
 
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
 impl Exchange<'_> {
-    fn reap_runs(&mut self) {
-        while let Some(done) = self.runs.try_join_next() {
-            if let Err(e) = done {
-                tracing::error!(error = %e, "a job supervisor failed");
-            }
-        }
-    }
-
-    /// Take what completions have queued, up to a batch.
-    fn take_completions(&mut self) -> usize {
-        let before = self.pending.len();
-        let max = self.shared.opts.complete_batch;
-        while self.pending.len() < max {
-            match self.rx.try_recv() {
-                Ok(c) => self.pending.push(c),
-                Err(_) => break,
-            }
-        }
-        self.pending.len() - before
-    }
-
-    /// Before committing, let runs that are ready to finish do so: a run
-    /// that completes wakes this task at once, and a turn for its
-    /// completion alone would leave its siblings — ready a few
-    /// microseconds later — to the turn after.  Yield while each yield
-    /// brings more completions (bounded), so a batch of short jobs finishes
-    /// in one turn.
-    async fn gather(&mut self) {
-        for _ in 0..GATHER_YIELDS {
-            if self.pending.len() >= self.shared.opts.complete_batch
-                || self.shared.in_flight.lock().unwrap().is_empty()
-            {
-                return;
-            }
-            tokio::task::yield_now().await;
-            if self.take_completions() == 0 {
-                return;
-            }
-        }
-    }
-
     /// What to claim from each queue now: its free slots (within the global
     /// cap and the claim batch), for the queues that may have work.
     fn claims(&self) -> Vec<(usize, usize)> {
@@ -260,24 +312,31 @@ impl Exchange<'_> {
                 .any(|(l, maybe)| !maybe && l.available_permits() > 0)
     }
 
-    /// When the earliest delayed job or retry falls due; `None` when none
-    /// is (or it cannot be read: new work is announced anyway).  A due time
-    /// already past — a job due in a queue that is full, paused or not this
+    /// When to look for work again: when the earliest delayed job or retry
+    /// falls due, and at least every [`IDLE_LOOK`].  A due time already
+    /// past — a job due in a queue that is full, paused or not this
     /// worker's — is looked at again in a second, not in a busy loop.
-    async fn next_due(&self) -> Option<Instant> {
-        let store = self.shared.store.clone();
-        let at = blocking(move || store.next_run_at()).await.ok()??;
-        let now = self.shared.store.clock().now_ms();
-        let wait = if at <= now {
-            Duration::from_secs(1)
-        } else {
-            Duration::from_millis((at - now).min(60_000) as u64)
+    fn next_due(&self) -> Option<Instant> {
+        let wait = match self.shared.store.next_run_at() {
+            Ok(Some(at)) => {
+                let now = self.shared.store.clock().now_ms();
+                if at <= now {
+                    Duration::from_secs(1)
+                } else {
+                    Duration::from_millis((at - now) as u64).min(IDLE_LOOK)
+                }
+            }
+            Ok(None) => IDLE_LOOK,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read when the next delayed job is due");
+                Duration::from_secs(1)
+            }
         };
         Some(Instant::now() + wait)
     }
 
-    /// Whether the oldest pending completion's lease surely still holds:
-    /// half of what remains of a lease after its last heartbeat.
+    /// Whether every pending completion's lease surely still holds: half of
+    /// what remains of a lease after its last heartbeat.
     fn in_budget(&self) -> bool {
         let o = &self.shared.opts;
         let budget = o.lease.saturating_sub(o.heartbeat_interval) / 2;
@@ -285,36 +344,22 @@ impl Exchange<'_> {
     }
 
     /// One turn: the pending completions and `claims` in one transaction,
-    /// then a run started for each claimed job.
-    async fn turn(&mut self, claims: Vec<(usize, usize)>) {
+    /// then a run started for each claimed job.  True when jobs were claimed.
+    fn turn(&mut self, claims: Vec<(usize, usize)>) -> bool {
         let shared = self.shared;
         let done: Vec<(JobId, i64, Option<String>)> = self
             .pending
             .iter_mut()
             .map(|c| (c.id, c.token, c.result.take()))
             .collect();
-        let names: Vec<String> = claims
+        let wants: Vec<(&str, usize)> = claims
             .iter()
-            .map(|(i, _)| self.queues[*i].0.clone())
+            .map(|(i, n)| (self.queues[*i].0.as_str(), *n))
             .collect();
-        let wants: Vec<usize> = claims.iter().map(|(_, n)| *n).collect();
-        let most: usize = wants.iter().sum();
-        let (store, name, lease) = (shared.store.clone(), shared.name.clone(), shared.opts.lease);
-        // The results come back with the answer: a failed turn keeps them
-        // for the next try.
-        let tried = blocking(move || {
-            let claims: Vec<(&str, usize)> = names
-                .iter()
-                .map(String::as_str)
-                .zip(wants.iter().copied())
-                .collect();
-            Ok((store.exchange(&done, &name, &claims, most, lease), done))
-        })
-        .await;
-        let tried = match tried {
-            Ok((r, done)) => r.map_err(|e| (e, Some(done))),
-            Err(e) => Err((e, None)),
-        };
+        let most: usize = claims.iter().map(|(_, n)| n).sum();
+        let tried = shared
+            .store
+            .exchange(&done, &shared.name, &wants, most, shared.opts.lease);
         match tried {
             Ok((batch, claimed)) => {
                 if self.failures > 0 {
@@ -341,6 +386,7 @@ impl Exchange<'_> {
                     // the global cap): the queue has nothing more for now.
                     self.maybe[*i] = got >= *want || claimed.len() >= most;
                 }
+                let claimed_any = !claimed.is_empty();
                 for job in claimed {
                     let i = self
                         .queues
@@ -349,9 +395,11 @@ impl Exchange<'_> {
                         .expect("claimed from a queue of this worker");
                     self.start(i, job);
                 }
+                claimed_any
             }
-            Err((e, done)) => {
-                for (c, (_, _, result)) in self.pending.iter_mut().zip(done.into_iter().flatten()) {
+            Err(e) => {
+                // The results go back to their completions, for the next try.
+                for (c, (_, _, result)) in self.pending.iter_mut().zip(done) {
                     c.result = result;
                 }
                 self.failures += 1;
@@ -372,11 +420,13 @@ impl Exchange<'_> {
                         });
                     }
                 }
+                false
             }
         }
     }
 
-    /// Start the run of a claimed job in queue `i`.
+    /// Start the run of a claimed job in queue `i`: polled here once, and
+    /// handed to the runtime as a task if it has to wait.
     fn start(&mut self, i: usize, job: ClaimedJob) {
         let shared = self.shared;
         let permits = (
@@ -404,7 +454,43 @@ impl Exchange<'_> {
             .lock()
             .unwrap()
             .insert(job.id, running.clone());
-        self.runs
-            .spawn(supervise(shared.clone(), job, running, permits));
+        shared.live_runs.fetch_add(1, Ordering::AcqRel);
+        let guard = RunGuard(shared.clone());
+        let mut run = Caught(Box::pin(supervise(
+            shared.clone(),
+            job,
+            running,
+            permits,
+            guard,
+        )));
+        // No waker is needed for this first poll: a run that waits is
+        // spawned, and its task polls it again at once.
+        let mut cx = Context::from_waker(Waker::noop());
+        if Pin::new(&mut run).poll(&mut cx).is_pending() {
+            drop(self.handle.spawn(run));
+        }
     }
 }
+
+/// A run's supervisor, its panic (a bug of the runtime's, not of the
+/// handler: those are caught inside) logged instead of unwinding the
+/// exchange thread or lost with a detached task.
+struct Caught(Pin<Box<dyn Future<Output = ()> + Send>>);
+
+impl Future for Caught {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let run = &mut self.0;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run.as_mut().poll(cx))) {
+            Ok(poll) => poll,
+            Err(_) => {
+                tracing::error!("a job supervisor panicked");
+                Poll::Ready(())
+            }
+        }
+    }
+}
+
+/// The live runs of a worker, counted (see [`RunGuard`]).
+pub(super) type LiveRuns = AtomicUsize;

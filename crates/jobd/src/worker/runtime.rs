@@ -10,14 +10,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::error::{Error, Result};
-use crate::store::{ClaimedJob, JobId, Store};
+use crate::store::{ClaimedJob, JobId, Store, WorkHook};
 use crate::worker::context::{Running, StopReason};
-use crate::worker::exchange::{exchange_loop, Completion};
+use crate::worker::exchange::{exchange_thread, Bell, Completion, LiveRuns, RunGuard};
 use crate::worker::handler::{ErasedHandler, RunFuture};
 use crate::worker::heartbeat::heartbeat_loop;
 use crate::worker::reap::reap_loop;
@@ -79,12 +79,24 @@ pub(super) struct Shared {
     pub(super) in_flight: Mutex<HashMap<JobId, Arc<Running>>>,
     /// Ended runs whose blocking work has not returned (their slots held).
     pub(super) overrunning: Mutex<HashMap<JobId, Arc<Running>>>,
-    pub(super) slot_freed: Notify,
+    /// Wakes the exchange thread (see [`Bell`]).
+    pub(super) bell: Arc<Bell>,
+    /// Runs whose supervisor has not ended.
+    pub(super) live_runs: LiveRuns,
     /// Cancelled when the worker starts shutting down: no more claims, so
     /// an overrunning run stops holding its slot.
     pub(super) stopping: CancellationToken,
-    pub(super) completions: mpsc::UnboundedSender<Completion>,
     pub(super) counters: Counters,
+}
+
+/// Tells the exchange thread to stop when dropped: a worker future dropped
+/// before shutdown stops its thread like a shutdown does.
+struct StopOnDrop(Arc<Bell>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
 }
 
 /// Longest a worker without a handler for a job's kind holds it back.
@@ -131,7 +143,7 @@ pub(crate) async fn run(
     }
     tracing::info!(worker = %name, queues = ?queue_names, global, "worker started");
 
-    let (completions, completion_rx) = mpsc::unbounded_channel();
+    let bell = Arc::new(Bell::default());
     let shared = Arc::new(Shared {
         store: store.clone(),
         name: name.clone(),
@@ -139,11 +151,19 @@ pub(crate) async fn run(
         handlers,
         in_flight: Mutex::new(HashMap::new()),
         overrunning: Mutex::new(HashMap::new()),
-        slot_freed: Notify::new(),
+        bell: bell.clone(),
+        live_runs: LiveRuns::new(0),
         stopping: CancellationToken::new(),
-        completions,
         counters: Counters::default(),
     });
+    // New work announced in this process (an enqueue, a retry scheduled, a
+    // lease reaped, another process's commit seen by the watcher) wakes
+    // the exchange thread directly.
+    let on_work: WorkHook = {
+        let bell = bell.clone();
+        Arc::new(move || bell.work())
+    };
+    store.on_work(&on_work);
     let background = CancellationToken::new();
     // Subscribed here, not in the task: a cancel asked before the task first
     // runs must still wake it.
@@ -152,23 +172,43 @@ pub(crate) async fn run(
     let reaper = tokio::spawn(reap_loop(shared.clone(), background.clone()));
     let watcher = Watcher::start(&store, opts.poll_interval);
 
-    // Claims and completions until shutdown, then until every run has ended
-    // and its outcome is stored.
-    exchange_loop(&shared, &queues, global, completion_rx, &watcher, shutdown).await;
-    drop(watcher);
+    // Claims and completions on the exchange thread until shutdown, then
+    // until every run has ended and its outcome is stored.  Should this
+    // future be dropped instead, the thread is told to stop the same way.
+    let stop_on_drop = StopOnDrop(bell.clone());
+    let (ended, mut exchange_ended) = tokio::sync::oneshot::channel::<()>();
+    {
+        let (shared, handle) = (shared.clone(), tokio::runtime::Handle::current());
+        std::thread::Builder::new()
+            .name("jobd-exchange".into())
+            .spawn(move || {
+                exchange_thread(&shared, &handle, &queues, global, &watcher);
+                drop(watcher);
+                let _ = ended.send(());
+            })
+            .map_err(|e| {
+                Error::invalid(
+                    "worker",
+                    format!("could not start its exchange thread: {e}"),
+                )
+            })?;
+    }
+    tokio::select! {
+        _ = &mut shutdown => bell.stop(),
+        _ = &mut exchange_ended => {}
+    }
+    let _ = exchange_ended.await;
+    drop(stop_on_drop);
+    drop(on_work);
     background.cancel();
     let _ = heartbeats.await;
     let _ = reaper.await;
-    let shared = Arc::into_inner(shared).expect("all runs have ended");
-    let Shared {
-        counters,
-        overrunning,
-        ..
-    } = shared;
-    let abandoned = overrunning
-        .into_inner()
+    let counters = &shared.counters;
+    let abandoned = shared
+        .overrunning
+        .lock()
         .unwrap()
-        .into_values()
+        .values()
         .filter(|r| r.blocking_live() > 0)
         .count() as u64;
     if abandoned > 0 {
@@ -187,12 +227,12 @@ pub(crate) async fn run(
     }
     let report = WorkerReport {
         worker: name.clone(),
-        succeeded: counters.succeeded.into_inner(),
-        failed: counters.failed.into_inner(),
-        cancelled: counters.cancelled.into_inner(),
-        released: counters.released.into_inner(),
-        lost: counters.lost.into_inner(),
-        overran: counters.overran.into_inner(),
+        succeeded: counters.succeeded.load(Ordering::Relaxed),
+        failed: counters.failed.load(Ordering::Relaxed),
+        cancelled: counters.cancelled.load(Ordering::Relaxed),
+        released: counters.released.load(Ordering::Relaxed),
+        lost: counters.lost.load(Ordering::Relaxed),
+        overran: counters.overran.load(Ordering::Relaxed),
         abandoned,
     };
     tracing::info!(worker = %name, ?report, "worker stopped");
@@ -242,9 +282,11 @@ pub(super) async fn supervise(
     job: ClaimedJob,
     running: Arc<Running>,
     permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+    guard: RunGuard,
 ) {
     let span = running.span.clone();
-    async {
+    async move {
+        let _guard = guard;
         let ended = execute(&shared, &job, &running).await;
         shared.in_flight.lock().unwrap().remove(&job.id);
         let reason = running.reason();
@@ -279,7 +321,7 @@ pub(super) async fn supervise(
             _ = shared.stopping.cancelled() => {}
         }
         drop(permits);
-        shared.slot_freed.notify_one();
+        shared.bell.ring();
     }
     .instrument(span)
     .await
@@ -414,7 +456,7 @@ async fn finish(
     store_outcome(shared, job, reason, ended, &mut permits).await;
     if let Some(p) = permits {
         drop(p);
-        shared.slot_freed.notify_one();
+        shared.bell.ring();
     }
 }
 
@@ -447,17 +489,10 @@ async fn store_outcome(
                 token,
                 result,
                 span: tracing::Span::current(),
-                queued: tokio::time::Instant::now(),
+                queued: std::time::Instant::now(),
             };
-            // The exchange outlives every run; were it gone, complete here.
-            if let Err(mpsc::error::SendError(done)) = shared.completions.send(completion) {
-                let one = [(done.id, done.token, done.result)];
-                blocking(move || store.exchange(&one, "", &[], 0, Duration::ZERO))
-                    .await
-                    .map(drop)
-            } else {
-                Ok(())
-            }
+            shared.bell.complete(completion);
+            Ok(())
         }
         (Ended::HandedBack, _) => {
             c.released.fetch_add(1, Ordering::Relaxed);
