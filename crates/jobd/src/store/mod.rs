@@ -167,6 +167,14 @@ struct Inner {
     cancels: tokio::sync::watch::Sender<u64>,
     /// This process's writers take turns (see [`turn`]).
     turns: turn::Turns,
+    /// The connection a writer with the turn writes on (opened at the first
+    /// write).  SQLite drops a connection's whole page cache when it finds
+    /// that another connection committed since its last transaction: with
+    /// every write of the process on one connection, an enqueue and the
+    /// claim after it each find the pages warm, where two pooled
+    /// connections would each start cold.
+    writer: std::sync::Mutex<Option<Connection>>,
+    writer_manager: ConnectionManager,
     /// The last count of finished jobs (see [`Store::stats_recent`]).
     finished: std::sync::Mutex<Option<Arc<stats::FinishedCounts>>>,
 }
@@ -266,6 +274,7 @@ impl Store {
             ),
             None => None,
         };
+        let writer = ConnectionManager::new(path.clone(), conn_opts.clone());
         let manager = ConnectionManager::new(path.clone(), conn_opts);
         let pool = Pool::builder()
             .max_size(opts.pool_size.max(1))
@@ -284,6 +293,8 @@ impl Store {
                 work_hooks: WorkHooks::default(),
                 cancels: tokio::sync::watch::Sender::new(0),
                 turns: turn::Turns::default(),
+                writer: std::sync::Mutex::new(None),
+                writer_manager: writer,
                 finished: std::sync::Mutex::new(None),
             }),
         })
@@ -415,17 +426,41 @@ impl Store {
         self.pass_gate();
         // The turn before the connection: a writer waiting for its turn
         // holds no pooled connection that others could use.
-        let _turn = self
+        let turn = self
             .inner
             .turns
             .take(self.inner.opts.connection.busy_timeout);
-        let mut conn = self.connection()?;
-        self.retry_busy(operation, || {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let value = f(&tx)?;
-            tx.commit()?;
-            Ok(value)
-        })
+        let mut run = |conn: &mut Connection| {
+            self.retry_busy(operation, || {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let value = f(&tx)?;
+                tx.commit()?;
+                Ok(value)
+            })
+        };
+        if !turn.held() {
+            // A write inside a write (the turn not given within the busy
+            // timeout): a pooled connection, and SQLite's lock decides.
+            let mut conn = self.connection()?;
+            return run(&mut conn);
+        }
+        let mut writer = self.inner.writer.lock().unwrap_or_else(|e| e.into_inner());
+        if writer.is_none() {
+            let conn = r2d2::ManageConnection::connect(&self.inner.writer_manager)
+                .map_err(|e| Error::from_sqlite("opening the queue file", &self.inner.path, e))?;
+            *writer = Some(conn);
+        }
+        run(writer.as_mut().expect("opened above"))
+    }
+
+    /// `f` on the writer's connection (opened if it is not yet).
+    #[cfg(test)]
+    pub(crate) fn with_writer<T>(&self, f: impl FnOnce(&Connection) -> T) -> T {
+        let mut writer = self.inner.writer.lock().unwrap();
+        let conn = writer.get_or_insert_with(|| {
+            r2d2::ManageConnection::connect(&self.inner.writer_manager).unwrap()
+        });
+        f(conn)
     }
 
     /// Run `f` on a pooled connection outside an explicit transaction: for reads,

@@ -61,6 +61,13 @@ impl Turns {
     }
 }
 
+impl Turn<'_> {
+    /// Whether the turn was had (not gone ahead without it).
+    pub(crate) fn held(&self) -> bool {
+        self.turns.is_some()
+    }
+}
+
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
         if let Some(turns) = self.turns {
