@@ -950,3 +950,86 @@ async fn a_completion_that_fails_to_commit_once_is_stored_later_not_run_again() 
     let outcomes: Vec<_> = job.attempt_log.iter().map(|a| a.outcome.clone()).collect();
     assert_eq!(outcomes, ["succeeded"]);
 }
+
+/// Returns nothing: no result text is stored for it.
+#[derive(Default)]
+struct Quiet;
+
+impl Handler for Quiet {
+    const KIND: &'static str = "quiet";
+    type Payload = serde::de::IgnoredAny;
+    type Output = ();
+    async fn run(&self, _: JobContext, _: serde::de::IgnoredAny) -> Result<(), JobError> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_that_finish_at_once_and_runs_that_wait_end_alike() {
+    let (_d, store) = store();
+    let (stop, worker) = spawn(
+        Worker::builder(store.clone())
+            .handler::<Quiet>()
+            .handle_fn("nap", |ctx, _p| async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok(json!({ "slept": ctx.id() }))
+            })
+            .handle_fn("null", |_ctx, _p| async { Ok(Value::Null) })
+            .queue("q", 4),
+    );
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let kind = ["quiet", "nap", "null"][i % 3];
+        ids.push((kind, store.enqueue(&NewJob::new("q", kind)).unwrap()));
+    }
+    until("all done", || {
+        ids.iter()
+            .all(|(_, id)| state(&store, *id) == JobState::Succeeded)
+    })
+    .await;
+    for (kind, id) in ids {
+        let job = store.get(id).unwrap();
+        match kind {
+            "nap" => assert_eq!(job.result, Some(json!({ "slept": id }))),
+            _ => assert_eq!(job.result, None, "{kind}: nothing to store"),
+        }
+        assert_eq!(job.attempt_log.len(), 1);
+    }
+    stop.cancel();
+    let report = worker.await.unwrap().unwrap();
+    assert_eq!(report.succeeded, 30);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_future_dropped_before_shutdown_stops_like_a_shutdown() {
+    let (_d, store) = store();
+    let (_stop, worker) = spawn(
+        Worker::builder(store.clone())
+            .handle_fn("nap", |_ctx, p| async move {
+                let ms = p["ms"].as_u64().unwrap();
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok(json!({"slept": ms}))
+            })
+            .queue("q", 2)
+            .shutdown_grace(Duration::from_millis(200)),
+    );
+    let long = store
+        .enqueue(&NewJob::new("q", "nap").payload(&json!({"ms": 3_600_000})))
+        .unwrap();
+    until("running", || state(&store, long) == JobState::Running).await;
+    // The future is dropped (its task aborted), not told to stop.
+    worker.abort();
+    assert!(worker.await.unwrap_err().is_cancelled());
+    until("released at the end of the grace", || {
+        state(&store, long) == JobState::Ready
+    })
+    .await;
+    assert_eq!(store.get(long).unwrap().attempt_log[0].outcome, "released");
+    // And it claims nothing more.
+    let later = store
+        .enqueue(&NewJob::new("q", "nap").payload(&json!({"ms": 1})))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(state(&store, later), JobState::Ready);
+    assert_eq!(state(&store, long), JobState::Ready);
+}

@@ -67,3 +67,37 @@ pub(crate) fn install(conn: &Connection, timeout: Duration) -> rusqlite::Result<
         Err(rusqlite::Error::SqliteFailure(ffi::Error::new(rc), None))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The handler's looks for one taken lock, as SQLite makes them: until
+    /// it says stop.  `(looks, time taken)`.
+    fn wait_out(timeout: Duration) -> (c_int, Duration) {
+        let ctx = timeout.as_millis() as usize as *mut c_void;
+        let started = Instant::now();
+        let mut count = 0;
+        // SAFETY: the handler reads nothing through `ctx`.
+        while unsafe { wait_for_lock(ctx, count) } != 0 {
+            count += 1;
+        }
+        (count, started.elapsed())
+    }
+
+    #[test]
+    fn looks_often_and_gives_up_at_the_timeout_on_the_clock() {
+        let (looks, took) = wait_out(Duration::from_millis(30));
+        assert!(took >= Duration::from_millis(30), "{took:?}");
+        // One pause past it at most (and whatever a busy machine adds).
+        assert!(took < Duration::from_millis(130), "{took:?}");
+        // SQLite's own handler looks 5 times in 30 ms (after 1, 2, 5, 10
+        // and 15 ms of sleep); this one every 50 µs (a pause of 50 µs takes
+        // longer on a loaded machine, hence the margin).
+        assert!(looks > 20, "only {looks} looks in {took:?}");
+        // Each wait starts its own clock.
+        let (_, again) = wait_out(Duration::from_millis(5));
+        assert!(again < Duration::from_millis(100), "{again:?}");
+        assert_eq!(wait_out(Duration::ZERO).0, 0);
+    }
+}

@@ -179,11 +179,15 @@ pub(crate) async fn run(
     let (ended, mut exchange_ended) = tokio::sync::oneshot::channel::<()>();
     {
         let (shared, handle) = (shared.clone(), tokio::runtime::Handle::current());
+        let background = background.clone();
         std::thread::Builder::new()
             .name("jobd-exchange".into())
             .spawn(move || {
                 exchange_thread(&shared, &handle, &queues, global, &watcher);
                 drop(watcher);
+                // Every run has ended: no lease left to extend (also when
+                // this future was dropped and nobody else stops them).
+                background.cancel();
                 let _ = ended.send(());
             })
             .map_err(|e| {

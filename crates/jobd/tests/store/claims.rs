@@ -113,3 +113,69 @@ fn a_queue_concurrency_limit_holds_across_workers_and_frees_with_each_end() {
     ));
     assert_eq!(s.stats().unwrap().queue("pdf").unwrap().concurrency, None);
 }
+
+#[test]
+fn a_turn_completes_and_claims_in_one_transaction_and_the_completions_free_their_room() {
+    let f = fixture();
+    let s = &f.store;
+    for _ in 0..4 {
+        s.enqueue(&NewJob::new("pdf", "k")).unwrap();
+    }
+    s.enqueue(&NewJob::new("mail", "k")).unwrap();
+    s.set_concurrency("pdf", Some(2)).unwrap();
+    let (none, first) = s
+        .complete_and_claim(&[], "w", &[("pdf", 10), ("mail", 10)], 10, LEASE)
+        .unwrap();
+    assert_eq!(none.completed, 0);
+    assert_eq!(first.len(), 3, "2 of pdf (its limit) and the mail job");
+    let commits = count(s, "PRAGMA data_version");
+
+    // The pdf queue is full: completing its two jobs makes room for the
+    // claim of the same call.  A try whose lease is lost is reported and
+    // changes nothing; the mail job's result is kept.
+    let stale = 12345;
+    let done: Vec<(i64, i64, Option<serde_json::Value>)> = first
+        .iter()
+        .map(|j| {
+            let token = if j.queue == "mail" {
+                stale
+            } else {
+                j.lease_token
+            };
+            (j.id, token, Some(serde_json::json!({ "id": j.id })))
+        })
+        .collect();
+    let (batch, next) = s
+        .complete_and_claim(&done, "w", &[("pdf", 10)], 1, LEASE)
+        .unwrap();
+    assert_eq!(batch.completed, 2);
+    let mail = first.iter().find(|j| j.queue == "mail").unwrap();
+    assert_eq!(batch.lost, vec![mail.id]);
+    assert_eq!(next.len(), 1, "at most `most` in all");
+    assert_eq!(next[0].queue, "pdf");
+    for j in first.iter().filter(|j| j.queue == "pdf") {
+        let info = s.get(j.id).unwrap();
+        assert_eq!(info.state, jobd::store::JobState::Succeeded);
+        assert_eq!(info.result, Some(serde_json::json!({ "id": j.id })));
+    }
+    assert_eq!(
+        s.get(mail.id).unwrap().state,
+        jobd::store::JobState::Running
+    );
+    // Other connections see one commit for the whole turn.
+    assert_eq!(count(s, "PRAGMA data_version"), commits + 1);
+
+    // Nothing to do is no transaction at all; a bad queue name changes nothing.
+    let (batch, none) = s.complete_and_claim(&[], "w", &[], 0, LEASE).unwrap();
+    assert_eq!((batch.completed, none.len()), (0, 0));
+    let mail_done = [(mail.id, mail.lease_token, None)];
+    assert!(matches!(
+        s.complete_and_claim(&mail_done, "w", &[("no such/queue", 1)], 1, LEASE),
+        Err(Error::InvalidInput { .. })
+    ));
+    assert_eq!(
+        s.get(mail.id).unwrap().state,
+        jobd::store::JobState::Running
+    );
+    assert_eq!(count(s, "PRAGMA data_version"), commits + 1);
+}
