@@ -14,7 +14,9 @@
 //!   Cases are taken in rounds (raw, jobd, next case …; again), medians of
 //!   the rounds, so a drift of the machine moves both sides of a ratio.
 //! * enqueue→start latency (p50/p99) for jobs enqueued one at a time into an
-//!   idle worker, in the same process and from another process;
+//!   idle worker, in the same process and from another process — beside
+//!   its floor, bare SQLite committing an `INSERT` and then a claim on
+//!   another connection after the same idle pause;
 //! * CPU used by an idle worker process over 5 s, as a share of one core.
 //!
 //! `JOBD_BENCH_JOBS` changes the drain size, `JOBD_BENCH_ROUNDS` the rounds
@@ -336,6 +338,36 @@ fn latencies(store: &Store, samples: usize) -> Vec<f64> {
     out
 }
 
+/// The floor of enqueue→start on an idle file, bare SQLite: a one-row
+/// `INSERT` committed, then a claim `UPDATE … RETURNING` committed on
+/// another connection, back to back (no wake-up between them), after the
+/// same idle pause as [`latencies`]; in ms.
+fn raw_latencies(dir: &Path, samples: usize) -> Vec<f64> {
+    let db = dir.join("raw-latency.db");
+    let producer = raw::open(&db, "NORMAL");
+    let worker = rusqlite::Connection::open(&db).unwrap();
+    worker.execute_batch("PRAGMA busy_timeout=10000;").unwrap();
+    let mut insert = producer.prepare_cached(raw::INSERT).unwrap();
+    let mut claim = worker.prepare_cached(raw::CLAIM).unwrap();
+    let mut out = Vec::with_capacity(samples);
+    for i in 0..samples as i64 {
+        std::thread::sleep(Duration::from_millis(20));
+        let t = Instant::now();
+        insert.execute(params!["{}", i]).unwrap();
+        worker.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let got: Vec<i64> = claim
+            .query_map(params![i64::MAX, 1], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        worker.execute_batch("COMMIT").unwrap();
+        assert_eq!(got.len(), 1);
+        out.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    out.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    out
+}
+
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let rest = &stat[stat.rfind(')').unwrap() + 2..];
@@ -366,6 +398,12 @@ fn main() {
     let base = std::env::current_dir().unwrap().join("target");
     std::fs::create_dir_all(&base).unwrap();
     let dir = tempfile::tempdir_in(&base).unwrap();
+
+    // Untimed: the first drain of a run measured a third slower than the
+    // same drain later, on both sides.
+    eprintln!("warming up ...");
+    raw_drain(dir.path(), jobs.min(20_000), 16, Synchronous::Normal);
+    drain(dir.path(), jobs.min(20_000) / 1000 * 1000, &CASES[0]);
 
     let mut raws = vec![Vec::new(); cases.len()];
     let mut runs: Vec<Vec<Drained>> = (0..cases.len()).map(|_| Vec::new()).collect();
@@ -414,6 +452,8 @@ fn main() {
     if env_or("JOBD_BENCH_LATENCY", 1) == 0 {
         return;
     }
+    eprintln!("bare SQLite latency floor ...");
+    let floor = raw_latencies(dir.path(), 300);
     eprintln!("in-process latency ...");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let store = Store::open(dir.path().join("latency-in.db")).unwrap();
@@ -451,6 +491,11 @@ fn main() {
         "| enqueue→start, cross-process, p50 / p99 | {:.2} ms / {:.2} ms |",
         percentile(&cross, 0.5),
         percentile(&cross, 0.99)
+    );
+    println!(
+        "| bare SQLite, INSERT then claim on another connection, p50 / p99 | {:.2} ms / {:.2} ms |",
+        percentile(&floor, 0.5),
+        percentile(&floor, 0.99)
     );
     println!("| idle worker process CPU | {idle_cpu:.2}% of a core |");
 }
