@@ -1033,3 +1033,37 @@ async fn a_worker_future_dropped_before_shutdown_stops_like_a_shutdown() {
     assert_eq!(state(&store, later), JobState::Ready);
     assert_eq!(state(&store, long), JobState::Ready);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_that_compute_before_they_wait_soon_run_side_by_side() {
+    let (_d, store) = store();
+    let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (n, m) = (now.clone(), most.clone());
+    let (stop, worker) = spawn(
+        Worker::builder(store.clone())
+            // Computes (here: sleeps the thread) without ever awaiting.
+            .handle_fn("compute", move |_ctx, _p| {
+                let (n, m) = (n.clone(), m.clone());
+                async move {
+                    m.fetch_max(n.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(30));
+                    n.fetch_sub(1, Ordering::SeqCst);
+                    Ok(Value::Null)
+                }
+            })
+            .queue("q", 4),
+    );
+    let ids: Vec<i64> = (0..16)
+        .map(|_| store.enqueue(&NewJob::new("q", "compute")).unwrap())
+        .collect();
+    until("all done", || {
+        ids.iter()
+            .all(|id| state(&store, *id) == JobState::Succeeded)
+    })
+    .await;
+    stop.cancel();
+    worker.await.unwrap().unwrap();
+    // The first few run one after another on the worker's own thread; then
+    // they start as tasks, two at a time on this runtime's two threads.
+    assert!(most.load(Ordering::SeqCst) >= 2, "never ran side by side");
+}

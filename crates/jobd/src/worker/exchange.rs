@@ -36,7 +36,7 @@ use tokio::sync::Semaphore;
 
 use crate::store::{ClaimedJob, JobId};
 use crate::worker::context::{Running, StopReason};
-use crate::worker::runtime::{supervise, Shared};
+use crate::worker::runtime::{supervise, FirstPoll, Shared};
 use crate::worker::watcher::Watcher;
 
 /// A succeeded run, waiting for the next turn.
@@ -456,6 +456,8 @@ impl Exchange<'_> {
             .insert(job.id, running.clone());
         shared.live_runs.fetch_add(1, Ordering::AcqRel);
         let guard = RunGuard(shared.clone());
+        // An unknown kind's run only asks the store who runs it: polled here.
+        let first = shared.first_polls.get_key_value(&job.kind);
         let mut run = Caught(Box::pin(supervise(
             shared.clone(),
             job,
@@ -463,10 +465,25 @@ impl Exchange<'_> {
             permits,
             guard,
         )));
+        if !first.is_none_or(|(_, f)| f.inline()) {
+            drop(self.handle.spawn(run));
+            return;
+        }
         // No waker is needed for this first poll: a run that waits is
         // spawned, and its task polls it again at once.
         let mut cx = Context::from_waker(Waker::noop());
-        if Pin::new(&mut run).poll(&mut cx).is_pending() {
+        let started = Instant::now();
+        let waits = Pin::new(&mut run).poll(&mut cx).is_pending();
+        if let Some((kind, _)) = first.filter(|(_, f)| f.took(started.elapsed())) {
+            tracing::info!(
+                kind = %kind,
+                "runs of this kind compute for more than {:?} before they first wait: \
+                 they start as tasks from now on, so that they run side by side and do not \
+                 hold up the worker's claims",
+                FirstPoll::SLOW
+            );
+        }
+        if waits {
             drop(self.handle.spawn(run));
         }
     }

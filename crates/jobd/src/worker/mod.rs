@@ -16,14 +16,22 @@
 //! ```
 //!
 //! How it runs:
-//! * **Fetching** — one loop claims, per queue, up to that queue's free slots
-//!   (bounded by the global cap too) in one claim each.  When nothing is
-//!   claimable it sleeps until the earliest `run_at` of a delayed job, or
-//!   until woken: by an enqueue in this process (at once), by a commit from
-//!   another process (a thread watches `PRAGMA data_version` every
-//!   `poll_interval`), or by a slot coming free.
-//! * **Runs** — each job runs as its own tokio task, inside a span with
-//!   `job_id`, `queue`, `kind` and `attempt`.  A run past its timeout is
+//! * **The exchange** — one thread of the worker's own is its only frequent
+//!   writer.  Each turn commits, in one transaction, the completions that
+//!   queued up since the last turn and claims, per queue, up to that queue's
+//!   free slots (bounded by the global cap too): one commit a turn, however
+//!   many jobs end and start in it — with `synchronous = FULL`, one `fsync`.
+//!   A turn starts as soon as a run ends or a slot frees, not when every
+//!   slot is free.  When nothing is claimable it sleeps until the earliest
+//!   `run_at` of a delayed job, or until woken: by an enqueue in this process
+//!   (at once), by a commit from another process (an inotify watch on the
+//!   WAL while idle, `PRAGMA data_version` every `poll_interval` where there
+//!   is none), or by a slot coming free.
+//! * **Runs** — the exchange polls each new run once, inside the runtime the
+//!   worker was started on; a run that has to wait (I/O, a timer, blocking
+//!   work) goes on as a task of that runtime, one that finishes at once
+//!   costs no task at all.  Every run is inside a span with `job_id`,
+//!   `queue`, `kind` and `attempt`.  A run past its timeout is
 //!   told to stop (its cancellation signal fires, which blocking work must
 //!   check), keeps its slot for up to `stop_grace` while it returns, and
 //!   fails its try ("timed out after …"); a panic fails its try
@@ -35,7 +43,6 @@
 //! * **Leases** — one heartbeat task extends every lease of the process in
 //!   one statement.  A lease found lost stops the run and discards its
 //!   result; a cancel request stops it and marks the job cancelled.
-//! * **Completions** are committed in batches by one task (group commit).
 //! * **Reaping** — every worker process reaps expired leases now and then,
 //!   so jobs of crashed workers come back without an operator.
 //! * **Shutdown** — when the `shutdown` future resolves the worker stops
@@ -43,7 +50,8 @@
 //!   the rest and releases their leases so another worker takes them at once.
 //!   Blocking work still going on is left to the process exit and counted in
 //!   [`WorkerReport::abandoned`]; a runtime dropped the usual way would wait
-//!   for it, so end yours with `Runtime::shutdown_timeout`.
+//!   for it, so end yours with `Runtime::shutdown_timeout`.  A worker future
+//!   dropped instead of stopped stops the same way, in the background.
 
 mod blocking;
 mod catalog;

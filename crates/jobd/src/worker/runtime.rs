@@ -76,6 +76,8 @@ pub(super) struct Shared {
     pub(super) name: String,
     pub(super) opts: WorkerOptions,
     pub(super) handlers: HashMap<String, Arc<dyn ErasedHandler>>,
+    /// Per kind: how its runs start (see [`FirstPoll`]).
+    pub(super) first_polls: HashMap<String, FirstPoll>,
     pub(super) in_flight: Mutex<HashMap<JobId, Arc<Running>>>,
     /// Ended runs whose blocking work has not returned (their slots held).
     pub(super) overrunning: Mutex<HashMap<JobId, Arc<Running>>>,
@@ -87,6 +89,39 @@ pub(super) struct Shared {
     /// an overrunning run stops holding its slot.
     pub(super) stopping: CancellationToken,
     pub(super) counters: Counters,
+}
+
+/// Whether the runs of a kind get their first poll on the exchange thread.
+///
+/// A run polled there that computes for long before it first waits holds up
+/// every claim and completion of the worker meanwhile, and runs one at a
+/// time where tasks would run side by side.  So a kind whose first polls
+/// take longer than [`FirstPoll::SLOW`] [`FirstPoll::TIMES`] times in a row
+/// starts its runs as tasks from then on.
+#[derive(Default)]
+pub(super) struct FirstPoll {
+    slow_in_a_row: std::sync::atomic::AtomicU32,
+    as_tasks: std::sync::atomic::AtomicBool,
+}
+
+impl FirstPoll {
+    pub(super) const SLOW: Duration = Duration::from_micros(500);
+    pub(super) const TIMES: u32 = 3;
+
+    pub(super) fn inline(&self) -> bool {
+        !self.as_tasks.load(Ordering::Relaxed)
+    }
+
+    /// Note how long a first poll took; true when the kind's runs start as
+    /// tasks from now on.
+    pub(super) fn took(&self, took: Duration) -> bool {
+        if took < Self::SLOW {
+            self.slow_in_a_row.store(0, Ordering::Relaxed);
+            return false;
+        }
+        self.slow_in_a_row.fetch_add(1, Ordering::Relaxed) + 1 == Self::TIMES
+            && !self.as_tasks.swap(true, Ordering::Relaxed)
+    }
 }
 
 /// Tells the exchange thread to stop when dropped: a worker future dropped
@@ -148,6 +183,10 @@ pub(crate) async fn run(
         store: store.clone(),
         name: name.clone(),
         opts: opts.clone(),
+        first_polls: handlers
+            .keys()
+            .map(|k| (k.clone(), FirstPoll::default()))
+            .collect(),
         handlers,
         in_flight: Mutex::new(HashMap::new()),
         overrunning: Mutex::new(HashMap::new()),
