@@ -31,7 +31,7 @@ fn pause(count: c_int) -> Duration {
     match count {
         0..=19 => Duration::ZERO,
         20..=80 => Duration::from_micros(50),
-        61..=200 => Duration::from_micros(500),
+        81..=220 => Duration::from_micros(500),
         _ => Duration::from_millis(5),
     }
 }

@@ -210,6 +210,9 @@ pub(super) fn exchange_thread(
     // went idle (`None`: to be read).
     let mut due: Option<Option<Instant>> = None;
     loop {
+        // Read before the bell: a run queues its completion before it
+        // counts itself out, so none is left behind once this reads 0.
+        let runs_over = shared.live_runs.load(Ordering::Acquire) == 0;
         let news = bell.take(&mut ex.pending, shared.opts.complete_batch);
         if news.work {
             ex.maybe.iter_mut().for_each(|m| *m = true);
@@ -235,7 +238,7 @@ pub(super) fn exchange_thread(
                 r.stop(StopReason::Shutdown);
             }
         }
-        if stopping && ex.pending.is_empty() && shared.live_runs.load(Ordering::Acquire) == 0 {
+        if stopping && runs_over && ex.pending.is_empty() {
             break;
         }
         let retry_wait = ex.retry_at.is_some_and(|t| t > Instant::now());

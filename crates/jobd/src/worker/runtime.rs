@@ -236,11 +236,13 @@ pub(crate) async fn run(
                 )
             })?;
     }
-    tokio::select! {
-        _ = &mut shutdown => bell.stop(),
-        _ = &mut exchange_ended => {}
-    }
-    let _ = exchange_ended.await;
+    let ended = tokio::select! {
+        _ = &mut shutdown => {
+            bell.stop();
+            exchange_ended.await
+        }
+        ended = &mut exchange_ended => ended,
+    };
     drop(stop_on_drop);
     drop(on_work);
     background.cancel();
@@ -279,7 +281,14 @@ pub(crate) async fn run(
         abandoned,
     };
     tracing::info!(worker = %name, ?report, "worker stopped");
-    Ok(report)
+    match ended {
+        Ok(()) => Ok(report),
+        // The thread went without saying it ended: it panicked (a bug).
+        Err(_) => Err(Error::invalid(
+            "worker",
+            "its exchange thread stopped unexpectedly (it panicked; see the log above)",
+        )),
+    }
 }
 
 /// Register the worker, waiting out what may pass — a full disk, a lock
