@@ -30,7 +30,11 @@
 //! * **Runs** — the exchange polls each new run once, inside the runtime the
 //!   worker was started on; a run that has to wait (I/O, a timer, blocking
 //!   work) goes on as a task of that runtime, one that finishes at once
-//!   costs no task at all.  Every run is inside a span with `job_id`,
+//!   costs no task at all.  What a handler computes before its first
+//!   `.await` so runs on the exchange thread and holds up the worker's claims
+//!   meanwhile: put CPU work in [`JobContext::blocking`].  A kind whose first
+//!   polls take over 500 µs three times in a row starts its runs as tasks
+//!   from then on.  Every run is inside a span with `job_id`,
 //!   `queue`, `kind` and `attempt`.  A run past its timeout is
 //!   told to stop (its cancellation signal fires, which blocking work must
 //!   check), keeps its slot for up to `stop_grace` while it returns, and
