@@ -1067,3 +1067,32 @@ async fn runs_that_compute_before_they_wait_soon_run_side_by_side() {
     // they start as tasks, two at a time on this runtime's two threads.
     assert!(most.load(Ordering::SeqCst) >= 2, "never ran side by side");
 }
+
+/// A worker on a current-thread runtime (`#[tokio::main(flavor = "current_thread")]`):
+/// runs that wait go on as tasks of that one thread.
+#[tokio::test(flavor = "current_thread")]
+async fn a_worker_on_a_current_thread_runtime_runs_waiting_and_quick_jobs() {
+    let (_d, store) = store();
+    let (stop, worker) = spawn(
+        Worker::builder(store.clone())
+            .handler::<Quiet>()
+            .handle_fn("nap", |_ctx, _p| async move {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                Ok(json!("rested"))
+            })
+            .queue("q", 2),
+    );
+    let ids: Vec<i64> = (0..10)
+        .map(|i| {
+            let kind = if i % 2 == 0 { "nap" } else { "quiet" };
+            store.enqueue(&NewJob::new("q", kind)).unwrap()
+        })
+        .collect();
+    until("all done", || {
+        ids.iter()
+            .all(|id| state(&store, *id) == JobState::Succeeded)
+    })
+    .await;
+    stop.cancel();
+    assert_eq!(worker.await.unwrap().unwrap().succeeded, 10);
+}
