@@ -558,25 +558,30 @@ async fn concurrency_limits_per_queue_and_global_are_never_exceeded() {
     assert!(max[2] >= 5, "jobs ran side by side: {max:?}");
 }
 
+/// A worker whose `nap` jobs sleep the payload's `ms`, with `slots` slots
+/// in queue `q` and a shutdown grace of `grace`.
+fn napper(store: &Store, slots: usize, grace: Duration) -> WorkerBuilder {
+    Worker::builder(store.clone())
+        .handle_fn("nap", |_ctx, p| async move {
+            let ms = p["ms"].as_u64().unwrap();
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok(json!({"slept": ms}))
+        })
+        .queue("q", slots)
+        .shutdown_grace(grace)
+}
+
+/// A `nap` job of `ms`.
+fn nap(ms: u64) -> NewJob {
+    NewJob::new("q", "nap").payload(&json!({ "ms": ms }))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_lets_short_jobs_finish_and_releases_the_rest() {
     let (_d, store) = store();
-    let (stop, worker) = spawn(
-        Worker::builder(store.clone())
-            .handle_fn("nap", |_ctx, p| async move {
-                let ms = p["ms"].as_u64().unwrap();
-                tokio::time::sleep(Duration::from_millis(ms)).await;
-                Ok(json!({"slept": ms}))
-            })
-            .queue("q", 4)
-            .shutdown_grace(Duration::from_millis(300)),
-    );
-    let short = store
-        .enqueue(&NewJob::new("q", "nap").payload(&json!({"ms": 100})))
-        .unwrap();
-    let long = store
-        .enqueue(&NewJob::new("q", "nap").payload(&json!({"ms": 3_600_000})))
-        .unwrap();
+    let (stop, worker) = spawn(napper(&store, 4, Duration::from_millis(300)));
+    let short = store.enqueue(&nap(100)).unwrap();
+    let long = store.enqueue(&nap(3_600_000)).unwrap();
     until("both running", || {
         state(&store, short) == JobState::Running && state(&store, long) == JobState::Running
     })
@@ -1003,19 +1008,8 @@ async fn runs_that_finish_at_once_and_runs_that_wait_end_alike() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_future_dropped_before_shutdown_stops_like_a_shutdown() {
     let (_d, store) = store();
-    let (_stop, worker) = spawn(
-        Worker::builder(store.clone())
-            .handle_fn("nap", |_ctx, p| async move {
-                let ms = p["ms"].as_u64().unwrap();
-                tokio::time::sleep(Duration::from_millis(ms)).await;
-                Ok(json!({"slept": ms}))
-            })
-            .queue("q", 2)
-            .shutdown_grace(Duration::from_millis(200)),
-    );
-    let long = store
-        .enqueue(&NewJob::new("q", "nap").payload(&json!({"ms": 3_600_000})))
-        .unwrap();
+    let (_stop, worker) = spawn(napper(&store, 2, Duration::from_millis(200)));
+    let long = store.enqueue(&nap(3_600_000)).unwrap();
     until("running", || state(&store, long) == JobState::Running).await;
     // The future is dropped (its task aborted), not told to stop.
     worker.abort();
@@ -1026,9 +1020,7 @@ async fn a_worker_future_dropped_before_shutdown_stops_like_a_shutdown() {
     .await;
     assert_eq!(store.get(long).unwrap().attempt_log[0].outcome, "released");
     // And it claims nothing more.
-    let later = store
-        .enqueue(&NewJob::new("q", "nap").payload(&json!({"ms": 1})))
-        .unwrap();
+    let later = store.enqueue(&nap(1)).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(state(&store, later), JobState::Ready);
     assert_eq!(state(&store, long), JobState::Ready);

@@ -444,23 +444,19 @@ impl Store {
             let mut conn = self.connection()?;
             return run(&mut conn);
         }
+        self.with_writer(|conn| run(conn))?
+    }
+
+    /// `f` on the writer's connection, opened at its first use.  Callers
+    /// hold the turn (see [`Store::write`]), or are tests.
+    pub(crate) fn with_writer<T>(&self, f: impl FnOnce(&mut Connection) -> T) -> Result<T> {
         let mut writer = self.inner.writer.lock().unwrap_or_else(|e| e.into_inner());
         if writer.is_none() {
             let conn = r2d2::ManageConnection::connect(&self.inner.writer_manager)
                 .map_err(|e| Error::from_sqlite("opening the queue file", &self.inner.path, e))?;
             *writer = Some(conn);
         }
-        run(writer.as_mut().expect("opened above"))
-    }
-
-    /// `f` on the writer's connection (opened if it is not yet).
-    #[cfg(test)]
-    pub(crate) fn with_writer<T>(&self, f: impl FnOnce(&Connection) -> T) -> T {
-        let mut writer = self.inner.writer.lock().unwrap();
-        let conn = writer.get_or_insert_with(|| {
-            r2d2::ManageConnection::connect(&self.inner.writer_manager).unwrap()
-        });
-        f(conn)
+        Ok(f(writer.as_mut().expect("opened above")))
     }
 
     /// Run `f` on a pooled connection outside an explicit transaction: for reads,

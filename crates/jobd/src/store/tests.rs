@@ -334,7 +334,7 @@ fn hot_statements_are_prepared_once_and_never_recompiled() {
                 stmt.get_status(StatementStatus::RePrepare),
             )
         };
-        let ran: Vec<(i32, i32)> = [status(&conn), store.with_writer(status)]
+        let ran: Vec<(i32, i32)> = [status(&conn), store.with_writer(|c| status(c)).unwrap()]
             .into_iter()
             .filter(|(runs, _)| *runs > 0)
             .collect();

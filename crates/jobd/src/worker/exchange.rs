@@ -27,7 +27,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -206,9 +206,9 @@ pub(super) fn exchange_thread(
     let bell = &shared.bell;
     let mut stopping = false;
     let mut grace_over: Option<Instant> = None;
-    // When the earliest delayed job falls due, read when the thread last
-    // went idle (`None`: to be read).
-    let mut due: Option<Option<Instant>> = None;
+    // When to look for work again, read when the thread last went idle
+    // (`None`: to be read).
+    let mut due: Option<Instant> = None;
     loop {
         // Read before the bell: a run queues its completion before it
         // counts itself out, so none is left behind once this reads 0.
@@ -261,11 +261,7 @@ pub(super) fn exchange_thread(
             ex.maybe.iter_mut().for_each(|m| *m = true);
             continue;
         }
-        let next_due = if waiting_for_work {
-            *due.get_or_insert_with(|| ex.next_due())
-        } else {
-            None
-        };
+        let next_due = waiting_for_work.then(|| *due.get_or_insert_with(|| ex.next_due()));
         let deadline = [next_due, grace_over, ex.retry_at]
             .into_iter()
             .flatten()
@@ -319,7 +315,7 @@ impl Exchange<'_> {
     /// falls due, and at least every [`IDLE_LOOK`].  A due time already
     /// past — a job due in a queue that is full, paused or not this
     /// worker's — is looked at again in a second, not in a busy loop.
-    fn next_due(&self) -> Option<Instant> {
+    fn next_due(&self) -> Instant {
         let wait = match self.shared.store.next_run_at() {
             Ok(Some(at)) => {
                 let now = self.shared.store.clock().now_ms();
@@ -335,7 +331,7 @@ impl Exchange<'_> {
                 Duration::from_secs(1)
             }
         };
-        Some(Instant::now() + wait)
+        Instant::now() + wait
     }
 
     /// Whether every pending completion's lease surely still holds: half of
@@ -380,23 +376,22 @@ impl Exchange<'_> {
                         });
                     }
                 }
-                for (i, want) in &claims {
-                    let got = claimed
-                        .iter()
-                        .filter(|j| j.queue == self.queues[*i].0)
-                        .count();
-                    // Short of what was asked (and not for want of room in
-                    // the global cap): the queue has nothing more for now.
-                    self.maybe[*i] = got >= *want || claimed.len() >= most;
-                }
                 let claimed_any = !claimed.is_empty();
+                let mut got = vec![0; self.queues.len()];
                 for job in claimed {
                     let i = self
                         .queues
                         .iter()
                         .position(|(q, _)| *q == job.queue)
                         .expect("claimed from a queue of this worker");
+                    got[i] += 1;
                     self.start(i, job);
+                }
+                // A queue short of what it was asked for has nothing more
+                // for now.  (The asks add up to `most`, so the transaction's
+                // cap never cut one short.)
+                for (i, want) in &claims {
+                    self.maybe[*i] = got[*i] >= *want;
                 }
                 claimed_any
             }
@@ -468,7 +463,7 @@ impl Exchange<'_> {
             permits,
             guard,
         )));
-        if !first.is_none_or(|(_, f)| f.inline()) {
+        if first.is_some_and(|(_, f)| !f.inline()) {
             drop(self.handle.spawn(run));
             return;
         }
@@ -511,6 +506,3 @@ impl Future for Caught {
         }
     }
 }
-
-/// The live runs of a worker, counted (see [`RunGuard`]).
-pub(super) type LiveRuns = AtomicUsize;

@@ -17,7 +17,7 @@ use tracing::Instrument;
 use crate::error::{Error, Result};
 use crate::store::{ClaimedJob, JobId, Store, WorkHook};
 use crate::worker::context::{Running, StopReason};
-use crate::worker::exchange::{exchange_thread, Bell, Completion, LiveRuns, RunGuard};
+use crate::worker::exchange::{exchange_thread, Bell, Completion, RunGuard};
 use crate::worker::handler::{ErasedHandler, RunFuture};
 use crate::worker::heartbeat::heartbeat_loop;
 use crate::worker::reap::reap_loop;
@@ -84,7 +84,7 @@ pub(super) struct Shared {
     /// Wakes the exchange thread (see [`Bell`]).
     pub(super) bell: Arc<Bell>,
     /// Runs whose supervisor has not ended.
-    pub(super) live_runs: LiveRuns,
+    pub(super) live_runs: std::sync::atomic::AtomicUsize,
     /// Cancelled when the worker starts shutting down: no more claims, so
     /// an overrunning run stops holding its slot.
     pub(super) stopping: CancellationToken,
@@ -191,7 +191,7 @@ pub(crate) async fn run(
         in_flight: Mutex::new(HashMap::new()),
         overrunning: Mutex::new(HashMap::new()),
         bell: bell.clone(),
-        live_runs: LiveRuns::new(0),
+        live_runs: std::sync::atomic::AtomicUsize::new(0),
         stopping: CancellationToken::new(),
         counters: Counters::default(),
     });
