@@ -1,13 +1,16 @@
 //! The `/api/v1` routes and `/healthz`.
 
 use axum::extract::rejection::{BytesRejection, QueryRejection};
+use std::time::{Duration, Instant};
+
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::Json;
+use axum::{Extension, Json};
+use jobd::store::Role;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::{ApiError, ApiState};
+use crate::{ApiError, ApiState, Caller};
 use jobd::scheduler::ScheduleSpec;
 use jobd::store::{parse_concurrency_limit, JobSelection, JobSpec, ListFilter, NewJob};
 
@@ -29,7 +32,7 @@ pub async fn blocking<T: Send + 'static>(
 
 /// The body as JSON, whatever its Content-Type says (`curl -d` sends
 /// form-encoded headers with a JSON body); too large is 413, not JSON 400.
-fn json_body<T: serde::de::DeserializeOwned>(
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
     body: Result<axum::body::Bytes, BytesRejection>,
 ) -> ApiResult<T> {
     let bytes = body.map_err(|r| ApiError::new(r.status(), r.body_text()))?;
@@ -45,7 +48,7 @@ pub fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
         .map_err(|r| ApiError::bad_request(format!("bad query string: {}", r.body_text())))
 }
 
-fn job_id(raw: &str) -> ApiResult<i64> {
+pub(crate) fn job_id(raw: &str) -> ApiResult<i64> {
     raw.parse()
         .map_err(|_| ApiError::bad_request(format!("job id {raw:?} is not a number")))
 }
@@ -114,14 +117,85 @@ pub(super) async fn list_jobs(
     Ok(Json(json!({ "jobs": jobs })))
 }
 
-/// `GET /api/v1/jobs/{id}`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct GetParams {
+    /// Answer once the job has finished, or after this long (`30s`, `2m`,
+    /// or seconds), whichever comes first.
+    wait: Option<String>,
+}
+
+/// `GET /api/v1/jobs/{id}[?wait=30s]`.  A worker token reads only the jobs
+/// its own workers ran.
 pub(super) async fn get_job(
     State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
+    params: Result<Query<GetParams>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     let id = job_id(&id)?;
-    let job = blocking(move || s.store.get(id)).await?;
-    Ok(Json(serde_json::to_value(job).unwrap_or_default()))
+    let wait = match query(params)?.wait {
+        None => Duration::ZERO,
+        Some(text) => parse_wait(&text)?,
+    };
+    let give_up = Instant::now() + wait;
+    // Taken before the first look: a commit between the look and the wait
+    // wakes the wait.
+    let mut commits = (wait > Duration::ZERO).then(|| s.commits.wait());
+    loop {
+        let st = s.store.clone();
+        let job = blocking(move || st.get(id)).await?;
+        if caller.role == Role::Worker {
+            let own = format!("{}/", caller.name);
+            if !job.worker.as_deref().is_some_and(|w| w.starts_with(&own)) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    format!("job {id} was not run by this worker token's workers"),
+                ));
+            }
+        }
+        let done = job.state.is_finished();
+        let Some(commits) = commits.as_mut().filter(|_| !done) else {
+            return Ok(Json(job_json(&job)));
+        };
+        tokio::select! {
+            _ = commits.changed() => {}
+            _ = tokio::time::sleep_until(give_up.into()) => return Ok(Json(job_json(&job))),
+        }
+    }
+}
+
+fn parse_wait(text: &str) -> ApiResult<Duration> {
+    let wait = match text.parse::<f64>() {
+        Ok(n) if n.is_finite() && n >= 0.0 => Duration::from_secs_f64(n.min(1e9)),
+        Ok(_) => return Err(ApiError::bad_request(format!("wait={text} is not a duration"))),
+        Err(_) => humantime::parse_duration(text).map_err(|e| {
+            ApiError::bad_request(format!("wait={text} is not a duration (30s, 2m): {e}"))
+        })?,
+    };
+    if wait > crate::protocol::MAX_WAIT {
+        return Err(ApiError::bad_request(format!(
+            "wait={text} is longer than {}",
+            humantime::format_duration(crate::protocol::MAX_WAIT)
+        )));
+    }
+    Ok(wait)
+}
+
+/// A job as the API shows it: progress details (stored as JSON text) as
+/// the object they are.
+fn job_json(job: &jobd::store::JobInfo) -> Value {
+    let mut v = serde_json::to_value(job).unwrap_or_default();
+    let details = job
+        .progress
+        .detail
+        .as_deref()
+        .and_then(|d| serde_json::from_str::<Value>(d).ok())
+        .filter(Value::is_object);
+    if let Some(d) = details {
+        v["progress"]["details"] = d;
+    }
+    v
 }
 
 /// `POST /api/v1/jobs/{id}/cancel`

@@ -2,7 +2,10 @@
 //! the scheduler.
 //!
 //! Every `/api/v1` route needs `Authorization: Bearer <token>` (compared in
-//! constant time; never logged).  `/healthz` and `/metrics` are open, for
+//! constant time; never logged): the daemon's own token (admin), or one of
+//! the file's API tokens, each with a role — `admin` everything, `producer`
+//! enqueue and read jobs, `worker` the worker protocol and its own jobs
+//! (403 otherwise).  `/healthz` and `/metrics` are open, for
 //! load balancers and Prometheus.  Errors are JSON `{"error": "..."}` with a
 //! status that says whose fault it is: 400 bad input, 401 no or wrong token,
 //! 404 no such thing, 409 not in this state, 413 body too large, 503 busy,
@@ -14,6 +17,8 @@
 //!   token check, framing headers, JSON errors, the dashboard page.
 //! * `api` — the `/api/v1` routes and `/healthz`; [`blocking`] and
 //!   [`query`] for an application's own routes.
+//! * `protocol` — the worker protocol: claim (long-polling), acknowledge,
+//!   heartbeat, progress, for workers in any language.
 //! * `metrics` — `GET /metrics` in Prometheus' text format.
 //! * `listen` — the accept loop: timeouts, a connection cap below the
 //!   file limit ([`serve_with`], [`ServeOptions`]).
@@ -22,6 +27,7 @@
 mod api;
 mod listen;
 pub(crate) mod metrics;
+pub mod protocol;
 
 pub use api::{blocking, query, ApiResult};
 pub use listen::{raise_file_limit, serve_with, ServeOptions};
@@ -34,6 +40,11 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use jobd::store::Role;
+use jobd::worker::CommitWatch;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -58,7 +69,28 @@ pub struct ApiState {
     pub(crate) catalog: Option<Catalog>,
     /// Whether this process runs a scheduler (reported by `/healthz`).
     pub(crate) scheduler: bool,
+    /// Queues only remote workers serve: claims for them are accepted
+    /// before any job names them.
+    remote_queues: Arc<Vec<String>>,
+    /// Commits to the file, for long polls.
+    pub(crate) commits: CommitWatch,
+    /// Remote workers registered lately, with when and what (registration
+    /// is refreshed at a claim at most every few seconds).
+    pub(crate) registered: Arc<Mutex<HashMap<String, (Instant, String)>>>,
+    /// Tokens of the file looked up lately: hash → caller, and when.
+    tokens: Arc<Mutex<HashMap<[u8; 32], (Caller, Instant)>>>,
 }
+
+/// Who made a request: the token's name and role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub name: String,
+    pub role: Role,
+}
+
+/// How long a looked-up token is trusted before it is looked up again (a
+/// revoked token stops working within this).
+const TOKEN_CACHE: Duration = Duration::from_secs(2);
 
 impl ApiState {
     /// An API on `store` guarded by `token` (at least [`MIN_TOKEN_BYTES`]).
@@ -70,11 +102,22 @@ impl ApiState {
             ));
         }
         Ok(ApiState {
-            store,
+            store: store.clone(),
             token_hash: Sha256::digest(token.as_bytes()).into(),
             catalog: None,
             scheduler: false,
+            remote_queues: Arc::new(Vec::new()),
+            commits: CommitWatch::start(&store),
+            registered: Arc::default(),
+            tokens: Arc::default(),
         })
+    }
+
+    /// Accept claims for these queues before any job names them (queues
+    /// that only remote workers serve).
+    pub fn remote_queues(mut self, queues: impl IntoIterator<Item = String>) -> ApiState {
+        self.remote_queues = Arc::new(queues.into_iter().collect());
+        self
     }
 
     /// The queue the API serves (for an application's own routes).
@@ -97,11 +140,125 @@ impl ApiState {
         self
     }
 
-    /// Compare a presented token with ours in constant time (hashes are
-    /// compared, so not even the length leaks).
-    fn token_ok(&self, presented: &str) -> bool {
+    /// Who presents this token: the daemon's own (compared in constant
+    /// time, as hashes, so not even the length leaks), or one of the file's
+    /// tokens (looked up by hash).
+    async fn caller(&self, presented: &str) -> ApiResult<Option<Caller>> {
         let h: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        bool::from(h.ct_eq(&self.token_hash))
+        if bool::from(h.ct_eq(&self.token_hash)) {
+            return Ok(Some(Caller {
+                name: "admin".into(),
+                role: Role::Admin,
+            }));
+        }
+        if let Some((caller, at)) = self.tokens.lock().unwrap_or_else(|e| e.into_inner()).get(&h) {
+            if at.elapsed() < TOKEN_CACHE {
+                return Ok(Some(caller.clone()));
+            }
+        }
+        let store = self.store.clone();
+        let found = blocking(move || store.api_token(&h)).await?;
+        let mut cache = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        match found {
+            Some((name, role)) => {
+                let caller = Caller { name, role };
+                if cache.len() > 1000 {
+                    cache.clear();
+                }
+                cache.insert(h, (caller.clone(), Instant::now()));
+                Ok(Some(caller))
+            }
+            None => {
+                cache.remove(&h);
+                Ok(None)
+            }
+        }
+    }
+
+    /// A claim's queues are configured, remote, or known to the file.
+    pub(crate) async fn check_queues(&self, queues: &[String]) -> ApiResult<()> {
+        for q in queues {
+            let configured = self.remote_queues.iter().any(|r| r == q)
+                || self.catalog.as_ref().is_some_and(|c| c.queues().any(|c| c == q));
+            if configured {
+                continue;
+            }
+            let (store, name) = (self.store.clone(), q.clone());
+            if !blocking(move || store.knows_queue(&name)).await? {
+                return Err(ApiError::bad_request(format!(
+                    "unknown queue {q:?}: no job, configuration or worker knows it \
+                     (a queue only remote workers serve goes in jobd.toml: [queues] {q} = 0)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Register (or refresh) a remote worker with its queues and kinds, at
+    /// most every few seconds unless they change.
+    pub(crate) async fn register(
+        &self,
+        worker: &str,
+        host: Option<&str>,
+        pid: Option<u32>,
+        queues: &[String],
+        kinds: Option<&[String]>,
+    ) -> ApiResult<()> {
+        let what = serde_json::json!([queues, kinds]).to_string();
+        let refresh = self.store.options().worker_liveness / 4;
+        {
+            let seen = self.registered.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((at, w)) = seen.get(worker) {
+                if *w == what && at.elapsed() < refresh {
+                    return Ok(());
+                }
+            }
+        }
+        let (store, w) = (self.store.clone(), worker.to_string());
+        let host = host.unwrap_or("remote").to_string();
+        let (qs, ks) = (queues.to_vec(), kinds.map(<[String]>::to_vec).unwrap_or_default());
+        blocking(move || {
+            let qs: Vec<&str> = qs.iter().map(String::as_str).collect();
+            let ks: Vec<&str> = ks.iter().map(String::as_str).collect();
+            store.register_worker(&w, &host, pid.unwrap_or(0), &qs, &ks)
+        })
+        .await?;
+        let mut seen = self.registered.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() > 10_000 {
+            seen.clear();
+        }
+        seen.insert(worker.to_string(), (Instant::now(), what));
+        Ok(())
+    }
+
+    /// The claimed jobs this worker runs; any of a kind it does not run is
+    /// given back (to be claimed by a worker that does, a second later).
+    pub(crate) async fn keep_runnable(
+        &self,
+        worker: &str,
+        jobs: Vec<jobd::store::ClaimedJob>,
+        kinds: Option<&[String]>,
+    ) -> ApiResult<Vec<jobd::store::ClaimedJob>> {
+        let Some(kinds) = kinds else {
+            return Ok(jobs);
+        };
+        let (keep, back): (Vec<_>, Vec<_>) =
+            jobs.into_iter().partition(|j| kinds.contains(&j.kind));
+        if !back.is_empty() {
+            let (store, w) = (self.store.clone(), worker.to_string());
+            blocking(move || {
+                for j in &back {
+                    let note = format!("worker {w} does not run kind {:?}; given back", j.kind);
+                    match store.release_for(j.id, j.lease_token, Duration::from_secs(1), &note) {
+                        Ok(()) | Err(Error::LeaseLost { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(keep)
     }
 }
 
@@ -115,21 +272,41 @@ pub fn router(state: ApiState) -> Router {
 /// through `State<ApiState>` ([`ApiState::store`]) and run store calls with
 /// [`blocking`].
 pub fn router_with(state: ApiState, app: Router<ApiState>) -> Router {
-    let api = Router::new()
-        .route("/jobs", post(api::enqueue).get(api::list_jobs))
+    use protocol as p;
+    let admin = Router::new()
         .route("/jobs/retry", post(api::retry_matching))
         .route("/jobs/cancel", post(api::cancel_matching))
-        .route("/jobs/{id}", get(api::get_job))
         .route("/jobs/{id}/cancel", post(api::cancel))
         .route("/jobs/{id}/retry", post(api::retry))
-        .route("/queues", get(api::queues))
         .route("/queues/{name}/{action}", post(api::queue_action))
         .route("/schedules", get(api::schedules).post(api::add_schedule))
         .route(
             "/schedules/{name}",
             get(api::get_schedule).delete(api::remove_schedule),
         )
-        .merge(app)
+        .route_layer(axum::middleware::from_fn(|r, n| need(Role::Admin, r, n)));
+    let mut producer = Router::new()
+        .route("/jobs", post(api::enqueue).get(api::list_jobs))
+        .route("/queues", get(api::queues))
+        .merge(app);
+    producer = producer.route_layer(axum::middleware::from_fn(|r, n| need(Role::Producer, r, n)));
+    let worker = Router::new()
+        .route("/worker/claim", post(p::claim))
+        .route("/worker/ack", post(p::ack))
+        .route("/worker/heartbeat", post(p::worker_heartbeat))
+        .route("/worker/stop", post(p::worker_stop))
+        .route("/jobs/{id}/heartbeat", post(p::job_heartbeat))
+        .route("/jobs/{id}/progress", post(p::job_progress))
+        .route("/jobs/{id}/complete", post(p::job_complete))
+        .route("/jobs/{id}/fail", post(p::job_fail))
+        .route("/jobs/{id}/release", post(p::job_release))
+        .route_layer(axum::middleware::from_fn(|r, n| need(Role::Worker, r, n)));
+    let api = Router::new()
+        // Any role: a worker token reads only its own workers' jobs.
+        .route("/jobs/{id}", get(api::get_job))
+        .merge(admin)
+        .merge(producer)
+        .merge(worker)
         .fallback(api::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
         .layer(axum::middleware::from_fn(errors_as_json));
@@ -142,6 +319,29 @@ pub fn router_with(state: ApiState, app: Router<ApiState>) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(no_framing))
         .with_state(state)
+}
+
+/// Let through callers whose role is `role`, or admin; 403 for the rest.
+async fn need(role: Role, req: Request, next: Next) -> Response {
+    let allowed = req
+        .extensions()
+        .get::<Caller>()
+        .map(|c| (c.role == role || c.role == Role::Admin, c.role));
+    match allowed {
+        Some((true, _)) => next.run(req).await,
+        Some((false, has)) => ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "this token's role ({}) may not {} {}: it needs {} (or admin)",
+                has.as_str(),
+                req.method(),
+                req.uri().path(),
+                role.as_str()
+            ),
+        )
+        .into_response(),
+        None => ApiError::new(StatusCode::UNAUTHORIZED, "no API token").into_response(),
+    }
 }
 
 /// No page of jobd's may be framed by another site (its pause and
@@ -239,15 +439,26 @@ async fn dashboard_js() -> Response {
         .into_response()
 }
 
-async fn auth(State(state): State<ApiState>, req: Request, next: Next) -> Response {
+async fn auth(State(state): State<ApiState>, mut req: Request, next: Next) -> Response {
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(bearer_token);
-    match presented {
-        Some(token) if state.token_ok(token) => next.run(req).await,
-        _ => {
+        .and_then(bearer_token)
+        .map(str::to_string);
+    let caller = match presented {
+        Some(token) => match state.caller(&token).await {
+            Ok(c) => c,
+            Err(e) => return e.into_response(),
+        },
+        None => None,
+    };
+    match caller {
+        Some(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        None => {
             let mut resp = ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong API token: send Authorization: Bearer <token>",
@@ -275,7 +486,7 @@ fn bearer_token(value: &str) -> Option<&str> {
 /// An error response: a status and a message for the client.
 #[derive(Debug)]
 pub struct ApiError {
-    status: StatusCode,
+    pub(crate) status: StatusCode,
     message: String,
 }
 
@@ -319,9 +530,10 @@ impl From<Error> for ApiError {
             Error::NotFound { .. } | Error::ScheduleNotFound { .. } | Error::Missing { .. } => {
                 StatusCode::NOT_FOUND
             }
-            Error::InvalidState { .. } | Error::Conflict { .. } | Error::ScheduleExists { .. } => {
-                StatusCode::CONFLICT
-            }
+            Error::InvalidState { .. }
+            | Error::Conflict { .. }
+            | Error::ScheduleExists { .. }
+            | Error::LeaseLost { .. } => StatusCode::CONFLICT,
             Error::Busy { .. } | Error::Pool(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::IoFault { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::DiskFull { .. } => StatusCode::INSUFFICIENT_STORAGE,

@@ -453,11 +453,15 @@ pub struct ReapReport {
     pub dead: Vec<JobId>,
     /// Jobs whose lease expired after a cancel request, now `cancelled`.
     pub cancelled: Vec<JobId>,
+    /// Running jobs past their timeout (by more than the reap's grace) that
+    /// their worker had not ended: failed as timed out (retried while tries
+    /// remain), whatever becomes of them after.
+    pub timed_out: Vec<JobId>,
 }
 
 impl ReapReport {
     pub fn total(&self) -> usize {
-        self.requeued.len() + self.dead.len() + self.cancelled.len()
+        self.requeued.len() + self.dead.len() + self.cancelled.len() + self.timed_out.len()
     }
 }
 

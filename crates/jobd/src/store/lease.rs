@@ -143,6 +143,12 @@ SET state = CASE WHEN cancel_requested THEN 'cancelled'
 WHERE state = 'running' AND lease_expires_at <= ?1
 RETURNING id, state";
 
+/// How long past its deadline a running try may go before the reap fails
+/// it: an in-process worker ends its own at the deadline, and takes up to
+/// its stop grace to; the reap is for tries nobody ends (a remote worker
+/// gone quiet with its lease still fresh, a handler that never yields).
+pub const OVERDUE_GRACE: Duration = Duration::from_secs(5);
+
 /// Every named statement of this module, for the prepare-them-all test.
 #[cfg(test)]
 pub(crate) const STATEMENTS: &[(&str, &str)] = &[
@@ -172,7 +178,7 @@ pub struct CompleteBatch {
 }
 
 /// How a try that did not succeed ends.
-enum Ending<'a> {
+pub(super) enum Ending<'a> {
     Failed {
         error: &'a str,
         retryable: bool,
@@ -294,38 +300,7 @@ impl Store {
                     }
                 }
             }
-            let mut claimed = Vec::new();
-            if most > 0 {
-                tx.prepare_cached(PROMOTE_DUE)?.execute([now])?;
-                claimed.reserve(most.min(1024) as usize);
-                let mut stmt = tx.prepare_cached(CLAIM)?;
-                for (queue, want) in &claims {
-                    let want = (*want).min(most - claimed.len() as i64);
-                    let rows = stmt.query_map(params![worker, expires, now, queue, want], |r| {
-                        Ok(ClaimedJob {
-                            id: r.get(0)?,
-                            queue: queue.to_string(),
-                            kind: r.get(1)?,
-                            payload: r.get(2)?,
-                            priority: r.get(3)?,
-                            attempt: r.get(4)?,
-                            attempt_limit: r.get(5)?,
-                            timeout: r
-                                .get::<_, Option<i64>>(6)?
-                                .map(|ms| Duration::from_millis(ms.max(0) as u64)),
-                            tenant: r.get(7)?,
-                            lease_token: r.get(8)?,
-                            lease_expires_at: expires,
-                        })
-                    })?;
-                    for job in rows {
-                        claimed.push(job?);
-                    }
-                    if claimed.len() as i64 >= most {
-                        break;
-                    }
-                }
-            }
+            let claimed = claim_in(tx, worker, &claims, most, now, expires)?;
             Ok((lost, claimed))
         })?;
         claimed.sort_by_key(|j| (j.priority, j.id));
@@ -473,66 +448,7 @@ impl Store {
 
     fn end_try(&self, id: JobId, token: i64, ending: Ending<'_>) -> Result<FailOutcome> {
         let now = self.now();
-        let outcome = self.write("ending a try", |tx| {
-            let t = running_try(tx, id, token)?;
-            let (state, run_at, error, limit, finished, outcome, result) = match ending {
-                Ending::Released { after_ms, note } => {
-                    let at = now.saturating_add(after_ms.max(0));
-                    (
-                        if at > now { "scheduled" } else { "ready" },
-                        at,
-                        note,
-                        t.attempt_limit + 1,
-                        None,
-                        "released",
-                        FailOutcome::Retrying { run_at: at },
-                    )
-                }
-                Ending::Cancelled { reason } => (
-                    "cancelled",
-                    now,
-                    Some(reason),
-                    t.attempt_limit,
-                    Some(now),
-                    "cancelled",
-                    FailOutcome::Cancelled,
-                ),
-                Ending::Failed { error, .. } if t.cancel_requested => (
-                    "cancelled",
-                    now,
-                    Some(error),
-                    t.attempt_limit,
-                    Some(now),
-                    "failed",
-                    FailOutcome::Cancelled,
-                ),
-                Ending::Failed { error, retryable } if retryable && t.attempt < t.attempt_limit => {
-                    let at = now.saturating_add(t.backoff.delay_ms(id, t.attempt));
-                    (
-                        "scheduled",
-                        at,
-                        Some(error),
-                        t.attempt_limit,
-                        None,
-                        "failed",
-                        FailOutcome::Retrying { run_at: at },
-                    )
-                }
-                Ending::Failed { error, .. } => (
-                    "dead",
-                    now,
-                    Some(error),
-                    t.attempt_limit,
-                    Some(now),
-                    "failed",
-                    FailOutcome::Dead,
-                ),
-            };
-            tx.prepare_cached(END_TRY)?
-                .execute(params![id, state, run_at, error, limit, finished])?;
-            record_attempt(tx, id, &t, now, outcome, error)?;
-            Ok(result)
-        })?;
+        let outcome = self.write("ending a try", |tx| end_try_in(tx, id, token, &ending, now))?;
         tracing::debug!(job_id = id, ?outcome, "try ended");
         if matches!(outcome, FailOutcome::Retrying { .. }) {
             self.notify_work();
@@ -576,6 +492,8 @@ impl Store {
     /// Send back every running job whose lease expired: the try is recorded
     /// as `lost`; the job is ready again, or dead when that was its last try
     /// (a job that kills its worker every time does not loop forever).
+    /// First, tries more than [`OVERDUE_GRACE`] past their timeout fail as
+    /// timed out.
     pub fn reap(&self) -> Result<ReapReport> {
         let now = self.now();
         let steady = self.clock().steady();
@@ -585,8 +503,11 @@ impl Store {
                 tracing::debug!(hold_ms = ms, "reap held after a step of the wall clock");
                 return Ok(ReapReport::default());
             }
-            tx.prepare_cached(REAP_RECORD)?.execute([now])?;
             let mut report = ReapReport::default();
+            for (id, _) in super::ack::fail_overdue(tx, now, OVERDUE_GRACE)? {
+                report.timed_out.push(id);
+            }
+            tx.prepare_cached(REAP_RECORD)?.execute([now])?;
             let mut stmt = tx.prepare_cached(REAP_REQUEUE)?;
             let rows = stmt.query_map([now], |r| {
                 Ok((r.get::<_, JobId>(0)?, r.get::<_, String>(1)?))
@@ -606,14 +527,129 @@ impl Store {
                 requeued = report.requeued.len(),
                 dead = report.dead.len(),
                 cancelled = report.cancelled.len(),
-                "reaped jobs whose lease expired"
+                timed_out = report.timed_out.len(),
+                "reaped jobs whose lease expired or whose timeout passed"
             );
         }
-        if !report.requeued.is_empty() {
+        if !report.requeued.is_empty() || !report.timed_out.is_empty() {
             self.notify_work();
         }
         Ok(report)
     }
+}
+
+/// The claims of a turn, in its transaction: due jobs promoted, then up to
+/// each queue's count in `claims`, queues in order, at most `most` in all.
+pub(super) fn claim_in(
+    tx: &Transaction,
+    worker: &str,
+    claims: &[(&str, i64)],
+    most: i64,
+    now: Millis,
+    expires: Millis,
+) -> Result<Vec<ClaimedJob>> {
+    let mut claimed = Vec::new();
+    if most <= 0 {
+        return Ok(claimed);
+    }
+    tx.prepare_cached(PROMOTE_DUE)?.execute([now])?;
+    claimed.reserve(most.min(1024) as usize);
+    let mut stmt = tx.prepare_cached(CLAIM)?;
+    for (queue, want) in claims {
+        let want = (*want).min(most - claimed.len() as i64);
+        let rows = stmt.query_map(params![worker, expires, now, queue, want], |r| {
+            Ok(ClaimedJob {
+                id: r.get(0)?,
+                queue: queue.to_string(),
+                kind: r.get(1)?,
+                payload: r.get(2)?,
+                priority: r.get(3)?,
+                attempt: r.get(4)?,
+                attempt_limit: r.get(5)?,
+                timeout: r
+                    .get::<_, Option<i64>>(6)?
+                    .map(|ms| Duration::from_millis(ms.max(0) as u64)),
+                tenant: r.get(7)?,
+                lease_token: r.get(8)?,
+                lease_expires_at: expires,
+            })
+        })?;
+        for job in rows {
+            claimed.push(job?);
+        }
+        if claimed.len() as i64 >= most {
+            break;
+        }
+    }
+    Ok(claimed)
+}
+
+/// End the running try `id`/`token` in `tx` (see [`Ending`]).
+pub(super) fn end_try_in(
+    tx: &Transaction,
+    id: JobId,
+    token: i64,
+    ending: &Ending<'_>,
+    now: Millis,
+) -> Result<FailOutcome> {
+    let t = running_try(tx, id, token)?;
+    let (state, run_at, error, limit, finished, outcome, result) = match *ending {
+        Ending::Released { after_ms, note } => {
+            let at = now.saturating_add(after_ms.max(0));
+            (
+                if at > now { "scheduled" } else { "ready" },
+                at,
+                note,
+                t.attempt_limit + 1,
+                None,
+                "released",
+                FailOutcome::Retrying { run_at: at },
+            )
+        }
+        Ending::Cancelled { reason } => (
+            "cancelled",
+            now,
+            Some(reason),
+            t.attempt_limit,
+            Some(now),
+            "cancelled",
+            FailOutcome::Cancelled,
+        ),
+        Ending::Failed { error, .. } if t.cancel_requested => (
+            "cancelled",
+            now,
+            Some(error),
+            t.attempt_limit,
+            Some(now),
+            "failed",
+            FailOutcome::Cancelled,
+        ),
+        Ending::Failed { error, retryable } if retryable && t.attempt < t.attempt_limit => {
+            let at = now.saturating_add(t.backoff.delay_ms(id, t.attempt));
+            (
+                "scheduled",
+                at,
+                Some(error),
+                t.attempt_limit,
+                None,
+                "failed",
+                FailOutcome::Retrying { run_at: at },
+            )
+        }
+        Ending::Failed { error, .. } => (
+            "dead",
+            now,
+            Some(error),
+            t.attempt_limit,
+            Some(now),
+            "failed",
+            FailOutcome::Dead,
+        ),
+    };
+    tx.prepare_cached(END_TRY)?
+        .execute(params![id, state, run_at, error, limit, finished])?;
+    record_attempt(tx, id, &t, now, outcome, error)?;
+    Ok(result)
 }
 
 fn complete_in(

@@ -2,9 +2,11 @@
 //! in one WAL-mode SQLite file.  One file per concern: `open`, `schema` and
 //! `extension` (the file and its migrations), `enqueue`, `lease` (claim,
 //! heartbeat, the ends of a try, reap), `read`, `stats`, `totals`,
-//! `control` (cancel, retry), `queues`, `workers` (the registry),
+//! `control` (cancel, retry), `queues`, `workers` (the registry), `tokens`
+//! (API tokens by hash),
 //! `retention` (purges), `checkpoint`, `integrity`, `meta`, `steps` (clock steps),
-//! `turn`, `busy` (waiting for the write lock) and `pool`.  The state
+//! `turn`, `busy` (waiting for the write lock), `ack` (remote workers'
+//! acknowledgements) and `pool`.  The state
 //! diagram is at the end of this page.
 //!
 //! Every call about a running job (`heartbeat`, `complete`, `fail`,
@@ -31,6 +33,7 @@
 //!   claim in one transaction — one commit a turn.
 #![doc = include_str!("states.md")]
 
+mod ack;
 mod busy;
 mod checkpoint;
 mod control;
@@ -49,6 +52,7 @@ mod retention;
 mod schema;
 mod stats;
 mod steps;
+mod tokens;
 mod totals;
 mod turn;
 mod workers;
@@ -63,18 +67,20 @@ use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use crate::clock::{Clock, Millis, SystemClock};
 use crate::error::{Error, Result};
 
+pub use ack::{Ack, AckOutcome, HeldTry};
 pub use checkpoint::CheckpointOptions;
 pub use job::{
     validate_name, validate_tenant, AttemptInfo, Backoff, CancelOutcome, CancelReport, ClaimedJob,
     FailOutcome, Heartbeat, JobId, JobInfo, JobSelection, JobSpec, JobState, JobSummary,
     ListFilter, NewJob, Progress, QueueStats, ReapReport, RetryReport, RunAt, Stats,
 };
-pub use lease::CompleteBatch;
+pub use lease::{CompleteBatch, OVERDUE_GRACE};
 pub use open::{free_bytes, page_caches_shared, ConnectionOptions, Synchronous};
 pub use pool::ConnectionManager;
 pub use queues::parse_concurrency_limit;
 pub use schema::{APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION};
 pub use stats::StatsReuse;
+pub use tokens::{validate_token_name, Role, TokenInfo};
 pub use totals::TryTotals;
 pub use workers::{LiveWork, LiveWorker};
 

@@ -21,6 +21,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../../schema/0006_worker_kinds.sql"),
     include_str!("../../schema/0007_purged_tallies.sql"),
     include_str!("../../schema/0008_job_ids_never_reused.sql"),
+    include_str!("../../schema/0009_api_tokens.sql"),
 ];
 
 /// The schema version this build writes and understands.

@@ -77,6 +77,7 @@ pub use catalog::{Catalog, Checker};
 pub use context::JobContext;
 pub use handler::{Handler, JobError};
 pub use runtime::WorkerReport;
+pub use watcher::{CommitWait, CommitWatch};
 
 use crate::error::{Error, Result};
 use crate::store::{validate_name, Store};

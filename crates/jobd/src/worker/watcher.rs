@@ -27,6 +27,9 @@ const POLL_BEHIND_WATCH: Duration = Duration::from_secs(1);
 /// The poll while the worker is busy (the watch off).
 const BUSY_POLL: Duration = Duration::from_millis(100);
 
+/// What the watcher calls on a commit.
+type Notify = Arc<dyn Fn() + Send + Sync>;
+
 pub(crate) struct Watcher {
     stop: Arc<AtomicBool>,
     /// The worker waits for work: watch, and poll at the idle pace.
@@ -37,11 +40,31 @@ pub(crate) struct Watcher {
 }
 
 impl Watcher {
-    /// Start watching; the worker is taken to be waiting for work.
+    /// Start watching; the worker is taken to be waiting for work, and
+    /// woken with [`Store::notify_work`].
     pub(crate) fn start(store: &Store, poll_interval: Duration) -> Watcher {
+        let notify: Notify = {
+            let store = store.clone();
+            Arc::new(move || store.notify_work())
+        };
+        Watcher::start_with(store, poll_interval, Some(BUSY_POLL), true, notify)
+    }
+
+    /// Start watching, calling `notify` on commits; while not waiting, the
+    /// poll looks every `busy_poll` (never, with `None`).
+    fn start_with(
+        store: &Store,
+        poll_interval: Duration,
+        busy_poll: Option<Duration>,
+        waiting: bool,
+        notify: Notify,
+    ) -> Watcher {
         let stop = Arc::new(AtomicBool::new(false));
-        let waiting = Arc::new(AtomicBool::new(true));
-        let watch = WalWatch::start(store, &stop);
+        let waiting = Arc::new(AtomicBool::new(waiting));
+        let watch = WalWatch::start(store, &stop, notify.clone());
+        if let Some(w) = &watch {
+            w.set_on(waiting.load(Ordering::Relaxed));
+        }
         let idle_every = if watch.is_some() {
             POLL_BEHIND_WATCH
         } else {
@@ -52,13 +75,11 @@ impl Watcher {
             std::thread::Builder::new()
                 .name("jobd-watch".into())
                 .spawn(move || {
-                    poll(&store, &stop, || {
-                        if waiting.load(Ordering::Relaxed) {
-                            idle_every
-                        } else {
-                            BUSY_POLL
-                        }
-                    })
+                    let every = || match (waiting.load(Ordering::Relaxed), busy_poll) {
+                        (true, _) => Some(idle_every),
+                        (false, busy) => busy,
+                    };
+                    poll(&store, &stop, every, &*notify)
                 })
                 .ok()
         };
@@ -98,7 +119,7 @@ struct WalWatch {
 #[cfg(target_os = "linux")]
 impl WalWatch {
     /// `None` when no watch can be set (no inotify, no WAL file yet).
-    fn start(store: &Store, stop: &Arc<AtomicBool>) -> Option<WalWatch> {
+    fn start(store: &Store, stop: &Arc<AtomicBool>, notify: Notify) -> Option<WalWatch> {
         let mut wal = store.path().as_os_str().to_owned();
         wal.push("-wal");
         let mut inotify = inotify::Inotify::init().ok()?;
@@ -110,7 +131,7 @@ impl WalWatch {
             }
         };
         let watches = std::sync::Mutex::new(inotify.watches());
-        let (store, stop) = (store.clone(), stop.clone());
+        let stop = stop.clone();
         let thread = std::thread::Builder::new()
             .name("jobd-wal-watch".into())
             .spawn(move || {
@@ -130,7 +151,7 @@ impl WalWatch {
                         return;
                     }
                     if wrote {
-                        store.notify_work();
+                        notify();
                     }
                 }
             })
@@ -178,15 +199,16 @@ struct WalWatch;
 
 #[cfg(not(target_os = "linux"))]
 impl WalWatch {
-    fn start(_: &Store, _: &Arc<AtomicBool>) -> Option<WalWatch> {
+    fn start(_: &Store, _: &Arc<AtomicBool>, _: Notify) -> Option<WalWatch> {
         None
     }
 
     fn set_on(&self, _: bool) {}
 }
 
-/// Compare `PRAGMA data_version` every `every()` until `stop`.
-fn poll(store: &Store, stop: &AtomicBool, every: impl Fn() -> Duration) {
+/// Compare `PRAGMA data_version` every `every()` (parked while `None`)
+/// until `stop`.
+fn poll(store: &Store, stop: &AtomicBool, every: impl Fn() -> Option<Duration>, notify: &dyn Fn()) {
     let conn = match store.connection() {
         Ok(c) => c,
         Err(e) => {
@@ -201,10 +223,13 @@ fn poll(store: &Store, stop: &AtomicBool, every: impl Fn() -> Duration) {
     };
     let mut last = data_version();
     while !stop.load(Ordering::Relaxed) {
-        std::thread::park_timeout(every());
+        match every() {
+            Some(t) => std::thread::park_timeout(t),
+            None => std::thread::park(),
+        }
         let v = data_version();
         if v.is_some() && last.is_some() && v != last {
-            store.notify_work();
+            notify();
         }
         if v.is_some() {
             last = v;
@@ -220,5 +245,89 @@ impl Drop for Watcher {
             let _ = t.join();
         }
         drop(self.watch.take());
+    }
+}
+
+/// Commits to a queue file, from this process or any other, for code that
+/// waits on the file's changes — a long-polling claim, a client waiting for
+/// its job to finish.  The inotify watch on the WAL is on only while some
+/// [`CommitWait`] is alive (with a 1 s `data_version` poll behind it); with
+/// no one waiting it costs nothing.
+#[derive(Clone)]
+pub struct CommitWatch {
+    inner: Arc<CommitInner>,
+}
+
+struct CommitInner {
+    watcher: Watcher,
+    commits: tokio::sync::watch::Sender<u64>,
+    waiters: std::sync::Mutex<usize>,
+}
+
+impl CommitWatch {
+    /// Start watching `store`'s file (a thread, and one inotify watch).
+    pub fn start(store: &Store) -> CommitWatch {
+        let commits = tokio::sync::watch::Sender::new(0u64);
+        let notify: Notify = {
+            let commits = commits.clone();
+            Arc::new(move || commits.send_modify(|n| *n = n.wrapping_add(1)))
+        };
+        let watcher = Watcher::start_with(store, POLL_BEHIND_WATCH, None, false, notify);
+        CommitWatch {
+            inner: Arc::new(CommitInner {
+                watcher,
+                commits,
+                waiters: std::sync::Mutex::new(0),
+            }),
+        }
+    }
+
+    /// Start waiting: every commit from now on wakes
+    /// [`CommitWait::changed`].  Take it before looking at the file, so a
+    /// commit between the look and the wait is not missed.
+    pub fn wait(&self) -> CommitWait {
+        let mut waiters = self.inner.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        *waiters += 1;
+        if *waiters == 1 {
+            self.inner.watcher.set_waiting(true);
+        }
+        let mut commits = self.inner.commits.subscribe();
+        commits.mark_unchanged();
+        CommitWait {
+            commits,
+            owner: self.inner.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for CommitWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CommitWatch")
+    }
+}
+
+/// One waiter on a [`CommitWatch`].
+pub struct CommitWait {
+    commits: tokio::sync::watch::Receiver<u64>,
+    owner: Arc<CommitInner>,
+}
+
+impl CommitWait {
+    /// Resolves at the next commit to the file since the last call (or
+    /// since [`CommitWatch::wait`]).
+    pub async fn changed(&mut self) {
+        if self.commits.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl Drop for CommitWait {
+    fn drop(&mut self) {
+        let mut waiters = self.owner.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        *waiters -= 1;
+        if *waiters == 0 {
+            self.owner.watcher.set_waiting(false);
+        }
     }
 }
