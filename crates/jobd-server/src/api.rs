@@ -168,7 +168,11 @@ pub(super) async fn get_job(
 fn parse_wait(text: &str) -> ApiResult<Duration> {
     let wait = match text.parse::<f64>() {
         Ok(n) if n.is_finite() && n >= 0.0 => Duration::from_secs_f64(n.min(1e9)),
-        Ok(_) => return Err(ApiError::bad_request(format!("wait={text} is not a duration"))),
+        Ok(_) => {
+            return Err(ApiError::bad_request(format!(
+                "wait={text} is not a duration"
+            )))
+        }
         Err(_) => humantime::parse_duration(text).map_err(|e| {
             ApiError::bad_request(format!("wait={text} is not a duration (30s, 2m): {e}"))
         })?,

@@ -42,10 +42,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use jobd::store::Role;
 use jobd::worker::CommitWatch;
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use jobd::error::Error;
@@ -78,8 +78,11 @@ pub struct ApiState {
     /// is refreshed at a claim at most every few seconds).
     pub(crate) registered: Arc<Mutex<HashMap<String, (Instant, String)>>>,
     /// Tokens of the file looked up lately: hash → caller, and when.
-    tokens: Arc<Mutex<HashMap<[u8; 32], (Caller, Instant)>>>,
+    tokens: Arc<Mutex<TokenCache>>,
 }
+
+/// Token hash → who presents it, and since when that is known.
+type TokenCache = HashMap<[u8; 32], (Caller, Instant)>;
 
 /// Who made a request: the token's name and role.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,7 +154,12 @@ impl ApiState {
                 role: Role::Admin,
             }));
         }
-        if let Some((caller, at)) = self.tokens.lock().unwrap_or_else(|e| e.into_inner()).get(&h) {
+        if let Some((caller, at)) = self
+            .tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&h)
+        {
             if at.elapsed() < TOKEN_CACHE {
                 return Ok(Some(caller.clone()));
             }
@@ -179,7 +187,10 @@ impl ApiState {
     pub(crate) async fn check_queues(&self, queues: &[String]) -> ApiResult<()> {
         for q in queues {
             let configured = self.remote_queues.iter().any(|r| r == q)
-                || self.catalog.as_ref().is_some_and(|c| c.queues().any(|c| c == q));
+                || self
+                    .catalog
+                    .as_ref()
+                    .is_some_and(|c| c.queues().any(|c| c == q));
             if configured {
                 continue;
             }
@@ -216,7 +227,11 @@ impl ApiState {
         }
         let (store, w) = (self.store.clone(), worker.to_string());
         let host = host.unwrap_or("remote").to_string();
-        let (qs, ks) = (queues.to_vec(), kinds.map(<[String]>::to_vec).unwrap_or_default());
+        let ks = match kinds {
+            Some(k) => k.to_vec(),
+            None => vec![jobd::store::ANY_KIND.to_string()],
+        };
+        let qs = queues.to_vec();
         blocking(move || {
             let qs: Vec<&str> = qs.iter().map(String::as_str).collect();
             let ks: Vec<&str> = ks.iter().map(String::as_str).collect();

@@ -24,7 +24,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
-use crate::api::{blocking, json_body, job_id};
+use crate::api::{blocking, job_id, json_body};
 use crate::{ApiError, ApiResult, ApiState, Caller};
 use jobd::clock::Millis;
 use jobd::store::{Ack, AckOutcome, ClaimedJob, JobId, Progress};
@@ -54,7 +54,7 @@ impl<'de> Deserialize<'de> for Secs {
             Text(String),
         }
         match Raw::deserialize(d)? {
-            Raw::Number(n) if n.is_finite() && n >= 0.0 && n < 1e9 => {
+            Raw::Number(n) if (0.0..1e9).contains(&n) => {
                 Ok(Secs(Duration::from_secs_f64(n)))
             }
             Raw::Number(n) => Err(serde::de::Error::custom(format!(
@@ -190,7 +190,10 @@ fn acks_of(entries: Vec<AckEntry>) -> ApiResult<Vec<(JobId, i64, Ack)>> {
     entries
         .into_iter()
         .enumerate()
-        .map(|(i, e)| e.into_ack().map_err(|m| ApiError::bad_request(format!("ack #{i}: {m}"))))
+        .map(|(i, e)| {
+            e.into_ack()
+                .map_err(|m| ApiError::bad_request(format!("ack #{i}: {m}")))
+        })
         .collect()
 }
 
@@ -317,8 +320,14 @@ pub(crate) async fn claim(
     }
     s.check_queues(&req.queues).await?;
     let acks = acks_of(req.ack)?;
-    s.register(&worker, req.host.as_deref(), req.pid, &req.queues, kinds.as_deref())
-        .await?;
+    s.register(
+        &worker,
+        req.host.as_deref(),
+        req.pid,
+        &req.queues,
+        kinds.as_deref(),
+    )
+    .await?;
 
     let give_up = Instant::now() + wait;
     let mut acks = Some(acks);

@@ -70,7 +70,9 @@ pub enum Ack {
 pub enum AckOutcome {
     Completed,
     /// Failed, to run again at `run_at`.
-    Retrying { run_at: Millis },
+    Retrying {
+        run_at: Millis,
+    },
     Dead,
     Cancelled,
     Released,

@@ -82,7 +82,7 @@ pub use schema::{APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION};
 pub use stats::StatsReuse;
 pub use tokens::{validate_token_name, Role, TokenInfo};
 pub use totals::TryTotals;
-pub use workers::{LiveWork, LiveWorker};
+pub use workers::{LiveWork, LiveWorker, ANY_KIND};
 
 /// A callback on new work (see [`Store::on_work`]).
 pub(crate) type WorkHook = Arc<dyn Fn() + Send + Sync>;

@@ -29,7 +29,7 @@ impl LiveWork {
 
     /// Whether some live worker runs `kind`.
     pub fn runs_kind(&self, kind: &str) -> bool {
-        self.workers.iter().any(|w| w.kinds.contains(kind))
+        self.workers.iter().any(|w| w.runs_kind(kind))
     }
 
     /// Whether one live worker both serves `queue` and runs `kind` (a job
@@ -38,15 +38,26 @@ impl LiveWork {
     pub fn runs(&self, queue: &str, kind: &str) -> bool {
         self.workers
             .iter()
-            .any(|w| w.queues.contains(queue) && w.kinds.contains(kind))
+            .any(|w| w.queues.contains(queue) && w.runs_kind(kind))
     }
 }
+
+/// The kind a worker registers to say it runs every kind of its queues (a
+/// remote worker that named none): never a valid kind's name.
+pub const ANY_KIND: &str = "*";
 
 /// One live worker's queues and kinds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LiveWorker {
     pub queues: std::collections::BTreeSet<String>,
     pub kinds: std::collections::BTreeSet<String>,
+}
+
+impl LiveWorker {
+    /// Whether this worker runs `kind` (named, or every kind: [`ANY_KIND`]).
+    pub fn runs_kind(&self, kind: &str) -> bool {
+        self.kinds.contains(kind) || self.kinds.contains(ANY_KIND)
+    }
 }
 
 pub(super) fn count_live_workers(conn: &rusqlite::Connection, live_since: Millis) -> Result<i64> {

@@ -146,7 +146,7 @@ impl Checker<'_> {
                 if w.queues.contains(queue) {
                     kinds_there.extend(w.kinds.iter().map(String::as_str));
                 }
-                if w.kinds.contains(kind) {
+                if w.runs_kind(kind) {
                     queues_of_kind.extend(w.queues.iter().map(String::as_str));
                 }
             }
