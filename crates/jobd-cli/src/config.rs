@@ -25,12 +25,110 @@ pub struct Config {
     pub max_concurrency: Option<usize>,
     pub shutdown_grace_secs: Option<u64>,
     pub scheduler: Option<bool>,
+    /// Job kinds backed by a program: `[kinds.render_pdf]`.
+    #[serde(default)]
+    pub kinds: BTreeMap<String, KindConfig>,
     /// Where the file was read from (not a setting).
     #[serde(skip)]
     pub path: Option<PathBuf>,
 }
 
+/// `[kinds.NAME]`: a job kind run by a program (see
+/// `jobd_handlers::command`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KindConfig {
+    /// Its queue (default: `default`).
+    pub queue: Option<String>,
+    /// The program and its arguments, never through a shell.
+    pub command: Vec<String>,
+    /// Every try ends after this (`"5m"`).
+    pub timeout: Option<String>,
+    /// Between SIGTERM and SIGKILL when a try is stopped (default `"5s"`).
+    pub kill_grace: Option<String>,
+    /// Its working directory (default: this file's directory).
+    pub cwd: Option<PathBuf>,
+    /// Exit codes that fail the job for good (default `[65]`).
+    pub permanent_exit_codes: Option<Vec<i32>>,
+    /// More environment for the program.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+impl KindConfig {
+    /// The kind as the handler runs it, or what is wrong with it.
+    pub fn spec(
+        &self,
+        kind: &str,
+        base: &Path,
+        data_dir: &Path,
+    ) -> CliResult<jobd_handlers::command::CommandKind> {
+        let duration = |field: &str,
+                        text: &Option<String>|
+         -> CliResult<Option<std::time::Duration>> {
+            text.as_deref()
+                .map(|t| {
+                    humantime::parse_duration(t).map_err(|e| {
+                        format!("[kinds.{kind}] {field} = {t:?} is not a duration (\"30s\", \"5m\"): {e}").into()
+                    })
+                })
+                .transpose()
+        };
+        let mut spec = jobd_handlers::command::CommandKind::new(
+            kind,
+            self.command.clone(),
+            data_dir.to_path_buf(),
+        );
+        spec.timeout = duration("timeout", &self.timeout)?;
+        if let Some(g) = duration("kill_grace", &self.kill_grace)? {
+            spec.kill_grace = g;
+        }
+        spec.cwd = match &self.cwd {
+            Some(c) if c.is_relative() => base.join(c),
+            Some(c) => c.clone(),
+            None => base.to_path_buf(),
+        };
+        if let Some(codes) = &self.permanent_exit_codes {
+            spec.permanent_exit_codes = codes.clone();
+        }
+        spec.env = self.env.clone();
+        spec.check().map_err(|e| format!("[kinds.{kind}]: {e}"))?;
+        if let Some(q) = &self.queue {
+            jobd::store::validate_name("queue", q).map_err(|e| format!("[kinds.{kind}]: {e}"))?;
+        }
+        Ok(spec)
+    }
+
+    pub fn queue(&self) -> &str {
+        self.queue.as_deref().unwrap_or("default")
+    }
+}
+
 impl Config {
+    /// The directory relative paths in the file are relative to.
+    pub fn base(&self) -> PathBuf {
+        let dir = self
+            .path
+            .as_deref()
+            .and_then(Path::parent)
+            .unwrap_or(Path::new(""));
+        std::path::absolute(if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        })
+        .unwrap_or_else(|_| PathBuf::from("."))
+    }
+
+    /// Queues configured with concurrency 0: served by remote workers only.
+    pub fn remote_queues(&self) -> Vec<String> {
+        self.queues
+            .iter()
+            .filter(|(_, n)| **n == 0)
+            .map(|(q, _)| q.clone())
+            .collect()
+    }
+
     /// Read `explicit`, else `./jobd.toml` if it exists, else defaults.
     pub fn load(explicit: Option<&Path>) -> CliResult<Config> {
         let path = match explicit {
@@ -83,7 +181,8 @@ max_concurrency = 16
 # On SIGTERM: how long running jobs may take to finish before they are released.
 shutdown_grace_secs = 30
 
-# Concurrency per queue (these are the defaults).
+# Concurrency per queue (these are the defaults). A queue set to 0 is served
+# only by remote workers (the worker protocol): e.g. `reports = 0`.
 [queues]
 pdf = 2
 batch = 1
@@ -91,6 +190,13 @@ analytics = 1
 maintenance = 1
 email = 5
 default = 4
+
+# A job kind run by a program of yours: the payload on its stdin as JSON,
+# progress and the result as JSON lines on its stdout (docs/workers.md).
+# [kinds.render_pdf]
+# queue = "pdf"
+# command = ["python3", "tasks/render.py"]
+# timeout = "5m"
 "#,
         data_dir = data_dir.display()
     )

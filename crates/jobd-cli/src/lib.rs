@@ -4,7 +4,7 @@
 //! * [`app`] — the application's own HTTP routes (analytics).
 //! * `serve` — `jobd serve` / `jobd worker`: workers with the built-in
 //!   handlers, the scheduler, the HTTP API.
-//! * `jobs`, `queues`, `schedules`, `tenants` — the commands over a queue
+//! * `jobs`, `queues`, `schedules`, `tenants`, `tokens` — the commands over a queue
 //!   file, one file per group; `config` reads `jobd.toml`.
 //! * `demo`, `bench` — the demo workload and the disk benchmark.
 //!
@@ -20,6 +20,7 @@ mod queues;
 mod schedules;
 mod serve;
 mod tenants;
+mod tokens;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -92,6 +93,9 @@ enum Command {
     /// Tenant backups: run one now, list sets, restore a tenant.
     #[command(subcommand)]
     Backup(tenants::BackupCommand),
+    /// API tokens with a role (admin, producer, worker).
+    #[command(subcommand)]
+    Token(tokens::TokenCommand),
     /// Send back jobs whose worker stopped heartbeating.
     Reap,
     /// Check the queue file with PRAGMA integrity_check.
@@ -169,6 +173,7 @@ fn dispatch(cli: Cli) -> CliResult {
         Command::Scheduler(args) => schedules::run_scheduler(db, args),
         Command::Tenants(cmd) => tenants::tenants(data_dir, cmd),
         Command::Backup(cmd) => tenants::backup(data_dir, cmd),
+        Command::Token(cmd) => tokens::token(db, cmd),
         // The flag alone, not JOBD_DATA_DIR or jobd.toml: those name real data.
         Command::Demo(args) => demo::run(cli.data_dir.as_deref(), args),
         Command::Enqueue(args) => jobs::enqueue(db, data_dir, &config, args),
@@ -182,10 +187,11 @@ fn dispatch(cli: Cli) -> CliResult {
         Command::Reap => {
             let report = open(db)?.reap()?;
             println!(
-                "requeued {}, dead {}, cancelled {}",
+                "requeued {}, dead {}, cancelled {}, timed out {}",
                 report.requeued.len(),
                 report.dead.len(),
-                report.cancelled.len()
+                report.cancelled.len(),
+                report.timed_out.len()
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -36,14 +36,32 @@ pub struct WorkerArgs {
     concurrency: usize,
 }
 
-/// The worker of this process: built-in handlers, queues from the config.
+/// The concurrency of a command kind's queue that `[queues]` does not list.
+const UNLISTED_COMMAND_QUEUE: usize = 2;
+
+/// The command kinds of the configuration, checked.
+fn commands(
+    config: &Config,
+    data: &DataDir,
+) -> CliResult<Vec<jobd_handlers::command::CommandKind>> {
+    let base = config.base();
+    config
+        .kinds
+        .iter()
+        .map(|(kind, k)| k.spec(kind, &base, data.root()))
+        .collect()
+}
+
+/// The worker of this process: built-in handlers, command kinds and queues
+/// from the config.
 fn worker(
     store: &jobd::Store,
     data: &DataDir,
     config: &Config,
     only: &[String],
     unlisted: usize,
-) -> WorkerBuilder {
+) -> CliResult<WorkerBuilder> {
+    let commands = commands(config, data)?;
     let mut queues: Vec<(String, usize)> = jobd_handlers::BUILTIN_QUEUES
         .iter()
         .map(|(q, n)| (q.to_string(), *n))
@@ -59,10 +77,18 @@ fn worker(
             queues.push((q.clone(), unlisted));
         }
     }
+    for kind in config.kinds.values() {
+        if !queues.iter().any(|(name, _)| name == kind.queue()) {
+            queues.push((kind.queue().to_string(), UNLISTED_COMMAND_QUEUE));
+        }
+    }
     // `builtin` adds its default queues; start from a builder without them
     // and add the configured ones instead.
     let mut builder = jobd_handlers::builtin(Worker::builder(store.clone()), data);
     builder = builder.clear_queues();
+    for spec in commands {
+        builder = jobd_handlers::command::register(builder, spec);
+    }
     for (q, n) in queues {
         if (only.is_empty() || only.contains(&q)) && n > 0 {
             builder = builder.queue(&q, n);
@@ -74,14 +100,14 @@ fn worker(
     if let Some(secs) = config.shutdown_grace_secs {
         builder = builder.shutdown_grace(Duration::from_secs(secs));
     }
-    builder
+    Ok(builder)
 }
 
 /// What `jobd serve` and `jobd worker` run with this configuration: the
 /// catalog `jobd enqueue` and `jobd schedule add` check jobs against.
 pub(super) fn catalog(store: &jobd::Store, data_dir: &Path, config: &Config) -> CliResult<Catalog> {
     let data = DataDir::new(std::path::absolute(data_dir)?);
-    Ok(worker(store, &data, config, &[], 0).catalog())
+    Ok(worker(store, &data, config, &[], 0)?.catalog())
 }
 
 /// The error, and for an unknown queue or kind, the way past the check.
@@ -196,10 +222,11 @@ pub fn serve(db: &Path, data_dir: &Path, config: &Config, args: ServeArgs) -> Cl
     let store = open_or_create(db)?;
     // Absolute, so the paths in job results mean the same to every reader.
     let data = DataDir::new(std::path::absolute(data_dir)?);
-    let builder = worker(&store, &data, config, &[], 0);
+    let builder = worker(&store, &data, config, &[], 0)?;
     let run_scheduler = !args.no_scheduler && config.scheduler.unwrap_or(true);
     let state = ApiState::new(store.clone(), &token)?
         .catalog(builder.catalog())
+        .remote_queues(config.remote_queues())
         .with_scheduler(run_scheduler);
 
     run_to_end(async move {
@@ -259,7 +286,7 @@ pub fn serve(db: &Path, data_dir: &Path, config: &Config, args: ServeArgs) -> Cl
 pub fn worker_only(db: &Path, data_dir: &Path, config: &Config, args: WorkerArgs) -> CliResult {
     let store = open_or_create(db)?;
     let data = DataDir::new(std::path::absolute(data_dir)?);
-    let builder = worker(&store, &data, config, &args.queues, args.concurrency);
+    let builder = worker(&store, &data, config, &args.queues, args.concurrency)?;
     if builder.queue_names().is_empty() {
         return Err(format!("no such queue among {:?}", args.queues).into());
     }

@@ -5,6 +5,9 @@
 //!   blocking function with its check) run by [`Blocking`].
 //! * [`tenants`] — the directory of tenant SQLite databases, and demo data.
 //! * [`qr`], [`analytics`], [`backup`], [`maintenance`] — the jobs (below).
+//! * [`command`] — a kind backed by a program of the user's (`[kinds.X]` in
+//!   `jobd.toml`): JSON on stdin, JSON lines on stdout, its process group
+//!   ended on cancel and timeout.
 //! * [`schedules`] — their queues, kinds and default schedules.
 //! * this module — the data directory, [`builtin`] (every job and queue on
 //!   a worker), the handlers' own migrations ([`migrate`]), file helpers.
@@ -30,6 +33,7 @@ mod blocking;
 
 pub mod analytics;
 pub mod backup;
+pub mod command;
 pub mod maintenance;
 pub mod qr;
 pub mod schedules;

@@ -54,9 +54,7 @@ impl<'de> Deserialize<'de> for Secs {
             Text(String),
         }
         match Raw::deserialize(d)? {
-            Raw::Number(n) if (0.0..1e9).contains(&n) => {
-                Ok(Secs(Duration::from_secs_f64(n)))
-            }
+            Raw::Number(n) if (0.0..1e9).contains(&n) => Ok(Secs(Duration::from_secs_f64(n))),
             Raw::Number(n) => Err(serde::de::Error::custom(format!(
                 "{n} is not a number of seconds"
             ))),
