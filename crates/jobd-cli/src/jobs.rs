@@ -58,8 +58,12 @@ pub fn enqueue(db: &Path, data_dir: &Path, config: &Config, args: EnqueueArgs) -
         .then(|| super::serve::catalog(&store, data_dir, config))
         .transpose()?;
     let checker = catalog.as_ref().map(|c| c.checker(&store));
+    let remote = config.remote_queues();
     let check = |job: &NewJob| -> CliResult<()> {
         match &checker {
+            // Any kind on a queue only remote workers serve: they name
+            // their kinds, the configuration does not.
+            Some(_) if remote.iter().any(|q| q == job.queue_name()) => Ok(()),
             Some(checker) => checker.check_job(job).map_err(super::serve::unchecked_hint),
             None => Ok(()),
         }

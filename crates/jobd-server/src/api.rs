@@ -86,6 +86,12 @@ pub(super) async fn enqueue(
         if let Some(catalog) = &s.catalog {
             let checker = catalog.checker(&s.store);
             for (i, job) in jobs.iter().enumerate() {
+                // Any kind on a queue only remote workers serve: they name
+                // their kinds, the configuration does not.
+                if s.is_remote_queue(job.queue_name()) {
+                    jobd::store::validate_name("kind", job.kind_name())?;
+                    continue;
+                }
                 if let Err(e) = checker.check_job(job) {
                     return Ok(Err((i, e)));
                 }

@@ -116,8 +116,9 @@ impl ApiState {
         })
     }
 
-    /// Accept claims for these queues before any job names them (queues
-    /// that only remote workers serve).
+    /// Queues only remote workers serve: claims for them are accepted
+    /// before any job names them, and jobs of any kind are accepted on them
+    /// (the remote workers name their kinds; the catalog does not know them).
     pub fn remote_queues(mut self, queues: impl IntoIterator<Item = String>) -> ApiState {
         self.remote_queues = Arc::new(queues.into_iter().collect());
         self
@@ -181,6 +182,11 @@ impl ApiState {
                 Ok(None)
             }
         }
+    }
+
+    /// Whether only remote workers serve `queue` (see [`ApiState::remote_queues`]).
+    pub(crate) fn is_remote_queue(&self, queue: &str) -> bool {
+        self.remote_queues.iter().any(|r| r == queue)
     }
 
     /// A claim's queues are configured, remote, or known to the file.
