@@ -268,9 +268,16 @@ pub fn serve(db: &Path, data_dir: &Path, config: &Config, args: ServeArgs) -> Cl
             tokio::spawn(Scheduler::new(store.clone()).run(async move { stop.cancelled().await }))
         });
         let stop_worker = stop.clone();
-        let report = builder
-            .run(async move { stop_worker.cancelled().await })
-            .await;
+        let report = if builder.queue_names().is_empty() {
+            // Every queue left to remote workers: no worker here, but their
+            // expired leases and overdue tries are still taken back.
+            reap_until(&store, stop_worker).await;
+            Ok(jobd::worker::WorkerReport::default())
+        } else {
+            builder
+                .run(async move { stop_worker.cancelled().await })
+                .await
+        };
         stop.cancel(); // a worker that failed takes the rest down with it
         let report = report?;
         http.await??;
@@ -281,6 +288,22 @@ pub fn serve(db: &Path, data_dir: &Path, config: &Config, args: ServeArgs) -> Cl
         Ok::<_, Box<dyn std::error::Error>>(())
     })??;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `Store::reap` every 5 s until `stop` (a daemon without workers of its own).
+async fn reap_until(store: &jobd::Store, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+        let store = store.clone();
+        match tokio::task::spawn_blocking(move || store.reap()).await {
+            Ok(Err(e)) => tracing::error!(error = %e, "reap failed"),
+            Err(e) => tracing::error!(error = %e, "reap did not run"),
+            Ok(Ok(_)) => {}
+        }
+    }
 }
 
 pub fn worker_only(db: &Path, data_dir: &Path, config: &Config, args: WorkerArgs) -> CliResult {

@@ -184,3 +184,63 @@ timeout = "30s"
     assert_eq!(status, 401);
     drop(served);
 }
+
+#[test]
+fn a_daemon_that_leaves_every_queue_to_remote_workers_still_reaps() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("jobd.toml"),
+        "data_dir = \"data\"\nlisten = \"127.0.0.1:0\"\nscheduler = false\n\n[queues]\n\
+         pdf = 0\nbatch = 0\nanalytics = 0\nmaintenance = 0\nemail = 0\ndefault = 0\n",
+    )
+    .unwrap();
+    let served = serve(
+        Command::new(JOBD)
+            .current_dir(dir.path())
+            .env("JOBD_API_TOKEN", ADMIN)
+            .arg("serve"),
+    );
+    let addr = served.addr.clone();
+    let (status, v) = http(
+        &addr,
+        "POST",
+        "/api/v1/jobs",
+        Some(ADMIN),
+        Some(json!({"queue": "email", "kind": "send_welcome"})),
+    );
+    assert_eq!(status, 201, "{v}");
+    let id = v["id"].as_i64().unwrap();
+    // A worker claims with a 1 s lease and goes quiet.
+    let (status, v) = http(
+        &addr,
+        "POST",
+        "/api/v1/worker/claim",
+        Some(ADMIN),
+        Some(json!({"worker": "w1", "queues": ["email"], "lease": 1})),
+    );
+    assert_eq!(
+        (status, v["jobs"][0]["id"].as_i64()),
+        (200, Some(id)),
+        "{v}"
+    );
+    let t0 = Instant::now();
+    loop {
+        let (_, job) = http(
+            &addr,
+            "GET",
+            &format!("/api/v1/jobs/{id}"),
+            Some(ADMIN),
+            None,
+        );
+        if job["state"] == "ready" {
+            assert_eq!(job["attempt_log"][0]["outcome"], "lost", "{job}");
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "never reaped: {job}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(served);
+}

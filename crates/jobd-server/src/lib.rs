@@ -253,7 +253,8 @@ impl ApiState {
     }
 
     /// The claimed jobs this worker runs; any of a kind it does not run is
-    /// given back (to be claimed by a worker that does, a second later).
+    /// given back (to be claimed by a worker that does, a second later, then
+    /// later each time it comes back to one that does not).
     pub(crate) async fn keep_runnable(
         &self,
         worker: &str,
@@ -270,7 +271,12 @@ impl ApiState {
             blocking(move || {
                 for j in &back {
                     let note = format!("worker {w} does not run kind {:?}; given back", j.kind);
-                    match store.release_for(j.id, j.lease_token, Duration::from_secs(1), &note) {
+                    // As an in-process worker hands back a kind it has no
+                    // handler for: 1 s, doubling with each claim of the job,
+                    // up to a minute.
+                    let after = Duration::from_secs(1 << (j.attempt - 1).clamp(0, 6))
+                        .min(Duration::from_secs(60));
+                    match store.release_for(j.id, j.lease_token, after, &note) {
                         Ok(()) | Err(Error::LeaseLost { .. }) => {}
                         Err(e) => return Err(e),
                     }
