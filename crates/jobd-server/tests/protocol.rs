@@ -13,7 +13,7 @@ use jobd::store::{JobState, NewJob, Role, StoreOptions};
 use jobd::worker::Worker;
 use jobd::Store;
 use jobd_server::{router, ApiState};
-use jobd_testkit::api::{call, error_of, ok, TOKEN};
+use jobd_testkit::api::{call, error_of, ok, with_token, TOKEN};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -70,25 +70,8 @@ fn build(clock: Option<ManualClock>) -> Api {
     }
 }
 
-/// A request with `token`; (status, JSON body).
-async fn as_(
-    app: &Router,
-    token: &str,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let (status, text) = call(app, method, path, Some(token), body.map(|b| b.to_string())).await;
-    let v = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or(Value::String(text))
-    };
-    (status, v)
-}
-
 async fn post(app: &Router, token: &str, path: &str, body: Value) -> (StatusCode, Value) {
-    as_(app, token, Method::POST, path, Some(body)).await
+    with_token(app, token, Method::POST, path, Some(body)).await
 }
 
 fn enqueue(store: &Store, queue: &str, kind: &str) -> i64 {
@@ -162,7 +145,7 @@ async fn a_remote_worker_claims_reports_progress_and_completes() {
     assert_eq!(v["stop"], false);
 
     // The producer sees the progress, its details as an object.
-    let (s, v) = as_(
+    let (s, v) = with_token(
         &a.app,
         PRODUCER,
         Method::GET,
@@ -499,7 +482,7 @@ async fn tokens_have_roles() {
         (Method::POST, &*format!("/api/v1/jobs/{id}/cancel"), None),
         (Method::GET, "/api/v1/schedules", None),
     ] {
-        let (s, v) = as_(&a.app, WORKER, method.clone(), path, body).await;
+        let (s, v) = with_token(&a.app, WORKER, method.clone(), path, body).await;
         assert_eq!(s, StatusCode::FORBIDDEN, "{method} {path}: {v}");
         assert!(error_of(&v).contains("role (worker)"), "{v}");
     }
@@ -510,7 +493,7 @@ async fn tokens_have_roles() {
         .queue("email")
         .is_some_and(|q| q.paused));
     // A producer: enqueue and read, but not the protocol or admin routes.
-    let (s, v) = as_(
+    let (s, v) = with_token(
         &a.app,
         PRODUCER,
         Method::POST,
@@ -519,7 +502,7 @@ async fn tokens_have_roles() {
     )
     .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    let (s, _) = as_(
+    let (s, _) = with_token(
         &a.app,
         PRODUCER,
         Method::GET,
@@ -542,7 +525,7 @@ async fn tokens_have_roles() {
     // A worker token reads the jobs its workers ran, not others'.
     let jobs = claim(&a.app, json!({"worker": "w", "queues": ["email"]})).await;
     assert_eq!(jobs[0]["id"], id);
-    let (s, v) = as_(
+    let (s, v) = with_token(
         &a.app,
         WORKER,
         Method::GET,
@@ -551,7 +534,7 @@ async fn tokens_have_roles() {
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    let (s, v) = as_(
+    let (s, v) = with_token(
         &a.app,
         OTHER_WORKER,
         Method::GET,
@@ -576,7 +559,7 @@ async fn tokens_have_roles() {
     // A revoked token stops working (within the token cache's 2 s).
     a.store.revoke_api_token("flask").unwrap();
     let fresh = router(ApiState::new(a.store.clone(), TOKEN).unwrap());
-    let (s, _) = as_(&fresh, PRODUCER, Method::GET, "/api/v1/jobs", None).await;
+    let (s, _) = with_token(&fresh, PRODUCER, Method::GET, "/api/v1/jobs", None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 }
 
@@ -832,7 +815,7 @@ async fn get_with_wait_answers_when_the_job_finishes() {
     let id = enqueue(&a.store, "email", "send_email");
     let app = a.app.clone();
     let waiting = tokio::spawn(async move {
-        let (s, v) = as_(
+        let (s, v) = with_token(
             &app,
             PRODUCER,
             Method::GET,
@@ -865,7 +848,7 @@ async fn get_with_wait_answers_when_the_job_finishes() {
     );
     // An unfinished job comes back as it is at the end of the wait.
     let id = enqueue(&a.store, "email", "send_email");
-    let (s, v) = as_(
+    let (s, v) = with_token(
         &a.app,
         PRODUCER,
         Method::GET,
@@ -875,7 +858,7 @@ async fn get_with_wait_answers_when_the_job_finishes() {
     .await;
     assert_eq!((s, v["state"].as_str()), (StatusCode::OK, Some("ready")));
     for bad in ["forever", "5m", "-1"] {
-        let (s, v) = as_(
+        let (s, v) = with_token(
             &a.app,
             PRODUCER,
             Method::GET,

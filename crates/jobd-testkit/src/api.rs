@@ -43,7 +43,18 @@ pub async fn ok(
     path: &str,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
-    let (status, text) = call(app, method, path, Some(TOKEN), body.map(|b| b.to_string())).await;
+    with_token(app, TOKEN, method, path, body).await
+}
+
+/// One request with `token`; (status, body as JSON, `null` when empty).
+pub async fn with_token(
+    app: &Router,
+    token: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let (status, text) = call(app, method, path, Some(token), body.map(|b| b.to_string())).await;
     let value = if text.is_empty() {
         Value::Null
     } else {

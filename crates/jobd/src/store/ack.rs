@@ -10,8 +10,8 @@ use rusqlite::params;
 
 use crate::clock::{duration_ms, Millis};
 use crate::error::{Error, Result};
-use crate::store::job::{validate_name, ClaimedJob, FailOutcome, JobId};
-use crate::store::lease::{claim_in, end_try_in, Ending};
+use crate::store::job::{ClaimedJob, FailOutcome, JobId};
+use crate::store::lease::{claim_in, claim_plan, end_try_in, Ending};
 use crate::store::workers::json_list;
 use crate::store::Store;
 
@@ -125,22 +125,7 @@ impl Store {
         most: usize,
         lease: Duration,
     ) -> Result<(Vec<AckOutcome>, Vec<ClaimedJob>)> {
-        for (q, _) in claims {
-            validate_name("queue", q)?;
-        }
-        let claims: Vec<(&str, i64)> = claims
-            .iter()
-            .filter(|(_, n)| *n > 0)
-            .map(|(q, n)| (*q, (*n).min(i64::MAX as usize) as i64))
-            .collect();
-        let most = if claims.is_empty() {
-            0
-        } else {
-            most.min(i64::MAX as usize) as i64
-        };
-        if most > 0 && worker.is_empty() {
-            return Err(Error::invalid("worker", "must not be empty"));
-        }
+        let (claims, most) = claim_plan(worker, claims, most)?;
         if acks.is_empty() && most == 0 {
             return Ok((Vec::new(), Vec::new()));
         }

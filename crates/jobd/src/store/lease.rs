@@ -256,24 +256,7 @@ impl Store {
         most: usize,
         lease: Duration,
     ) -> Result<(CompleteBatch, Vec<ClaimedJob>)> {
-        for (q, _) in claims {
-            validate_name("queue", q)?;
-        }
-        let claims: Vec<(&str, i64)> = claims
-            .iter()
-            .filter(|(_, n)| *n > 0)
-            // A negative LIMIT means "no limit" to SQLite: never let a huge
-            // usize wrap.
-            .map(|(q, n)| (*q, (*n).min(i64::MAX as usize) as i64))
-            .collect();
-        let most = if claims.is_empty() {
-            0
-        } else {
-            most.min(i64::MAX as usize) as i64
-        };
-        if most > 0 && worker.is_empty() {
-            return Err(Error::invalid("worker", "must not be empty"));
-        }
+        let (claims, most) = claim_plan(worker, claims, most)?;
         // One entry per try (a repeated entry would find its job finished and
         // be reported lost).  Repeats are rare: look for one in a sorted copy
         // of the keys before paying for a set.
@@ -536,6 +519,33 @@ impl Store {
         }
         Ok(report)
     }
+}
+
+/// A turn's claims checked and in SQLite's terms: the queues with a count
+/// above 0 (counts capped, so that a huge `usize` never wraps into
+/// SQLite's "no limit"), and the most in all (0 without any).
+pub(super) fn claim_plan<'a>(
+    worker: &str,
+    claims: &[(&'a str, usize)],
+    most: usize,
+) -> Result<(Vec<(&'a str, i64)>, i64)> {
+    for (q, _) in claims {
+        validate_name("queue", q)?;
+    }
+    let claims: Vec<(&str, i64)> = claims
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(q, n)| (*q, (*n).min(i64::MAX as usize) as i64))
+        .collect();
+    let most = if claims.is_empty() {
+        0
+    } else {
+        most.min(i64::MAX as usize) as i64
+    };
+    if most > 0 && worker.is_empty() {
+        return Err(Error::invalid("worker", "must not be empty"));
+    }
+    Ok((claims, most))
 }
 
 /// The claims of a turn, in its transaction: due jobs promoted, then up to
