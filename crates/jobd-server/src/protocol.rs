@@ -330,12 +330,27 @@ pub(crate) async fn claim(
     let give_up = Instant::now() + wait;
     let mut acks = Some(acks);
     let mut outcomes_out = Value::Array(Vec::new());
+    // Taken before the first look: a commit between a claim and the wait
+    // wakes the wait.
+    let mut commits = (wait > Duration::ZERO).then(|| s.commits.wait());
+    let mut work = s.store.watch_work();
+    let mut first = true;
     loop {
-        // Taken before the look: a commit between the claim and the wait
-        // wakes the wait.
-        let mut commits = (wait > Duration::ZERO).then(|| s.commits.wait());
-        let mut work = s.store.watch_work();
         work.mark_unchanged();
+        if !std::mem::take(&mut first) {
+            // Woken by some commit: a read says whether claiming could find
+            // anything, before a write transaction does.
+            let (st, qs) = (s.store.clone(), req.queues.clone());
+            let worth = blocking(move || {
+                let qs: Vec<&str> = qs.iter().map(String::as_str).collect();
+                st.claimable(&qs)
+            })
+            .await?;
+            if !worth && Instant::now() < give_up {
+                wait_for_work(&s, commits.as_mut(), &mut work, give_up).await?;
+                continue;
+            }
+        }
         let (st, w, qs, n, now_acks) = (
             s.store.clone(),
             worker.clone(),
@@ -361,27 +376,37 @@ pub(crate) async fn claim(
                 "acks": outcomes_out,
             })));
         }
-        // Nothing yet: wait for a commit, new work in this process, a
-        // delayed job falling due, or the end of the wait.
-        let st = s.store.clone();
-        let next_due = blocking(move || st.next_run_at()).await?;
-        let mut until = give_up;
-        if let Some(due) = next_due {
-            let in_ms = (due - s.store.clock().now_ms()).max(0) as u64;
-            until = until.min(Instant::now() + Duration::from_millis(in_ms));
-        }
-        let commit = async {
-            match commits.as_mut() {
-                Some(c) => c.changed().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = commit => {}
-            _ = work.changed() => {}
-            _ = tokio::time::sleep_until(until.into()) => {}
-        }
+        wait_for_work(&s, commits.as_mut(), &mut work, give_up).await?;
     }
+}
+
+/// Until a commit, new work in this process, a delayed job falling due, or
+/// the end of the wait.
+async fn wait_for_work(
+    s: &ApiState,
+    commits: Option<&mut jobd::worker::CommitWait>,
+    work: &mut tokio::sync::watch::Receiver<u64>,
+    give_up: Instant,
+) -> ApiResult<()> {
+    let st = s.store.clone();
+    let next_due = blocking(move || st.next_run_at()).await?;
+    let mut until = give_up;
+    if let Some(due) = next_due {
+        let in_ms = (due - s.store.clock().now_ms()).max(0) as u64;
+        until = until.min(Instant::now() + Duration::from_millis(in_ms));
+    }
+    let commit = async {
+        match commits {
+            Some(c) => c.changed().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = commit => {}
+        _ = work.changed() => {}
+        _ = tokio::time::sleep_until(until.into()) => {}
+    }
+    Ok(())
 }
 
 #[derive(Debug, Deserialize)]

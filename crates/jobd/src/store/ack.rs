@@ -44,8 +44,17 @@ pub(crate) const OVERDUE: &str = "
 SELECT id, lease_token, timeout_ms FROM jobs
 WHERE state = 'running' AND timeout_ms IS NOT NULL AND started_at + timeout_ms + ?2 <= ?1";
 
+/// Whether a claim on these queues (?1, a JSON array) could find a job: a
+/// ready one (through `jobs_ready`), or a delayed one due by ?2.  A read:
+/// a long-polling worker woken by some commit looks before it writes.
+pub(crate) const CLAIMABLE: &str = "
+SELECT EXISTS (SELECT 1 FROM jobs
+               WHERE state = 'ready' AND queue IN (SELECT value FROM json_each(?1)))
+    OR EXISTS (SELECT 1 FROM jobs WHERE state = 'scheduled' AND run_at <= ?2)";
+
 #[cfg(test)]
 pub(crate) const STATEMENTS: &[(&str, &str)] = &[
+    ("CLAIMABLE", CLAIMABLE),
     ("COMPLETE_IN_TIME", COMPLETE_IN_TIME),
     ("OVERDUE_TRY", OVERDUE_TRY),
     ("HEARTBEAT_HELD", HEARTBEAT_HELD),
@@ -153,6 +162,18 @@ impl Store {
             self.notify_work();
         }
         Ok((outcomes, claimed))
+    }
+
+    /// Whether a claim on `queues` could find a job now (a ready one, or a
+    /// delayed one due): one read, no write lock.  A paused or full queue
+    /// may still claim nothing.
+    pub fn claimable(&self, queues: &[&str]) -> Result<bool> {
+        let list = json_list("queues", &queues)?;
+        let now = self.now();
+        self.with_conn("claimable", |c| {
+            Ok(c.prepare_cached(CLAIMABLE)?
+                .query_row(params![list, now], |r| r.get(0))?)
+        })
     }
 
     /// Extend the leases of `held` tries by `lease`; each one still held
