@@ -7,5 +7,6 @@ mod enqueue;
 mod extensions;
 mod leases;
 mod reads;
+mod remote;
 mod retries;
 mod support;
