@@ -100,6 +100,25 @@ test("cancelling a running function aborts its signal", async () => {
   });
 });
 
+test("a lost lease keeps the function's result out", async () => {
+  const q = d.queue();
+  // Heartbeats far apart: the 1 s lease runs out while the function works.
+  const w = new Worker(workerClient, [q], { concurrency: 1, lease: 1, heartbeat: 60 });
+  w.handle("slowly", async (job) => {
+    if (job.attempt === 1) await new Promise((r) => setTimeout(r, 2500));
+    return { attempt: job.attempt };
+  });
+  const id = await producer.enqueue(q, "slowly", null, { maxAttempts: 5 });
+  await running(w, async () => {
+    await waitFor(async () => (await producer.get(id)).state === "running", "the job to start");
+    await new Promise((r) => setTimeout(r, 1500));
+    d.jobd("reap"); // the lease expired: another try is due
+    const job = await producer.wait(id, 30);
+    assert.equal(job.state, "succeeded");
+    assert.deepEqual(job.result, { attempt: 2 }, "the first try's late result was refused");
+  });
+});
+
 function spawnWorker(queue, lease, markers) {
   return spawn(process.execPath, [path.join(here, "worker_proc.js"), d.url, d.workerToken, queue, String(lease), markers], { stdio: "inherit" });
 }
