@@ -34,6 +34,7 @@ mod blocking;
 pub mod analytics;
 pub mod backup;
 pub mod command;
+pub mod email;
 pub mod maintenance;
 pub mod qr;
 pub mod schedules;

@@ -1,0 +1,259 @@
+//! E-mail templates: Handlebars, three files a template in
+//! `<data dir>/templates/email/` — `NAME.subject.hbs`, `NAME.txt.hbs` (the
+//! plain-text part) and `NAME.html.hbs` (the HTML part, where every `{{x}}`
+//! is HTML-escaped).  The built-in ones (below) are used where the
+//! directory has none of that name; `jobd init` writes them there to edit.
+//! Rendering is strict: a variable the data lacks is an error, never a
+//! blank in a sent mail.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use handlebars::Handlebars;
+use serde_json::Value;
+
+macro_rules! builtin {
+    ($name:literal) => {
+        (
+            $name,
+            include_str!(concat!("../../templates/email/", $name, ".subject.hbs")),
+            include_str!(concat!("../../templates/email/", $name, ".txt.hbs")),
+            include_str!(concat!("../../templates/email/", $name, ".html.hbs")),
+        )
+    };
+}
+
+/// The built-in templates: (name, subject, text, html).
+pub const BUILTIN: &[(&str, &str, &str, &str)] = &[
+    builtin!("welcome"),
+    builtin!("form-submission"),
+    builtin!("password-reset"),
+    builtin!("export-ready"),
+    builtin!("batch-complete"),
+    builtin!("backup-report"),
+    builtin!("job-failed"),
+];
+
+/// A rendered message's text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+/// Every template, parsed.
+pub struct Templates {
+    /// Subjects and plain text: nothing escaped.
+    plain: Handlebars<'static>,
+    /// HTML parts: `{{x}}` HTML-escaped.
+    html: Handlebars<'static>,
+    names: Vec<String>,
+}
+
+impl std::fmt::Debug for Templates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Templates")
+            .field("names", &self.names)
+            .finish()
+    }
+}
+
+const PARTS: [&str; 3] = ["subject", "txt", "html"];
+
+impl Templates {
+    /// The built-in templates, with those of `dir` (if it exists) over
+    /// them.  A template with a syntax error, or with some of its three
+    /// files missing, is refused, naming the file.
+    pub fn load(dir: Option<&Path>) -> Result<Templates, String> {
+        let mut sources: BTreeMap<String, [String; 3]> = BUILTIN
+            .iter()
+            .map(|(n, s, t, h)| (n.to_string(), [s.to_string(), t.to_string(), h.to_string()]))
+            .collect();
+        if let Some(dir) = dir.filter(|d| d.is_dir()) {
+            let mut found: BTreeMap<String, [Option<String>; 3]> = BTreeMap::new();
+            let entries =
+                std::fs::read_dir(dir).map_err(|e| format!("reading {}: {e}", dir.display()))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| format!("reading {}: {e}", dir.display()))?;
+                let file = entry.file_name().to_string_lossy().into_owned();
+                let Some(stem) = file.strip_suffix(".hbs") else {
+                    continue;
+                };
+                let Some((name, part)) = stem.rsplit_once('.') else {
+                    continue;
+                };
+                let Some(i) = PARTS.iter().position(|p| *p == part) else {
+                    continue;
+                };
+                check_name(name)?;
+                let text = std::fs::read_to_string(entry.path())
+                    .map_err(|e| format!("reading {}: {e}", entry.path().display()))?;
+                found.entry(name.to_string()).or_default()[i] = Some(text);
+            }
+            for (name, parts) in found {
+                let [Some(s), Some(t), Some(h)] = parts else {
+                    let missing: Vec<String> = PARTS
+                        .iter()
+                        .zip(&parts)
+                        .filter(|(_, p)| p.is_none())
+                        .map(|(part, _)| format!("{name}.{part}.hbs"))
+                        .collect();
+                    return Err(format!(
+                        "e-mail template {name:?} in {} lacks {}",
+                        dir.display(),
+                        missing.join(", ")
+                    ));
+                };
+                sources.insert(name, [s, t, h]);
+            }
+        }
+        let mut plain = Handlebars::new();
+        plain.set_strict_mode(true);
+        plain.register_escape_fn(handlebars::no_escape);
+        let mut html = Handlebars::new();
+        html.set_strict_mode(true);
+        for (name, [s, t, h]) in &sources {
+            let at = |part: &str| match dir {
+                Some(d) if d.join(format!("{name}.{part}.hbs")).exists() => {
+                    d.join(format!("{name}.{part}.hbs")).display().to_string()
+                }
+                _ => format!("built-in {name}.{part}.hbs"),
+            };
+            plain
+                .register_template_string(&format!("{name}.subject"), s)
+                .map_err(|e| format!("e-mail template {}: {e}", at("subject")))?;
+            plain
+                .register_template_string(&format!("{name}.txt"), t)
+                .map_err(|e| format!("e-mail template {}: {e}", at("txt")))?;
+            html.register_template_string(&format!("{name}.html"), h)
+                .map_err(|e| format!("e-mail template {}: {e}", at("html")))?;
+        }
+        Ok(Templates {
+            plain,
+            html,
+            names: sources.into_keys().collect(),
+        })
+    }
+
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// `name` rendered with `data`; a missing variable or an unknown
+    /// template is an error that says which.
+    pub fn render(&self, name: &str, data: &Value) -> Result<Rendered, String> {
+        if !self.names.iter().any(|n| n == name) {
+            return Err(format!(
+                "unknown e-mail template {name:?} (there are {})",
+                self.names.join(", ")
+            ));
+        }
+        let part = |hb: &Handlebars, part: &str| {
+            hb.render(&format!("{name}.{part}"), data)
+                .map_err(|e| format!("e-mail template {name:?} ({part}): {}", e.reason()))
+        };
+        Ok(Rendered {
+            subject: part(&self.plain, "subject")?
+                .trim()
+                .replace(['\r', '\n'], " "),
+            text: part(&self.plain, "txt")?,
+            html: part(&self.html, "html")?,
+        })
+    }
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "e-mail template name {name:?}: use letters, digits, '-' and '_'"
+        ))
+    }
+}
+
+/// Write the built-in templates into `dir` for editing, keeping any file
+/// already there; the files written.
+pub fn write_builtin(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    let mut written = Vec::new();
+    for (name, s, t, h) in BUILTIN {
+        for (part, text) in PARTS.iter().zip([s, t, h]) {
+            let path = dir.join(format!("{name}.{part}.hbs"));
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    std::io::Write::write_all(&mut f, text.as_bytes())?;
+                    written.push(path);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn every_builtin_template_renders_and_a_missing_variable_is_an_error() {
+        let t = Templates::load(None).unwrap();
+        assert_eq!(t.names().len(), BUILTIN.len());
+        let r = t
+            .render(
+                "welcome",
+                &json!({"name": "<Ana>", "product": "QR & Co", "login_url": "https://x/?a=1&b=2"}),
+            )
+            .unwrap();
+        assert_eq!(r.subject, "Welcome to QR & Co, <Ana>");
+        assert!(r.text.contains("Hello <Ana>,"));
+        assert!(r.html.contains("Hello &lt;Ana&gt;,"), "{}", r.html);
+        assert!(r.html.contains("QR &amp; Co"));
+        let e = t.render("welcome", &json!({"name": "Ana"})).unwrap_err();
+        assert!(e.contains("welcome") && e.contains("product"), "{e}");
+        let e = t.render("nope", &json!({})).unwrap_err();
+        assert!(e.contains("unknown e-mail template \"nope\""), "{e}");
+        let batch = json!({"batch": "b1", "completed": 3, "failed": 0, "total": 3, "failures": []});
+        assert!(t
+            .render("batch-complete", &batch)
+            .unwrap()
+            .subject
+            .contains("3 done"));
+    }
+
+    #[test]
+    fn templates_of_the_data_dir_override_and_bad_ones_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let written = write_builtin(dir.path()).unwrap();
+        assert_eq!(written.len(), 3 * BUILTIN.len());
+        assert!(
+            write_builtin(dir.path()).unwrap().is_empty(),
+            "kept as they are"
+        );
+        std::fs::write(dir.path().join("welcome.subject.hbs"), "Hi {{name}}").unwrap();
+        let t = Templates::load(Some(dir.path())).unwrap();
+        let data = json!({"name": "Ana", "product": "P", "login_url": "u"});
+        assert_eq!(t.render("welcome", &data).unwrap().subject, "Hi Ana");
+        std::fs::write(dir.path().join("broken.subject.hbs"), "{{#if}}").unwrap();
+        std::fs::write(dir.path().join("broken.txt.hbs"), "x").unwrap();
+        std::fs::write(dir.path().join("broken.html.hbs"), "x").unwrap();
+        let e = Templates::load(Some(dir.path())).unwrap_err();
+        assert!(e.contains("broken.subject.hbs"), "{e}");
+        std::fs::remove_file(dir.path().join("broken.subject.hbs")).unwrap();
+        let e = Templates::load(Some(dir.path())).unwrap_err();
+        assert!(e.contains("lacks broken.subject.hbs"), "{e}");
+    }
+}
