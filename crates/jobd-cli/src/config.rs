@@ -28,9 +28,74 @@ pub struct Config {
     /// Job kinds backed by a program: `[kinds.render_pdf]`.
     #[serde(default)]
     pub kinds: BTreeMap<String, KindConfig>,
+    /// The SMTP server of `send_email` and `send_batch_email`.
+    pub email: Option<EmailConfig>,
     /// Where the file was read from (not a setting).
     #[serde(skip)]
     pub path: Option<PathBuf>,
+}
+
+/// `[email]`: the SMTP server (see `jobd_handlers::email`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    pub host: String,
+    pub port: Option<u16>,
+    /// `starttls` (the default), `tls` or `none` (loopback only).
+    pub tls: Option<jobd_handlers::email::TlsMode>,
+    pub username: Option<String>,
+    /// The environment variable holding the password (default
+    /// `JOBD_SMTP_PASSWORD`).
+    pub password_env: Option<String>,
+    /// Refused: a password does not belong in this file.
+    pub password: Option<String>,
+    pub from: String,
+    pub timeout: Option<String>,
+    pub pool_size: Option<u32>,
+    pub batch_size: Option<usize>,
+    pub batch_pause: Option<String>,
+}
+
+impl EmailConfig {
+    /// The server as the mailer takes it, the password read from the
+    /// environment.
+    pub fn smtp(&self) -> CliResult<jobd_handlers::email::SmtpConfig> {
+        if self.password.is_some() {
+            return Err(
+                "[email] password: keep the SMTP password out of jobd.toml; put it in \
+                        the environment (JOBD_SMTP_PASSWORD, or the variable password_env names)"
+                    .into(),
+            );
+        }
+        let duration =
+            |field: &str, text: &Option<String>, default: u64| -> CliResult<std::time::Duration> {
+                match text {
+                    None => Ok(std::time::Duration::from_millis(default)),
+                    Some(t) => humantime::parse_duration(t).map_err(|e| {
+                        format!("[email] {field} = {t:?} is not a duration: {e}").into()
+                    }),
+                }
+            };
+        let var = self.password_env.as_deref().unwrap_or("JOBD_SMTP_PASSWORD");
+        let password = match &self.username {
+            None => None,
+            Some(user) => Some(std::env::var(var).map_err(|_| {
+                format!("[email] username = {user:?} needs its password in the environment variable {var}")
+            })?),
+        };
+        Ok(jobd_handlers::email::SmtpConfig {
+            host: self.host.clone(),
+            port: self.port,
+            tls: self.tls.unwrap_or(jobd_handlers::email::TlsMode::Starttls),
+            username: self.username.clone(),
+            password,
+            from: self.from.clone(),
+            timeout: duration("timeout", &self.timeout, 10_000)?,
+            pool_size: self.pool_size.unwrap_or(4),
+            batch_size: self.batch_size.unwrap_or(10),
+            batch_pause: duration("batch_pause", &self.batch_pause, 1000)?,
+        })
+    }
 }
 
 /// `[kinds.NAME]`: a job kind run by a program (see
@@ -197,6 +262,15 @@ default = 4
 # queue = "pdf"
 # command = ["python3", "tasks/render.py"]
 # timeout = "5m"
+
+# The SMTP server of send_email and send_batch_email (templates in
+# <data_dir>/templates/email/). The password comes from $JOBD_SMTP_PASSWORD.
+# [email]
+# host = "smtp.example.com"
+# port = 587
+# tls = "starttls"            # "tls" for port 465; "none" only for a server on loopback
+# username = "jobd"
+# from = "QR Platform <noreply@example.com>"
 "#,
         data_dir = data_dir.display()
     )

@@ -36,6 +36,20 @@ pub fn init(db: &Path, data_dir: &Path, config: Option<&Path>, args: InitArgs) -
         db.display(),
         jobd::store::SCHEMA_VERSION
     );
+    let templates = jobd_handlers::email::templates_dir(&jobd_handlers::DataDir::new(data_dir));
+    let written = jobd_handlers::email::templates::write_builtin(&templates).map_err(|e| {
+        format!(
+            "writing the e-mail templates to {}: {e}",
+            templates.display()
+        )
+    })?;
+    if !written.is_empty() {
+        println!(
+            "{}: {} e-mail template files written, to edit (existing ones kept)",
+            templates.display(),
+            written.len()
+        );
+    }
     let config_path = config.unwrap_or(Path::new("jobd.toml"));
     if config_path.exists() {
         let has_token = super::config::Config::load(Some(config_path))

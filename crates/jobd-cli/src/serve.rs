@@ -39,6 +39,18 @@ pub struct WorkerArgs {
 /// The concurrency of a command kind's queue that `[queues]` does not list.
 const UNLISTED_COMMAND_QUEUE: usize = 2;
 
+/// The mailer of `[email]`, if the configuration has one.
+fn mailer(
+    config: &Config,
+    data: &DataDir,
+) -> CliResult<Option<std::sync::Arc<jobd_handlers::email::Mailer>>> {
+    let Some(email) = &config.email else {
+        return Ok(None);
+    };
+    let mailer = jobd_handlers::email::Mailer::new(&email.smtp()?, data.clone())?;
+    Ok(Some(std::sync::Arc::new(mailer)))
+}
+
 /// The command kinds of the configuration, checked.
 fn commands(
     config: &Config,
@@ -88,6 +100,9 @@ fn worker(
     builder = builder.clear_queues();
     for spec in commands {
         builder = jobd_handlers::command::register(builder, spec);
+    }
+    if let Some(mailer) = mailer(config, data)? {
+        builder = jobd_handlers::email::register(builder, mailer);
     }
     for (q, n) in queues {
         if (only.is_empty() || only.contains(&q)) && n > 0 {
@@ -224,10 +239,13 @@ pub fn serve(db: &Path, data_dir: &Path, config: &Config, args: ServeArgs) -> Cl
     let data = DataDir::new(std::path::absolute(data_dir)?);
     let builder = worker(&store, &data, config, &[], 0)?;
     let run_scheduler = !args.no_scheduler && config.scheduler.unwrap_or(true);
-    let state = ApiState::new(store.clone(), &token)?
+    let mut state = ApiState::new(store.clone(), &token)?
         .catalog(builder.catalog())
         .remote_queues(config.remote_queues())
         .with_scheduler(run_scheduler);
+    if let Some(mailer) = mailer(config, &data)? {
+        state = state.health_check("email", std::sync::Arc::new(move || mailer.health()));
+    }
 
     run_to_end(async move {
         let listener = tokio::net::TcpListener::bind(&listen)

@@ -407,21 +407,32 @@ pub(super) async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no such API route")
 }
 
-/// `GET /healthz`: the queue file answers, live workers, the scheduler.
+/// `GET /healthz`: the queue file answers, live workers, the scheduler, and
+/// the daemon's other checks (the e-mail server: cached for a minute).
 /// One index-sized query (not the per-queue counts, which read every job):
 /// health checks come often.
 pub(super) async fn healthz(State(s): State<ApiState>) -> (StatusCode, Json<Value>) {
     let store = s.store.clone();
     match blocking(move || store.live_workers()).await {
-        Ok(live_workers) => (
-            StatusCode::OK,
-            Json(json!({
+        Ok(live_workers) => {
+            let mut body = json!({
                 "status": "ok",
                 "queue_db": "ok",
                 "live_workers": live_workers,
                 "scheduler": if s.scheduler { "running" } else { "not in this process" },
-            })),
-        ),
+            });
+            for (name, check) in s.checks.iter() {
+                let check = check.clone();
+                let answer = tokio::task::spawn_blocking(move || check())
+                    .await
+                    .unwrap_or_else(|e| Err(format!("the check did not run: {e}")));
+                body[name] = match answer {
+                    Ok(()) => json!("ok"),
+                    Err(e) => json!({ "error": e }),
+                };
+            }
+            (StatusCode::OK, Json(body))
+        }
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({ "status": "unavailable", "queue_db": e.message })),

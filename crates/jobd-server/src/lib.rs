@@ -79,7 +79,13 @@ pub struct ApiState {
     pub(crate) registered: Arc<Mutex<HashMap<String, (Instant, String)>>>,
     /// Tokens of the file looked up lately: hash → caller, and when.
     tokens: Arc<Mutex<TokenCache>>,
+    /// More of the daemon's health for `/healthz` (the e-mail server, say).
+    pub(crate) checks: Arc<Vec<(String, HealthCheck)>>,
 }
+
+/// One part of the daemon's health: `Ok`, or what is wrong.  Runs on the
+/// blocking pool; it should answer within a few seconds (and cache).
+pub type HealthCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
 /// Token hash → who presents it, and since when that is known.
 type TokenCache = HashMap<[u8; 32], (Caller, Instant)>;
@@ -113,6 +119,7 @@ impl ApiState {
             commits: CommitWatch::start(&store),
             registered: Arc::default(),
             tokens: Arc::default(),
+            checks: Arc::default(),
         })
     }
 
@@ -135,6 +142,15 @@ impl ApiState {
     /// decode.
     pub fn catalog(mut self, catalog: Catalog) -> ApiState {
         self.catalog = Some(catalog);
+        self
+    }
+
+    /// Report `check` in `/healthz` under `name` (`"ok"`, or
+    /// `{"error": …}`; the daemon's status stays ok: its queue works).
+    pub fn health_check(mut self, name: &str, check: HealthCheck) -> ApiState {
+        let mut checks: Vec<(String, HealthCheck)> = self.checks.iter().cloned().collect();
+        checks.push((name.to_string(), check));
+        self.checks = Arc::new(checks);
         self
     }
 
