@@ -70,6 +70,7 @@ fn worker(
     store: &jobd::Store,
     data: &DataDir,
     config: &Config,
+    mailer: Option<std::sync::Arc<jobd_handlers::email::Mailer>>,
     only: &[String],
     unlisted: usize,
 ) -> CliResult<WorkerBuilder> {
@@ -101,7 +102,7 @@ fn worker(
     for spec in commands {
         builder = jobd_handlers::command::register(builder, spec);
     }
-    if let Some(mailer) = mailer(config, data)? {
+    if let Some(mailer) = mailer {
         builder = jobd_handlers::email::register(builder, mailer);
     }
     for (q, n) in queues {
@@ -122,7 +123,7 @@ fn worker(
 /// catalog `jobd enqueue` and `jobd schedule add` check jobs against.
 pub(super) fn catalog(store: &jobd::Store, data_dir: &Path, config: &Config) -> CliResult<Catalog> {
     let data = DataDir::new(std::path::absolute(data_dir)?);
-    Ok(worker(store, &data, config, &[], 0)?.catalog())
+    Ok(worker(store, &data, config, mailer(config, &data)?, &[], 0)?.catalog())
 }
 
 /// The error, and for an unknown queue or kind, the way past the check.
@@ -237,14 +238,17 @@ pub fn serve(db: &Path, data_dir: &Path, config: &Config, args: ServeArgs) -> Cl
     let store = open_or_create(db)?;
     // Absolute, so the paths in job results mean the same to every reader.
     let data = DataDir::new(std::path::absolute(data_dir)?);
-    let builder = worker(&store, &data, config, &[], 0)?;
+    let mailer = mailer(config, &data)?;
+    let builder = worker(&store, &data, config, mailer.clone(), &[], 0)?;
     let run_scheduler = !args.no_scheduler && config.scheduler.unwrap_or(true);
     let mut state = ApiState::new(store.clone(), &token)?
         .catalog(builder.catalog())
         .remote_queues(config.remote_queues())
         .with_scheduler(run_scheduler);
-    if let Some(mailer) = mailer(config, &data)? {
-        state = state.health_check("email", std::sync::Arc::new(move || mailer.health()));
+    if let Some(mailer) = mailer {
+        // Checks run on the blocking pool, inside the runtime.
+        let check = move || tokio::runtime::Handle::current().block_on(mailer.health());
+        state = state.health_check("email", std::sync::Arc::new(check));
     }
 
     run_to_end(async move {
@@ -327,7 +331,15 @@ async fn reap_until(store: &jobd::Store, stop: CancellationToken) {
 pub fn worker_only(db: &Path, data_dir: &Path, config: &Config, args: WorkerArgs) -> CliResult {
     let store = open_or_create(db)?;
     let data = DataDir::new(std::path::absolute(data_dir)?);
-    let builder = worker(&store, &data, config, &args.queues, args.concurrency)?;
+    let mailer = mailer(config, &data)?;
+    let builder = worker(
+        &store,
+        &data,
+        config,
+        mailer,
+        &args.queues,
+        args.concurrency,
+    )?;
     if builder.queue_names().is_empty() {
         return Err(format!("no such queue among {:?}", args.queues).into());
     }

@@ -3,58 +3,20 @@
 //! (aiosmtpd, as in jobd-handlers' e-mail tests), `/healthz` reports it, and
 //! a job whose template lacks a variable is refused at enqueue.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use jobd_testkit::smtp::{python, SmtpServer};
 use jobd_testkit::{http, serve};
 use serde_json::json;
 
 const JOBD: &str = env!("CARGO_BIN_EXE_jobd");
 const ADMIN: &str = "admin-token-for-the-email-test-0123456789abcdef";
-const SERVER: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../jobd-handlers/tests/smtp/server.py"
-);
-
-fn python() -> Option<String> {
-    for p in ["/usr/bin/python3", "python3"] {
-        let ok = Command::new(p)
-            .args(["-c", "import aiosmtpd"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return Some(p.to_string());
-        }
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI must install python3-aiosmtpd"
-    );
-    eprintln!("SKIPPED: no Python with aiosmtpd (apt-get install python3-aiosmtpd)");
-    None
-}
-
 #[test]
 fn serve_sends_e_mail_through_the_configured_server() {
     let Some(py) = python() else { return };
-    use std::io::BufRead;
-    let out = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut smtp = Command::new(&py)
-        .args([SERVER, &port.to_string(), out.path().to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(smtp.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "ready");
+    let smtp = SmtpServer::start(&py, &[]);
+    let port = smtp.port;
 
     let dir = tempfile::tempdir().unwrap();
     let init = Command::new(JOBD)
@@ -133,7 +95,7 @@ fn serve_sends_e_mail_through_the_configured_server() {
         assert!(!job["state"].as_str().unwrap().starts_with("dead"), "{job}");
         assert!(t0.elapsed() < Duration::from_secs(30), "{job}");
     }
-    let raw = std::fs::read_to_string(out.path().join("1.eml")).unwrap();
+    let raw = smtp.received().remove(0).1;
     assert!(
         raw.contains("Subject: Hi Ana, from the edited template"),
         "{raw}"
@@ -159,6 +121,4 @@ fn serve_sends_e_mail_through_the_configured_server() {
     );
     assert!(!err.contains("hunter2"));
     drop(served);
-    let _ = smtp.kill();
-    let _ = smtp.wait();
 }

@@ -1,14 +1,12 @@
 //! E-mail to a real SMTP server on loopback (aiosmtpd, as in the tests)
 //! over one pooled connection: `send_email` jobs through a worker, beside
-//! lettre alone sending the same, already built message on the same kind
-//! of connection, in the same run.
+//! the raw limit — the same, already built message sent over one socket by
+//! the shortest SMTP dialogue — in the same run.
 //!
 //! ```text
 //! cargo bench -p jobd-handlers --bench email     # JOBD_BENCH_JOBS (500), JOBD_BENCH_ROUNDS (3)
 //! ```
 
-use std::io::BufRead;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,8 +15,6 @@ use jobd::worker::Worker;
 use jobd::Store;
 use jobd_handlers::email::{self, Mailer, SmtpConfig};
 use jobd_handlers::DataDir;
-
-const SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/smtp/server.py");
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -38,7 +34,8 @@ fn payload() -> serde_json::Value {
         "data": {"name": "Ana", "product": "QR", "login_url": "https://qr.example/login"}})
 }
 
-/// Messages per second as `send_email` jobs through a worker (one at a time).
+/// Messages per second as `send_email` jobs through a worker running the
+/// `email` queue at the platform's concurrency, 5, over one connection.
 fn through_jobd(port: u16, n: usize) -> f64 {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path().join("queue.db")).unwrap();
@@ -57,7 +54,7 @@ fn through_jobd(port: u16, n: usize) -> f64 {
         let run = tokio::spawn({
             let stop = stop.clone();
             email::register(Worker::builder(store.clone()), mailer)
-                .queue("email", 1)
+                .queue("email", 5)
                 .run(async move { stop.cancelled().await })
         });
         loop {
@@ -80,56 +77,64 @@ fn through_jobd(port: u16, n: usize) -> f64 {
     n as f64 / secs
 }
 
-/// The same message, built once, sent n times by lettre alone.
+/// The raw limit: the same message, built once, sent n times over one
+/// plain socket (no Nagle) by the shortest SMTP dialogue — MAIL, RCPT,
+/// DATA, the body and its `.` in one write, then the answers.
 fn bare(port: u16, n: usize) -> f64 {
+    use std::io::{BufRead, BufReader, Write};
     let dir = tempfile::tempdir().unwrap();
     let mailer = Mailer::new(&config(port), DataDir::new(dir.path())).unwrap();
     let email: email::Email = serde_json::from_value(payload()).unwrap();
     let (message, _, _) = mailer.compose(&email).unwrap();
+    let mut body = message.formatted();
+    body.extend_from_slice(b"\r\n.\r\n");
+    let sock = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    sock.set_nodelay(true).unwrap();
+    let mut w = sock.try_clone().unwrap();
+    let mut r = BufReader::new(sock);
+    let answer = |r: &mut BufReader<std::net::TcpStream>, code: &str| loop {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        assert!(line.starts_with(code), "{line}");
+        if line.as_bytes().get(3) != Some(&b'-') {
+            break;
+        }
+    };
+    answer(&mut r, "220");
+    w.write_all(b"EHLO bench\r\n").unwrap();
+    answer(&mut r, "250");
     let started = Instant::now();
     for _ in 0..n {
-        mailer.send(&message).unwrap();
+        w.write_all(b"MAIL FROM:<noreply@qr.example>\r\n").unwrap();
+        answer(&mut r, "250");
+        w.write_all(b"RCPT TO:<ana@example.com>\r\n").unwrap();
+        answer(&mut r, "250");
+        w.write_all(b"DATA\r\n").unwrap();
+        answer(&mut r, "354");
+        w.write_all(&body).unwrap();
+        answer(&mut r, "250");
     }
-    n as f64 / started.elapsed().as_secs_f64()
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    w.write_all(b"QUIT\r\n").unwrap();
+    rate
 }
 
 fn main() {
     let n = env("JOBD_BENCH_JOBS", 500);
     let rounds = env("JOBD_BENCH_ROUNDS", 3);
-    let python = ["/usr/bin/python3", "python3"].into_iter().find(|p| {
-        Command::new(p)
-            .args(["-c", "import aiosmtpd"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    });
-    let Some(python) = python else {
+    let Some(python) = jobd_testkit::smtp::python() else {
         println!("not measured: no Python with aiosmtpd (apt-get install python3-aiosmtpd)");
         return;
     };
-    let out = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut server = Command::new(python)
-        .args([SERVER, &port.to_string(), out.path().to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "ready");
+    let server = jobd_testkit::smtp::SmtpServer::start(&python, &[]);
+    let port = server.port;
     println!("e-mail: {n} messages (the welcome template, text + HTML) to aiosmtpd on loopback, one connection, {} CPUs",
         std::thread::available_parallelism().map_or(0, |n| n.get()));
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for round in 1..=rounds {
         let b = bare(port, n);
         let j = through_jobd(port, n);
-        println!("round {round}: send_email jobs {j:>6.0} messages/s   lettre alone {b:>6.0}/s   jobs/bare {:>4.0}%", 100.0 * j / b);
+        println!("round {round}: send_email jobs {j:>6.0} messages/s   raw SMTP {b:>6.0}/s   jobs/bare {:>4.0}%", 100.0 * j / b);
         ours.push(j);
         theirs.push(b);
     }
@@ -137,9 +142,8 @@ fn main() {
     theirs.sort_by(f64::total_cmp);
     let (j, b) = (ours[ours.len() / 2], theirs[theirs.len() / 2]);
     println!(
-        "median: send_email jobs {j:.0} messages/s, lettre alone {b:.0}/s ({:.0}%)",
+        "median: send_email jobs {j:.0} messages/s, raw SMTP {b:.0}/s ({:.0}%)",
         100.0 * j / b
     );
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
 }

@@ -1,10 +1,10 @@
 //! E-mail against a real SMTP server on loopback: aiosmtpd (Debian's
-//! `python3-aiosmtpd`, which `.ci/run` installs), started by each test.
+//! `python3-aiosmtpd`, which `.ci/run` installs; `jobd_testkit::smtp`),
+//! started by each test.
 //! What the server received is read back: envelope recipients, subject,
 //! both parts, HTML escaping, attachments; a 451 answered once is retried,
 //! a 550 ends the job; a batch paces itself and records each recipient.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,92 +13,12 @@ use jobd::worker::Worker;
 use jobd::Store;
 use jobd_handlers::email::{self, Mailer, SmtpConfig};
 use jobd_handlers::DataDir;
+use jobd_testkit::smtp::{free_port, python, SmtpServer};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-const SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/smtp/server.py");
-
-/// A Python with aiosmtpd, or None (outside CI: the test says it skipped).
-fn python() -> Option<String> {
-    let candidates = [
-        std::env::var("JOBD_TEST_PYTHON").ok(),
-        Some("/usr/bin/python3".into()),
-        Some("python3".into()),
-    ];
-    for p in candidates.into_iter().flatten() {
-        let ok = Command::new(&p)
-            .args(["-c", "import aiosmtpd"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return Some(p);
-        }
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI must install python3-aiosmtpd"
-    );
-    eprintln!("SKIPPED: no Python with aiosmtpd (apt-get install python3-aiosmtpd)");
-    None
-}
-
-struct Smtp {
-    child: Child,
-    port: u16,
-    out: tempfile::TempDir,
-}
-
-impl Drop for Smtp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn smtp(python: &str, args: &[&str]) -> Smtp {
-    use std::io::BufRead;
-    let out = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut child = Command::new(python)
-        .arg(SERVER)
-        .arg(port.to_string())
-        .arg(out.path())
-        .args(args)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "ready", "the SMTP server did not start");
-    Smtp { child, port, out }
-}
-
-impl Smtp {
-    /// The messages received: (envelope, raw message).
-    fn received(&self) -> Vec<(Value, String)> {
-        let mut n = 1;
-        let mut all = Vec::new();
-        loop {
-            let env = self.out.path().join(format!("{n}.json"));
-            let Ok(text) = std::fs::read_to_string(&env) else {
-                return all;
-            };
-            let raw = std::fs::read_to_string(self.out.path().join(format!("{n}.eml"))).unwrap();
-            all.push((serde_json::from_str(&text).unwrap(), raw));
-            n += 1;
-        }
-    }
+fn smtp(python: &str, args: &[&str]) -> SmtpServer {
+    SmtpServer::start(python, args)
 }
 
 struct Rig {
@@ -296,7 +216,7 @@ async fn a_451_is_retried_and_a_550_ends_the_job_with_the_servers_answer() {
 async fn a_server_that_is_down_is_retryable_and_unhealthy() {
     let port = free_port(); // nothing listens
     let r = rig(port);
-    assert!(r.mailer.health().is_err());
+    assert!(r.mailer.health().await.is_err());
     let data = json!({"name": "Ana", "product": "P", "login_url": "u"});
     let id = r
         .store
@@ -315,7 +235,7 @@ async fn a_server_that_is_down_is_retryable_and_unhealthy() {
     );
     if let Some(py) = python() {
         let up = smtp(&py, &[]);
-        assert!(rig(up.port).mailer.health().is_ok());
+        assert!(rig(up.port).mailer.health().await.is_ok());
     }
 }
 

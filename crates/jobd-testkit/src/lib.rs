@@ -3,9 +3,11 @@
 //! * this module — processes the tests spawn (the fixtures, `jobd serve`),
 //!   children reaped however a test ends, raw HTTP/1.1 to a spawned daemon,
 //!   counts read straight from a file;
-//! * [`api`] — requests to an in-process router.
+//! * [`api`] — requests to an in-process router;
+//! * [`smtp`] — a real SMTP server (aiosmtpd) on loopback.
 
 pub mod api;
+pub mod smtp;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

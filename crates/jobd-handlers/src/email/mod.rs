@@ -1,5 +1,6 @@
-//! E-mail: `send_email` and `send_batch_email`, over SMTP (`lettre`, one
-//! pooled transport) with Handlebars templates ([`templates`]).
+//! E-mail: `send_email` and `send_batch_email`, over SMTP (`lettre`'s
+//! connections in a pool of ours, [`smtp`]) with Handlebars templates
+//! ([`templates`]).
 //!
 //! * [`SmtpConfig`] — the server: host, port, STARTTLS / implicit TLS /
 //!   plain (loopback only), credentials (the password from the
@@ -14,6 +15,7 @@
 //!   unknown template, a variable the data lacks, a malformed address, an
 //!   attachment outside the artifacts — is refused then.
 
+mod smtp;
 pub mod templates;
 
 use std::path::{Path, PathBuf};
@@ -24,9 +26,7 @@ use jobd::worker::{Handler, JobContext, JobError, WorkerBuilder};
 use lettre::message::header::ContentType;
 use lettre::message::{Attachment, Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
-use lettre::transport::smtp::PoolConfig;
-use lettre::{Message, SmtpTransport, Transport};
+use lettre::Message;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -107,7 +107,7 @@ fn is_loopback(host: &str) -> bool {
 
 /// The transport, the sender and the templates.
 pub struct Mailer {
-    transport: SmtpTransport,
+    pool: smtp::Pool,
     from: Mailbox,
     templates: Templates,
     data: DataDir,
@@ -140,36 +140,28 @@ impl Mailer {
             TlsMode::Tls => 465,
             TlsMode::None => 25,
         });
-        let tls = match config.tls {
-            TlsMode::None if !is_loopback(host) => {
-                return Err(format!(
-                    "e-mail tls = \"none\" to {host}: plain SMTP only to a server on loopback \
-                     (use \"starttls\" or \"tls\")"
-                ))
-            }
-            TlsMode::None => Tls::None,
-            TlsMode::Starttls | TlsMode::Tls => {
-                let params = TlsParameters::new(host.to_string())
-                    .map_err(|e| format!("e-mail TLS for {host}: {e}"))?;
-                if config.tls == TlsMode::Tls {
-                    Tls::Wrapper(params)
-                } else {
-                    Tls::Required(params)
-                }
-            }
-        };
-        let mut builder = SmtpTransport::builder_dangerous(host)
-            .port(port)
-            .tls(tls)
-            .timeout(Some(config.timeout))
-            .pool_config(PoolConfig::new().max_size(config.pool_size.max(1)));
-        if let Some(user) = &config.username {
-            let password = config.password.clone().unwrap_or_default();
-            builder = builder.credentials(Credentials::new(user.clone(), password));
+        if config.tls == TlsMode::None && !is_loopback(host) {
+            return Err(format!(
+                "e-mail tls = \"none\" to {host}: plain SMTP only to a server on loopback \
+                 (use \"starttls\" or \"tls\")"
+            ));
         }
+        let security = smtp::Security::new(config.tls, host)?;
+        let credentials = config.username.as_ref().map(|user| {
+            let password = config.password.clone().unwrap_or_default();
+            Credentials::new(user.clone(), password)
+        });
+        let pool = smtp::Pool::new(
+            host,
+            port,
+            security,
+            credentials,
+            config.timeout,
+            config.pool_size as usize,
+        );
         let templates = Templates::load(Some(&templates_dir(&data)))?;
         Ok(Mailer {
-            transport: builder.build(),
+            pool,
             from,
             templates,
             data,
@@ -184,21 +176,26 @@ impl Mailer {
         &self.templates
     }
 
-    /// Whether the server answers (connect and EHLO within the timeout),
-    /// asked at most once a minute.
-    pub fn health(&self) -> Result<(), String> {
-        let mut cached = self.health.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((at, answer)) = cached.as_ref() {
+    /// Whether the server answers (connect, EHLO, and TLS and AUTH as
+    /// configured, within the timeout), asked at most once a minute.
+    pub async fn health(&self) -> Result<(), String> {
+        if let Some((at, answer)) = self
+            .health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
             if at.elapsed() < HEALTH_FOR {
                 return answer.clone();
             }
         }
-        let answer = match self.transport.test_connection() {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(format!("{} did not answer EHLO", self.server)),
-            Err(e) => Err(format!("{}: {e}", self.server)),
-        };
-        *cached = Some((Instant::now(), answer.clone()));
+        let answer = self
+            .pool
+            .probe()
+            .await
+            .map_err(|e| format!("{}: {}", self.server, e.message));
+        *self.health.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((Instant::now(), answer.clone()));
         answer
     }
 
@@ -296,17 +293,21 @@ impl Mailer {
     }
 
     /// Send one message; the server's answer, or why not (retryable or not).
-    pub fn send(&self, message: &Message) -> Result<String, JobError> {
-        match self.transport.send(message) {
-            Ok(r) => Ok(format!(
-                "{} {}",
-                r.code(),
-                r.message().collect::<Vec<_>>().join(" ")
-            )),
-            Err(e) if e.is_permanent() => {
-                Err(JobError::permanent(format!("SMTP {}: {e}", self.server)))
-            }
-            Err(e) => Err(JobError::retryable(format!("SMTP {}: {e}", self.server))),
+    pub async fn send(&self, message: &Message) -> Result<String, JobError> {
+        match self
+            .pool
+            .send(message.envelope(), &message.formatted())
+            .await
+        {
+            Ok(answer) => Ok(answer),
+            Err(e) if e.permanent => Err(JobError::permanent(format!(
+                "SMTP {}: {}",
+                self.server, e.message
+            ))),
+            Err(e) => Err(JobError::retryable(format!(
+                "SMTP {}: {}",
+                self.server, e.message
+            ))),
         }
     }
 }
@@ -406,18 +407,17 @@ impl Handler for SendEmailHandler {
 
     async fn run(&self, ctx: JobContext, email: Email) -> Result<Sent, JobError> {
         let mailer = self.0.clone();
-        ctx.blocking(move || {
-            let (message, recipients, subject) =
-                mailer.compose(&email).map_err(JobError::permanent)?;
-            let smtp = mailer.send(&message)?;
-            tracing::info!(recipients = recipients.len(), "e-mail sent");
-            Ok(Sent {
-                recipients,
-                subject,
-                smtp,
-            })
+        // Composing reads attachments: off the runtime's threads.
+        let (message, recipients, subject) = ctx
+            .blocking(move || mailer.compose(&email).map_err(JobError::permanent))
+            .await?;
+        let smtp = self.0.send(&message).await?;
+        tracing::info!(recipients = recipients.len(), "e-mail sent");
+        Ok(Sent {
+            recipients,
+            subject,
+            smtp,
         })
-        .await
     }
 }
 
@@ -541,15 +541,11 @@ impl Handler for BatchEmailHandler {
             let mut tries = 0;
             let outcome = loop {
                 tries += 1;
-                let mailer = mailer.clone();
-                let email = email.clone();
-                let sent = ctx
-                    .blocking(move || {
-                        let (message, _, _) =
-                            mailer.compose(&email).map_err(JobError::permanent)?;
-                        mailer.send(&message)
-                    })
-                    .await;
+                // A batch has no attachments: composing does no I/O.
+                let sent = match mailer.compose(&email) {
+                    Ok((message, _, _)) => mailer.send(&message).await,
+                    Err(e) => Err(JobError::permanent(e)),
+                };
                 match sent {
                     Err(e) if e.retryable && tries < BATCH_TRIES && !ctx.is_cancelled() => {
                         tokio::time::sleep(Duration::from_millis(500 * u64::from(tries))).await;

@@ -1,0 +1,113 @@
+//! A real SMTP server for the e-mail tests and benches: aiosmtpd (Debian's
+//! `python3-aiosmtpd`, which `.ci/run` installs) running `smtp/server.py`
+//! on a free loopback port, each message it accepts saved for the test to
+//! read back.
+
+use std::io::BufRead;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The script the server runs (its options: `--fail-first N`,
+/// `--fail-code 451|550`, `--reject ADDRESS`).
+pub const SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/smtp/server.py");
+
+/// A Python with aiosmtpd (`$JOBD_TEST_PYTHON`, `/usr/bin/python3`,
+/// `python3`), or None — which CI (`$CI` set) refuses, and elsewhere the
+/// caller says it skipped.
+pub fn python() -> Option<String> {
+    let candidates = [
+        std::env::var("JOBD_TEST_PYTHON").ok(),
+        Some("/usr/bin/python3".into()),
+        Some("python3".into()),
+    ];
+    for p in candidates.into_iter().flatten() {
+        let ok = Command::new(&p)
+            .args(["-c", "import aiosmtpd"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return Some(p);
+        }
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must install python3-aiosmtpd"
+    );
+    eprintln!("SKIPPED: no Python with aiosmtpd (apt-get install python3-aiosmtpd)");
+    None
+}
+
+/// A free loopback port (free when asked).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running server; killed when dropped.
+pub struct SmtpServer {
+    child: Child,
+    pub port: u16,
+    out: tempfile::TempDir,
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl SmtpServer {
+    /// Start one with `python` (from [`python`]) and the script's options;
+    /// returns once it listens.
+    pub fn start(python: &str, args: &[&str]) -> SmtpServer {
+        let out = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut child = Command::new(python)
+            .arg(SERVER)
+            .arg(port.to_string())
+            .arg(out.path())
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "the SMTP server did not start");
+        SmtpServer { child, port, out }
+    }
+
+    /// The messages received so far: (envelope `{"from", "to"}`, raw message).
+    pub fn received(&self) -> Vec<(Value, String)> {
+        let mut all = Vec::new();
+        for n in 1.. {
+            let env = self.out.path().join(format!("{n}.json"));
+            let Ok(text) = std::fs::read_to_string(&env) else {
+                break;
+            };
+            let raw = std::fs::read_to_string(self.out.path().join(format!("{n}.eml"))).unwrap();
+            all.push((serde_json::from_str(&text).unwrap(), raw));
+        }
+        all
+    }
+
+    /// Wait (up to `within`) until `n` messages have arrived; all of them.
+    pub fn wait_for(&self, n: usize, within: Duration) -> Vec<(Value, String)> {
+        let deadline = Instant::now() + within;
+        loop {
+            let got = self.received();
+            if got.len() >= n || Instant::now() > deadline {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
