@@ -30,6 +30,8 @@ pub struct Config {
     pub kinds: BTreeMap<String, KindConfig>,
     /// The SMTP server of `send_email` and `send_batch_email`.
     pub email: Option<EmailConfig>,
+    /// `export_data`: the exportable tables, days kept, the download URL.
+    pub exports: Option<jobd_handlers::export::ExportConfig>,
     /// Where the file was read from (not a setting).
     #[serde(skip)]
     pub path: Option<PathBuf>,

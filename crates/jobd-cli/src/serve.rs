@@ -102,6 +102,12 @@ fn worker(
     for spec in commands {
         builder = jobd_handlers::command::register(builder, spec);
     }
+    let exports = jobd_handlers::export::ExportHandler::new(
+        data.clone(),
+        config.exports.clone().unwrap_or_default(),
+        mailer.is_some(),
+    );
+    builder = jobd_handlers::export::register(builder, exports);
     if let Some(mailer) = mailer {
         builder = jobd_handlers::email::register(builder, mailer);
     }

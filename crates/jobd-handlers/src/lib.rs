@@ -4,7 +4,8 @@
 //! * `blocking` — the shape every job here has: a [`BlockingJob`] (a plain
 //!   blocking function with its check) run by [`Blocking`].
 //! * [`tenants`] — the directory of tenant SQLite databases, and demo data.
-//! * [`qr`], [`analytics`], [`backup`], [`maintenance`] — the jobs (below).
+//! * [`qr`], [`analytics`], [`backup`], [`maintenance`], [`export`] — the
+//!   jobs (below); [`email`] — `send_email`, `send_batch_email`.
 //! * [`command`] — a kind backed by a program of the user's (`[kinds.X]` in
 //!   `jobd.toml`): JSON on stdin, JSON lines on stdout, its process group
 //!   ended on cancel and timeout.
@@ -19,6 +20,7 @@
 //! | `batch_qr` | batch | `{"template_ids": [..], "formats": ["png", "svg"], "scale": 8}` + tenant | PNG/SVG per template; failed items recorded, the batch goes on ([`qr`]) |
 //! | `analytics_rollup` | analytics | `{"period": "daily", "domain"?, "template"?, "from_ms"?, "to_ms"?, "ttl_secs": 3600}` | scans aggregated across all tenants, cached in the queue file ([`analytics`]) |
 //! | `health_check` | maintenance | `{}` | `quick_check` of the queue file and every tenant ([`maintenance`]) |
+//! | `export_data` | exports | `{"format": "csv"\|"jsonl"\|"xlsx", "table": "scans", "fields"?, "from_ms"?, "to_ms"?, "email"?}` + tenant | the rows to `artifacts/exports/<tenant>/`, streamed, renamed when complete ([`export`]) |
 //! | `cleanup` | maintenance | `{"finished_older_than_days": 7, ...}` | purge finished jobs, optimize and truncate the queue file ([`maintenance`]) |
 //!
 //! Each handler is a plain blocking function (testable without a worker,
@@ -35,6 +37,7 @@ pub mod analytics;
 pub mod backup;
 pub mod command;
 pub mod email;
+pub mod export;
 pub mod maintenance;
 pub mod qr;
 pub mod schedules;
@@ -158,13 +161,14 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 }
 
 /// Queues of the built-in handlers, with the concurrency the platform ran
-/// them at: pdf ×2, batch ×1, analytics ×1, maintenance ×1, email ×5, and
+/// them at: pdf ×2, batch ×1, exports ×2, analytics ×1, maintenance ×1, email ×5, and
 /// `default` ×4 for `noop`/`sleep` and anything else.
 pub const BUILTIN_QUEUES: &[(&str, usize)] = &[
     ("pdf", 2),
     ("email", 5),
     ("default", 4),
     ("batch", 1),
+    (crate::export::QUEUE, 2),
     (crate::schedules::ANALYTICS_QUEUE, 1),
     (crate::schedules::MAINTENANCE_QUEUE, 1),
 ];
@@ -181,7 +185,12 @@ pub fn builtin(
         .register(analytics::AnalyticsHandler::new(data.clone()))
         .register(backup::BackupHandler::new(data.clone()))
         .register(maintenance::CleanupHandler::new(Some(data.clone())))
-        .register(maintenance::HealthHandler::new(Some(data.clone())));
+        .register(maintenance::HealthHandler::new(Some(data.clone())))
+        .register(export::ExportHandler::new(
+            data.clone(),
+            export::ExportConfig::default(),
+            false,
+        ));
     builder = sleep_handler(noop_handler(builder));
     for (queue, concurrency) in BUILTIN_QUEUES {
         builder = builder.queue(queue, *concurrency);
