@@ -32,6 +32,9 @@ pub struct Config {
     pub email: Option<EmailConfig>,
     /// `export_data`: the exportable tables, days kept, the download URL.
     pub exports: Option<jobd_handlers::export::ExportConfig>,
+    /// Where job notifications may go (`[notify]`; the webhook secret from
+    /// `$JOBD_WEBHOOK_SECRET`).
+    pub notify: Option<jobd_handlers::notify::NotifyConfig>,
     /// Where the file was read from (not a setting).
     #[serde(skip)]
     pub path: Option<PathBuf>,

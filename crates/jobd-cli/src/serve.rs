@@ -108,6 +108,12 @@ fn worker(
         mailer.is_some(),
     );
     builder = jobd_handlers::export::register(builder, exports);
+    let notify = config
+        .notify
+        .clone()
+        .unwrap_or_default()
+        .with_secret_from_env()?;
+    builder = jobd_handlers::notify::register(builder, notify, mailer.clone());
     if let Some(mailer) = mailer {
         builder = jobd_handlers::email::register(builder, mailer);
     }

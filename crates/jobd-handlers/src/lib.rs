@@ -5,7 +5,8 @@
 //!   blocking function with its check) run by [`Blocking`].
 //! * [`tenants`] — the directory of tenant SQLite databases, and demo data.
 //! * [`qr`], [`analytics`], [`backup`], [`maintenance`], [`export`] — the
-//!   jobs (below); [`email`] — `send_email`, `send_batch_email`.
+//!   jobs (below); [`email`] — `send_email`, `send_batch_email`;
+//!   [`notify`] — the notifications of jobs that ended.
 //! * [`command`] — a kind backed by a program of the user's (`[kinds.X]` in
 //!   `jobd.toml`): JSON on stdin, JSON lines on stdout, its process group
 //!   ended on cancel and timeout.
@@ -21,6 +22,7 @@
 //! | `analytics_rollup` | analytics | `{"period": "daily", "domain"?, "template"?, "from_ms"?, "to_ms"?, "ttl_secs": 3600}` | scans aggregated across all tenants, cached in the queue file ([`analytics`]) |
 //! | `health_check` | maintenance | `{}` | `quick_check` of the queue file and every tenant ([`maintenance`]) |
 //! | `export_data` | exports | `{"format": "csv"\|"jsonl"\|"xlsx", "table": "scans", "fields"?, "from_ms"?, "to_ms"?, "email"?}` + tenant | the rows to `artifacts/exports/<tenant>/`, streamed, renamed when complete ([`export`]) |
+//! | `notify` | notify | `{"job": {..}, "notify": {"webhook": url} \| {"email": {..}}}`, enqueued by the store when a job with a `notify` list ends | a signed webhook POST or a templated mail ([`notify`]) |
 //! | `cleanup` | maintenance | `{"finished_older_than_days": 7, ...}` | purge finished jobs, optimize and truncate the queue file ([`maintenance`]) |
 //!
 //! Each handler is a plain blocking function (testable without a worker,
@@ -39,6 +41,7 @@ pub mod command;
 pub mod email;
 pub mod export;
 pub mod maintenance;
+pub mod notify;
 pub mod qr;
 pub mod schedules;
 pub mod tenants;
@@ -161,14 +164,15 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 }
 
 /// Queues of the built-in handlers, with the concurrency the platform ran
-/// them at: pdf ×2, batch ×1, exports ×2, analytics ×1, maintenance ×1, email ×5, and
-/// `default` ×4 for `noop`/`sleep` and anything else.
+/// them at: pdf ×2, batch ×1, exports ×2, analytics ×1, maintenance ×1, email ×5,
+/// notify ×4, and `default` ×4 for `noop`/`sleep` and anything else.
 pub const BUILTIN_QUEUES: &[(&str, usize)] = &[
     ("pdf", 2),
     ("email", 5),
     ("default", 4),
     ("batch", 1),
     (crate::export::QUEUE, 2),
+    (crate::notify::QUEUE, 4),
     (crate::schedules::ANALYTICS_QUEUE, 1),
     (crate::schedules::MAINTENANCE_QUEUE, 1),
 ];
@@ -190,6 +194,10 @@ pub fn builtin(
             data.clone(),
             export::ExportConfig::default(),
             false,
+        ))
+        .register(notify::NotifyHandler::new(
+            notify::NotifyConfig::default(),
+            None,
         ));
     builder = sleep_handler(noop_handler(builder));
     for (queue, concurrency) in BUILTIN_QUEUES {

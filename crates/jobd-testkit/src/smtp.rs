@@ -1,7 +1,8 @@
-//! A real SMTP server for the e-mail tests and benches: aiosmtpd (Debian's
-//! `python3-aiosmtpd`, which `.ci/run` installs) running `smtp/server.py`
-//! on a free loopback port, each message it accepts saved for the test to
-//! read back.
+//! Real servers for the notification tests and benches, on free loopback
+//! ports, each saving what it received for the test to read back: an SMTP
+//! server, aiosmtpd (Debian's `python3-aiosmtpd`, which `.ci/run` installs)
+//! running `smtp/server.py`; a webhook receiver, Python's `http.server`
+//! running `webhook/server.py`.
 
 use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
@@ -109,5 +110,57 @@ impl SmtpServer {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+/// The webhook receiver's script (its options: `--fail-first N`,
+/// `--fail-code 503`); the shared secret goes in `$WEBHOOK_SECRET`.
+pub const WEBHOOK_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/webhook/server.py");
+
+/// A webhook receiver (Python's `http.server`) that checks each request's
+/// signature with Python's `hmac`; killed when dropped.
+pub struct WebhookServer {
+    child: Child,
+    pub port: u16,
+    out: tempfile::TempDir,
+}
+
+impl Drop for WebhookServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl WebhookServer {
+    /// Start one (any `python3` will do: it needs only the standard
+    /// library) checking signatures with `secret`; returns once it listens.
+    pub fn start(secret: &str, args: &[&str]) -> WebhookServer {
+        let out = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut child = Command::new("python3")
+            .arg(WEBHOOK_SERVER)
+            .arg(port.to_string())
+            .arg(out.path())
+            .args(args)
+            .env("WEBHOOK_SECRET", secret)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "the webhook server did not start");
+        WebhookServer { child, port, out }
+    }
+
+    /// The requests received so far, in order: `{"path", "headers", "body",
+    /// "valid", "status"}`.
+    pub fn received(&self) -> Vec<Value> {
+        (1..)
+            .map_while(|n| std::fs::read_to_string(self.out.path().join(format!("{n}.json"))).ok())
+            .map(|text| serde_json::from_str(&text).unwrap())
+            .collect()
     }
 }

@@ -32,6 +32,7 @@ pub const BUILTIN: &[(&str, &str, &str, &str)] = &[
     builtin!("batch-complete"),
     builtin!("backup-report"),
     builtin!("job-failed"),
+    builtin!("job-finished"),
 ];
 
 /// A rendered message's text.

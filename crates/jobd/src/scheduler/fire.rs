@@ -30,7 +30,7 @@ pub(crate) const NEXT_DUE: &str = "SELECT min(next_fire_at) FROM schedules WHERE
 pub(crate) const DUE_SCHEDULES: &str = "
 SELECT name, cron, interval_ms, timezone, queue, kind, payload, priority, max_attempts,
        timeout_ms, tenant, enabled, misfire, misfire_cap, last_fire_at, next_fire_at,
-       last_error, 0, created_at, updated_at
+       last_error, 0, created_at, updated_at, notify
 FROM schedules AS s
 WHERE enabled = 1 AND next_fire_at <= ?1
 ORDER BY next_fire_at, name";

@@ -14,34 +14,35 @@ use crate::scheduler::schedule::{FireRecord, Misfire, NewSchedule, ScheduleInfo}
 use crate::scheduler::when::{Timetable, When};
 use crate::store::enqueue::insert_validated;
 use crate::store::job::{validate_name, RunAt};
-use crate::store::{meta, JobId, NewJob, Store};
+use crate::store::{meta, notify, JobId, NewJob, Store};
 
 pub(crate) const INSERT_SCHEDULE: &str = "
 INSERT INTO schedules (name, cron, interval_ms, timezone, queue, kind, payload, priority,
                        max_attempts, timeout_ms, tenant, enabled, misfire, misfire_cap,
-                       next_fire_at, created_at, updated_at)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16)";
+                       next_fire_at, created_at, updated_at, notify)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16, ?17)";
 
 /// Replace a schedule's definition, keeping its history (last fire, fires).
 pub(crate) const UPDATE_SCHEDULE: &str = "
 UPDATE schedules
 SET cron = ?2, interval_ms = ?3, timezone = ?4, queue = ?5, kind = ?6, payload = ?7,
     priority = ?8, max_attempts = ?9, timeout_ms = ?10, tenant = ?11, enabled = ?12,
-    misfire = ?13, misfire_cap = ?14, next_fire_at = ?15, last_error = NULL, updated_at = ?16
+    misfire = ?13, misfire_cap = ?14, next_fire_at = ?15, last_error = NULL, updated_at = ?16,
+    notify = ?17
 WHERE name = ?1";
 
 pub(crate) const LIST_SCHEDULES: &str = "
 SELECT name, cron, interval_ms, timezone, queue, kind, payload, priority, max_attempts,
        timeout_ms, tenant, enabled, misfire, misfire_cap, last_fire_at, next_fire_at,
        last_error, (SELECT count(*) FROM schedule_fires AS f WHERE f.schedule = s.name),
-       created_at, updated_at
+       created_at, updated_at, notify
 FROM schedules AS s ORDER BY name";
 
 pub(crate) const GET_SCHEDULE: &str = "
 SELECT name, cron, interval_ms, timezone, queue, kind, payload, priority, max_attempts,
        timeout_ms, tenant, enabled, misfire, misfire_cap, last_fire_at, next_fire_at,
        last_error, (SELECT count(*) FROM schedule_fires AS f WHERE f.schedule = s.name),
-       created_at, updated_at
+       created_at, updated_at, notify
 FROM schedules AS s WHERE name = ?1";
 
 pub(crate) const DELETE_SCHEDULE: &str = "DELETE FROM schedules WHERE name = ?1";
@@ -325,6 +326,7 @@ pub(crate) fn put_in(
         s.misfire_cap,
         next,
         now,
+        notify::stored_list(&job.notify)?,
     ])?;
     get(tx, &s.name)?.ok_or_else(|| Error::ScheduleNotFound {
         name: s.name.clone(),
@@ -344,7 +346,7 @@ pub(crate) fn schedule_job(s: &ScheduleInfo, run_at: RunAt) -> NewJob {
     if let Some(t) = &s.tenant {
         job = job.tenant(t);
     }
-    job
+    job.notify(s.notify.clone())
 }
 
 pub(crate) fn get(conn: &rusqlite::Connection, name: &str) -> Result<Option<ScheduleInfo>> {
@@ -391,5 +393,6 @@ pub(crate) fn schedule_row(r: &Row) -> rusqlite::Result<ScheduleInfo> {
         fires: r.get(17)?,
         created_at: r.get(18)?,
         updated_at: r.get(19)?,
+        notify: notify::parse_stored(r.get_ref(20)?.as_str_or_null()?),
     })
 }

@@ -133,6 +133,12 @@ impl NewSchedule {
         self
     }
 
+    /// Notifications when each job it fires ends.
+    pub fn notify(mut self, list: Vec<crate::store::Notify>) -> NewSchedule {
+        self.job = self.job.notify(list);
+        self
+    }
+
     pub fn misfire(mut self, misfire: Misfire) -> NewSchedule {
         self.misfire = misfire;
         self
@@ -183,6 +189,9 @@ pub struct ScheduleInfo {
     pub fires: i64,
     pub created_at: Millis,
     pub updated_at: Millis,
+    /// Notifications when each of its jobs ends.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<crate::store::Notify>,
 }
 
 /// A tick in a schedule's fire history.

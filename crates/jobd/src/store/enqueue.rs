@@ -6,6 +6,7 @@ use rusqlite::{Connection, ToSql};
 use crate::clock::{duration_ms, Millis};
 use crate::error::{Error, Result};
 use crate::store::job::{JobId, NewJob, RunAt};
+use crate::store::notify;
 use crate::store::{returning_row, Store};
 
 /// The insert's head and its rows of parameters: one column list for the
@@ -18,7 +19,7 @@ use crate::store::{returning_row, Store};
 macro_rules! insert_jobs_columns {
     () => {
         "queue, kind, payload, state, priority, run_at, max_attempts, attempt_limit,
-         backoff_base_ms, backoff_max_ms, timeout_ms, unique_key, tenant, created_at"
+         backoff_base_ms, backoff_max_ms, timeout_ms, unique_key, tenant, created_at, notify"
     };
 }
 macro_rules! insert_jobs_head {
@@ -28,7 +29,7 @@ macro_rules! insert_jobs_head {
 }
 macro_rules! insert_jobs_row {
     () => {
-        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     };
 }
 /// The one-row insert, with its id.
@@ -38,7 +39,7 @@ macro_rules! insert_one_job {
             "\nINSERT INTO jobs (id, ",
             insert_jobs_columns!(),
             ")\nVALUES ((SELECT id + 1 FROM job_id_floor WHERE id > (SELECT coalesce(max(id), 0) FROM jobs)), ",
-            "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
     };
 }
@@ -59,7 +60,7 @@ RETURNING id"
 pub(crate) const INSERT_PLAIN_JOB: &str = insert_one_job!();
 
 /// Parameters of one row of the insert.
-const ROW_PARAMS: usize = 14;
+const ROW_PARAMS: usize = 15;
 /// Jobs per multi-row `INSERT`: a run of jobs goes in the largest of these
 /// chunks that fits, what is left below the smallest goes in one by one.  A
 /// few fixed sizes keep the connection's statement cache to three entries
@@ -240,6 +241,8 @@ struct JobRow<'a> {
     run_at: Millis,
     timeout_ms: Option<i64>,
     now: Millis,
+    /// The checked list, as stored (`None` without one: nothing to build).
+    notify: Option<String>,
 }
 
 impl<'a> JobRow<'a> {
@@ -256,6 +259,12 @@ impl<'a> JobRow<'a> {
             run_at,
             timeout_ms: job.timeout.map(duration_ms),
             now,
+            notify: if job.notify.is_empty() {
+                None
+            } else {
+                // Checked by `NewJob::validate` before any row is built.
+                notify::stored_list(&job.notify).ok().flatten()
+            },
         }
     }
 
@@ -277,6 +286,7 @@ impl<'a> JobRow<'a> {
             &job.unique_key,
             &job.tenant,
             &self.now,
+            &self.notify,
         ]
     }
 }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::{duration_ms, Millis};
 use crate::error::{Error, Result};
+use crate::store::notify::{self, Notify};
 
 /// A job's id: the rowid in `jobs`.
 pub type JobId = i64;
@@ -155,6 +156,7 @@ pub struct NewJob {
     pub(crate) timeout: Option<Duration>,
     pub(crate) unique_key: Option<String>,
     pub(crate) tenant: Option<String>,
+    pub(crate) notify: Vec<Notify>,
 }
 
 impl NewJob {
@@ -171,6 +173,7 @@ impl NewJob {
             timeout: None,
             unique_key: None,
             tenant: None,
+            notify: Vec::new(),
         }
     }
 
@@ -237,6 +240,13 @@ impl NewJob {
         self
     }
 
+    /// Notifications when the job ends (see [`crate::store::notify`]);
+    /// checked at enqueue.
+    pub fn notify(mut self, list: Vec<Notify>) -> NewJob {
+        self.notify = list;
+        self
+    }
+
     pub fn queue_name(&self) -> &str {
         &self.queue
     }
@@ -296,6 +306,9 @@ impl NewJob {
         }
         if let Some(tenant) = &self.tenant {
             validate_tenant(tenant)?;
+        }
+        if !self.notify.is_empty() {
+            notify::stored_list(&self.notify)?;
         }
         Ok(payload)
     }
@@ -415,6 +428,9 @@ pub struct JobInfo {
     pub created_at: Millis,
     pub started_at: Option<Millis>,
     pub finished_at: Option<Millis>,
+    /// Notifications when it ends.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<Notify>,
     /// Finished tries, oldest first (the running try is on the job itself).
     pub attempt_log: Vec<AttemptInfo>,
 }
@@ -632,6 +648,9 @@ pub struct JobSpec {
     pub unique_key: Option<String>,
     #[serde(default)]
     pub tenant: Option<String>,
+    /// Notifications when the job ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<Vec<Notify>>,
 }
 
 impl JobSpec {
@@ -675,6 +694,9 @@ impl JobSpec {
         }
         if let Some(t) = self.tenant {
             job = job.tenant(t);
+        }
+        if let Some(n) = self.notify {
+            job = job.notify(n);
         }
         Ok(job)
     }

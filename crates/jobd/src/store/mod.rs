@@ -44,6 +44,7 @@ pub(crate) mod job;
 pub mod json;
 mod lease;
 pub(crate) mod meta;
+pub mod notify;
 pub(crate) mod open;
 mod pool;
 mod queues;
@@ -75,6 +76,7 @@ pub use job::{
     ListFilter, NewJob, Progress, QueueStats, ReapReport, RetryReport, RunAt, Stats,
 };
 pub use lease::{CompleteBatch, OVERDUE_GRACE};
+pub use notify::{Notify, Outcome};
 pub use open::{free_bytes, page_caches_shared, ConnectionOptions, Synchronous};
 pub use pool::ConnectionManager;
 pub use queues::parse_concurrency_limit;

@@ -8,13 +8,13 @@ use crate::store::control::error_pattern;
 use crate::store::job::{
     validate_name, AttemptInfo, Backoff, JobId, JobInfo, JobState, JobSummary, ListFilter, Progress,
 };
-use crate::store::Store;
+use crate::store::{notify, Store};
 
 pub(crate) const GET_JOB: &str = "
 SELECT id, queue, kind, state, payload, priority, run_at, attempts, max_attempts, attempt_limit,
        backoff_base_ms, backoff_max_ms, timeout_ms, unique_key, tenant, lease_owner, lease_expires_at,
        cancel_requested, progress_percent, progress_stage, progress_detail, result, last_error,
-       created_at, started_at, finished_at
+       created_at, started_at, finished_at, notify
 FROM jobs WHERE id = ?1";
 
 pub(crate) const GET_ATTEMPTS: &str = "
@@ -135,6 +135,7 @@ impl Store {
                         created_at: r.get(23)?,
                         started_at: r.get(24)?,
                         finished_at: r.get(25)?,
+                        notify: notify::parse_stored(r.get_ref(26)?.as_str_or_null()?),
                         attempt_log: Vec::new(),
                     })
                 })

@@ -17,6 +17,7 @@ use std::sync::{Arc, OnceLock};
 use crate::error::{Error, Result};
 use crate::scheduler::NewSchedule;
 use crate::store::job::validate_name;
+use crate::store::notify::{sample_payload, NOTIFY_KIND, NOTIFY_QUEUE};
 use crate::store::{LiveWork, NewJob, Store};
 use crate::worker::handler::ErasedHandler;
 
@@ -83,11 +84,31 @@ impl Checker<'_> {
     /// catalog's handler of its kind refuses it (a payload that does not
     /// decode, or the handler's own [`check`](crate::worker::Handler::check):
     /// a tenant that does not exist...).
+    ///
+    /// Each of its notifications is checked as the job it will enqueue (of
+    /// kind [`NOTIFY_KIND`] on [`NOTIFY_QUEUE`]), once per end state it
+    /// fires on: a worker must run those, and their handler may refuse an
+    /// entry (a webhook host it does not allow, an unknown template).
     pub fn check_job(&self, job: &NewJob) -> Result<()> {
+        let tenant = job.tenant.as_deref();
         match &job.payload {
-            Ok(payload) => self.check(&job.queue, &job.kind, payload, job.tenant.as_deref()),
-            Err(e) => Err(Error::invalid("payload", e.clone())),
+            Ok(payload) => self.check(&job.queue, &job.kind, payload, tenant)?,
+            Err(e) => return Err(Error::invalid("payload", e.clone())),
         }
+        for (i, entry) in job.notify.iter().enumerate() {
+            for state in entry.states() {
+                let sample = sample_payload(entry, &job.queue, &job.kind, tenant, state);
+                self.check(NOTIFY_QUEUE, NOTIFY_KIND, &sample, tenant)
+                    .map_err(|e| match e {
+                        Error::InvalidInput { reason, .. } => Error::invalid(
+                            "notify",
+                            format!("entry #{i} (on {}): {reason}", state.as_str()),
+                        ),
+                        other => other,
+                    })?;
+            }
+        }
+        Ok(())
     }
 
     /// [`Checker::check_job`] for the job a schedule fires.

@@ -6,6 +6,7 @@ mod control;
 mod enqueue;
 mod extensions;
 mod leases;
+mod notify;
 mod reads;
 mod remote;
 mod retries;
