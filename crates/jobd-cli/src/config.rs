@@ -35,6 +35,8 @@ pub struct Config {
     /// Where job notifications may go (`[notify]`; the webhook secret from
     /// `$JOBD_WEBHOOK_SECRET`).
     pub notify: Option<jobd_handlers::notify::NotifyConfig>,
+    /// Who is told when jobs end dead (`[alerts]`, needs `[email]`).
+    pub alerts: Option<jobd_handlers::alerts::AlertConfig>,
     /// Where the file was read from (not a setting).
     #[serde(skip)]
     pub path: Option<PathBuf>,

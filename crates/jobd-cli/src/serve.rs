@@ -114,6 +114,10 @@ fn worker(
         .unwrap_or_default()
         .with_secret_from_env()?;
     builder = jobd_handlers::notify::register(builder, notify, mailer.clone());
+    if let Some(alerts) = &config.alerts {
+        alerts.check(mailer.as_deref())?;
+    }
+    builder = jobd_handlers::alerts::register(builder, config.alerts.clone(), mailer.clone());
     if let Some(mailer) = mailer {
         builder = jobd_handlers::email::register(builder, mailer);
     }
@@ -252,6 +256,11 @@ pub fn serve(db: &Path, data_dir: &Path, config: &Config, args: ServeArgs) -> Cl
     let data = DataDir::new(std::path::absolute(data_dir)?);
     let mailer = mailer(config, &data)?;
     let builder = worker(&store, &data, config, mailer.clone(), &[], 0)?;
+    if config.alerts.is_some() {
+        for name in jobd_handlers::alerts::install_schedule(&store)? {
+            tracing::info!(target: "jobd::daemon", schedule = %name, "installed the dead-job alerts' schedule");
+        }
+    }
     let run_scheduler = !args.no_scheduler && config.scheduler.unwrap_or(true);
     let mut state = ApiState::new(store.clone(), &token)?
         .catalog(builder.catalog())

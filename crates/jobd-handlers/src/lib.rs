@@ -6,7 +6,8 @@
 //! * [`tenants`] — the directory of tenant SQLite databases, and demo data.
 //! * [`qr`], [`analytics`], [`backup`], [`maintenance`], [`export`] — the
 //!   jobs (below); [`email`] — `send_email`, `send_batch_email`;
-//!   [`notify`] — the notifications of jobs that ended.
+//!   [`notify`] — the notifications of jobs that ended; [`alerts`] — the
+//!   throttled dead-job mails.
 //! * [`command`] — a kind backed by a program of the user's (`[kinds.X]` in
 //!   `jobd.toml`): JSON on stdin, JSON lines on stdout, its process group
 //!   ended on cancel and timeout.
@@ -23,6 +24,7 @@
 //! | `health_check` | maintenance | `{}` | `quick_check` of the queue file and every tenant ([`maintenance`]) |
 //! | `export_data` | exports | `{"format": "csv"\|"jsonl"\|"xlsx", "table": "scans", "fields"?, "from_ms"?, "to_ms"?, "email"?}` + tenant | the rows to `artifacts/exports/<tenant>/`, streamed, renamed when complete ([`export`]) |
 //! | `notify` | notify | `{"job": {..}, "notify": {"webhook": url} \| {"email": {..}}}`, enqueued by the store when a job with a `notify` list ends | a signed webhook POST or a templated mail ([`notify`]) |
+//! | `dead_alerts` | notify | `{}`, every minute (schedule `dead-alerts`, with `[alerts]`) | one summary mail of the jobs that died since the last, at most one per window ([`alerts`]) |
 //! | `cleanup` | maintenance | `{"finished_older_than_days": 7, ...}` | purge finished jobs, optimize and truncate the queue file ([`maintenance`]) |
 //!
 //! Each handler is a plain blocking function (testable without a worker,
@@ -35,6 +37,7 @@
 #[macro_use]
 mod blocking;
 
+pub mod alerts;
 pub mod analytics;
 pub mod backup;
 pub mod command;
@@ -59,7 +62,10 @@ pub use jobd::worker::{run_blocking, Report, Reporter};
 
 /// The handlers' own tables in the queue file (the analytics cache), in
 /// order; applied by [`migrate`].
-pub const MIGRATIONS: &[&str] = &[include_str!("../schema/0001_analytics_cache.sql")];
+pub const MIGRATIONS: &[&str] = &[
+    include_str!("../schema/0001_analytics_cache.sql"),
+    include_str!("../schema/0002_alert_marks.sql"),
+];
 
 /// Bring the handlers' tables in `store`'s file up to date (one read when
 /// they are).
@@ -198,7 +204,8 @@ pub fn builtin(
         .register(notify::NotifyHandler::new(
             notify::NotifyConfig::default(),
             None,
-        ));
+        ))
+        .register(alerts::AlertHandler::new(None, None));
     builder = sleep_handler(noop_handler(builder));
     for (queue, concurrency) in BUILTIN_QUEUES {
         builder = builder.queue(queue, *concurrency);

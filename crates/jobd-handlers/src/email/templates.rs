@@ -33,6 +33,7 @@ pub const BUILTIN: &[(&str, &str, &str, &str)] = &[
     builtin!("backup-report"),
     builtin!("job-failed"),
     builtin!("job-finished"),
+    builtin!("jobs-dead"),
 ];
 
 /// A rendered message's text.
