@@ -1,5 +1,5 @@
 //! `notify`: delivers the notifications a job asked for when it ended (the
-//! jobs the store's `jobs_notify` trigger enqueues; see
+//! jobs the store enqueues in the transaction that ends a job; see
 //! [`jobd::store::notify`]).  One notification job per entry, retried with
 //! backoff like any job.  An entry's target is one of:
 //!
@@ -180,7 +180,7 @@ pub struct Target {
     pub path: String,
 }
 
-/// How the job ended: what the trigger wrote.
+/// How the job ended: what the store wrote.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobEnd {
     pub id: i64,

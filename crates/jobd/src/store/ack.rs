@@ -12,6 +12,7 @@ use crate::clock::{duration_ms, Millis};
 use crate::error::{Error, Result};
 use crate::store::job::{ClaimedJob, FailOutcome, JobId};
 use crate::store::lease::{claim_in, claim_plan, end_try_in, Ending};
+use crate::store::notify;
 use crate::store::workers::json_list;
 use crate::store::Store;
 
@@ -140,10 +141,14 @@ impl Store {
         }
         let now = self.now();
         let expires = now.saturating_add(duration_ms(lease));
+        let mut notified = 0;
         let (outcomes, mut claimed) = self.write("ack_and_claim", |tx| {
             let mut outcomes = Vec::with_capacity(acks.len());
             for (id, token, ack) in acks {
                 outcomes.push(ack_in(tx, *id, *token, ack, now)?);
+            }
+            if !acks.is_empty() {
+                notified = notify::enqueue_ended(tx, now)?;
             }
             let claimed = claim_in(tx, worker, &claims, most, now, expires)?;
             Ok((outcomes, claimed))
@@ -158,7 +163,7 @@ impl Store {
         for job in &claimed {
             tracing::debug!(job_id = job.id, queue = %job.queue, kind = %job.kind, attempt = job.attempt, worker, "claimed");
         }
-        if retrying {
+        if retrying || notified > 0 {
             self.notify_work();
         }
         Ok((outcomes, claimed))

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::store::job::{
     validate_name, CancelOutcome, CancelReport, JobId, JobSelection, JobState, RetryReport,
 };
-use crate::store::Store;
+use crate::store::{notify, Store};
 
 pub(crate) const JOB_STATE: &str = "SELECT state, unique_key FROM jobs WHERE id = ?1";
 
@@ -162,6 +162,7 @@ impl Store {
     /// soon as its process notices the commit.
     pub fn cancel(&self, id: JobId) -> Result<CancelOutcome> {
         let now = self.now();
+        let mut notified = 0;
         let outcome = self.write("cancel", |tx| {
             let state: String = tx
                 .prepare_cached(JOB_STATE)?
@@ -172,6 +173,7 @@ impl Store {
                 "scheduled" | "ready" => {
                     tx.prepare_cached(CANCEL_WAITING)?
                         .execute(params![id, now])?;
+                    notified = notify::enqueue_ended(tx, now)?;
                     Ok(CancelOutcome::Cancelled)
                 }
                 "running" => {
@@ -189,6 +191,9 @@ impl Store {
         tracing::info!(job_id = id, ?outcome, "cancel");
         if outcome == CancelOutcome::Requested {
             self.notify_cancel();
+        }
+        if notified > 0 {
+            self.notify_work();
         }
         Ok(outcome)
     }
@@ -351,7 +356,15 @@ impl Store {
     ) -> Result<()> {
         self.pick_batches(selection, pattern, state, |ids| {
             let now = self.now();
-            tally(self.write("bulk change", |tx| apply(tx, ids, now))?);
+            let mut notified = 0;
+            tally(self.write("bulk change", |tx| {
+                let applied = apply(tx, ids, now)?;
+                notified = notify::enqueue_ended(tx, now)?;
+                Ok(applied)
+            })?);
+            if notified > 0 {
+                self.notify_work();
+            }
             Ok(())
         })
     }

@@ -11,7 +11,7 @@ use crate::store::job::{
     validate_name, Backoff, ClaimedJob, FailOutcome, Heartbeat, JobId, Progress, ReapReport,
 };
 use crate::store::workers::json_list;
-use crate::store::{returning_row, steps, Store};
+use crate::store::{notify, returning_row, steps, Store};
 
 /// Due delayed jobs and retries become ready.
 pub(crate) const PROMOTE_DUE: &str = "
@@ -273,6 +273,7 @@ impl Store {
         }
         let now = self.now();
         let expires = now.saturating_add(duration_ms(lease));
+        let mut notified = 0;
         let (lost, mut claimed) = self.write("complete_and_claim", |tx| {
             let mut lost = Vec::new();
             if !done.is_empty() {
@@ -282,6 +283,7 @@ impl Store {
                         lost.push(*id);
                     }
                 }
+                notified = notify::enqueue_ended(tx, now)?;
             }
             let claimed = claim_in(tx, worker, &claims, most, now, expires)?;
             Ok((lost, claimed))
@@ -289,6 +291,9 @@ impl Store {
         claimed.sort_by_key(|j| (j.priority, j.id));
         for job in &claimed {
             tracing::debug!(job_id = job.id, queue = %job.queue, kind = %job.kind, attempt = job.attempt, worker, "claimed");
+        }
+        if notified > 0 {
+            self.notify_work();
         }
         Ok((
             CompleteBatch {
@@ -372,10 +377,14 @@ impl Store {
     ) -> Result<()> {
         let result = result.map(|v| v.to_string());
         let now = self.now();
-        self.write("complete", |tx| {
-            complete_in(tx, id, token, result.as_deref(), now)
+        let notified = self.write("complete", |tx| {
+            complete_in(tx, id, token, result.as_deref(), now)?;
+            Ok(notify::enqueue_ended(tx, now)?)
         })?;
         tracing::debug!(job_id = id, "completed");
+        if notified > 0 {
+            self.notify_work();
+        }
         Ok(())
     }
 
@@ -431,9 +440,14 @@ impl Store {
 
     fn end_try(&self, id: JobId, token: i64, ending: Ending<'_>) -> Result<FailOutcome> {
         let now = self.now();
-        let outcome = self.write("ending a try", |tx| end_try_in(tx, id, token, &ending, now))?;
+        let mut notified = 0;
+        let outcome = self.write("ending a try", |tx| {
+            let outcome = end_try_in(tx, id, token, &ending, now)?;
+            notified = notify::enqueue_ended(tx, now)?;
+            Ok(outcome)
+        })?;
         tracing::debug!(job_id = id, ?outcome, "try ended");
-        if matches!(outcome, FailOutcome::Retrying { .. }) {
+        if matches!(outcome, FailOutcome::Retrying { .. }) || notified > 0 {
             self.notify_work();
         }
         Ok(outcome)
@@ -481,6 +495,7 @@ impl Store {
         let now = self.now();
         let steady = self.clock().steady();
         let hold = crate::clock::duration_ms(self.inner.opts.worker_liveness);
+        let mut notified = 0;
         let report = self.write("reap", |tx| {
             if let steps::Verdict::Hold(ms) = steps::check(tx, now, steady, hold)? {
                 tracing::debug!(hold_ms = ms, "reap held after a step of the wall clock");
@@ -503,6 +518,8 @@ impl Store {
                     _ => report.requeued.push(id),
                 }
             }
+            drop(stmt);
+            notified = notify::enqueue_ended(tx, now)?;
             Ok(report)
         })?;
         if report.total() > 0 {
@@ -514,7 +531,7 @@ impl Store {
                 "reaped jobs whose lease expired or whose timeout passed"
             );
         }
-        if !report.requeued.is_empty() || !report.timed_out.is_empty() {
+        if !report.requeued.is_empty() || !report.timed_out.is_empty() || notified > 0 {
             self.notify_work();
         }
         Ok(report)

@@ -1,9 +1,9 @@
 //! Notifications when a job ends: a job (or a schedule's jobs) carries a
 //! list of [`Notify`], and when the job reaches one of the outcomes an entry
 //! names, a job of kind [`NOTIFY_KIND`] on queue [`NOTIFY_QUEUE`] is
-//! enqueued to deliver it — in the same transaction as the job's end
-//! (trigger `jobs_notify`, schema 10), whichever path ended it: a worker's
-//! complete or fail, the reaper, a cancel, a human's `UPDATE` in the shell.
+//! enqueued to deliver it — in the same transaction as the job's end,
+//! whichever path ended it: a worker's complete or fail, the reaper, a
+//! cancel ([`enqueue_ended`], run by each before it commits; schema 10).
 //!
 //! The store knows only when to notify; what an entry's target means (a
 //! webhook, an e-mail) is the `notify` handler's, which checks each entry at
@@ -12,6 +12,7 @@
 //! payload is `{"job": {id, queue, kind, state, attempts, tenant, result,
 //! error, finished_at}, "notify": <the entry>}`.
 
+use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -29,6 +30,78 @@ pub const DEFAULT_ATTEMPTS: i64 = 10;
 /// The first retry delay of a notification job unless its entry says
 /// (`backoff_ms`); doubling up to an hour.
 pub const DEFAULT_BACKOFF_MS: i64 = 10_000;
+
+/// The ended jobs whose notifications are not enqueued yet (a probe of an
+/// index that is empty but for them).
+pub(crate) const PENDING: &str = "
+SELECT id FROM jobs INDEXED BY jobs_notify_pending
+WHERE notify IS NOT NULL AND finished_at IS NOT NULL AND notified_at IS NOT finished_at
+  AND (state = 'succeeded' OR state = 'dead' OR state = 'cancelled')";
+
+/// The notification jobs of job ?1's end: one per entry naming its state,
+/// due at once, the entry's retry policy or the defaults.  Ids follow
+/// `job_id_floor` as the one-row enqueue's do (schema 8), the entry's index
+/// keeping two of one end apart.
+pub(crate) const INSERT_NOTIFICATIONS: &str = "
+INSERT INTO jobs (id, queue, kind, payload, state, priority, run_at, max_attempts,
+                  attempt_limit, backoff_base_ms, backoff_max_ms, tenant, created_at)
+SELECT (SELECT f.id + 1 + n.key FROM job_id_floor AS f
+        WHERE f.id > (SELECT coalesce(max(id), 0) FROM jobs)),
+       'notify', 'notify',
+       json_object(
+           'job', json_object(
+               'id', j.id, 'queue', j.queue, 'kind', j.kind, 'state', j.state,
+               'attempts', j.attempts, 'tenant', j.tenant,
+               'result', CASE WHEN j.state = 'succeeded' THEN json(j.result) END,
+               'error', CASE WHEN j.state <> 'succeeded' THEN j.last_error END,
+               'finished_at', j.finished_at),
+           'notify', json(n.value)),
+       'ready', 0, ?2,
+       coalesce(n.value ->> '$.max_attempts', ?3),
+       coalesce(n.value ->> '$.max_attempts', ?3),
+       coalesce(n.value ->> '$.backoff_ms', ?4),
+       max(coalesce(n.value ->> '$.backoff_ms', ?4), 3600000),
+       j.tenant, ?2
+FROM jobs AS j, json_each(j.notify) AS n
+WHERE j.id = ?1
+  AND EXISTS (SELECT 1 FROM json_each(n.value, '$.on') AS o WHERE o.value = j.state)";
+
+pub(crate) const MARK_NOTIFIED: &str = "UPDATE jobs SET notified_at = finished_at WHERE id = ?1";
+
+#[cfg(test)]
+pub(crate) const STATEMENTS: &[(&str, &str)] = &[
+    ("PENDING", PENDING),
+    ("INSERT_NOTIFICATIONS", INSERT_NOTIFICATIONS),
+    ("MARK_NOTIFIED", MARK_NOTIFIED),
+];
+
+/// Enqueue the notifications of every job that ended in this transaction
+/// (or before, behind jobd's back) and was not notified of that end; how
+/// many.  Run by every store write that ends jobs, before it commits.
+pub(crate) fn enqueue_ended(
+    conn: &Connection,
+    now: crate::clock::Millis,
+) -> rusqlite::Result<usize> {
+    let ended: Vec<i64> = {
+        let mut stmt = conn.prepare_cached(PENDING)?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    let mut enqueued = 0;
+    for id in ended {
+        enqueued += conn
+            .prepare_cached(INSERT_NOTIFICATIONS)?
+            .execute(rusqlite::params![
+                id,
+                now,
+                DEFAULT_ATTEMPTS,
+                DEFAULT_BACKOFF_MS
+            ])?;
+        conn.prepare_cached(MARK_NOTIFIED)?.execute([id])?;
+        tracing::debug!(job_id = id, "notifications enqueued");
+    }
+    Ok(enqueued)
+}
 
 /// When a notification is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,7 +185,7 @@ impl Notify {
         states
     }
 
-    /// The entry as the trigger reads it: `on` as the list of end states.
+    /// The entry as stored (and read by [`INSERT_NOTIFICATIONS`]): `on` as the list of end states.
     pub(crate) fn stored(&self) -> Value {
         let mut entry = self.target.clone();
         let states = self
@@ -178,7 +251,7 @@ pub(crate) fn parse_stored(text: Option<&str>) -> Vec<Notify> {
 }
 
 /// The payload of the notification job `entry` makes for a job that ends
-/// in `state`: what the trigger writes, for checking the entry at enqueue
+/// in `state`: what the store writes, for checking the entry at enqueue
 /// with the handler of [`NOTIFY_KIND`] (a job id of 0, no result).
 pub fn sample_payload(
     entry: &Notify,
