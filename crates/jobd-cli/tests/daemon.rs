@@ -391,15 +391,15 @@ fn enqueue_refuses_a_job_no_worker_could_run_and_writes_nothing() {
             &["--queue", "pfd", "--kind", "noop"][..],
             "",
             "invalid queue: unknown queue \"pfd\": no worker serves it (the configured queues are \
-             analytics, batch, default, email, exports, maintenance, notify, pdf; no live worker on the file serves \
+             analytics, batch, default, email, exports, images, maintenance, notify, pdf; no live worker on the file serves \
              it either)\n(a job for a worker of your own that is not running yet: pass --unchecked)",
         ),
         (
             &["--queue", "pdf", "--kind", "qr_pdf"][..],
             "",
             "invalid kind: unknown job kind \"qr_pdf\": no worker runs it (the configured kinds are \
-             analytics_rollup, backup_tenants, batch_qr, cleanup, export_data, generate_qr_pdf, health_check, \
-             noop, notify, sleep;",
+             analytics_rollup, backup_tenants, batch_qr, cleanup, dead_alerts, export_data, generate_qr_pdf, \
+             health_check, noop, notify, process_image, sleep;",
         ),
         (
             &["--queue", "pdf", "--kind", "generate_qr_pdf", "--payload", r#"{"tenant": "t1", "template": 3}"#][..],

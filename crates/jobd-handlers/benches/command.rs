@@ -12,6 +12,7 @@
 //! concurrency.  Prints processes per second for both and the overhead per
 //! job the worker adds.
 
+use jobd_testkit::env_usize as env;
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -23,13 +24,6 @@ use jobd_handlers::command::{register, CommandKind};
 
 const SCRIPT: &str = r#"cat >/dev/null; echo '{"result": 1}'"#;
 const CONCURRENCY: usize = 4;
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Jobs per second through a worker running the command kind.
 fn through_jobd(jobs: usize) -> f64 {

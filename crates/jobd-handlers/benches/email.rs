@@ -7,6 +7,7 @@
 //! cargo bench -p jobd-handlers --bench email     # JOBD_BENCH_JOBS (500), JOBD_BENCH_ROUNDS (3)
 //! ```
 
+use jobd_testkit::env_usize as env;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,13 +16,6 @@ use jobd::worker::Worker;
 use jobd::Store;
 use jobd_handlers::email::{self, Mailer, SmtpConfig};
 use jobd_handlers::DataDir;
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn config(port: u16) -> SmtpConfig {
     let mut c = SmtpConfig::loopback(port, "QR Platform <noreply@qr.example>");

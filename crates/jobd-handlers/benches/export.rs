@@ -7,6 +7,7 @@
 //! cargo bench -p jobd-handlers --bench export    # JOBD_BENCH_ROWS (1000000), JOBD_BENCH_ROUNDS (3)
 //! ```
 
+use jobd_testkit::env_usize as env;
 use std::io::Write;
 use std::process::Command;
 use std::time::Instant;
@@ -16,13 +17,6 @@ use jobd_handlers::tenants::{seed, SeedOptions};
 use jobd_handlers::{DataDir, Reporter};
 
 const CHILD: &str = "JOBD_EXPORT_BENCH_CHILD";
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn peak_rss_mb() -> f64 {
     // SAFETY: getrusage fills the struct it is given.

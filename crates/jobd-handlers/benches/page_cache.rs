@@ -12,6 +12,7 @@
 //! (the two alternate, so the host's drift moves both), and whether this
 //! build shares page caches.
 
+use jobd_testkit::env_usize as env;
 use std::time::{Duration, Instant};
 
 use jobd::store::NewJob;
@@ -20,13 +21,6 @@ use jobd::Store;
 use jobd_handlers::tenants::{seed, SeedOptions};
 use jobd_handlers::DataDir;
 use serde_json::json;
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Drain `jobs` no-op jobs (and, with `scans`, an analytics rollup and a
 /// backup of every tenant beside them); the no-op jobs' rate, and whether

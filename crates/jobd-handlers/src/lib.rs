@@ -4,7 +4,7 @@
 //! * `blocking` — the shape every job here has: a [`BlockingJob`] (a plain
 //!   blocking function with its check) run by [`Blocking`].
 //! * [`tenants`] — the directory of tenant SQLite databases, and demo data.
-//! * [`qr`], [`analytics`], [`backup`], [`maintenance`], [`export`] — the
+//! * [`qr`], [`analytics`], [`backup`], [`maintenance`], [`export`], [`images`] — the
 //!   jobs (below); [`email`] — `send_email`, `send_batch_email`;
 //!   [`notify`] — the notifications of jobs that ended; [`alerts`] — the
 //!   throttled dead-job mails.
@@ -25,6 +25,7 @@
 //! | `export_data` | exports | `{"format": "csv"\|"jsonl"\|"xlsx", "table": "scans", "fields"?, "from_ms"?, "to_ms"?, "email"?}` + tenant | the rows to `artifacts/exports/<tenant>/`, streamed, renamed when complete ([`export`]) |
 //! | `notify` | notify | `{"job": {..}, "notify": {"webhook": url} \| {"email": {..}}}`, enqueued by the store when a job with a `notify` list ends | a signed webhook POST or a templated mail ([`notify`]) |
 //! | `dead_alerts` | notify | `{}`, every minute (schedule `dead-alerts`, with `[alerts]`) | one summary mail of the jobs that died since the last, at most one per window ([`alerts`]) |
+//! | `process_image` | images | `{"source": "uploads/t/photo.jpg", "sizes"?: [150, [400, 300]], "quality"?: 85, "original"?: true, "webp_quality"?: 80}` + tenant | thumbnails, a re-encoded original and a lossy WebP in `artifacts/images/<tenant>/<name>/`, decoded within limits ([`images`]) |
 //! | `cleanup` | maintenance | `{"finished_older_than_days": 7, ...}` | purge finished jobs, optimize and truncate the queue file ([`maintenance`]) |
 //!
 //! Each handler is a plain blocking function (testable without a worker,
@@ -43,6 +44,7 @@ pub mod backup;
 pub mod command;
 pub mod email;
 pub mod export;
+pub mod images;
 pub mod maintenance;
 pub mod notify;
 pub mod qr;
@@ -104,6 +106,79 @@ impl DataDir {
 
     pub fn backups(&self) -> PathBuf {
         self.root.join("backups")
+    }
+
+    /// Where uploaded files live (`uploads/`): what `process_image` reads
+    /// and the backup copies.
+    pub fn uploads(&self) -> PathBuf {
+        self.root.join("uploads")
+    }
+
+    /// `rel`, a path relative to the data directory, resolved (symlinks
+    /// followed) and checked to stay inside it — and, when `under` is not
+    /// empty, inside one of those folders of it.  `what` names the path in
+    /// the error.  The path need not exist when `must_exist` is false (its
+    /// deepest existing ancestor is what is checked).
+    pub fn resolve(
+        &self,
+        what: &str,
+        rel: &str,
+        under: &[&str],
+        must_exist: bool,
+    ) -> Result<PathBuf, String> {
+        let refuse = |why: String| Err(format!("{what} {rel:?}: {why}"));
+        let p = Path::new(rel);
+        if rel.is_empty()
+            || p.is_absolute()
+            || p.components().any(|c| {
+                !matches!(
+                    c,
+                    std::path::Component::Normal(_) | std::path::Component::CurDir
+                )
+            })
+        {
+            return refuse(format!(
+                "give a path inside the data directory, relative to it (like {})",
+                under
+                    .first()
+                    .map_or("uploads/tenant-001/photo.jpg".to_string(), |u| format!(
+                        "{u}/…"
+                    ))
+            ));
+        }
+        let root = self
+            .root
+            .canonicalize()
+            .map_err(|e| format!("{what} {rel:?}: the data directory: {e}"))?;
+        // The deepest part of the path that exists, resolved; the rest
+        // (no symlinks in it: it does not exist) appended.
+        let joined = self.root.join(p);
+        let mut existing = joined.as_path();
+        let mut rest = Vec::new();
+        let resolved = loop {
+            match existing.canonicalize() {
+                Ok(r) => break r,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => {
+                    rest.push(existing.file_name().unwrap_or_default().to_owned());
+                    existing = match existing.parent() {
+                        Some(parent) => parent,
+                        None => return refuse(format!("not found: {e}")),
+                    };
+                }
+                Err(e) => return refuse(format!("not found: {e}")),
+            }
+        };
+        let resolved = rest.iter().rev().fold(resolved, |acc, c| acc.join(c));
+        if !resolved.starts_with(&root) {
+            return refuse("outside the data directory (a symlink out of it?)".into());
+        }
+        if !under.is_empty() && !under.iter().any(|u| resolved.starts_with(root.join(u))) {
+            return refuse(format!(
+                "not under {} of the data directory",
+                under.join(", ")
+            ));
+        }
+        Ok(resolved)
     }
 }
 
@@ -171,7 +246,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 
 /// Queues of the built-in handlers, with the concurrency the platform ran
 /// them at: pdf ×2, batch ×1, exports ×2, analytics ×1, maintenance ×1, email ×5,
-/// notify ×4, and `default` ×4 for `noop`/`sleep` and anything else.
+/// notify ×4, images ×2, and `default` ×4 for `noop`/`sleep` and anything else.
 pub const BUILTIN_QUEUES: &[(&str, usize)] = &[
     ("pdf", 2),
     ("email", 5),
@@ -179,6 +254,7 @@ pub const BUILTIN_QUEUES: &[(&str, usize)] = &[
     ("batch", 1),
     (crate::export::QUEUE, 2),
     (crate::notify::QUEUE, 4),
+    (crate::images::QUEUE, 2),
     (crate::schedules::ANALYTICS_QUEUE, 1),
     (crate::schedules::MAINTENANCE_QUEUE, 1),
 ];
@@ -205,7 +281,8 @@ pub fn builtin(
             notify::NotifyConfig::default(),
             None,
         ))
-        .register(alerts::AlertHandler::new(None, None));
+        .register(alerts::AlertHandler::new(None, None))
+        .register(images::ImageHandler::new(data.clone()));
     builder = sleep_handler(noop_handler(builder));
     for (queue, concurrency) in BUILTIN_QUEUES {
         builder = builder.queue(queue, *concurrency);

@@ -4,7 +4,10 @@
 //!   children reaped however a test ends, raw HTTP/1.1 to a spawned daemon,
 //!   counts read straight from a file;
 //! * [`api`] — requests to an in-process router;
-//! * [`smtp`] — a real SMTP server (aiosmtpd) on loopback.
+//! * [`smtp`] — a real SMTP server (aiosmtpd) and a webhook receiver on
+//!   loopback.
+//!
+//! Benches use [`env_usize`] for their sizes.
 
 pub mod api;
 pub mod smtp;
@@ -16,6 +19,14 @@ use std::process::Child;
 use std::time::Duration;
 
 use serde_json::Value;
+
+/// A bench's size from the environment: `$name` as a number, else `default`.
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
 
 /// A process fixture (an example of the engine crate, in
 /// `crates/jobd/tests/fixtures/`): `cargo test` builds it next to the test
