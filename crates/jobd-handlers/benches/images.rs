@@ -98,7 +98,9 @@ fn main() {
     match convert {
         Some(path) => {
             let im_rate = 1.0 / median(im_t);
-            println!("| ImageMagick `convert` ({path}), one process, three sizes | {im_rate:.2} | — |");
+            println!(
+                "| ImageMagick `convert` ({path}), one process, three sizes | {im_rate:.2} | — |"
+            );
             println!(
                 "| jobd process_image, three thumbnails | {jobd_rate:.2} | {:.0}% |",
                 100.0 * jobd_rate / im_rate

@@ -143,6 +143,32 @@ pub struct Processed {
 
 /// Decode `path` within the limits, its orientation applied.
 pub fn decode(path: &Path, shown: &str) -> Result<(DynamicImage, String), String> {
+    let (decoder, format) = open(path, shown)?;
+    let mut decoder = decoder;
+    let orientation = decoder
+        .orientation()
+        .map_err(|e| refusal(e, shown, format))?;
+    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| refusal(e, shown, format))?;
+    img.apply_orientation(orientation);
+    Ok((img, format!("{format:?}").to_ascii_lowercase()))
+}
+
+/// What a decoding error means for `shown`.
+fn refusal(e: image::ImageError, shown: &str, format: image::ImageFormat) -> String {
+    match e {
+        image::ImageError::Limits(l) => format!(
+            "image {shown:?} refused: {l} (at most {MAX_EDGE} pixels a side and {} MiB decoded: \
+             a decompression bomb?)",
+            MAX_DECODE_BYTES >> 20
+        ),
+        image::ImageError::IoError(e) => format!("image {shown:?}: {e}"),
+        other => format!("image {shown:?} is not an image jobd can read as {format:?}: {other}"),
+    }
+}
+
+/// The file's decoder, its header read and checked against the limits
+/// (what the check at enqueue does: no pixel is decoded).
+fn open(path: &Path, shown: &str) -> Result<(Box<dyn ImageDecoder>, image::ImageFormat), String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("image {shown:?}: {e}"))?;
     if !meta.is_file() {
         return Err(format!("image {shown:?}: not a file"));
@@ -166,20 +192,10 @@ pub fn decode(path: &Path, shown: &str) -> Result<(DynamicImage, String), String
     limits.max_image_height = Some(MAX_EDGE);
     limits.max_alloc = Some(MAX_DECODE_BYTES);
     reader.limits(limits);
-    let refused = |e: image::ImageError| match e {
-        image::ImageError::Limits(l) => format!(
-            "image {shown:?} refused: {l} (at most {MAX_EDGE} pixels a side and {} MiB decoded: \
-             a decompression bomb?)",
-            MAX_DECODE_BYTES >> 20
-        ),
-        image::ImageError::IoError(e) => format!("image {shown:?}: {e}"),
-        other => format!("image {shown:?} is not an image jobd can read as {format:?}: {other}"),
-    };
-    let mut decoder = reader.into_decoder().map_err(refused)?;
-    let orientation = decoder.orientation().map_err(refused)?;
-    let mut img = DynamicImage::from_decoder(decoder).map_err(refused)?;
-    img.apply_orientation(orientation);
-    Ok((img, format!("{format:?}").to_ascii_lowercase()))
+    let decoder = reader
+        .into_decoder()
+        .map_err(|e| refusal(e, shown, format))?;
+    Ok((Box::new(decoder), format))
 }
 
 fn encode_jpeg(img: &DynamicImage, quality: u8) -> Result<Vec<u8>, String> {
@@ -325,7 +341,8 @@ impl BlockingJob for ProcessImage {
     ) -> Result<(), String> {
         spec.check()?;
         if let Some(data) = data {
-            data.resolve("image", &spec.source, SOURCES, true)?;
+            let path = data.resolve("image", &spec.source, SOURCES, true)?;
+            open(&path, &spec.source)?;
         }
         Ok(())
     }

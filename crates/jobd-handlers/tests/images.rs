@@ -1,7 +1,7 @@
 //! `process_image`: the outputs decoded back (the image crate, and Debian's
 //! `webpinfo`/`dwebp` and ImageMagick's `identify` where installed), a
-//! 20,000×20,000 PNG bomb refused before it is decoded, and every bad
-//! source — not an image, outside the data directory, a symlink out of it,
+//! 20,000×20,000 PNG bomb refused from its header (at enqueue and on a
+//! try), and every bad source — not an image, outside the data directory, a symlink out of it,
 //! outside uploads/ and artifacts/ — refused at enqueue and on a try, with
 //! nothing written.
 
@@ -196,6 +196,9 @@ fn bad_sources_are_refused_and_nothing_is_written() {
         ("uploads/link.jpg", "outside the data directory"),
         ("uploads/missing.jpg", "not found"),
         ("tenants/t.jpg", "not under uploads, artifacts"),
+        // The header is read at enqueue: no pixel decoded.
+        ("uploads/bomb.png", "decompression bomb"),
+        ("uploads/notes.jpg", "not an image"),
     ] {
         let e = check(source).unwrap_err().to_string();
         assert!(e.contains(why), "{source}: {e}");
@@ -209,7 +212,7 @@ fn bad_sources_are_refused_and_nothing_is_written() {
         .unwrap_err();
     assert!(e.to_string().contains("quality"), "{e}");
 
-    // What only decoding can tell: refused on the try, for good.
+    // And on a try (a file changed after the enqueue): refused for good.
     for (source, why) in [
         ("uploads/bomb.png", "decompression bomb"),
         ("uploads/notes.jpg", "not an image"),
