@@ -156,7 +156,7 @@ fn serve_runs_the_api_workers_and_scheduler_and_stops_on_sigterm() {
 
     // The default schedules are there, with next fire times.
     let (_, v) = http(&addr, "GET", "/api/v1/schedules", Some(&token), None);
-    assert_eq!(v["schedules"].as_array().unwrap().len(), 4);
+    assert_eq!(v["schedules"].as_array().unwrap().len(), 5);
 
     // A long job in flight, then SIGTERM: released or finished, clean exit.
     let (_, v) = http(
@@ -398,8 +398,8 @@ fn enqueue_refuses_a_job_no_worker_could_run_and_writes_nothing() {
             &["--queue", "pdf", "--kind", "qr_pdf"][..],
             "",
             "invalid kind: unknown job kind \"qr_pdf\": no worker runs it (the configured kinds are \
-             analytics_rollup, backup_tenants, batch_qr, cleanup, dead_alerts, export_data, generate_qr_pdf, \
-             health_check, noop, notify, process_image, sleep;",
+             analytics_rollup, backup_tenants, batch_qr, cleanup, cleanup_files, compress_files, dead_alerts, \
+             export_data, generate_qr_pdf, health_check, noop, notify, process_image, sleep;",
         ),
         (
             &["--queue", "pdf", "--kind", "generate_qr_pdf", "--payload", r#"{"tenant": "t1", "template": 3}"#][..],

@@ -206,6 +206,7 @@ fn the_schedule_command_line() {
         "job-cleanup",
         "analytics-rollup",
         "health-check",
+        "file-cleanup",
     ] {
         assert!(out.contains(&format!("added schedule {name}")), "{out}");
     }
@@ -307,10 +308,10 @@ fn the_schedule_command_line() {
 
     let (ok, out, _) = jobd(&db, &["schedule", "list"]);
     assert!(ok);
-    assert_eq!(out.lines().count(), 6, "header + 5 schedules: {out}");
+    assert_eq!(out.lines().count(), 7, "header + 6 schedules: {out}");
     let (ok, out, _) = jobd(&db, &["schedule", "list", "--json"]);
     let list: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert!(ok && list.as_array().unwrap().len() == 5, "{out}");
+    assert!(ok && list.as_array().unwrap().len() == 6, "{out}");
     let (_, out, _) = jobd(&db, &["schedule", "show", "berlin", "--json"]);
     let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(shown["upcoming"].as_array().unwrap().len(), 5, "{out}");

@@ -4,7 +4,8 @@
 //! * `blocking` — the shape every job here has: a [`BlockingJob`] (a plain
 //!   blocking function with its check) run by [`Blocking`].
 //! * [`tenants`] — the directory of tenant SQLite databases, and demo data.
-//! * [`qr`], [`analytics`], [`backup`], [`maintenance`], [`export`], [`images`] — the
+//! * [`qr`], [`analytics`], [`backup`], [`maintenance`], [`export`], [`images`],
+//!   [`files`] — the
 //!   jobs (below); [`email`] — `send_email`, `send_batch_email`;
 //!   [`notify`] — the notifications of jobs that ended; [`alerts`] — the
 //!   throttled dead-job mails.
@@ -26,6 +27,8 @@
 //! | `notify` | notify | `{"job": {..}, "notify": {"webhook": url} \| {"email": {..}}}`, enqueued by the store when a job with a `notify` list ends | a signed webhook POST or a templated mail ([`notify`]) |
 //! | `dead_alerts` | notify | `{}`, every minute (schedule `dead-alerts`, with `[alerts]`) | one summary mail of the jobs that died since the last, at most one per window ([`alerts`]) |
 //! | `process_image` | images | `{"source": "uploads/t/photo.jpg", "sizes"?: [150, [400, 300]], "quality"?: 85, "original"?: true, "webp_quality"?: 80}` + tenant | thumbnails, a re-encoded original and a lossy WebP in `artifacts/images/<tenant>/<name>/`, decoded within limits ([`images`]) |
+//! | `cleanup_files` | maintenance | `{"folders": ["temp"], "older_than_hours": 24, "dry_run"?}`, every 6 hours (schedule `file-cleanup`) | old files under temp/, artifacts/, uploads/ or logs/ removed, symlinks never followed; count and bytes ([`files`]) |
+//! | `compress_files` | maintenance | `{"files": ["artifacts/t/a.pdf", ..], "name"?, "level"?, "overwrite"?}` | one `.tar.zst` under `artifacts/archives/` with a manifest of sizes and SHA-256 ([`files`]) |
 //! | `cleanup` | maintenance | `{"finished_older_than_days": 7, ...}` | purge finished jobs, optimize and truncate the queue file ([`maintenance`]) |
 //!
 //! Each handler is a plain blocking function (testable without a worker,
@@ -44,6 +47,7 @@ pub mod backup;
 pub mod command;
 pub mod email;
 pub mod export;
+pub mod files;
 pub mod images;
 pub mod maintenance;
 pub mod notify;
@@ -282,7 +286,9 @@ pub fn builtin(
             None,
         ))
         .register(alerts::AlertHandler::new(None, None))
-        .register(images::ImageHandler::new(data.clone()));
+        .register(images::ImageHandler::new(data.clone()))
+        .register(files::CleanupFilesHandler::new(data.clone()))
+        .register(files::CompressFilesHandler::new(data.clone()));
     builder = sleep_handler(noop_handler(builder));
     for (queue, concurrency) in BUILTIN_QUEUES {
         builder = builder.queue(queue, *concurrency);

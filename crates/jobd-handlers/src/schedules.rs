@@ -25,6 +25,12 @@ pub const HEALTH_KIND: &str = "health_check";
 
 /// `meta` key recording that the defaults were installed.
 const INSTALLED_KEY: &str = "default_schedules_installed_at";
+/// The same for the defaults added since (a file initialised before them
+/// gets them at its next `jobd init`).
+const INSTALLED_FILES_KEY: &str = "file_cleanup_schedule_installed_at";
+
+/// Job kind: remove old files of the data directory.
+pub const FILE_CLEANUP_KIND: &str = crate::files::CLEANUP_KIND;
 
 /// The default schedules (all UTC).
 pub fn default_schedules() -> Vec<NewSchedule> {
@@ -48,7 +54,19 @@ pub fn default_schedules() -> Vec<NewSchedule> {
             HEALTH_KIND,
         )
         .misfire(Misfire::Skip),
+        file_cleanup(),
     ]
+}
+
+/// Every 6 hours: files of `temp/` older than a day.
+fn file_cleanup() -> NewSchedule {
+    NewSchedule::cron(
+        "file-cleanup",
+        "0 */6 * * *",
+        MAINTENANCE_QUEUE,
+        FILE_CLEANUP_KIND,
+    )
+    .payload(&serde_json::json!({ "folders": ["temp"], "older_than_hours": 24 }))
 }
 
 /// Install the default schedules, once per file: the first call adds them
@@ -56,5 +74,11 @@ pub fn default_schedules() -> Vec<NewSchedule> {
 /// removed) unless `again` is set, which re-adds the missing ones.  Returns
 /// the names added.
 pub fn install_default_schedules(store: &Store, again: bool) -> Result<Vec<String>> {
-    store.install_schedules_once(INSTALLED_KEY, &default_schedules(), again)
+    let mut added = store.install_schedules_once(INSTALLED_KEY, &default_schedules(), again)?;
+    for name in store.install_schedules_once(INSTALLED_FILES_KEY, &[file_cleanup()], again)? {
+        if !added.contains(&name) {
+            added.push(name);
+        }
+    }
+    Ok(added)
 }

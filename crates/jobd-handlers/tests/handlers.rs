@@ -1141,18 +1141,31 @@ fn the_default_schedules_are_the_platforms_and_install_once() {
             "tenant-backup",
             "job-cleanup",
             "analytics-rollup",
-            "health-check"
+            "health-check",
+            "file-cleanup"
         ]
     );
     let when = |name: &str| store.schedule(name).unwrap().when;
     assert_eq!(when("tenant-backup"), When::Cron("0 2 * * *".into()));
     assert_eq!(when("job-cleanup"), When::Cron("0 3 * * 0".into()));
     assert_eq!(when("analytics-rollup"), When::Cron("0 1 * * *".into()));
+    assert_eq!(when("file-cleanup"), When::Cron("0 */6 * * *".into()));
     assert_eq!(when("health-check"), When::Every(Duration::from_secs(1800)));
     store.remove_schedule("job-cleanup").unwrap();
     assert!(install_default_schedules(&store, false).unwrap().is_empty());
     assert_eq!(
         install_default_schedules(&store, true).unwrap(),
         ["job-cleanup"]
+    );
+
+    // A file whose defaults were installed before file-cleanup existed
+    // gets that one at its next `jobd init`, and only that one.
+    let older = Store::open(dir.path().join("older.db")).unwrap();
+    older
+        .install_schedules_once("default_schedules_installed_at", &[], false)
+        .unwrap();
+    assert_eq!(
+        install_default_schedules(&older, false).unwrap(),
+        ["file-cleanup"]
     );
 }
