@@ -14,6 +14,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use jobd::store::{Backoff, JobState, NewJob};
 use jobd::worker::{JobError, Worker};
 use jobd::Store;
+use jobd_handlers::email::{Mailer, SmtpConfig, TlsMode};
 use jobd_handlers::tenants::{seed, SeedOptions};
 use jobd_handlers::{self, DataDir};
 use serde::Serialize;
@@ -44,6 +45,28 @@ pub struct DemoArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// An SMTP server (`HOST:PORT`) for the batch-complete and backup-report
+    /// mails: plain on loopback (a local relay or test server), STARTTLS
+    /// elsewhere.
+    #[arg(long, value_name = "HOST:PORT")]
+    smtp: Option<String>,
+    /// Who the demo's mails go to.
+    #[arg(long, default_value = "demo@example.com")]
+    mail_to: String,
+}
+
+/// The mailer of `--smtp`.
+fn demo_mailer(smtp: &str, data: &DataDir) -> CliResult<std::sync::Arc<Mailer>> {
+    let (host, port) = smtp
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+        .ok_or_else(|| format!("--smtp {smtp:?}: give HOST:PORT, like 127.0.0.1:2525"))?;
+    let mut config = SmtpConfig::loopback(port, "jobd demo <demo@jobd.localhost>");
+    config.host = host.to_string();
+    if !matches!(host, "127.0.0.1" | "localhost" | "::1" | "[::1]") {
+        config.tls = TlsMode::Starttls;
+    }
+    Ok(std::sync::Arc::new(Mailer::new(&config, data.clone())?))
 }
 
 /// What `jobd demo` reports (and `--json` prints).
@@ -62,6 +85,8 @@ struct Report {
     batch: serde_json::Value,
     analytics_total_scans: serde_json::Value,
     backup_set: serde_json::Value,
+    /// The mails sent (template, recipients, the server's answer), or why none.
+    emails: serde_json::Value,
 }
 
 /// Run the demo in `dir` (`--data-dir`, else [`DEFAULT_DIR`]).
@@ -98,6 +123,12 @@ pub fn run(dir: Option<&Path>, args: DemoArgs) -> CliResult {
         args.tenants
     ));
 
+    let mailer = args
+        .smtp
+        .as_deref()
+        .map(|s| demo_mailer(s, &data))
+        .transpose()?;
+    let mail_to = mailer.as_ref().map(|_| json!([args.mail_to]));
     let store = Store::open(&db)?;
     let tenants = data.tenants().list()?;
     let started = Instant::now();
@@ -112,13 +143,14 @@ pub fn run(dir: Option<&Path>, args: DemoArgs) -> CliResult {
     let first = tenants.first().cloned().unwrap_or_default();
     let mut batch_ids: Vec<i64> = (1..=40).collect();
     batch_ids.extend([404, 405]); // no such templates: recorded, the batch goes on
-    jobs.push(
-        NewJob::new("batch", "batch_qr")
-            .tenant(&first)
-            .payload(&json!({"template_ids": batch_ids, "formats": ["png", "svg"]})),
-    );
+    jobs.push(NewJob::new("batch", "batch_qr").tenant(&first).payload(
+        &json!({"template_ids": batch_ids, "formats": ["png", "svg"],
+                             "email": mail_to}),
+    ));
     jobs.push(NewJob::new("analytics", "analytics_rollup").payload(&json!({"period": "weekly"})));
-    jobs.push(NewJob::new("maintenance", "backup_tenants").payload(&json!({"keep": 3})));
+    jobs.push(
+        NewJob::new("maintenance", "backup_tenants").payload(&json!({"keep": 3, "email": mail_to})),
+    );
     for i in 0..args.jobs {
         let kind = match i {
             i if i % 1000 == 7 => "doomed",
@@ -141,7 +173,11 @@ pub fn run(dir: Option<&Path>, args: DemoArgs) -> CliResult {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let builder = jobd_handlers::builtin(Worker::builder(store.clone()), &data)
+    let mut builder = jobd_handlers::builtin(Worker::builder(store.clone()), &data);
+    if let Some(mailer) = &mailer {
+        builder = jobd_handlers::email::register(builder, mailer.clone());
+    }
+    let builder = builder
         .handle_fn("flaky", |ctx, _| async move {
             if ctx.attempt() == 1 {
                 return Err(JobError::retryable("flaky: fails on its first try"));
@@ -262,6 +298,27 @@ pub fn run(dir: Option<&Path>, args: DemoArgs) -> CliResult {
     let result = |id| store.get(id).map(|j| j.result.unwrap_or_default());
     let analytics = result(analytics_id)?;
     let backup = result(backup_id)?;
+    let emails = match &args.smtp {
+        None => json!(
+            "not sent: no --smtp (jobd demo --smtp 127.0.0.1:2525 sends the \
+                       batch-complete and backup-report mails to a local server)"
+        ),
+        Some(server) => {
+            let mut sent = Vec::new();
+            for s in store.list(&jobd::store::ListFilter {
+                queue: Some(jobd_handlers::email::EMAIL_QUEUE.into()),
+                ..Default::default()
+            })? {
+                let j = store.get(s.id)?;
+                sent.push(json!({
+                    "template": j.payload["template"], "to": j.payload["to"], "server": server,
+                    "state": j.state, "answer": j.result.as_ref().map(|r| r["smtp"].clone()),
+                    "error": j.last_error,
+                }));
+            }
+            json!(sent)
+        }
+    };
     let report = Report {
         data_dir: root.clone(),
         queue_db: db.clone(),
@@ -276,6 +333,7 @@ pub fn run(dir: Option<&Path>, args: DemoArgs) -> CliResult {
         batch: result(batch_id)?,
         analytics_total_scans: analytics["total_scans"].clone(),
         backup_set: backup["path"].clone(),
+        emails,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -317,6 +375,20 @@ fn print_report(r: &Report, root: &Path) {
         r.analytics_total_scans
     );
     println!("  backup set      {}", r.backup_set.as_str().unwrap_or("-"));
+    match &r.emails {
+        serde_json::Value::Array(mails) => {
+            for m in mails {
+                println!(
+                    "  e-mail          {} to {} via {}: {}",
+                    m["template"].as_str().unwrap_or("?"),
+                    m["to"],
+                    m["server"].as_str().unwrap_or("?"),
+                    m["answer"].as_str().or(m["error"].as_str()).unwrap_or("?")
+                );
+            }
+        }
+        other => println!("  e-mail          {}", other.as_str().unwrap_or("-")),
+    }
     println!();
     println!("Look inside:");
     println!(

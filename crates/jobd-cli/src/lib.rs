@@ -172,7 +172,7 @@ fn dispatch(cli: Cli) -> CliResult {
         Command::Schedule(cmd) => schedules::schedule(db, data_dir, &config, cmd),
         Command::Scheduler(args) => schedules::run_scheduler(db, args),
         Command::Tenants(cmd) => tenants::tenants(data_dir, cmd),
-        Command::Backup(cmd) => tenants::backup(data_dir, cmd),
+        Command::Backup(cmd) => tenants::backup(db, data_dir, cmd),
         Command::Token(cmd) => tokens::token(db, cmd),
         // The flag alone, not JOBD_DATA_DIR or jobd.toml: those name real data.
         Command::Demo(args) => demo::run(cli.data_dir.as_deref(), args),

@@ -1,10 +1,10 @@
 //! `jobd tenants seed | list` and `jobd backup run | list | restore`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use jobd_handlers::backup::{self, BackupOptions, BackupStatus};
+use jobd_handlers::backup::{self, BackupOptions};
 use jobd_handlers::tenants::{seed, SeedOptions};
 use jobd_handlers::{DataDir, Reporter};
 
@@ -81,6 +81,30 @@ pub enum BackupCommand {
         /// Backup sets to keep.
         #[arg(long, default_value_t = 7)]
         keep: usize,
+        /// Leave the queue file out.
+        #[arg(long)]
+        no_queue: bool,
+        /// Folders of the data directory to archive (default uploads and
+        /// logs, those that exist).
+        #[arg(long = "folder")]
+        folders: Vec<String>,
+    },
+    /// Write the queue file of a backup set to a new path (stop the daemon,
+    /// then move it into place).
+    RestoreQueue {
+        set: String,
+        /// Where to write it; must not exist.
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Unpack a folder of a backup set into a new (or empty) folder.
+    RestoreFolder {
+        set: String,
+        /// The folder as the set names it (uploads, logs).
+        folder: String,
+        /// Where to unpack it; must not exist or be empty.
+        #[arg(long)]
+        to: PathBuf,
     },
     /// The backup sets, oldest first.
     List {
@@ -100,25 +124,37 @@ pub enum BackupCommand {
     },
 }
 
-pub fn backup(data_dir: &Path, cmd: BackupCommand) -> CliResult {
+pub fn backup(db: &Path, data_dir: &Path, cmd: BackupCommand) -> CliResult {
     let data = DataDir::new(data_dir);
     match cmd {
-        BackupCommand::Run { keep } => {
+        BackupCommand::Run {
+            keep,
+            no_queue,
+            folders,
+        } => {
             let now = jobd::Clock::now_ms(&jobd::SystemClock);
             let opts = BackupOptions {
                 keep,
-                tenants: None,
+                queue: !no_queue,
+                folders: (!folders.is_empty()).then_some(folders),
+                ..BackupOptions::default()
             };
-            let m = backup::backup_tenants(&data, &opts, now, &Reporter::silent())?;
-            for line in m
-                .tenants
-                .iter()
-                .filter(|l| l.status == BackupStatus::Failed)
-            {
-                eprintln!(
-                    "{}: FAILED: {}",
-                    line.tenant,
-                    line.error.as_deref().unwrap_or("")
+            let queue = db.exists().then_some(db);
+            let m = backup::backup_set(&data, &opts, queue, now, &Reporter::silent())?;
+            let failures = m.failures();
+            for (what, error) in &failures {
+                eprintln!("{what}: FAILED: {error}");
+            }
+            if let Some(q) = &m.queue {
+                println!(
+                    "queue file: {} -> {} bytes",
+                    q.source_bytes, q.compressed_bytes
+                );
+            }
+            for f in &m.folders {
+                println!(
+                    "{}/: {} files, {} -> {} bytes",
+                    f.folder, f.files, f.source_bytes, f.compressed_bytes
                 );
             }
             println!(
@@ -132,7 +168,7 @@ pub fn backup(data_dir: &Path, cmd: BackupCommand) -> CliResult {
                 m.source_bytes as f64 / m.compressed_bytes.max(1) as f64,
                 m.duration_ms
             );
-            if m.failed > 0 {
+            if !failures.is_empty() {
                 return Ok(ExitCode::FAILURE);
             }
         }
@@ -155,6 +191,22 @@ pub fn backup(data_dir: &Path, cmd: BackupCommand) -> CliResult {
                     m.compressed_bytes
                 );
             }
+        }
+        BackupCommand::RestoreQueue { set, to } => {
+            let bytes = backup::restore_queue(&data, &set, &to)?;
+            println!(
+                "queue file of {set} written to {} ({bytes} bytes); stop jobd, then move it into place",
+                to.display()
+            );
+        }
+        BackupCommand::RestoreFolder { set, folder, to } => {
+            let r = backup::restore_folder(&data, &set, &folder, &to)?;
+            println!(
+                "{folder}/ of {set} unpacked into {} ({} files, {} bytes)",
+                to.display(),
+                r.files,
+                r.bytes
+            );
         }
         BackupCommand::Restore {
             set,

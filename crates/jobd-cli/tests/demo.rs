@@ -163,3 +163,52 @@ fn the_demo_never_touches_a_data_dir_it_did_not_make() {
             .args(small),
     );
 }
+
+#[test]
+fn with_smtp_the_demo_mails_its_batch_and_backup_reports_and_says_so_without() {
+    let Some(py) = jobd_testkit::smtp::python() else {
+        return;
+    };
+    let smtp = jobd_testkit::smtp::SmtpServer::start(&py, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let demo = |name: &str, extra: &[&str]| -> Value {
+        let data = dir.path().join(name);
+        let out = run_ok(
+            Command::new(env!("CARGO_BIN_EXE_jobd"))
+                .current_dir(dir.path())
+                .args(["demo", "--data-dir", data.to_str().unwrap()])
+                .args(["--tenants", "2", "--scans", "50", "--jobs", "20", "--json"])
+                .args(extra),
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let server = format!("127.0.0.1:{}", smtp.port);
+    let report = demo("with", &["--smtp", &server, "--mail-to", "ops@example.com"]);
+    let mails = report["emails"].as_array().unwrap();
+    let mut templates: Vec<&str> = mails
+        .iter()
+        .map(|m| m["template"].as_str().unwrap())
+        .collect();
+    templates.sort();
+    assert_eq!(templates, ["backup-report", "batch-complete"], "{report}");
+    assert!(mails.iter().all(|m| m["state"] == "succeeded"), "{report}");
+    let got = smtp.wait_for(2, std::time::Duration::from_secs(5));
+    assert_eq!(got.len(), 2);
+    for (envelope, raw) in &got {
+        assert_eq!(envelope["to"], serde_json::json!(["ops@example.com"]));
+        assert!(
+            raw.contains("Subject: Batch job-") || raw.contains("Subject: Backup"),
+            "{raw}"
+        );
+    }
+
+    let without = demo("without", &[]);
+    assert!(
+        without["emails"]
+            .as_str()
+            .unwrap()
+            .contains("not sent: no --smtp"),
+        "{without}"
+    );
+    assert_eq!(smtp.received().len(), 2, "nothing more sent");
+}

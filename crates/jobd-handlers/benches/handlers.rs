@@ -77,6 +77,7 @@ fn main() {
             formats: vec![ImageFormat::Png],
             scale: 8,
             ecc: None,
+            email: None,
         };
         pngs += qr::batch(&data, tenant, "bench", &o, &r).unwrap().completed;
     }

@@ -417,6 +417,9 @@ pub struct BatchOptions {
     pub scale: u32,
     #[serde(default)]
     pub ecc: Option<Ecc>,
+    /// Who gets the batch-complete mail (a `send_email` job after the batch).
+    #[serde(default)]
+    pub email: Option<crate::email::Recipients>,
 }
 
 impl BatchOptions {
@@ -633,10 +636,36 @@ blocking_job! {
 /// have is one failed item of the batch, not a failed job).
 fn check_batch(data: Option<&DataDir>, opts: &BatchOptions, job: Option<&str>) -> Checked {
     opts.validate().map_err(said)?;
+    for a in opts.email.iter().flat_map(|r| r.list()) {
+        a.parse::<lettre::Address>()
+            .map_err(|e| format!("email: {a:?} is not an address: {e}"))?;
+    }
     check_tenant(data, &opts.tenant, job).map(drop)
 }
 
 fn run_batch(run: &Run, opts: BatchOptions, r: &Reporter) -> Result<BatchResult, JobError> {
     let (tenant, name) = (tenant_of(run, &opts.tenant)?, format!("job-{}", run.job_id));
-    batch(run.data()?, &tenant, &name, &opts, r).map_err(job_error)
+    let result = batch(run.data()?, &tenant, &name, &opts, r).map_err(job_error)?;
+    if let Some(to) = &opts.email {
+        let failures: Vec<String> = result
+            .failures
+            .iter()
+            .map(|(id, why)| format!("template {id}: {why}"))
+            .collect();
+        let mail = serde_json::json!({
+            "to": to,
+            "template": "batch-complete",
+            "data": {
+                "batch": name, "completed": result.completed, "failed": result.failed,
+                "total": result.total_processed, "failures": failures, "tenant": tenant,
+            },
+        });
+        let job = jobd::NewJob::new(crate::email::EMAIL_QUEUE, crate::email::SEND_KIND)
+            .payload(&mail)
+            .tenant(&tenant)
+            .unique_key(format!("batch-complete:{}", run.job_id));
+        let id = run.store.enqueue(&job).map_err(job_error)?;
+        tracing::info!(email_job = id, "batch-complete mail enqueued");
+    }
+    Ok(result)
 }

@@ -328,6 +328,7 @@ fn a_failing_tenant_is_its_own_failure_and_retention_keeps_the_newest() {
     let opts = BackupOptions {
         keep: 2,
         tenants: None,
+        ..BackupOptions::default()
     };
     let mut sets = Vec::new();
     for i in 0..4 {
@@ -362,6 +363,7 @@ fn a_failing_tenant_is_its_own_failure_and_retention_keeps_the_newest() {
             BackupOptions {
                 keep: 0,
                 tenants: None,
+                ..BackupOptions::default()
             },
             "keep",
         ),
@@ -369,6 +371,7 @@ fn a_failing_tenant_is_its_own_failure_and_retention_keeps_the_newest() {
             BackupOptions {
                 keep: 1,
                 tenants: Some(vec!["../etc".into()]),
+                ..BackupOptions::default()
             },
             "tenant",
         ),
@@ -376,6 +379,7 @@ fn a_failing_tenant_is_its_own_failure_and_retention_keeps_the_newest() {
             BackupOptions {
                 keep: 1,
                 tenants: Some(vec!["nobody".into()]),
+                ..BackupOptions::default()
             },
             "not found",
         ),
@@ -941,6 +945,7 @@ fn a_batch_renders_decodable_pngs_and_counts_failures() {
         formats: vec![ImageFormat::Png, ImageFormat::Svg],
         scale: 4,
         ecc: None,
+        email: None,
     };
     let r = qr::batch(&data, tenant, "t", &opts, &Reporter::silent()).unwrap();
     assert_eq!((r.completed, r.failed, r.total_processed), (4, 2, 6));

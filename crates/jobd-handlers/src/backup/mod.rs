@@ -31,6 +31,13 @@ use rusqlite::{Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+mod more;
+
+pub use more::{
+    restore_folder, restore_queue, FolderBackup, FolderRestore, BACKED_UP, DEFAULT_FOLDERS,
+    QUEUE_FILE,
+};
+
 use crate::blocking::{Checked, NO_DATA};
 use crate::schedules::BACKUP_KIND;
 use crate::{
@@ -55,10 +62,24 @@ pub struct BackupOptions {
     /// Only these tenants (default: every tenant).
     #[serde(default)]
     pub tenants: Option<Vec<String>>,
+    /// The queue file too, when the job runs on one.  Default true.
+    #[serde(default = "yes")]
+    pub queue: bool,
+    /// Folders of the data directory, each one `<folder>.tar.zst` (default
+    /// `uploads` and `logs`, those that exist; `[]` for none).
+    #[serde(default)]
+    pub folders: Option<Vec<String>>,
+    /// Who gets the backup-report mail (a `send_email` job after the set).
+    #[serde(default)]
+    pub email: Option<crate::email::Recipients>,
 }
 
 fn default_keep() -> usize {
     7
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl BackupOptions {
@@ -76,6 +97,9 @@ impl Default for BackupOptions {
         BackupOptions {
             keep: default_keep(),
             tenants: None,
+            queue: true,
+            folders: None,
+            email: None,
         }
     }
 }
@@ -119,6 +143,28 @@ pub struct Manifest {
     pub duration_ms: u64,
     /// Older sets removed by retention.
     pub removed_sets: Vec<String>,
+    /// The queue file's line (its `tenant` is `queue`), when it was backed up.
+    #[serde(default)]
+    pub queue: Option<TenantBackup>,
+    /// The folders' lines.
+    #[serde(default)]
+    pub folders: Vec<FolderBackup>,
+}
+
+impl Manifest {
+    /// Every line that failed: tenants, the queue file, folders.
+    pub fn failures(&self) -> Vec<(String, String)> {
+        let tenants = self.tenants.iter().chain(self.queue.as_ref());
+        let lines = tenants
+            .filter(|l| l.status == BackupStatus::Failed)
+            .map(|l| (l.tenant.clone(), l.error.clone().unwrap_or_default()));
+        let folders = self
+            .folders
+            .iter()
+            .filter(|f| f.status == BackupStatus::Failed)
+            .map(|f| (f.folder.clone(), f.error.clone().unwrap_or_default()));
+        lines.chain(folders).collect()
+    }
 }
 
 /// Back up the tenants of `opts` into a new set under `data`'s backups.
@@ -130,7 +176,20 @@ pub fn backup_tenants(
     now: Millis,
     reporter: &Reporter,
 ) -> Result<Manifest> {
+    backup_set(data, opts, None, now, reporter)
+}
+
+/// [`backup_tenants`], and the queue file at `queue` (when given and
+/// `opts.queue`) and `opts`' folders, into one set.
+pub fn backup_set(
+    data: &DataDir,
+    opts: &BackupOptions,
+    queue: Option<&Path>,
+    now: Millis,
+    reporter: &Reporter,
+) -> Result<Manifest> {
     opts.validate()?;
+    let folders = more::folders(data, opts.folders.as_deref())?;
     let tenants = match &opts.tenants {
         Some(list) => {
             for t in list {
@@ -191,6 +250,20 @@ pub fn backup_tenants(
             operation: "backup",
         });
     };
+    let queue_line = queue
+        .filter(|_| opts.queue)
+        .map(|q| more::backup_queue(q, &work));
+    let mut folder_lines = Vec::with_capacity(folders.len());
+    for (name, path) in &folders {
+        if reporter.is_cancelled() {
+            let _ = std::fs::remove_dir_all(&work);
+            return Err(Error::Stopped {
+                operation: "backup",
+            });
+        }
+        reporter.report(99.0, "backing up folders", Some(name.clone()));
+        folder_lines.push(more::backup_folder(name, path, &work));
+    }
 
     let ok = lines
         .iter()
@@ -207,6 +280,8 @@ pub fn backup_tenants(
         duration_ms: started.elapsed().as_millis() as u64,
         tenants: lines,
         removed_sets: Vec::new(),
+        queue: queue_line,
+        folders: folder_lines,
     };
     let json = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
     write_atomically(&work.join("manifest.json"), &json)?;
@@ -228,13 +303,27 @@ pub fn backup_tenants(
 fn backup_one(data: &DataDir, tenant: &str, dir: &Path, file: &str) -> Result<(u64, u64, String)> {
     let src = data.tenants().open_read_only(tenant)?;
     let src_path = data.tenants().path(tenant)?;
+    snapshot_verified(src, &src_path, dir, tenant, file)
+}
+
+/// Snapshot the database `src` (at `src_path`) with the online backup API,
+/// compress it into `dir/file` and verify the archive.
+/// Returns (source bytes, compressed bytes, sha256).
+fn snapshot_verified(
+    src: Connection,
+    src_path: &Path,
+    dir: &Path,
+    stem: &str,
+    file: &str,
+) -> Result<(u64, u64, String)> {
+    let tenant = stem;
     let snapshot = dir.join(format!("{tenant}.snapshot"));
     {
         let mut dst = Connection::open(&snapshot)
             .map_err(|e| Error::from_sqlite("creating backup snapshot", &snapshot, e))?;
         let backup = Backup::new(&src, &mut dst)
-            .map_err(|e| Error::from_sqlite("starting online backup of", &src_path, e))?;
-        copy_all(&backup).map_err(|e| Error::from_sqlite("online backup of", &src_path, e))?;
+            .map_err(|e| Error::from_sqlite("starting online backup of", src_path, e))?;
+        copy_all(&backup).map_err(|e| Error::from_sqlite("online backup of", src_path, e))?;
     }
     drop(src);
     let source_bytes = file_len(&snapshot)?;
@@ -661,10 +750,56 @@ blocking_job! {
 fn check_backup(data: Option<&DataDir>, opts: &BackupOptions, _: Option<&str>) -> Checked {
     let data = data.ok_or(NO_DATA)?;
     opts.validate().map_err(said)?;
+    if opts.folders.is_some() {
+        more::folders(data, opts.folders.as_deref()).map_err(said)?;
+    }
+    for a in opts.email.iter().flat_map(|r| r.list()) {
+        a.parse::<lettre::Address>()
+            .map_err(|e| format!("email: {a:?} is not an address: {e}"))?;
+    }
     let mut named = opts.tenants.iter().flatten();
     named.try_for_each(|t| data.tenants().path(t).map(drop).map_err(said))
 }
 
 fn run_backup(run: &Run, opts: BackupOptions, r: &Reporter) -> Result<Manifest, JobError> {
-    backup_tenants(run.data()?, &opts, run.now, r).map_err(job_error)
+    let manifest =
+        backup_set(run.data()?, &opts, Some(run.store.path()), run.now, r).map_err(job_error)?;
+    if let Some(to) = &opts.email {
+        let id = report_mail(&run.store, run.job_id, &manifest, to).map_err(job_error)?;
+        tracing::info!(email_job = id, "backup report mail enqueued");
+    }
+    Ok(manifest)
+}
+
+/// Enqueue the backup-report mail of `manifest` (once per backup job).
+pub fn report_mail(
+    store: &jobd::Store,
+    job_id: i64,
+    manifest: &Manifest,
+    to: &crate::email::Recipients,
+) -> Result<i64> {
+    let tenants: Vec<serde_json::Value> = manifest
+        .tenants
+        .iter()
+        .chain(manifest.queue.as_ref())
+        .map(|l| {
+            serde_json::json!({"name": l.tenant, "status": l.status, "compressed_bytes": l.compressed_bytes})
+        })
+        .chain(manifest.folders.iter().map(|f| {
+            serde_json::json!({"name": format!("{}/", f.folder), "status": f.status,
+                               "compressed_bytes": f.compressed_bytes})
+        }))
+        .collect();
+    let mail = serde_json::json!({
+        "to": to,
+        "template": "backup-report",
+        "data": {
+            "set": manifest.set, "ok": manifest.ok, "failed": manifest.failed,
+            "total": manifest.tenants.len(), "tenants": tenants,
+        },
+    });
+    let job = jobd::NewJob::new(crate::email::EMAIL_QUEUE, crate::email::SEND_KIND)
+        .payload(&mail)
+        .unique_key(format!("backup-report:{job_id}"));
+    store.enqueue(&job)
 }
