@@ -3,8 +3,10 @@
 //! goes out through a real SMTP server (aiosmtpd).  Time is the store's
 //! manual clock.
 
+mod support;
+
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use jobd::store::{JobState, NewJob};
 use jobd::worker::Worker;
@@ -14,7 +16,6 @@ use jobd_handlers::email::{self, Mailer, SmtpConfig};
 use jobd_handlers::DataDir;
 use jobd_testkit::smtp::{python, SmtpServer};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
 const T0: i64 = 1_800_000_000_000;
 
@@ -96,24 +97,9 @@ async fn a_burst_of_deaths_is_one_mail_and_the_next_waits_for_the_window() {
     assert_eq!(second_mail.payload["data"]["count"], 4);
 
     // The two mails, delivered by the e-mail handler.
-    let stop = CancellationToken::new();
-    let w = tokio::spawn({
-        let stop = stop.clone();
-        email::register(Worker::builder(store.clone()), mailer.clone())
-            .queue("email", 2)
-            .run(async move { stop.cancelled().await })
-    });
     let ids = [mail.id, second_mail.id];
-    let t0 = Instant::now();
-    while !ids
-        .iter()
-        .all(|id| store.get(*id).unwrap().state.is_finished())
-    {
-        assert!(t0.elapsed() < Duration::from_secs(20));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    stop.cancel();
-    w.await.unwrap().unwrap();
+    let builder = email::register(Worker::builder(store.clone()), mailer.clone()).queue("email", 2);
+    support::run_until_finished(builder, &store, &ids).await;
     for id in ids {
         assert_eq!(store.get(id).unwrap().state, JobState::Succeeded);
     }

@@ -4,11 +4,12 @@
 //! `.tar.zst`; each restored to a new place, byte for byte, and nothing
 //! overwritten; a tampered archive refused.  The backup job mails its report.
 
+mod support;
+
 use std::fs;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use jobd::store::{JobState, ListFilter, NewJob};
 use jobd::worker::{Reporter, Worker};
@@ -17,7 +18,6 @@ use jobd_handlers::backup::{self, BackupOptions, BackupStatus};
 use jobd_handlers::tenants::{seed, SeedOptions};
 use jobd_handlers::DataDir;
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
 fn data_dir() -> (tempfile::TempDir, DataDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -204,19 +204,8 @@ async fn the_backup_job_sends_its_report() {
                 .payload(&json!({"keep": 3, "email": ["ops@example.com"]})),
         )
         .unwrap();
-    let stop = CancellationToken::new();
-    let w = tokio::spawn({
-        let stop = stop.clone();
-        jobd_handlers::builtin(Worker::builder(store.clone()), &data)
-            .run(async move { stop.cancelled().await })
-    });
-    let t0 = Instant::now();
-    while !store.get(id).unwrap().state.is_finished() {
-        assert!(t0.elapsed() < Duration::from_secs(30));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    stop.cancel();
-    w.await.unwrap().unwrap();
+    let builder = jobd_handlers::builtin(Worker::builder(store.clone()), &data);
+    support::run_until_finished(builder, &store, &[id]).await;
     let job = store.get(id).unwrap();
     assert_eq!(job.state, JobState::Succeeded, "{:?}", job.last_error);
     let m = &job.result.unwrap();

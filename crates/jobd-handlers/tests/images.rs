@@ -5,6 +5,8 @@
 //! outside uploads/ and artifacts/ — refused at enqueue and on a try, with
 //! nothing written.
 
+mod support;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -15,7 +17,6 @@ use jobd::Store;
 use jobd_handlers::images::{self, ImageSpec, Processed};
 use jobd_handlers::DataDir;
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
 fn data_dir() -> (tempfile::TempDir, DataDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -243,19 +244,8 @@ async fn a_worker_runs_it_with_progress_and_the_outputs_in_its_result() {
                 .tenant("tenant-001"),
         )
         .unwrap();
-    let stop = CancellationToken::new();
-    let w = tokio::spawn({
-        let stop = stop.clone();
-        jobd_handlers::builtin(Worker::builder(store.clone()), &data)
-            .run(async move { stop.cancelled().await })
-    });
-    let t0 = Instant::now();
-    while !store.get(id).unwrap().state.is_finished() {
-        assert!(t0.elapsed() < Duration::from_secs(30));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    stop.cancel();
-    w.await.unwrap().unwrap();
+    let builder = jobd_handlers::builtin(Worker::builder(store.clone()), &data);
+    support::run_until_finished(builder, &store, &[id]).await;
     let job = store.get(id).unwrap();
     assert_eq!(job.state, JobState::Succeeded, "{:?}", job.last_error);
     assert_eq!(job.progress.percent, Some(100.0));

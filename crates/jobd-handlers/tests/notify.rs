@@ -6,8 +6,10 @@
 //! allow-list, an unsigned webhook or a mail without a server are refused
 //! at enqueue.
 
+mod support;
+
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use jobd::store::{JobInfo, JobState, ListFilter, NewJob, Notify};
 use jobd::worker::{JobError, Worker, WorkerBuilder};
@@ -17,7 +19,6 @@ use jobd_handlers::notify::{self, NotifyConfig};
 use jobd_handlers::DataDir;
 use jobd_testkit::smtp::{python, SmtpServer, WebhookServer};
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
 
 const SECRET: &str = "s3cret-for-the-test";
 
@@ -49,14 +50,8 @@ fn worker(store: &Store, config: NotifyConfig, mailer: Option<Arc<Mailer>>) -> W
 
 /// Run `builder` until every notification job has finished (and there is one).
 async fn run_until_notified(store: &Store, builder: WorkerBuilder) -> Vec<JobInfo> {
-    let stop = CancellationToken::new();
-    let w = tokio::spawn({
-        let stop = stop.clone();
-        builder.run(async move { stop.cancelled().await })
-    });
-    let t0 = Instant::now();
-    let notes = loop {
-        let notes: Vec<JobInfo> = store
+    let notes = || -> Vec<JobInfo> {
+        store
             .list(&ListFilter {
                 queue: Some(notify::QUEUE.into()),
                 ..ListFilter::default()
@@ -64,16 +59,14 @@ async fn run_until_notified(store: &Store, builder: WorkerBuilder) -> Vec<JobInf
             .unwrap()
             .iter()
             .map(|s| store.get(s.id).unwrap())
-            .collect();
-        if !notes.is_empty() && notes.iter().all(|j| j.state.is_finished()) {
-            break notes;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(30), "{notes:#?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+            .collect()
     };
-    stop.cancel();
-    w.await.unwrap().unwrap();
-    notes
+    support::run_until(builder, "the notifications", || {
+        let n = notes();
+        !n.is_empty() && n.iter().all(|j| j.state.is_finished())
+    })
+    .await;
+    notes()
 }
 
 #[tokio::test]

@@ -50,6 +50,26 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Start a server script (`cmd PORT OUT args…`) on a free port, saving
+/// into a new temporary directory; returns once it printed "ready".
+fn spawn(cmd: &mut Command, args: &[&str], what: &str) -> (Child, u16, tempfile::TempDir) {
+    let out = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = cmd
+        .arg(port.to_string())
+        .arg(out.path())
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready", "the {what} server did not start");
+    (child, port, out)
+}
+
 /// A running server; killed when dropped.
 pub struct SmtpServer {
     child: Child,
@@ -68,21 +88,7 @@ impl SmtpServer {
     /// Start one with `python` (from [`python`]) and the script's options;
     /// returns once it listens.
     pub fn start(python: &str, args: &[&str]) -> SmtpServer {
-        let out = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let mut child = Command::new(python)
-            .arg(SERVER)
-            .arg(port.to_string())
-            .arg(out.path())
-            .args(args)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "ready", "the SMTP server did not start");
+        let (child, port, out) = spawn(Command::new(python).arg(SERVER), args, "SMTP");
         SmtpServer { child, port, out }
     }
 
@@ -136,22 +142,9 @@ impl WebhookServer {
     /// Start one (any `python3` will do: it needs only the standard
     /// library) checking signatures with `secret`; returns once it listens.
     pub fn start(secret: &str, args: &[&str]) -> WebhookServer {
-        let out = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let mut child = Command::new("python3")
-            .arg(WEBHOOK_SERVER)
-            .arg(port.to_string())
-            .arg(out.path())
-            .args(args)
-            .env("WEBHOOK_SECRET", secret)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "ready", "the webhook server did not start");
+        let mut cmd = Command::new("python3");
+        cmd.arg(WEBHOOK_SERVER).env("WEBHOOK_SECRET", secret);
+        let (child, port, out) = spawn(&mut cmd, args, "webhook");
         WebhookServer { child, port, out }
     }
 

@@ -418,13 +418,7 @@ pub fn restore_with(
     opts: &RestoreOptions,
 ) -> Result<RestoreReport> {
     jobd::store::validate_tenant(tenant)?;
-    if set.is_empty() || !set.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-        return Err(Error::invalid(
-            "backup set",
-            format!("{set:?} is not a backup set name (like 20261123T020000Z)"),
-        ));
-    }
-    let dir = data.backups().join(set);
+    let dir = more::set_dir(data, set)?;
     let manifest = read_manifest(&dir)?;
     let line = manifest
         .tenants
@@ -443,20 +437,7 @@ pub fn restore_with(
             ),
         ));
     }
-    if line.file.contains('/') || line.file.starts_with('.') {
-        return Err(Error::Corrupt {
-            path: dir.join("manifest.json"),
-            reason: format!("file name {:?} leaves the set", line.file),
-        });
-    }
-    let archive = dir.join(&line.file);
-    let sha = sha256_file(&archive)?;
-    if sha != line.sha256 {
-        return Err(Error::Corrupt {
-            path: archive,
-            reason: format!("its SHA-256 {sha} is not the manifest's {}", line.sha256),
-        });
-    }
+    let archive = more::checked_archive(&dir, &line.file, &line.sha256)?;
     let staging = data.tenants().root().join(".staging");
     std::fs::create_dir_all(&staging).map_err(Error::io("creating", &staging))?;
     if line.source_bytes > opts.max_bytes {

@@ -235,7 +235,7 @@ fn read_back(archive: &Path, cap: u64) -> Result<(u64, u64)> {
 }
 
 /// The set's directory, its name checked.
-fn set_dir(data: &DataDir, set: &str) -> Result<PathBuf> {
+pub(super) fn set_dir(data: &DataDir, set: &str) -> Result<PathBuf> {
     if set.is_empty() || !set.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
         return Err(Error::invalid(
             "backup set",
@@ -246,7 +246,7 @@ fn set_dir(data: &DataDir, set: &str) -> Result<PathBuf> {
 }
 
 /// The archive `file` of a set, checked against the manifest's SHA-256.
-fn checked_archive(dir: &Path, file: &str, sha256: &str) -> Result<PathBuf> {
+pub(super) fn checked_archive(dir: &Path, file: &str, sha256: &str) -> Result<PathBuf> {
     if file.contains('/') || file.starts_with('.') {
         return Err(Error::Corrupt {
             path: dir.join("manifest.json"),
