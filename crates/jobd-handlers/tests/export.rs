@@ -240,29 +240,31 @@ fn bad_input_is_refused_before_anything_is_written() {
 fn a_stopped_export_leaves_no_file_and_old_exports_are_removed() {
     let (_d, data) = seeded(120_000);
     let config = ExportConfig::default();
-    let cancel = CancellationToken::new();
-    cancel.cancel();
-    let all = ExportSpec {
-        from_ms: None,
-        to_ms: None,
-        ..spec(Format::Csv, &[])
-    };
-    let e = export::export(
-        &data,
-        &config,
-        T,
-        &all,
-        "stopped",
-        &Reporter::cancellable(cancel),
-    )
-    .unwrap_err();
-    assert!(e.to_string().contains("stopped"), "{e}");
     let dir = data.artifacts().join("exports").join(T);
-    assert_eq!(
-        std::fs::read_dir(&dir).unwrap().count(),
-        0,
-        "no partial file left"
-    );
+    for format in [Format::Csv, Format::Jsonl, Format::Xlsx] {
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let all = ExportSpec {
+            from_ms: None,
+            to_ms: None,
+            ..spec(format, &[])
+        };
+        let e = export::export(
+            &data,
+            &config,
+            T,
+            &all,
+            "stopped",
+            &Reporter::cancellable(cancel),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("stopped"), "{format:?}: {e}");
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "{format:?}: no partial file left"
+        );
+    }
 
     // An export older than keep_days goes; a newer one and what a symlink
     // points at outside stay.
