@@ -347,88 +347,6 @@ fn progress(reporter: &Reporter, n: u64, total: u64) {
     reporter.report(pct, "rows", Some(format!("{n}/{total}")));
 }
 
-/// Rows per batch handed to the XLSX writer.
-const XLSX_BATCH: usize = 1024;
-
-/// A cell on its way to the XLSX writer.
-enum Cell {
-    Empty,
-    Number(f64),
-    Text(String),
-}
-
-enum Batch {
-    /// Cells, a row after the other.
-    Rows(Vec<Cell>),
-    /// Every row was sent: save.
-    Done,
-}
-
-/// The XLSX writer's side: sheets of at most [`XLSX_ROWS_PER_SHEET`] rows
-/// under a header row, saved at [`Batch::Done`]; a channel closed before
-/// it (the reader stopped or failed) saves nothing.
-fn write_xlsx(rx: std::sync::mpsc::Receiver<Batch>, columns: &[String], to: &Path) -> Result<()> {
-    let err = |e: rust_xlsxwriter::XlsxError| {
-        Error::io("writing", to)(std::io::Error::other(format!("xlsx: {e}")))
-    };
-    let mut book = rust_xlsxwriter::Workbook::new();
-    if let Some(dir) = to.parent() {
-        // Constant-memory sheets spill to temporary files beside the
-        // export, not to /tmp.
-        book.set_tempdir(dir).map_err(err)?;
-    }
-    book.use_zip_large_file(true);
-    // Deflate dominates the save; level 1 (Excel uses 3) for speed over a
-    // file a fifth larger.
-    book.set_zip_compression_level(1);
-    let new_sheet = |book: &mut rust_xlsxwriter::Workbook, n: usize| -> Result<()> {
-        let s = book.add_worksheet_with_constant_memory().map_err(err)?;
-        s.set_name(format!("export-{n}")).map_err(err)?;
-        for (c, name) in columns.iter().enumerate() {
-            s.write_string(0, c as u16, name).map_err(err)?;
-        }
-        Ok(())
-    };
-    let width = columns.len().max(1);
-    let (mut sheets, mut sheet_row) = (0usize, 0u32);
-    for batch in rx {
-        let cells = match batch {
-            Batch::Rows(cells) => cells,
-            Batch::Done => {
-                if sheets == 0 {
-                    new_sheet(&mut book, 1)?;
-                }
-                book.save(to).map_err(err)?;
-                return std::fs::File::open(to)
-                    .and_then(|f| f.sync_all())
-                    .map_err(Error::io("writing", to));
-            }
-        };
-        let mut cells = cells;
-        for row in cells.chunks_mut(width) {
-            if sheets == 0 || u64::from(sheet_row) > XLSX_ROWS_PER_SHEET {
-                sheets += 1;
-                new_sheet(&mut book, sheets)?;
-                sheet_row = 1;
-            }
-            let s = book.worksheets_mut().last_mut().expect("a sheet was added");
-            for (c, cell) in row.iter_mut().enumerate() {
-                let col = c as u16;
-                match std::mem::replace(cell, Cell::Empty) {
-                    Cell::Empty => continue,
-                    Cell::Number(x) => s.write_number(sheet_row, col, x),
-                    Cell::Text(t) => s.write_string(sheet_row, col, t),
-                }
-                .map_err(err)?;
-            }
-            sheet_row += 1;
-        }
-    }
-    Err(Error::Stopped {
-        operation: "export",
-    })
-}
-
 fn write_rows(
     conn: &Connection,
     plan: &Plan,
@@ -525,53 +443,62 @@ fn write_rows(
             file.sync_all().map_err(io)?;
         }
         Format::Xlsx => {
-            // The rows are read here and written into the workbook on a
-            // thread of its own: SQLite's stepping and the cells' text
-            // overlap rust_xlsxwriter's per-cell work.  The workbook is
-            // saved only after the last batch, so a stopped or failed
-            // export leaves no file behind as if complete.
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(4);
-            std::thread::scope(|scope| {
-                let writer = scope.spawn(|| write_xlsx(rx, &plan.columns, to));
-                let mut batch = Vec::with_capacity(width * XLSX_BATCH);
-                let read = (|| -> Result<()> {
-                    while let Some(row) = rows.next().map_err(sql_error)? {
-                        for c in 0..width {
-                            batch.push(match row.get_ref(c).map_err(sql_error)? {
-                                ValueRef::Null => Cell::Empty,
-                                ValueRef::Integer(x) => Cell::Number(x as f64),
-                                ValueRef::Real(x) => Cell::Number(x),
-                                ValueRef::Text(t) => {
-                                    Cell::Text(String::from_utf8_lossy(t).into_owned())
-                                }
-                                ValueRef::Blob(b) => Cell::Text(crate::hex(b)),
-                            });
+            let xlsx = |e: rust_xlsxwriter::XlsxError| other(format!("xlsx: {e}"));
+            let mut book = rust_xlsxwriter::Workbook::new();
+            if let Some(dir) = to.parent() {
+                // Constant-memory sheets spill to temporary files beside
+                // the export, not to /tmp.
+                book.set_tempdir(dir).map_err(xlsx)?;
+            }
+            book.use_zip_large_file(true);
+            // Deflate dominates the save; level 1 (Excel uses 3) for speed
+            // over a file a fifth larger.
+            book.set_zip_compression_level(1);
+            // A sheet holds at most XLSX_ROWS_PER_SHEET rows under its header.
+            let new_sheet = |book: &mut rust_xlsxwriter::Workbook, n: usize| -> Result<()> {
+                let s = book.add_worksheet_with_constant_memory().map_err(xlsx)?;
+                s.set_name(format!("export-{n}")).map_err(xlsx)?;
+                for (c, name) in plan.columns.iter().enumerate() {
+                    s.write_string(0, c as u16, name).map_err(xlsx)?;
+                }
+                Ok(())
+            };
+            let mut sheet_row = 0u32;
+            let mut sheets = 0;
+            while let Some(row) = rows.next().map_err(sql_error)? {
+                if sheets == 0 || u64::from(sheet_row) > XLSX_ROWS_PER_SHEET {
+                    sheets += 1;
+                    new_sheet(&mut book, sheets)?;
+                    sheet_row = 1;
+                }
+                let s = book.worksheets_mut().last_mut().expect("a sheet was added");
+                for c in 0..width {
+                    let col = c as u16;
+                    match row.get_ref(c).map_err(sql_error)? {
+                        ValueRef::Null => continue,
+                        ValueRef::Integer(x) => s.write_number(sheet_row, col, x as f64),
+                        ValueRef::Real(x) => s.write_number(sheet_row, col, x),
+                        ValueRef::Text(t) => {
+                            s.write_string(sheet_row, col, String::from_utf8_lossy(t))
                         }
-                        n += 1;
-                        if n.is_multiple_of(XLSX_BATCH as u64) {
-                            let full = std::mem::replace(
-                                &mut batch,
-                                Vec::with_capacity(width * XLSX_BATCH),
-                            );
-                            if tx.send(Batch::Rows(full)).is_err() {
-                                return Ok(()); // the writer failed: its error below
-                            }
-                        }
-                        if n.is_multiple_of(CHUNK) {
-                            progress(reporter, n, total);
-                            stopped(reporter)?;
-                        }
+                        ValueRef::Blob(b) => s.write_string(sheet_row, col, crate::hex(b)),
                     }
-                    let _ = tx.send(Batch::Rows(batch));
-                    let _ = tx.send(Batch::Done);
-                    Ok(())
-                })();
-                drop(tx);
-                let written = writer
-                    .join()
-                    .unwrap_or_else(|_| Err(other("the XLSX writer panicked".into())));
-                read.and(written)
-            })?;
+                    .map_err(xlsx)?;
+                }
+                sheet_row += 1;
+                n += 1;
+                if n.is_multiple_of(CHUNK) {
+                    progress(reporter, n, total);
+                    stopped(reporter)?;
+                }
+            }
+            if sheets == 0 {
+                new_sheet(&mut book, 1)?;
+            }
+            book.save(to).map_err(xlsx)?;
+            std::fs::File::open(to)
+                .and_then(|f| f.sync_all())
+                .map_err(io)?;
         }
     }
     progress(reporter, n, total);
