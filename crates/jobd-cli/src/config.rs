@@ -61,12 +61,15 @@ pub struct EmailConfig {
     pub pool_size: Option<u32>,
     pub batch_size: Option<usize>,
     pub batch_pause: Option<String>,
+    /// Certificates (PEM) trusted beside the Mozilla roots; relative to
+    /// jobd.toml's folder.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl EmailConfig {
     /// The server as the mailer takes it, the password read from the
-    /// environment.
-    pub fn smtp(&self) -> CliResult<jobd_handlers::email::SmtpConfig> {
+    /// environment; `base` is where relative paths start (jobd.toml's folder).
+    pub fn smtp(&self, base: &Path) -> CliResult<jobd_handlers::email::SmtpConfig> {
         if self.password.is_some() {
             return Err(
                 "[email] password: keep the SMTP password out of jobd.toml; put it in \
@@ -101,6 +104,7 @@ impl EmailConfig {
             pool_size: self.pool_size.unwrap_or(4),
             batch_size: self.batch_size.unwrap_or(10),
             batch_pause: duration("batch_pause", &self.batch_pause, 1000)?,
+            ca_file: self.ca_file.as_ref().map(|f| base.join(f)),
         })
     }
 }

@@ -47,7 +47,7 @@ fn mailer(
     let Some(email) = &config.email else {
         return Ok(None);
     };
-    let mailer = jobd_handlers::email::Mailer::new(&email.smtp()?, data.clone())?;
+    let mailer = jobd_handlers::email::Mailer::new(&email.smtp(&config.base())?, data.clone())?;
     Ok(Some(std::sync::Arc::new(mailer)))
 }
 
@@ -112,8 +112,9 @@ fn worker(
         .notify
         .clone()
         .unwrap_or_default()
-        .with_secret_from_env()?;
-    builder = jobd_handlers::notify::register(builder, notify, mailer.clone());
+        .with_secret_from_env()?
+        .with_base(&config.base());
+    builder = jobd_handlers::notify::register(builder, notify, mailer.clone())?;
     if let Some(alerts) = &config.alerts {
         alerts.check(mailer.as_deref())?;
     }

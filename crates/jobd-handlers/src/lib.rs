@@ -54,6 +54,7 @@ pub mod notify;
 pub mod qr;
 pub mod schedules;
 pub mod tenants;
+pub mod tls;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -281,10 +282,10 @@ pub fn builtin(
             export::ExportConfig::default(),
             false,
         ))
-        .register(notify::NotifyHandler::new(
-            notify::NotifyConfig::default(),
-            None,
-        ))
+        .register(
+            notify::NotifyHandler::new(notify::NotifyConfig::default(), None)
+                .expect("no ca_file to read"),
+        )
         .register(alerts::AlertHandler::new(None, None))
         .register(images::ImageHandler::new(data.clone()))
         .register(files::CleanupFilesHandler::new(data.clone()))

@@ -58,6 +58,10 @@ pub struct NotifyConfig {
     /// The signing secret: from [`SECRET_ENV`], never the file.
     #[serde(skip)]
     pub secret: Option<String>,
+    /// Certificates (PEM) trusted beside the Mozilla roots for `https`
+    /// webhooks (relative to jobd.toml's folder).
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
     /// A `secret` key in the file, refused by [`NotifyConfig::with_secret_from_env`].
     #[serde(default, rename = "secret", skip_serializing)]
     secret_in_file: Option<String>,
@@ -85,6 +89,7 @@ impl Default for NotifyConfig {
             webhook_hosts: Vec::new(),
             timeout: default_timeout(),
             secret: None,
+            ca_file: None,
             secret_in_file: None,
         }
     }
@@ -101,6 +106,12 @@ impl NotifyConfig {
         }
         self.secret = std::env::var(SECRET_ENV).ok().filter(|s| !s.is_empty());
         Ok(self)
+    }
+
+    /// `ca_file` relative to `base` (jobd.toml's folder).
+    pub fn with_base(mut self, base: &std::path::Path) -> NotifyConfig {
+        self.ca_file = self.ca_file.map(|f| base.join(f));
+        self
     }
 
     /// Is `url` a webhook this configuration sends to?  Its scheme, host and
@@ -253,20 +264,15 @@ pub struct NotifyHandler {
 }
 
 impl NotifyHandler {
-    pub fn new(config: NotifyConfig, mailer: Option<Arc<Mailer>>) -> NotifyHandler {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default TLS versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        NotifyHandler {
+    /// Refused: a `ca_file` that holds no certificate.
+    pub fn new(config: NotifyConfig, mailer: Option<Arc<Mailer>>) -> Result<NotifyHandler, String> {
+        let tls = crate::tls::client_config(config.ca_file.as_deref())
+            .map_err(|e| format!("[notify] {e}"))?;
+        Ok(NotifyHandler {
             config,
             mailer,
-            tls: Arc::new(tls),
-        }
+            tls,
+        })
     }
 
     fn mail(&self, end: &JobEnd, target: &EmailTarget) -> Result<(&Mailer, Email), String> {
@@ -486,6 +492,6 @@ pub fn register(
     builder: WorkerBuilder,
     config: NotifyConfig,
     mailer: Option<Arc<Mailer>>,
-) -> WorkerBuilder {
-    builder.register(NotifyHandler::new(config, mailer))
+) -> Result<WorkerBuilder, String> {
+    Ok(builder.register(NotifyHandler::new(config, mailer)?))
 }

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use jobd::store::{Backoff, JobState, NewJob};
 use jobd::worker::Worker;
 use jobd::Store;
-use jobd_handlers::email::{self, Mailer, SmtpConfig};
+use jobd_handlers::email::{self, Mailer, SmtpConfig, TlsMode};
 use jobd_handlers::DataDir;
-use jobd_testkit::smtp::{free_port, python, SmtpServer};
+use jobd_testkit::smtp::{free_port, python, SmtpServer, TestCa};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -370,4 +370,49 @@ fn what_can_be_known_at_enqueue_is_refused_then() {
     )
     .unwrap_err();
     assert!(e.contains("is not an address"), "{e}");
+}
+
+#[tokio::test]
+async fn starttls_and_implicit_tls_deliver_to_a_server_whose_ca_is_trusted() {
+    let Some(py) = python() else { return };
+    let ca = TestCa::new();
+    let (cert, key) = (ca.cert.to_str().unwrap(), ca.key.to_str().unwrap());
+    for (mode, flag) in [(TlsMode::Starttls, "starttls"), (TlsMode::Tls, "implicit")] {
+        let server = smtp(&py, &["--tls", flag, "--cert", cert, "--key", key]);
+        for trusted in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let data = DataDir::new(dir.path().join("data"));
+            std::fs::create_dir_all(data.root()).unwrap();
+            let store = Store::open(dir.path().join("queue.db")).unwrap();
+            let mut config = SmtpConfig::loopback(server.port, "jobd <jobd@example.com>");
+            config.tls = mode;
+            config.ca_file = trusted.then(|| ca.ca.clone());
+            let mailer = Arc::new(Mailer::new(&config, data.clone()).unwrap());
+            let r = Rig {
+                _dir: dir,
+                data,
+                store,
+                mailer,
+            };
+            let data = json!({"name": "Ana", "product": "P", "login_url": "u"});
+            let id = r
+                .store
+                .enqueue(&send(json!("ana@example.com"), "welcome", data).max_attempts(1))
+                .unwrap();
+            r.run(&[id], finished).await;
+            let j = r.store.get(id).unwrap();
+            if trusted {
+                assert_eq!(j.state, JobState::Succeeded, "{flag}: {:?}", j.last_error);
+            } else {
+                assert_eq!(j.state, JobState::Dead, "{flag}: an unknown CA is refused");
+                let e = j.last_error.unwrap();
+                assert!(e.to_lowercase().contains("certificate"), "{flag}: {e}");
+            }
+        }
+        assert_eq!(
+            server.received().len(),
+            1,
+            "{flag}: the trusted message only"
+        );
+    }
 }

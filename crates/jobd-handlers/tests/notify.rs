@@ -17,7 +17,7 @@ use jobd::{Error, Store};
 use jobd_handlers::email::{Mailer, SmtpConfig};
 use jobd_handlers::notify::{self, NotifyConfig};
 use jobd_handlers::DataDir;
-use jobd_testkit::smtp::{python, SmtpServer, WebhookServer};
+use jobd_testkit::smtp::{python, SmtpServer, TestCa, WebhookServer};
 use serde_json::{json, Value};
 
 const SECRET: &str = "s3cret-for-the-test";
@@ -45,7 +45,7 @@ fn worker(store: &Store, config: NotifyConfig, mailer: Option<Arc<Mailer>>) -> W
         })
         .queue("q", 2)
         .queue(notify::QUEUE, 2);
-    notify::register(b, config, mailer)
+    notify::register(b, config, mailer).unwrap()
 }
 
 /// Run `builder` until every notification job has finished (and there is one).
@@ -324,4 +324,40 @@ async fn mails_are_checked_at_enqueue_against_the_templates() {
         let e = check(entry.clone()).unwrap_err();
         assert!(e.to_string().contains(why), "{entry}: {e}");
     }
+}
+
+#[tokio::test]
+async fn an_https_webhook_is_delivered_when_its_ca_is_trusted_and_not_otherwise() {
+    let ca = TestCa::new();
+    let cert = ca.cert.to_str().unwrap();
+    let key = ca.key.to_str().unwrap();
+    let server = WebhookServer::start(SECRET, &["--cert", cert, "--key", key]);
+    let url = format!("https://127.0.0.1:{}/tls", server.port);
+    for (trusted, want) in [(true, JobState::Succeeded), (false, JobState::Dead)] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("queue.db")).unwrap();
+        store
+            .enqueue(&NewJob::new("q", "ok").notify(list(json!([
+                {"on": "succeeded", "webhook": url, "max_attempts": 1}
+            ]))))
+            .unwrap();
+        let mut c = config(server.port, Some(SECRET));
+        c.ca_file = trusted.then(|| ca.ca.clone());
+        let notes = run_until_notified(&store, worker(&store, c, None)).await;
+        assert_eq!(
+            notes[0].state, want,
+            "trusted {trusted}: {:?}",
+            notes[0].last_error
+        );
+        if !trusted {
+            let e = notes[0].last_error.clone().unwrap();
+            assert!(
+                e.contains("TLS") && e.to_lowercase().contains("certificate"),
+                "{e}"
+            );
+        }
+    }
+    let got = server.received();
+    assert_eq!(got.len(), 1, "only the trusted try got through");
+    assert_eq!(got[0]["valid"], true);
 }

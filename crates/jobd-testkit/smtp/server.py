@@ -3,16 +3,20 @@ python3-aiosmtpd) on loopback.  Each message it accepts is written to
 OUT/N.eml with OUT/N.json (the envelope: sender and recipients).
 
     python3 server.py PORT OUT [--fail-first N] [--fail-code 451] [--reject RCPT]...
+                              [--tls starttls|implicit --cert CERT --key KEY]
 
 --fail-first N answers the first N messages' DATA with --fail-code (a
 temporary 451, or a permanent 550); --reject answers RCPT TO for that
-address with 550.  Prints "ready" when it listens; stops on SIGTERM.
+address with 550.  --tls starttls offers STARTTLS and requires it before
+MAIL; --tls implicit speaks TLS from the first byte.  Prints "ready" when it
+listens; stops on SIGTERM.
 """
 
 import argparse
 import json
 import os
 import signal
+import ssl
 
 from aiosmtpd.controller import Controller
 
@@ -52,10 +56,18 @@ def main():
     ap.add_argument("--fail-first", type=int, default=0)
     ap.add_argument("--fail-code", default="451")
     ap.add_argument("--reject", action="append", default=[])
+    ap.add_argument("--tls", choices=["starttls", "implicit"])
+    ap.add_argument("--cert")
+    ap.add_argument("--key")
     a = ap.parse_args()
+    tls = {}
+    if a.tls:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(a.cert, a.key)
+        tls = {"ssl_context": ctx} if a.tls == "implicit" else {"tls_context": ctx, "require_starttls": True}
     # SIGTERM is waited for here; the server's thread never gets it.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-    controller = Controller(Handler(a.out, a.fail_first, a.fail_code, a.reject), hostname="127.0.0.1", port=a.port)
+    controller = Controller(Handler(a.out, a.fail_first, a.fail_code, a.reject), hostname="127.0.0.1", port=a.port, **tls)
     controller.start()
     print("ready", flush=True)
     signal.sigwait({signal.SIGTERM})

@@ -5,10 +5,11 @@ webhooks — HMAC-SHA256 over "<timestamp>.<body>" with the shared secret
 five minutes — and written to OUT/N.json: the path, the headers, the body,
 whether the signature held, and the status answered.
 
-    WEBHOOK_SECRET=... python3 server.py PORT OUT [--fail-first N] [--fail-code 503]
+    WEBHOOK_SECRET=... python3 server.py PORT OUT [--fail-first N] [--fail-code 503] [--cert C --key K]
 
 --fail-first N answers the first N requests with --fail-code (and records
-them too).  Prints "ready" when it listens; stops on SIGTERM.
+them too); --cert and --key serve HTTPS.  Prints "ready" when it listens;
+stops on SIGTERM.
 """
 
 import argparse
@@ -17,6 +18,7 @@ import hmac
 import json
 import os
 import signal
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,6 +30,8 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--fail-first", type=int, default=0)
     ap.add_argument("--fail-code", type=int, default=503)
+    ap.add_argument("--cert")
+    ap.add_argument("--key")
     a = ap.parse_args()
     secret = os.environ["WEBHOOK_SECRET"].encode()
     lock = threading.Lock()
@@ -64,6 +68,10 @@ def main():
             self.end_headers()
 
     server = ThreadingHTTPServer(("127.0.0.1", a.port), Handler)
+    if a.cert:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(a.cert, a.key)
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     print("ready", flush=True)

@@ -77,6 +77,9 @@ pub struct SmtpConfig {
     /// `send_batch_email`'s pacing: this many messages, then a pause.
     pub batch_size: usize,
     pub batch_pause: Duration,
+    /// Certificates (PEM) trusted beside the Mozilla roots: a company CA,
+    /// a test server's own.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl SmtpConfig {
@@ -93,6 +96,7 @@ impl SmtpConfig {
             pool_size: 4,
             batch_size: 10,
             batch_pause: Duration::from_secs(1),
+            ca_file: None,
         }
     }
 }
@@ -146,7 +150,7 @@ impl Mailer {
                  (use \"starttls\" or \"tls\")"
             ));
         }
-        let security = smtp::Security::new(config.tls, host)?;
+        let security = smtp::Security::new(config.tls, host, config.ca_file.as_deref())?;
         let credentials = config.username.as_ref().map(|user| {
             let password = config.password.clone().unwrap_or_default();
             Credentials::new(user.clone(), password)

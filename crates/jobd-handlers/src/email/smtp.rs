@@ -8,6 +8,7 @@
 //! implicit TLS through rustls) is what lets it be set.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -62,24 +63,27 @@ pub(crate) enum Security {
 }
 
 impl Security {
-    pub(crate) fn new(mode: TlsMode, host: &str) -> Result<Security, String> {
+    pub(crate) fn new(
+        mode: TlsMode,
+        host: &str,
+        ca_file: Option<&Path>,
+    ) -> Result<Security, String> {
+        let tls = |e: String| format!("e-mail TLS for {host}: {e}");
         Ok(match mode {
             TlsMode::None => Security::None,
-            TlsMode::Starttls => Security::Starttls(
-                TlsParameters::new(host.to_string())
-                    .map_err(|e| format!("e-mail TLS for {host}: {e}"))?,
-            ),
-            TlsMode::Tls => {
-                let provider = Arc::new(rustls::crypto::ring::default_provider());
-                let mut roots = rustls::RootCertStore::empty();
-                roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-                let config = rustls::ClientConfig::builder_with_provider(provider)
-                    .with_safe_default_protocol_versions()
-                    .map_err(|e| format!("e-mail TLS for {host}: {e}"))?
-                    .with_root_certificates(roots)
-                    .with_no_client_auth();
-                Security::Tls(Arc::new(config))
+            TlsMode::Starttls => {
+                let mut params = TlsParameters::builder(host.to_string());
+                if let Some(path) = ca_file {
+                    for cert in crate::tls::certificates(path).map_err(tls)? {
+                        let cert =
+                            lettre::transport::smtp::client::Certificate::from_der(cert.to_vec())
+                                .map_err(|e| tls(e.to_string()))?;
+                        params = params.add_root_certificate(cert);
+                    }
+                }
+                Security::Starttls(params.build_rustls().map_err(|e| tls(e.to_string()))?)
             }
+            TlsMode::Tls => Security::Tls(crate::tls::client_config(ca_file).map_err(tls)?),
         })
     }
 }
