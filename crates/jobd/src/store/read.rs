@@ -59,6 +59,9 @@ pub(crate) const LIST_RUNNING: &str =
     list_jobs!("jobs INDEXED BY jobs_running", "state = 'running'");
 pub(crate) const LIST_SCHEDULED: &str =
     list_jobs!("jobs INDEXED BY jobs_scheduled", "state = 'scheduled'");
+/// Dead jobs through theirs (schema 10): the few that failed for good among
+/// a million that succeeded, without walking the table.
+pub(crate) const LIST_DEAD: &str = list_jobs!("jobs INDEXED BY jobs_dead", "state = 'dead'");
 
 pub(super) fn state_col(r: &Row, i: usize) -> rusqlite::Result<JobState> {
     let s: String = r.get(i)?;
@@ -92,6 +95,7 @@ pub(crate) const STATEMENTS: &[(&str, &str)] = &[
     ("LIST_JOBS", LIST_JOBS),
     ("LIST_RUNNING", LIST_RUNNING),
     ("LIST_SCHEDULED", LIST_SCHEDULED),
+    ("LIST_DEAD", LIST_DEAD),
 ];
 
 impl Store {
@@ -159,11 +163,11 @@ impl Store {
 
     /// Jobs matching `filter`, newest first.
     ///
-    /// Running and scheduled jobs are found through their indexes; any other
+    /// Running, scheduled and dead jobs are found through their indexes; any other
     /// filter walks the table from the newest job back until the page is
     /// full, which is quick while matching jobs are recent or common (ready
     /// jobs, succeeded ones, a queue, a kind) and reads the whole table when
-    /// they are rare (a handful of dead jobs among a million succeeded).
+    /// they are rare (a handful of cancelled jobs among a million succeeded).
     pub fn list(&self, filter: &ListFilter) -> Result<Vec<JobSummary>> {
         if let Some(q) = &filter.queue {
             validate_name("queue", q)?;
@@ -179,6 +183,7 @@ impl Store {
             let sql = match filter.state {
                 Some(JobState::Running) => LIST_RUNNING,
                 Some(JobState::Scheduled) => LIST_SCHEDULED,
+                Some(JobState::Dead) => LIST_DEAD,
                 _ => LIST_JOBS,
             };
             let mut stmt = conn.prepare_cached(sql)?;

@@ -220,7 +220,7 @@ fn assert_walks_index(plan: &[String], index: &str) {
 }
 
 #[test]
-fn running_and_scheduled_jobs_are_listed_through_their_indexes() {
+fn running_scheduled_and_dead_jobs_are_listed_through_their_indexes() {
     let (_dir, store) = fresh();
     seed_and_analyze(
         &store,
@@ -229,6 +229,7 @@ fn running_and_scheduled_jobs_are_listed_through_their_indexes() {
     for (sql, index) in [
         (read::LIST_RUNNING, "jobs_running"),
         (read::LIST_SCHEDULED, "jobs_scheduled"),
+        (read::LIST_DEAD, "jobs_dead"),
     ] {
         assert_walks_index(&plan(&store, sql), index);
     }
