@@ -38,6 +38,8 @@ fn the_demo_runs_and_its_report_matches_the_queue_file() {
         "nothing left waiting"
     );
     let jobs: i64 = store
+        .sqlite()
+        .unwrap()
         .connection()
         .unwrap()
         .query_row("SELECT count(*) FROM jobs", [], |r| r.get(0))

@@ -89,6 +89,8 @@ fn enqueue_on_a_full_disk_fails_cleanly_and_recovers() {
     // Everything acknowledged is there, and the file is sound.
     store.integrity_check().unwrap();
     let count: i64 = store
+        .sqlite()
+        .unwrap()
         .connection()
         .unwrap()
         .query_row("SELECT count(*) FROM jobs", [], |r| r.get(0))

@@ -93,7 +93,7 @@ fn ticks_fire_exactly_once_through_sigkills_and_restarts() {
         ("fast", 100, fast.next_fire_at.unwrap()),
         ("secondly", 1000, secondly.next_fire_at.unwrap()),
     ] {
-        let conn = store.connection().unwrap();
+        let conn = store.sqlite().unwrap().connection().unwrap();
         let mut stmt = conn
             .prepare(
                 "SELECT f.fire_at, j.run_at, j.kind FROM schedule_fires AS f

@@ -54,7 +54,7 @@ fn drain(data: &DataDir, round: usize, jobs: usize, scans: bool) -> (f64, bool) 
         let t0 = Instant::now();
         // The claims go in id order: the last job is among the last to end;
         // then what is left (a few at most) is counted through the indexes.
-        let conn = store.connection().unwrap();
+        let conn = store.sqlite().unwrap().connection().unwrap();
         let left = |c: &rusqlite::Connection| -> i64 {
             c.query_row(
                 "SELECT (SELECT count(*) FROM jobs WHERE state = 'ready' AND queue = 'bulk')

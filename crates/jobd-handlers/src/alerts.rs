@@ -132,7 +132,8 @@ pub fn scan(
         .window()
         .map_err(|e| jobd::Error::invalid("alerts", e))?;
     let window_ms = window.as_millis() as i64;
-    store.write("dead-job alerts", |tx| {
+    let file = store.require_sqlite("dead-job alerts")?;
+    file.write("dead-job alerts", |tx| {
         let now = store.clock().now_ms();
         let mark: Option<(Millis, i64, Option<Millis>)> = tx
             .prepare_cached(GET_MARK)?
@@ -196,7 +197,7 @@ pub fn scan(
             .check(&email)
             .map_err(|e| jobd::Error::invalid("alerts", e))?;
         let job = NewJob::new(EMAIL_QUEUE, SEND_KIND).payload(&email);
-        let id = store.enqueue_in(tx, &job)?;
+        let id = file.enqueue_in(tx, &job)?;
         tx.prepare_cached(PUT_MARK)?
             .execute(params![MARK, last.0, last.1, now])?;
         report.email_job = Some(id);

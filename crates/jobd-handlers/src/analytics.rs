@@ -166,7 +166,8 @@ pub struct Analytics {
 pub fn cached(store: &Store, query: &AnalyticsQuery) -> Result<Option<Analytics>> {
     crate::migrate(store)?;
     let now = store.clock().now_ms();
-    let text: Option<String> = store.with_conn("read analytics cache", |c| {
+    let file = store.require_sqlite("the analytics cache")?;
+    let text: Option<String> = file.with_conn("read analytics cache", |c| {
         Ok(c.prepare_cached(GET_CACHED)?
             .query_row(params![query.cache_key(), now, ttl_ms(query)], |r| r.get(0))
             .optional()?)
@@ -174,7 +175,7 @@ pub fn cached(store: &Store, query: &AnalyticsQuery) -> Result<Option<Analytics>
     Ok(match text {
         Some(t) => {
             let mut a: Analytics = serde_json::from_str(&t).map_err(|e| Error::Corrupt {
-                path: store.path().to_path_buf(),
+                path: file.path().to_path_buf(),
                 reason: format!("analytics cache entry is not an answer: {e}"),
             })?;
             a.cached = true;
@@ -243,7 +244,8 @@ pub fn analytics(
     answer.duration_ms = started.elapsed().as_millis() as u64;
     let expires = now.saturating_add(ttl_ms(query));
     let json = serde_json::to_string(&answer).expect("an answer serializes");
-    store.with_conn("write analytics cache", |c| {
+    let file = store.require_sqlite("the analytics cache")?;
+    file.with_conn("write analytics cache", |c| {
         c.prepare_cached(PUT_CACHED)?
             .execute(params![query.cache_key(), json, now, expires])?;
         Ok(())
@@ -341,7 +343,8 @@ fn period_start(period: Period, day: i64) -> String {
 pub fn purge_expired(store: &Store) -> Result<usize> {
     crate::migrate(store)?;
     let now = store.clock().now_ms();
-    store.with_conn("purge analytics cache", |c| {
+    let file = store.require_sqlite("the analytics cache")?;
+    file.with_conn("purge analytics cache", |c| {
         Ok(c.prepare_cached(PURGE_EXPIRED)?.execute([now])?)
     })
 }

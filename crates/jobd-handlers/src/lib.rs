@@ -75,9 +75,12 @@ pub const MIGRATIONS: &[&str] = &[
 ];
 
 /// Bring the handlers' tables in `store`'s file up to date (one read when
-/// they are).
+/// they are).  They live in a SQLite queue file; on another backend the
+/// handlers that need them (the analytics cache, dead-job alerts) say so.
 pub fn migrate(store: &jobd::Store) -> jobd::Result<()> {
-    store.migrate_extension("jobd-handlers", MIGRATIONS)
+    store
+        .require_sqlite("the handlers' tables (analytics cache, alert marks)")?
+        .migrate_extension("jobd-handlers", MIGRATIONS)
 }
 
 /// The data directory: `tenants/`, `artifacts/`, `backups/` (and usually the

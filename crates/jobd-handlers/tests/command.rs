@@ -142,7 +142,7 @@ printf '{"result": {"payload": %s, "id": "%s", "attempt": "%s", "tenant": "%s", 
     );
     // The last progress report is stored, with its details.
     let logged: Vec<(Option<f64>, Option<String>, Option<String>)> = {
-        let c = r.store.connection().unwrap();
+        let c = r.store.sqlite().unwrap().connection().unwrap();
         let mut s = c
             .prepare("SELECT percent, stage, detail FROM progress WHERE job_id = ?1 ORDER BY at")
             .unwrap();

@@ -439,6 +439,8 @@ async fn the_backup_job_runs_on_a_worker_with_progress() {
     assert_eq!(result["ok"], 3);
     assert_eq!(job.progress.percent, Some(100.0));
     let reports: i64 = store
+        .sqlite()
+        .unwrap()
         .connection()
         .unwrap()
         .query_row(
@@ -1119,7 +1121,7 @@ fn the_handlers_tables_migrate_and_their_statements_prepare() {
     let store = Store::open(dir.path().join("queue.db")).unwrap();
     jobd_handlers::migrate(&store).unwrap();
     jobd_handlers::migrate(&store).unwrap(); // once is enough; again changes nothing
-    let conn = rusqlite::Connection::open(store.path()).unwrap();
+    let conn = rusqlite::Connection::open(store.path().unwrap()).unwrap();
     for (name, sql) in jobd_handlers::analytics::STATEMENTS {
         conn.prepare(sql)
             .unwrap_or_else(|e| panic!("statement {name} does not prepare: {e}"));

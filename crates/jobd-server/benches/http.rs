@@ -88,6 +88,8 @@ fn main() {
     let total = latencies.len();
     let pct = |p: f64| latencies[((total as f64 * p) as usize).min(total - 1)].as_secs_f64() * 1e3;
     let stored: i64 = store
+        .sqlite()
+        .unwrap()
         .connection()
         .unwrap()
         .query_row("SELECT count(*) FROM jobs", [], |r| r.get(0))

@@ -569,7 +569,7 @@ async fn a_long_poll_answers_within_50_ms_of_an_enqueue() {
     // Through this process's API (the in-process wake-up), then from
     // another connection to the file, as another process would (the
     // commit watcher).
-    let other = Store::open(a.store.path()).unwrap();
+    let other = Store::open(a.store.path().unwrap()).unwrap();
     for round in 0..2 {
         let app = a.app.clone();
         let poll = tokio::spawn(async move {

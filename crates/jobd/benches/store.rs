@@ -49,7 +49,7 @@ fn prefill_jobd(path: &Path, rows: usize) -> Store {
     for _ in 0..rows / batch.len() {
         store.enqueue_many(&batch).unwrap();
     }
-    let conn = store.connection().unwrap();
+    let conn = store.sqlite().unwrap().connection().unwrap();
     conn.execute(
         "UPDATE jobs SET state = 'succeeded', finished_at = created_at, attempts = 1 WHERE id % 10 != 0",
         [],
@@ -126,6 +126,8 @@ impl Side {
             .unwrap();
         self.raw_many_txs(supply / 1000);
         self.store
+            .sqlite()
+            .unwrap()
             .connection()
             .unwrap()
             .execute("DELETE FROM jobs WHERE queue = 'bench'", [])
@@ -154,6 +156,8 @@ fn settle(sides: &[Side]) {
             .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
             .unwrap();
         side.store
+            .sqlite()
+            .unwrap()
             .connection()
             .unwrap()
             .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -224,7 +224,7 @@ fn drain(dir: &Path, jobs: usize, case: &Case) -> Drained {
     for _ in 0..jobs / 1000 {
         store.enqueue_many(&batch).unwrap();
     }
-    let conn = store.connection().unwrap();
+    let conn = store.sqlite().unwrap().connection().unwrap();
     conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
         .unwrap();
     // Cheap to ask (two index seeks), so watching does not slow the drain.

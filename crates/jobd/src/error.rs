@@ -127,6 +127,31 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    /// The backend has no such operation (a SQLite file's pragmas asked of
+    /// PostgreSQL, say); nothing was done.
+    #[error("{what} is not available on {backend}")]
+    Unsupported {
+        what: &'static str,
+        backend: &'static str,
+    },
+
+    /// A PostgreSQL error, with the operation that hit it.  A lost or
+    /// refused connection is [`Error::Unreachable`].
+    #[error("PostgreSQL error during {operation}: {detail}")]
+    Postgres {
+        operation: &'static str,
+        detail: String,
+    },
+
+    /// The PostgreSQL server could not be reached (down, restarting, or the
+    /// connection dropped); nothing of the operation was kept unless it had
+    /// committed.  Try again.
+    #[error("PostgreSQL unreachable during {operation}: {detail}; try again")]
+    Unreachable {
+        operation: &'static str,
+        detail: String,
+    },
+
     /// The connection pool could not hand out a connection.
     #[error("connection pool: {0}")]
     Pool(#[from] r2d2::Error),

@@ -40,8 +40,9 @@ pub mod worker;
 pub use clock::{Clock, ManualClock, Millis, SystemClock};
 pub use error::{Error, Result};
 pub use store::{
-    Backoff, CancelOutcome, CancelReport, ClaimedJob, FailOutcome, JobId, JobInfo, JobSelection,
-    JobState, ListFilter, NewJob, Progress, RetryReport, Stats, Store, StoreOptions,
+    Backend, Backoff, CancelOutcome, CancelReport, ClaimedJob, FailOutcome, JobId, JobInfo,
+    JobSelection, JobState, ListFilter, NewJob, Progress, RetryReport, SqliteStore, Stats, Store,
+    StoreOptions,
 };
 
 /// The code in the workspace's README, compiled as a doctest.

@@ -67,7 +67,7 @@ fn a_version_3_file_keeps_every_row_through_the_jobs_rebuild() {
     assert_eq!(before, [4, 4, 1, 1, 4, 4, 4]);
 
     let store = Store::open(&path).unwrap();
-    let conn = store.connection().unwrap();
+    let conn = store.sqlite().unwrap().connection().unwrap();
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
@@ -113,6 +113,8 @@ fn a_version_3_file_keeps_every_row_through_the_jobs_rebuild() {
     assert_eq!(t.outcome, "succeeded");
     assert_eq!(done.started_at, Some(1));
     let succeeded_rows: i64 = store
+        .sqlite()
+        .unwrap()
         .connection()
         .unwrap()
         .query_row(
@@ -136,7 +138,7 @@ fn a_version_3_file_keeps_every_row_through_the_jobs_rebuild() {
     store.complete(3, claimed[0].lease_token, None).unwrap();
     // Foreign keys still hold on the rebuilt table: deleting a job takes its
     // history, and history cannot point at a missing job.
-    let conn = store.connection().unwrap();
+    let conn = store.sqlite().unwrap().connection().unwrap();
     conn.execute("DELETE FROM jobs WHERE id = 2", []).unwrap();
     let left: i64 = conn
         .query_row("SELECT count(*) FROM attempts WHERE job_id = 2", [], |r| {
@@ -160,6 +162,8 @@ fn a_payload_written_behind_jobds_back_is_reported_by_the_check() {
     store.integrity_check().unwrap();
     let id = store.enqueue(&NewJob::new("q", "k")).unwrap();
     store
+        .sqlite()
+        .unwrap()
         .connection()
         .unwrap()
         .execute("UPDATE jobs SET payload = '{not json' WHERE id = ?1", [id])
@@ -203,6 +207,8 @@ fn job_ids_are_never_handed_out_twice() {
     assert!(next > ids[2], "id {next} after {ids:?} were purged");
     // Deleted behind jobd's back, the newest id still is not reused.
     store
+        .sqlite()
+        .unwrap()
         .connection()
         .unwrap()
         .execute("DELETE FROM jobs", [])
@@ -211,7 +217,7 @@ fn job_ids_are_never_handed_out_twice() {
     let batch = store.enqueue_many(&jobs).unwrap();
     assert!(batch[0] > next, "{batch:?} after {next}");
     let stored: Vec<i64> = {
-        let conn = store.connection().unwrap();
+        let conn = store.sqlite().unwrap().connection().unwrap();
         let mut stmt = conn.prepare("SELECT id FROM jobs ORDER BY id").unwrap();
         stmt.query_map([], |r| r.get(0))
             .unwrap()
@@ -225,6 +231,8 @@ fn job_ids_are_never_handed_out_twice() {
     version_3_file(&path);
     let store = Store::open(&path).unwrap();
     store
+        .sqlite()
+        .unwrap()
         .connection()
         .unwrap()
         .execute("DELETE FROM jobs WHERE id = 4", [])

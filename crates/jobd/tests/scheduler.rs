@@ -63,7 +63,7 @@ fn open(path: &std::path::Path, clock: &ManualClock) -> Store {
 type FireRow = (String, Millis, Option<i64>, Option<String>, Option<Millis>);
 
 fn fires(store: &Store) -> Vec<FireRow> {
-    let conn = store.connection().unwrap();
+    let conn = store.sqlite().unwrap().connection().unwrap();
     let mut stmt = conn
         .prepare(
             "SELECT f.schedule, f.fire_at, f.job_id, j.kind, j.run_at
@@ -81,6 +81,8 @@ fn fires(store: &Store) -> Vec<FireRow> {
 
 fn job_count(store: &Store) -> i64 {
     store
+        .sqlite()
+        .unwrap()
         .connection()
         .unwrap()
         .query_row("SELECT count(*) FROM jobs", [], |r| r.get(0))
@@ -419,7 +421,7 @@ fn bad_expressions_and_zones_are_refused_and_nothing_is_written() {
         .add_schedule(&NewSchedule::cron("existing", "0 2 * * *", "q", "k"))
         .unwrap();
     let dump = |store: &Store| -> String {
-        let conn = store.connection().unwrap();
+        let conn = store.sqlite().unwrap().connection().unwrap();
         let mut stmt = conn
             .prepare("SELECT json_group_array(json_array(name, cron, interval_ms, timezone, queue, kind, payload, enabled, next_fire_at, updated_at)) FROM schedules")
             .unwrap();
@@ -546,6 +548,8 @@ fn a_tick_already_fired_never_fires_again() {
     // Someone winds next_fire_at back by hand: the UNIQUE (schedule, fire_at)
     // row still refuses the tick.
     store
+        .sqlite()
+        .unwrap()
         .connection()
         .unwrap()
         .execute(
@@ -676,6 +680,8 @@ fn a_row_edited_into_nonsense_is_disabled_with_the_reason() {
             .unwrap();
     }
     store
+        .sqlite()
+        .unwrap()
         .connection()
         .unwrap()
         .execute(
@@ -712,6 +718,8 @@ fn a_version_1_file_is_migrated() {
     }
     let store = Store::open(&path).unwrap();
     let version: i64 = store
+        .sqlite()
+        .unwrap()
         .connection()
         .unwrap()
         .query_row("PRAGMA user_version", [], |r| r.get(0))

@@ -102,6 +102,8 @@ async fn typed_handler_runs_jobs_and_stores_result_and_progress() {
         Some(json!({"sum": 5, "attempt": 1, "tenant": "acme"}))
     );
     let logged: i64 = store
+        .sqlite()
+        .unwrap()
         .connection()
         .unwrap()
         .query_row(
@@ -134,6 +136,8 @@ async fn malformed_payload_is_dead_at_once() {
         .enqueue(&NewJob::new("math", "add").max_attempts(5))
         .unwrap();
     store
+        .sqlite()
+        .unwrap()
         .connection()
         .unwrap()
         .execute(

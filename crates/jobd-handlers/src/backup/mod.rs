@@ -744,7 +744,7 @@ fn check_backup(data: Option<&DataDir>, opts: &BackupOptions, _: Option<&str>) -
 
 fn run_backup(run: &Run, opts: BackupOptions, r: &Reporter) -> Result<Manifest, JobError> {
     let manifest =
-        backup_set(run.data()?, &opts, Some(run.store.path()), run.now, r).map_err(job_error)?;
+        backup_set(run.data()?, &opts, run.store.path(), run.now, r).map_err(job_error)?;
     if let Some(to) = &opts.email {
         let id = report_mail(&run.store, run.job_id, &manifest, to).map_err(job_error)?;
         tracing::info!(email_job = id, "backup report mail enqueued");

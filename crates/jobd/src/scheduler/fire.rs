@@ -22,7 +22,7 @@ use crate::scheduler::schedule::{FireReport, Fired, Misfire, ScheduleInfo};
 use crate::scheduler::when::Timetable;
 use crate::store::enqueue::insert_validated;
 use crate::store::job::RunAt;
-use crate::store::Store;
+use crate::store::SqliteStore;
 
 /// The earliest tick of any enabled schedule (a seek on `schedules_due`).
 pub(crate) const NEXT_DUE: &str = "SELECT min(next_fire_at) FROM schedules WHERE enabled = 1";
@@ -68,7 +68,7 @@ pub(crate) const STATEMENTS: &[(&str, &str)] = &[
 /// schedule after a week of downtime has 600k of them).
 const ENUMERATION_LIMIT: u64 = 100_000;
 
-impl Store {
+impl SqliteStore {
     /// The earliest tick of any enabled schedule.
     pub fn next_schedule_tick(&self) -> Result<Option<Millis>> {
         self.with_conn("read next tick", |conn| {

@@ -14,7 +14,7 @@ use crate::scheduler::schedule::{FireRecord, Misfire, NewSchedule, ScheduleInfo}
 use crate::scheduler::when::{Timetable, When};
 use crate::store::enqueue::insert_validated;
 use crate::store::job::{validate_name, RunAt};
-use crate::store::{meta, notify, JobId, NewJob, Store};
+use crate::store::{meta, notify, JobId, NewJob, SqliteStore};
 
 pub(crate) const INSERT_SCHEDULE: &str = "
 INSERT INTO schedules (name, cron, interval_ms, timezone, queue, kind, payload, priority,
@@ -125,7 +125,7 @@ impl NewSchedule {
     }
 }
 
-impl Store {
+impl SqliteStore {
     /// Add a schedule.  Its first tick is the first one after now.  A name
     /// already taken is [`Error::ScheduleExists`]; anything malformed is
     /// [`Error::InvalidInput`]; nothing is written in either case.
@@ -241,7 +241,7 @@ impl Store {
     }
 }
 
-impl Store {
+impl SqliteStore {
     /// Install `schedules` once per file: the first call under `key` adds
     /// the ones missing and records `key` in the file; later calls add
     /// nothing (so a schedule the user removed stays removed) unless

@@ -93,7 +93,7 @@ impl Scheduler {
     /// error ends the loop.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
         tokio::pin!(shutdown);
-        tracing::info!(path = %self.store.path().display(), "scheduler started");
+        tracing::info!(queue = %self.store.location(), "scheduler started");
         loop {
             let this = self.clone();
             let outcome = tokio::task::spawn_blocking(move || this.tick())

@@ -14,7 +14,7 @@ use crate::store::job::{ClaimedJob, FailOutcome, JobId};
 use crate::store::lease::{claim_in, claim_plan, end_try_in, Ending};
 use crate::store::notify;
 use crate::store::workers::json_list;
-use crate::store::Store;
+use crate::store::SqliteStore;
 
 /// [`lease::COMPLETE`](super::lease) that also refuses a try past its deadline.
 pub(crate) const COMPLETE_IN_TIME: &str = "
@@ -122,7 +122,7 @@ pub(crate) fn timed_out(timeout_ms: i64) -> String {
     )
 }
 
-impl Store {
+impl SqliteStore {
     /// End the tries in `acks` (`(id, lease token, how)`) and claim for
     /// `worker` as [`Store::complete_and_claim`] does, in one transaction.
     /// Each try's outcome comes back in order; a try whose lease is gone is

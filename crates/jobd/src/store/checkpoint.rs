@@ -39,7 +39,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::error::Result;
 use crate::store::open::{self, ConnectionOptions};
-use crate::store::Store;
+use crate::store::SqliteStore;
 
 /// How the background checkpointer runs.
 #[derive(Debug, Clone)]
@@ -249,7 +249,7 @@ fn checkpoint(conn: &Connection, sql: &str) -> rusqlite::Result<(i64, i64, i64)>
     conn.query_row(sql, [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
 }
 
-impl Store {
+impl SqliteStore {
     /// Checkpoint the WAL into the database file and truncate it.
     pub fn checkpoint(&self) -> Result<()> {
         self.with_conn("checkpoint", |c| {

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::store::job::{
     validate_name, CancelOutcome, CancelReport, JobId, JobSelection, JobState, RetryReport,
 };
-use crate::store::{notify, Store};
+use crate::store::{notify, SqliteStore};
 
 pub(crate) const JOB_STATE: &str = "SELECT state, unique_key FROM jobs WHERE id = ?1";
 
@@ -156,7 +156,7 @@ pub(crate) const STATEMENTS: &[(&str, &str)] = &[
     ("PICK_SCHEDULED", PICK_SCHEDULED),
 ];
 
-impl Store {
+impl SqliteStore {
     /// Cancel a job: a waiting one at once; a running one is flagged, and its
     /// worker sees the flag at once when it runs in this process, else as
     /// soon as its process notices the commit.

@@ -7,7 +7,7 @@ use crate::clock::{duration_ms, Millis};
 use crate::error::{Error, Result};
 use crate::store::job::{JobId, NewJob, RunAt};
 use crate::store::notify;
-use crate::store::{returning_row, Store};
+use crate::store::{returning_row, SqliteStore};
 
 /// The insert's head and its rows of parameters: one column list for the
 /// single and the multi-row inserts.  Bound from [`JobRow::values`].
@@ -86,7 +86,7 @@ pub(crate) const STATEMENTS: &[(&str, &str)] = &[
     ("MAX_JOB_ID", MAX_JOB_ID),
 ];
 
-impl Store {
+impl SqliteStore {
     /// Enqueue one job and return its id.  When the job has a unique key that a
     /// scheduled, ready or running job already holds, nothing is inserted and
     /// that job's id is returned.
@@ -135,7 +135,7 @@ impl Store {
     ///
     /// ```no_run
     /// # fn main() -> jobd::Result<()> {
-    /// let store = jobd::Store::open("queue.db")?;
+    /// let store = jobd::SqliteStore::open("queue.db")?;
     /// let mut conn = rusqlite::Connection::open("queue.db").unwrap();
     /// let tx = conn.transaction().unwrap();
     /// tx.execute("CREATE TABLE IF NOT EXISTS orders (id INTEGER PRIMARY KEY)", []).unwrap();

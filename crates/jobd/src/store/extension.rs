@@ -7,9 +7,9 @@
 //! `schema:<owner>`.
 
 use crate::error::{Error, Result};
-use crate::store::{meta, Store};
+use crate::store::{meta, SqliteStore};
 
-impl Store {
+impl SqliteStore {
     /// Bring `owner`'s tables to `migrations.len()`: migration `i` brings
     /// them to version `i + 1`, each applied once per file, all in one
     /// `BEGIN IMMEDIATE` transaction (safe from several processes at once).

@@ -2,7 +2,7 @@
 //! columns, `PRAGMA quick_check`.
 
 use crate::error::{Error, Result};
-use crate::store::Store;
+use crate::store::SqliteStore;
 
 /// Jobs whose payload or result is not JSON: jobd checks JSON before it
 /// writes (schema/0004), so these were written behind its back.
@@ -15,7 +15,7 @@ LIMIT 20";
 #[cfg(test)]
 pub(crate) const STATEMENTS: &[(&str, &str)] = &[("NOT_JSON", NOT_JSON)];
 
-impl Store {
+impl SqliteStore {
     /// `PRAGMA integrity_check`: `Ok(())` when the file is sound, else
     /// [`Error::Corrupt`] with SQLite's findings.
     pub fn integrity_check(&self) -> Result<()> {

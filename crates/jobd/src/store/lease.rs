@@ -11,7 +11,7 @@ use crate::store::job::{
     validate_name, Backoff, ClaimedJob, FailOutcome, Heartbeat, JobId, Progress, ReapReport,
 };
 use crate::store::workers::json_list;
-use crate::store::{notify, returning_row, steps, Store};
+use crate::store::{notify, returning_row, steps, SqliteStore};
 
 /// Due delayed jobs and retries become ready.
 pub(crate) const PROMOTE_DUE: &str = "
@@ -203,7 +203,7 @@ struct RunningTry {
     cancel_requested: bool,
 }
 
-impl Store {
+impl SqliteStore {
     /// Lease up to `limit` ready jobs from `queues` to `worker` for `lease`.
     ///
     /// Queues are served in the order given until `limit` jobs are claimed;

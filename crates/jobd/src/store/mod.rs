@@ -1,5 +1,12 @@
-//! The durable store: jobs, attempts, progress, queues, workers and schedules
-//! in one WAL-mode SQLite file.  One file per concern: `open`, `schema` and
+//! The durable store: jobs, attempts, progress, queues, workers and schedules.
+//!
+//! [`Store`] is the handle everything else uses; its operations are the
+//! storage seam, [`Backend`] (`backend`), with two implementations:
+//! [`SqliteStore`], one WAL-mode SQLite file (the default, and the rest of
+//! this page), and [`PgStore`] (`postgres`), one PostgreSQL database shared
+//! by several hosts.  `signals` holds this process's wake-ups, common to both.
+//!
+//! The SQLite store keeps one file per concern: `open`, `schema` and
 //! `extension` (the file and its migrations), `enqueue`, `lease` (claim,
 //! heartbeat, the ends of a try, reap), `read`, `stats`, `totals`,
 //! `control` (cancel, retry), `queues`, `workers` (the registry), `tokens`
@@ -34,6 +41,7 @@
 #![doc = include_str!("states.md")]
 
 mod ack;
+mod backend;
 mod busy;
 mod checkpoint;
 mod control;
@@ -51,6 +59,7 @@ mod queues;
 mod read;
 mod retention;
 mod schema;
+mod signals;
 mod stats;
 mod steps;
 mod tokens;
@@ -67,8 +76,10 @@ use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
 use crate::clock::{Clock, Millis, SystemClock};
 use crate::error::{Error, Result};
+use crate::worker::{CommitNotify, CommitWatcher};
 
 pub use ack::{Ack, AckOutcome, HeldTry};
+pub use backend::Backend;
 pub use checkpoint::CheckpointOptions;
 pub use job::{
     validate_name, validate_tenant, AttemptInfo, Backoff, CancelOutcome, CancelReport, ClaimedJob,
@@ -85,18 +96,6 @@ pub use stats::StatsReuse;
 pub use tokens::{validate_token_name, Role, TokenInfo};
 pub use totals::TryTotals;
 pub use workers::{LiveWork, LiveWorker, ANY_KIND};
-
-/// A callback on new work (see [`Store::on_work`]).
-pub(crate) type WorkHook = Arc<dyn Fn() + Send + Sync>;
-
-#[derive(Default)]
-struct WorkHooks(std::sync::Mutex<Vec<std::sync::Weak<dyn Fn() + Send + Sync>>>);
-
-impl std::fmt::Debug for WorkHooks {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("WorkHooks")
-    }
-}
 
 /// How a [`Store`] is opened.
 #[derive(Debug, Clone)]
@@ -154,9 +153,24 @@ impl StoreOptions {
     }
 }
 
-/// A handle on one queue file.  Cheap to clone; share it between threads.
+/// A handle on one queue — a SQLite file ([`SqliteStore`]) — through the storage seam ([`Backend`], whose
+/// methods it derefs to).  Cheap to clone; share it between threads.
 #[derive(Clone, Debug)]
 pub struct Store {
+    backend: Arc<dyn Backend>,
+}
+
+impl std::ops::Deref for Store {
+    type Target = dyn Backend;
+
+    fn deref(&self) -> &(dyn Backend + 'static) {
+        &*self.backend
+    }
+}
+
+/// The SQLite backend: one WAL-mode file.  Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
     inner: Arc<Inner>,
 }
 
@@ -166,13 +180,7 @@ struct Inner {
     path: PathBuf,
     opts: StoreOptions,
     checkpointer: Option<checkpoint::Checkpointer>,
-    /// Bumped whenever this process makes new work claimable (enqueue, retry,
-    /// resume, a retry scheduled, a lease reaped); idle workers watch it.
-    work: tokio::sync::watch::Sender<u64>,
-    /// Called with every bump of `work` (see [`Store::on_work`]).
-    work_hooks: WorkHooks,
-    /// Bumped when cancellation of a running job is asked in this process.
-    cancels: tokio::sync::watch::Sender<u64>,
+    signals: Signals,
     /// This process's writers take turns (see [`turn`]).
     turns: turn::Turns,
     /// The connection a writer with the turn writes on (opened at the first
@@ -204,12 +212,69 @@ impl Store {
         Store::open_with(path, StoreOptions::default())
     }
 
+    /// Open the SQLite queue file at `path` (see [`SqliteStore::open_with`]).
+    pub fn open_with(path: impl AsRef<Path>, opts: StoreOptions) -> Result<Store> {
+        Ok(Store::from_backend(SqliteStore::open_with(path, opts)?))
+    }
+
+    /// A handle on `backend`.
+    pub fn from_backend(backend: impl Backend) -> Store {
+        Store {
+            backend: Arc::new(backend),
+        }
+    }
+
+    /// The queue file's path, when the backend is SQLite.
+    pub fn path(&self) -> Option<&Path> {
+        self.sqlite().map(SqliteStore::path)
+    }
+
+    /// The SQLite store, or a clear refusal naming what needs it.
+    pub fn require_sqlite(&self, what: &'static str) -> Result<&SqliteStore> {
+        self.sqlite().ok_or(Error::Unsupported {
+            what,
+            backend: "PostgreSQL",
+        })
+    }
+
+    /// Wake this process's idle workers (see [`Signals::notify_work`]).
+    pub fn notify_work(&self) {
+        self.signals().notify_work()
+    }
+
+    pub(crate) fn on_work(&self, hook: &WorkHook) {
+        self.signals().on_work(hook)
+    }
+
+    /// A receiver that changes whenever [`Store::notify_work`] is called.
+    pub fn watch_work(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.signals().watch_work()
+    }
+
+    /// A receiver that changes whenever this process asks a running job to
+    /// stop (see [`Signals::watch_cancels`]).
+    pub fn watch_cancels(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.signals().watch_cancels()
+    }
+
+    /// The store's clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.options().clock
+    }
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) the queue file at `path` with default options.
+    pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore> {
+        SqliteStore::open_with(path, StoreOptions::default())
+    }
+
     /// Open the queue file at `path`.
     ///
     /// A file that is not a jobd queue (random bytes, a truncated file, another
     /// application's SQLite database) is refused before anything is written to
     /// it; a file from a newer jobd is refused with [`Error::TooNew`].
-    pub fn open_with(path: impl AsRef<Path>, opts: StoreOptions) -> Result<Store> {
+    pub fn open_with(path: impl AsRef<Path>, opts: StoreOptions) -> Result<SqliteStore> {
         let path = path.as_ref().to_path_buf();
         // Identify the file before anything can write to it: from its own
         // bytes, or — while a WAL holds its newest pages — through a
@@ -291,15 +356,13 @@ impl Store {
             .connection_timeout(opts.connection.busy_timeout.max(Duration::from_secs(1)))
             .build(manager)?;
         tracing::debug!(path = %path.display(), "opened queue store");
-        Ok(Store {
+        Ok(SqliteStore {
             inner: Arc::new(Inner {
                 pool,
                 path,
                 opts,
                 checkpointer,
-                work: tokio::sync::watch::Sender::new(0),
-                work_hooks: WorkHooks::default(),
-                cancels: tokio::sync::watch::Sender::new(0),
+                signals: Signals::default(),
                 turns: turn::Turns::default(),
                 writer: std::sync::Mutex::new(None),
                 writer_manager: writer,
@@ -308,55 +371,38 @@ impl Store {
         })
     }
 
-    /// Wake this process's idle workers: there may be new work (or a new
-    /// earliest `run_at`).  Called by every operation that creates work; call
-    /// it yourself after enqueueing through [`Store::enqueue_in`] commits, or
-    /// after moving a [`ManualClock`](crate::ManualClock).
-    pub fn notify_work(&self) {
-        self.inner.work.send_modify(|n| *n = n.wrapping_add(1));
-        let mut hooks = self
-            .inner
-            .work_hooks
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        hooks.retain(|hook| match hook.upgrade() {
-            Some(hook) => {
-                hook();
-                true
-            }
-            None => false,
-        });
-    }
-
-    /// Call `hook` (on the notifying thread) whenever [`Store::notify_work`]
-    /// is, for as long as it is alive: a worker's exchange thread is woken
-    /// without a hop through the async runtime.
-    pub(crate) fn on_work(&self, hook: &WorkHook) {
-        self.inner
-            .work_hooks
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Arc::downgrade(hook));
-    }
-
-    /// A receiver that changes whenever [`Store::notify_work`] is called.
-    pub fn watch_work(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.inner.work.subscribe()
-    }
-
-    /// A receiver that changes whenever this process asks a running job to
-    /// stop ([`Store::cancel`]): this process's workers look at their leases
-    /// at once instead of at their next heartbeat.  (A cancel from another
-    /// process is a commit, which workers notice through the file; see
-    /// [`Store::cancel_requested`].)
-    pub fn watch_cancels(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.inner.cancels.subscribe()
+    pub(crate) fn notify_work(&self) {
+        self.inner.signals.notify_work()
     }
 
     pub(crate) fn notify_cancel(&self) {
-        self.inner.cancels.send_modify(|n| *n = n.wrapping_add(1));
+        self.inner.signals.notify_cancel()
+    }
+
+    pub fn signals(&self) -> &Signals {
+        &self.inner.signals
+    }
+
+    pub fn sqlite(&self) -> Option<&SqliteStore> {
+        Some(self)
+    }
+
+    pub fn location(&self) -> String {
+        self.inner.path.display().to_string()
+    }
+
+    /// Wake on other connections' commits: an inotify watch on the WAL and a
+    /// `PRAGMA data_version` poll (see [`crate::worker`]'s watcher).
+    pub fn watch_commits(
+        &self,
+        idle_poll: Duration,
+        busy_poll: Option<Duration>,
+        waiting: bool,
+        notify: CommitNotify,
+    ) -> Box<dyn CommitWatcher> {
+        Box::new(crate::worker::watcher::Watcher::start_with(
+            self, idle_poll, busy_poll, waiting, notify,
+        ))
     }
 
     /// The queue file's path.
@@ -510,6 +556,9 @@ impl Store {
 
 #[cfg(test)]
 mod tests;
+
+pub use signals::Signals;
+pub(crate) use signals::WorkHook;
 
 /// Run a write with a `RETURNING` clause that yields at most one row, stepping
 /// it to the end.  `query_row` stops after the first row, and for a statement

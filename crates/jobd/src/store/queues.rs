@@ -4,7 +4,7 @@ use rusqlite::params;
 
 use crate::error::{Error, Result};
 use crate::store::job::validate_name;
-use crate::store::Store;
+use crate::store::SqliteStore;
 
 pub(crate) const SET_PAUSED: &str = "
 INSERT INTO queues (name, paused, updated_at) VALUES (?1, ?2, ?3)
@@ -45,7 +45,7 @@ pub(crate) const STATEMENTS: &[(&str, &str)] = &[
     ("QUEUE_KNOWN", QUEUE_KNOWN),
 ];
 
-impl Store {
+impl SqliteStore {
     /// Stop handing out jobs of `queue` (running ones finish).
     pub fn pause(&self, queue: &str) -> Result<()> {
         self.set_paused(queue, true)

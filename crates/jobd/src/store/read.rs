@@ -8,7 +8,7 @@ use crate::store::control::error_pattern;
 use crate::store::job::{
     validate_name, AttemptInfo, Backoff, JobId, JobInfo, JobState, JobSummary, ListFilter, Progress,
 };
-use crate::store::{notify, Store};
+use crate::store::{notify, SqliteStore};
 
 pub(crate) const GET_JOB: &str = "
 SELECT id, queue, kind, state, payload, priority, run_at, attempts, max_attempts, attempt_limit,
@@ -98,7 +98,7 @@ pub(crate) const STATEMENTS: &[(&str, &str)] = &[
     ("LIST_DEAD", LIST_DEAD),
 ];
 
-impl Store {
+impl SqliteStore {
     /// Everything about one job: state, progress, stage, result, error, tries.
     pub fn get(&self, id: JobId) -> Result<JobInfo> {
         self.with_conn("get", |conn| {

@@ -10,7 +10,7 @@ use rusqlite::params;
 use crate::clock::{duration_ms, Millis};
 use crate::error::Result;
 use crate::store::job::{validate_name, JobId};
-use crate::store::Store;
+use crate::store::SqliteStore;
 
 /// Finished jobs older than a cut-off, a bounded batch at a time so that the
 /// write lock is never held for long.
@@ -69,7 +69,7 @@ pub(crate) const STATEMENTS: &[(&str, &str)] = &[
 /// Rows deleted per transaction, so that writers are never held up long.
 const BATCH: i64 = 5_000;
 
-impl Store {
+impl SqliteStore {
     /// Delete finished (succeeded, dead, cancelled) jobs that finished more than
     /// `older_than` ago, with their attempts and progress; optionally only in
     /// one queue.  Returns how many jobs were deleted.

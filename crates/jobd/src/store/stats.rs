@@ -12,7 +12,7 @@ use crate::error::Result;
 use crate::store::job::{QueueStats, Stats};
 use crate::store::read::{bytes_ref, text_ref};
 use crate::store::workers::count_live_workers;
-use crate::store::Store;
+use crate::store::SqliteStore;
 
 /// Ready jobs per queue and the earliest `run_at` among them: a walk of the
 /// `jobs_ready` index, which is in queue order (no sort, no table read).
@@ -219,7 +219,7 @@ pub(crate) const STATEMENTS: &[(&str, &str)] = &[
     ("QUEUE_SETTINGS", QUEUE_SETTINGS),
 ];
 
-impl Store {
+impl SqliteStore {
     /// Counts per queue and state, the age of the oldest ready job, and the
     /// number of live workers: all read now, from one snapshot of the file.
     ///

@@ -2,9 +2,9 @@
 
 use super::*;
 
-fn fresh() -> (tempfile::TempDir, Store) {
+fn fresh() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().join("queue.db")).unwrap();
+    let store = SqliteStore::open(dir.path().join("queue.db")).unwrap();
     (dir, store)
 }
 
@@ -80,7 +80,7 @@ fn every_named_statement_prepares_on_a_fresh_database() {
     }
 }
 
-fn plan(store: &Store, sql: &str) -> Vec<String> {
+fn plan(store: &SqliteStore, sql: &str) -> Vec<String> {
     let conn = store.connection().unwrap();
     let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
     let n = stmt.parameter_count();
@@ -96,7 +96,7 @@ fn plan(store: &Store, sql: &str) -> Vec<String> {
 
 /// 2000 jobs in the states `state_of` gives them, then `ANALYZE`: planner
 /// statistics resembling a real queue.
-fn seed_and_analyze(store: &Store, state_of: impl Fn(usize) -> &'static str) {
+fn seed_and_analyze(store: &SqliteStore, state_of: impl Fn(usize) -> &'static str) {
     let conn = store.connection().unwrap();
     for i in 0..2000 {
         conn.execute(
@@ -113,7 +113,7 @@ fn seed_and_analyze(store: &Store, state_of: impl Fn(usize) -> &'static str) {
 /// Every access to `jobs` in the plan is an index search, never a scan of the
 /// table.  The one walk allowed is of `jobs_running`, which holds only the
 /// jobs in flight (the claim counts a limited queue's running jobs there).
-fn assert_index_seeks(store: &Store, name: &str, sql: &str, index: &str) {
+fn assert_index_seeks(store: &SqliteStore, name: &str, sql: &str, index: &str) {
     let plan = plan(store, sql);
     let on_jobs: Vec<&String> = plan.iter().filter(|l| l.contains(" jobs")).collect();
     assert!(
@@ -264,7 +264,7 @@ fn pragmas_are_set_on_every_pooled_connection() {
 #[test]
 fn synchronous_full_is_configurable() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_with(
+    let store = SqliteStore::open_with(
         dir.path().join("q.db"),
         StoreOptions::default().synchronous(Synchronous::Full),
     )
@@ -282,7 +282,7 @@ fn hot_statements_are_prepared_once_and_never_recompiled() {
     use rusqlite::StatementStatus;
     let dir = tempfile::tempdir().unwrap();
     let clock = crate::ManualClock::new(1_000_000);
-    let store = Store::open_with(
+    let store = SqliteStore::open_with(
         dir.path().join("queue.db"),
         StoreOptions::default().clock(clock.clone()),
     )
@@ -356,7 +356,7 @@ fn hot_statements_are_prepared_once_and_never_recompiled() {
 /// Frames the WAL file has room for: its high-water mark (a restarted WAL is
 /// rewritten from its start without shrinking).  Read from the file system,
 /// so measuring neither holds a snapshot nor competes with the checkpointer.
-fn wal_frames(store: &Store, page_size: u64) -> i64 {
+fn wal_frames(store: &SqliteStore, page_size: u64) -> i64 {
     let wal = format!("{}-wal", store.path().display());
     let len = std::fs::metadata(wal).map_or(0, |m| m.len());
     (len.saturating_sub(32) / (page_size + 24)) as i64
@@ -375,7 +375,7 @@ fn background_checkpointer_keeps_the_wal_bounded_under_a_steady_stream_of_commit
         }),
         ..StoreOptions::default()
     };
-    let store = Store::open_with(dir.path().join("queue.db"), opts).unwrap();
+    let store = SqliteStore::open_with(dir.path().join("queue.db"), opts).unwrap();
     // The pool's connections leave checkpoints to the thread (safety net only).
     let auto: i64 = store
         .connection()
@@ -431,7 +431,7 @@ fn without_the_checkpointer_sqlite_checkpoints_on_commit() {
         checkpoint: None,
         ..StoreOptions::default()
     };
-    let store = Store::open_with(dir.path().join("queue.db"), opts).unwrap();
+    let store = SqliteStore::open_with(dir.path().join("queue.db"), opts).unwrap();
     let auto: i64 = store
         .connection()
         .unwrap()
@@ -458,7 +458,7 @@ fn batched_statements_look_jobs_up_by_id_even_when_few_jobs_run() {
 /// Opcodes of `sql`'s own program: without the programs of the triggers it
 /// may fire (listed after it, each from its own `Init`) — `jobs_notify`
 /// runs only for jobs with a notify list.
-fn opcodes(store: &Store, sql: &str) -> Vec<String> {
+fn opcodes(store: &SqliteStore, sql: &str) -> Vec<String> {
     let conn = store.connection().unwrap();
     let mut stmt = conn.prepare(&format!("EXPLAIN {sql}")).unwrap();
     let n = stmt.parameter_count();
@@ -516,10 +516,11 @@ fn a_writer_waits_out_another_connections_lock_up_to_the_busy_timeout() {
             },
             ..StoreOptions::default()
         };
-        Store::open_with(&path, opts).unwrap()
+        SqliteStore::open_with(&path, opts).unwrap()
     };
-    let ready =
-        |store: &Store| -> i64 { store.stats().unwrap().queues.iter().map(|q| q.ready).sum() };
+    let ready = |store: &SqliteStore| -> i64 {
+        store.stats().unwrap().queues.iter().map(|q| q.ready).sum()
+    };
     // A writer these stores know nothing about (as another process would be).
     let other = Connection::open(&path).unwrap();
 
@@ -683,7 +684,7 @@ fn corrupt_is_said_only_when_a_fresh_check_agrees() {
         *b = 0xA5;
     }
     std::fs::write(&path, &bytes).unwrap();
-    let store = Store::open(&path).unwrap();
+    let store = SqliteStore::open(&path).unwrap();
     let err = store.map_err("reading", malformed());
     assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
 }

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::clock::Millis;
 use crate::error::{Error, Result};
-use crate::store::Store;
+use crate::store::SqliteStore;
 
 pub(crate) const ADD_TOKEN: &str = "
 INSERT INTO api_tokens (name, role, sha256, created_at) VALUES (?1, ?2, ?3, ?4)
@@ -86,7 +86,7 @@ pub fn validate_token_name(name: &str) -> Result<()> {
     }
 }
 
-impl Store {
+impl SqliteStore {
     /// Keep a new token's hash under `name` with `role`.  A name in use is
     /// refused (revoke it first): a token is never replaced behind its
     /// holders' backs.

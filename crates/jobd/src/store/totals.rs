@@ -2,7 +2,7 @@
 //! never go down (what `/metrics` exports).
 
 use crate::error::Result;
-use crate::store::{Stats, Store};
+use crate::store::{SqliteStore, Stats};
 
 /// Tries that ended without success, per queue and outcome, with their total
 /// run time: the `tries` half of the `attempts` view (schema/0005), plus the
@@ -43,7 +43,7 @@ fn try_totals(c: &rusqlite::Connection, stats: &Stats) -> Result<TryTotals> {
     Ok(totals)
 }
 
-impl Store {
+impl SqliteStore {
     /// Finished tries per (queue, outcome) — count and total run time in
     /// ms — the purged ones included; `stats` (from [`Store::stats`] or
     /// [`Store::stats_recent`]) gives the succeeded ones.

@@ -6,7 +6,7 @@ use crate::clock::{duration_ms, Millis};
 use rusqlite::params;
 
 use crate::error::{Error, Result};
-use crate::store::Store;
+use crate::store::SqliteStore;
 
 pub(crate) const LIVE_WORKERS: &str = "SELECT count(*) FROM workers WHERE last_heartbeat_at >= ?1";
 
@@ -91,7 +91,7 @@ pub(crate) const STATEMENTS: &[(&str, &str)] = &[
     ("LIVE_WORK", LIVE_WORK),
 ];
 
-impl Store {
+impl SqliteStore {
     /// Worker processes whose heartbeat is fresher than the liveness window.
     pub fn live_workers(&self) -> Result<i64> {
         let live_since = self.now() - duration_ms(self.inner.opts.worker_liveness);

@@ -18,7 +18,7 @@
 //!
 //! Between turns the thread sleeps on its [`Bell`] until a completion
 //! arrives, a slot frees, new work is announced (an enqueue in this process,
-//! another process's commit seen by the [`Watcher`], a lease reaped), a
+//! another process's commit seen by the commit watcher, a lease reaped), a
 //! delayed job falls due, or shutdown.  At shutdown it stops claiming, gives
 //! running jobs the grace period, stops the rest, and returns once every
 //! run has ended and every completion is stored.
@@ -37,7 +37,7 @@ use tokio::sync::Semaphore;
 use crate::store::{ClaimedJob, JobId};
 use crate::worker::context::{Running, StopReason};
 use crate::worker::runtime::{supervise, FirstPoll, Shared};
-use crate::worker::watcher::Watcher;
+use crate::worker::watcher::CommitWatcher;
 
 /// A succeeded run, waiting for the next turn.
 pub(super) struct Completion {
@@ -186,7 +186,7 @@ pub(super) fn exchange_thread(
     handle: &tokio::runtime::Handle,
     queues: &[(String, usize)],
     global: usize,
-    watcher: &Watcher,
+    watcher: &dyn CommitWatcher,
 ) {
     let _runtime = handle.enter();
     let mut ex = Exchange {

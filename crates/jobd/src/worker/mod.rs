@@ -65,7 +65,7 @@ mod handler;
 mod heartbeat;
 mod reap;
 mod runtime;
-mod watcher;
+pub(crate) mod watcher;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -77,7 +77,7 @@ pub use catalog::{Catalog, Checker};
 pub use context::JobContext;
 pub use handler::{Handler, JobError};
 pub use runtime::WorkerReport;
-pub use watcher::{CommitWait, CommitWatch};
+pub use watcher::{CommitNotify, CommitWait, CommitWatch, CommitWatcher};
 
 use crate::error::{Error, Result};
 use crate::store::{validate_name, Store};

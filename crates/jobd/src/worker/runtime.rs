@@ -21,7 +21,7 @@ use crate::worker::exchange::{exchange_thread, Bell, Completion, RunGuard};
 use crate::worker::handler::{ErasedHandler, RunFuture};
 use crate::worker::heartbeat::heartbeat_loop;
 use crate::worker::reap::reap_loop;
-use crate::worker::watcher::Watcher;
+use crate::worker::watcher::watch_for_work;
 use crate::worker::{JobContext, JobError, WorkerOptions};
 
 pub(crate) struct Config {
@@ -209,7 +209,7 @@ pub(crate) async fn run(
     let cancels = store.watch_cancels();
     let heartbeats = tokio::spawn(heartbeat_loop(shared.clone(), background.clone(), cancels));
     let reaper = tokio::spawn(reap_loop(shared.clone(), background.clone()));
-    let watcher = Watcher::start(&store, opts.poll_interval);
+    let watcher = watch_for_work(&store, opts.poll_interval);
 
     // Claims and completions on the exchange thread until shutdown, then
     // until every run has ended and its outcome is stored.  Should this
@@ -222,7 +222,7 @@ pub(crate) async fn run(
         std::thread::Builder::new()
             .name("jobd-exchange".into())
             .spawn(move || {
-                exchange_thread(&shared, &handle, &queues, global, &watcher);
+                exchange_thread(&shared, &handle, &queues, global, &*watcher);
                 drop(watcher);
                 // Every run has ended: no lease left to extend (also when
                 // this future was dropped and nobody else stops them).

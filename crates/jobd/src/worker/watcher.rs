@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::store::Store;
+use crate::store::{SqliteStore, Store};
 
 /// The safety-net poll beside a working file-system watch.
 const POLL_BEHIND_WATCH: Duration = Duration::from_secs(1);
@@ -27,8 +27,28 @@ const POLL_BEHIND_WATCH: Duration = Duration::from_secs(1);
 /// The poll while the worker is busy (the watch off).
 const BUSY_POLL: Duration = Duration::from_millis(100);
 
-/// What the watcher calls on a commit.
-type Notify = Arc<dyn Fn() + Send + Sync>;
+/// What a commit watcher calls on a commit.
+pub type CommitNotify = Arc<dyn Fn() + Send + Sync>;
+type Notify = CommitNotify;
+
+/// A backend's watch on other connections' commits (see
+/// [`Backend::watch_commits`](crate::store::Backend::watch_commits)); it
+/// stops when dropped.
+pub trait CommitWatcher: Send + Sync {
+    /// Say whether the worker now waits for work (watch closely) or is busy
+    /// (the safety-net pace).  True when that changed.
+    fn set_waiting(&self, waiting: bool) -> bool;
+}
+
+/// Wake `store`'s idle workers on other connections' commits; the worker
+/// is taken to be waiting for work.
+pub(crate) fn watch_for_work(store: &Store, poll_interval: Duration) -> Box<dyn CommitWatcher> {
+    let notify: Notify = {
+        let store = store.clone();
+        Arc::new(move || store.notify_work())
+    };
+    store.watch_commits(poll_interval, Some(BUSY_POLL), true, notify)
+}
 
 pub(crate) struct Watcher {
     stop: Arc<AtomicBool>,
@@ -40,20 +60,10 @@ pub(crate) struct Watcher {
 }
 
 impl Watcher {
-    /// Start watching; the worker is taken to be waiting for work, and
-    /// woken with [`Store::notify_work`].
-    pub(crate) fn start(store: &Store, poll_interval: Duration) -> Watcher {
-        let notify: Notify = {
-            let store = store.clone();
-            Arc::new(move || store.notify_work())
-        };
-        Watcher::start_with(store, poll_interval, Some(BUSY_POLL), true, notify)
-    }
-
     /// Start watching, calling `notify` on commits; while not waiting, the
     /// poll looks every `busy_poll` (never, with `None`).
-    fn start_with(
-        store: &Store,
+    pub(crate) fn start_with(
+        store: &SqliteStore,
         poll_interval: Duration,
         busy_poll: Option<Duration>,
         waiting: bool,
@@ -90,10 +100,11 @@ impl Watcher {
             thread,
         }
     }
+}
 
-    /// Say whether the worker now waits for work (the watch on) or is busy
-    /// (the watch off).  True when that changed.
-    pub(crate) fn set_waiting(&self, waiting: bool) -> bool {
+impl CommitWatcher for Watcher {
+    /// The watch on while waiting, off while busy.
+    fn set_waiting(&self, waiting: bool) -> bool {
         if self.waiting.swap(waiting, Ordering::Relaxed) == waiting {
             return false;
         }
@@ -119,7 +130,7 @@ struct WalWatch {
 #[cfg(target_os = "linux")]
 impl WalWatch {
     /// `None` when no watch can be set (no inotify, no WAL file yet).
-    fn start(store: &Store, stop: &Arc<AtomicBool>, notify: Notify) -> Option<WalWatch> {
+    fn start(store: &SqliteStore, stop: &Arc<AtomicBool>, notify: Notify) -> Option<WalWatch> {
         let mut wal = store.path().as_os_str().to_owned();
         wal.push("-wal");
         let mut inotify = inotify::Inotify::init().ok()?;
@@ -199,7 +210,7 @@ struct WalWatch;
 
 #[cfg(not(target_os = "linux"))]
 impl WalWatch {
-    fn start(_: &Store, _: &Arc<AtomicBool>, _: Notify) -> Option<WalWatch> {
+    fn start(_: &SqliteStore, _: &Arc<AtomicBool>, _: Notify) -> Option<WalWatch> {
         None
     }
 
@@ -208,7 +219,12 @@ impl WalWatch {
 
 /// Compare `PRAGMA data_version` every `every()` (parked while `None`)
 /// until `stop`.
-fn poll(store: &Store, stop: &AtomicBool, every: impl Fn() -> Option<Duration>, notify: &dyn Fn()) {
+fn poll(
+    store: &SqliteStore,
+    stop: &AtomicBool,
+    every: impl Fn() -> Option<Duration>,
+    notify: &dyn Fn(),
+) {
     let conn = match store.connection() {
         Ok(c) => c,
         Err(e) => {
@@ -259,20 +275,21 @@ pub struct CommitWatch {
 }
 
 struct CommitInner {
-    watcher: Watcher,
+    watcher: Box<dyn CommitWatcher>,
     commits: tokio::sync::watch::Sender<u64>,
     waiters: std::sync::Mutex<usize>,
 }
 
 impl CommitWatch {
-    /// Start watching `store`'s file (a thread, and one inotify watch).
+    /// Start watching `store`'s commits (for a file: a thread, and one
+    /// inotify watch).
     pub fn start(store: &Store) -> CommitWatch {
         let commits = tokio::sync::watch::Sender::new(0u64);
         let notify: Notify = {
             let commits = commits.clone();
             Arc::new(move || commits.send_modify(|n| *n = n.wrapping_add(1)))
         };
-        let watcher = Watcher::start_with(store, POLL_BEHIND_WATCH, None, false, notify);
+        let watcher = store.watch_commits(POLL_BEHIND_WATCH, None, false, notify);
         CommitWatch {
             inner: Arc::new(CommitInner {
                 watcher,

@@ -131,7 +131,7 @@ fn a_turn_completes_and_claims_in_one_transaction_and_the_completions_free_their
     // `PRAGMA data_version` moves when another connection commits, as this
     // one connection of its own sees it (each connection has its own count:
     // two pooled ones cannot be compared).
-    let watch = rusqlite::Connection::open(s.path()).unwrap();
+    let watch = rusqlite::Connection::open(s.path().unwrap()).unwrap();
     let version = || -> i64 {
         watch
             .query_row("PRAGMA data_version", [], |r| r.get(0))

@@ -252,6 +252,8 @@ fn bulk_operations_go_through_every_batch() {
     let jobs: Vec<NewJob> = (0..2_500).map(|_| NewJob::new("q", "k")).collect();
     let dead = f.store.enqueue_many(&jobs).unwrap();
     f.store
+        .sqlite()
+        .unwrap()
         .connection()
         .unwrap()
         .execute(

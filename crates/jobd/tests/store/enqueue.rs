@@ -96,7 +96,7 @@ fn bad_input_is_refused_and_writes_nothing() {
 #[test]
 fn enqueue_inside_the_callers_transaction_is_atomic_with_its_data() {
     let f = fixture();
-    let mut conn = rusqlite::Connection::open(f.store.path()).unwrap();
+    let mut conn = rusqlite::Connection::open(f.store.path().unwrap()).unwrap();
     conn.execute_batch("CREATE TABLE orders (id INTEGER PRIMARY KEY, total INTEGER)")
         .unwrap();
 
@@ -104,6 +104,8 @@ fn enqueue_inside_the_callers_transaction_is_atomic_with_its_data() {
     tx.execute("INSERT INTO orders (total) VALUES (10)", [])
         .unwrap();
     f.store
+        .sqlite()
+        .unwrap()
         .enqueue_in(&tx, &NewJob::new("email", "receipt"))
         .unwrap();
     tx.rollback().unwrap();
@@ -115,6 +117,8 @@ fn enqueue_inside_the_callers_transaction_is_atomic_with_its_data() {
         .unwrap();
     let id = f
         .store
+        .sqlite()
+        .unwrap()
         .enqueue_in(
             &tx,
             &NewJob::new("email", "receipt").payload(&json!({"order": 1})),
@@ -179,6 +183,8 @@ fn a_batch_near_the_largest_id_still_returns_each_jobs_own_id() {
     // SQLite picks free ids at random once the largest id is i64::MAX: the
     // batch must not assume they are consecutive.
     f.store
+        .sqlite()
+        .unwrap()
         .connection()
         .unwrap()
         .execute(

@@ -8,12 +8,26 @@ use crate::support::*;
 fn a_librarys_migrations_apply_once_in_order_and_a_newer_file_is_refused() {
     let f = fixture();
     let v1 = ["CREATE TABLE lib_notes (id INTEGER PRIMARY KEY, note TEXT NOT NULL)"];
-    f.store.migrate_extension("lib", &v1).unwrap();
+    f.store
+        .sqlite()
+        .unwrap()
+        .migrate_extension("lib", &v1)
+        .unwrap();
     // Up to date: one read, nothing committed.
-    let ((), wrote) = committed_during(&f.store, || f.store.migrate_extension("lib", &v1).unwrap());
+    let ((), wrote) = committed_during(&f.store, || {
+        f.store
+            .sqlite()
+            .unwrap()
+            .migrate_extension("lib", &v1)
+            .unwrap()
+    });
     assert!(!wrote);
     let v2 = [v1[0], "ALTER TABLE lib_notes ADD COLUMN at INTEGER"];
-    f.store.migrate_extension("lib", &v2).unwrap();
+    f.store
+        .sqlite()
+        .unwrap()
+        .migrate_extension("lib", &v2)
+        .unwrap();
     assert_eq!(
         count(
             &f.store,
@@ -22,7 +36,12 @@ fn a_librarys_migrations_apply_once_in_order_and_a_newer_file_is_refused() {
         3
     );
     // An older build of the library meets the newer file.
-    let err = f.store.migrate_extension("lib", &v1).unwrap_err();
+    let err = f
+        .store
+        .sqlite()
+        .unwrap()
+        .migrate_extension("lib", &v1)
+        .unwrap_err();
     assert!(
         matches!(
             err,
@@ -40,7 +59,12 @@ fn a_librarys_migrations_apply_once_in_order_and_a_newer_file_is_refused() {
         v2[1],
         "CREATE TABLE lib_more (x); SELECT * FROM no_such_table",
     ];
-    assert!(f.store.migrate_extension("lib", &bad).is_err());
+    assert!(f
+        .store
+        .sqlite()
+        .unwrap()
+        .migrate_extension("lib", &bad)
+        .is_err());
     assert_eq!(
         count(
             &f.store,
@@ -57,7 +81,14 @@ fn a_librarys_migrations_apply_once_in_order_and_a_newer_file_is_refused() {
     );
     // Another library's versions are its own.
     f.store
+        .sqlite()
+        .unwrap()
         .migrate_extension("other", &["CREATE TABLE other_t (x)"])
         .unwrap();
-    assert!(f.store.migrate_extension("", &v1).is_err());
+    assert!(f
+        .store
+        .sqlite()
+        .unwrap()
+        .migrate_extension("", &v1)
+        .is_err());
 }

@@ -217,7 +217,7 @@ fn a_step_of_the_wall_clock_does_not_reap_live_leases() {
     assert_eq!(f.store.reap().unwrap().total(), 0, "held after the step");
     // Another process on the file, which saw nothing before: held too.
     let other = Store::open_with(
-        f.store.path(),
+        f.store.path().unwrap(),
         StoreOptions::default().clock(f.clock.clone()),
     )
     .unwrap();

@@ -133,6 +133,8 @@ fn ids_stay_above_the_deleted_ones_when_two_entries_fire_together() {
     // The newest job goes: the floor is now above every id left.
     f.store.cancel(newer).unwrap();
     f.store
+        .sqlite()
+        .unwrap()
         .connection()
         .unwrap()
         .execute("DELETE FROM jobs WHERE id = ?1", [newer])

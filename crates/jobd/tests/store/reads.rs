@@ -302,7 +302,7 @@ fn purge_deletes_finished_jobs_with_their_history() {
 fn the_views_show_the_queue_to_a_human() {
     let f = fixture();
     f.enqueue(NewJob::new("pdf", "generate").tenant("acme"));
-    let conn = f.store.connection().unwrap();
+    let conn = f.store.sqlite().unwrap().connection().unwrap();
     let (queue, ready): (String, i64) = conn
         .query_row("SELECT queue, ready FROM queue_stats", [], |r| {
             Ok((r.get(0)?, r.get(1)?))

@@ -31,6 +31,8 @@ pub fn fixture() -> Fixture {
 
 pub fn count(store: &Store, sql: &str) -> i64 {
     store
+        .sqlite()
+        .unwrap()
         .connection()
         .unwrap()
         .query_row(sql, [], |r| r.get(0))
@@ -51,7 +53,7 @@ pub fn outcomes(store: &Store, id: i64) -> Vec<String> {
 /// `PRAGMA data_version` on a connection of its own moves when any other
 /// connection commits.
 pub fn committed_during<T>(store: &Store, f: impl FnOnce() -> T) -> (T, bool) {
-    let watch = rusqlite::Connection::open(store.path()).unwrap();
+    let watch = rusqlite::Connection::open(store.path().unwrap()).unwrap();
     let version = || -> i64 {
         watch
             .query_row("PRAGMA data_version", [], |r| r.get(0))
