@@ -5,11 +5,13 @@
 //!   counts read straight from a file;
 //! * [`api`] — requests to an in-process router;
 //! * [`smtp`] — a real SMTP server (aiosmtpd) and a webhook receiver on
-//!   loopback.
+//!   loopback;
+//! * [`pg`] — a throwaway PostgreSQL cluster, a fresh database per test.
 //!
 //! Benches use [`env_usize`] for their sizes.
 
 pub mod api;
+pub mod pg;
 pub mod smtp;
 
 use std::io::{Read, Write};

@@ -35,6 +35,13 @@ pub trait Clock: Send + Sync + std::fmt::Debug {
     fn steady(&self) -> Option<Steady> {
         None
     }
+
+    /// This is the host's real wall clock ([`SystemClock`]): a store shared
+    /// by several hosts may then use its own server's clock instead, so that
+    /// every host's leases are measured on one clock.
+    fn is_wall_clock(&self) -> bool {
+        false
+    }
 }
 
 /// The real wall clock.
@@ -60,6 +67,10 @@ impl Clock for SystemClock {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as Millis)
             .unwrap_or(0)
+    }
+
+    fn is_wall_clock(&self) -> bool {
+        true
     }
 
     #[cfg(target_os = "linux")]

@@ -137,9 +137,11 @@ pub enum Error {
 
     /// A PostgreSQL error, with the operation that hit it.  A lost or
     /// refused connection is [`Error::Unreachable`].
-    #[error("PostgreSQL error during {operation}: {detail}")]
+    #[error("PostgreSQL error during {operation}: {detail} (SQLSTATE {code})")]
     Postgres {
         operation: &'static str,
+        /// The SQLSTATE code, empty when the server sent none.
+        code: String,
         detail: String,
     },
 
@@ -165,7 +167,75 @@ pub enum Error {
     },
 }
 
+/// The operation [`Error::from_postgres`] names until the store names it.
+pub(crate) const PG_STATEMENT: &str = "a PostgreSQL statement";
+
+impl From<postgres::Error> for Error {
+    fn from(err: postgres::Error) -> Error {
+        Error::from_postgres(PG_STATEMENT, err)
+    }
+}
+
 impl Error {
+    /// Map a PostgreSQL error met during `operation`: a lost or refused
+    /// connection (or a server shutting down) is [`Error::Unreachable`],
+    /// anything else [`Error::Postgres`] with its SQLSTATE.
+    pub fn from_postgres(operation: &'static str, err: postgres::Error) -> Error {
+        let code = err.code().map(|c| c.code().to_string()).unwrap_or_default();
+        let detail = match err.as_db_error() {
+            Some(db) => match db.detail() {
+                Some(more) => format!("{}: {more}", db.message()),
+                None => db.message().to_string(),
+            },
+            None => {
+                let mut text = err.to_string();
+                let mut source = std::error::Error::source(&err);
+                while let Some(s) = source {
+                    text = format!("{text}: {s}");
+                    source = s.source();
+                }
+                text
+            }
+        };
+        // Class 08 (connection exception), 57P01-03 (the server shutting
+        // down or starting), or the socket failing under the connection.
+        let io = std::iter::successors(std::error::Error::source(&err), |s| s.source())
+            .any(|s| s.is::<std::io::Error>());
+        let unreachable = err.is_closed()
+            || io
+            || code.starts_with("08")
+            || matches!(code.as_str(), "57P01" | "57P02" | "57P03");
+        if unreachable {
+            Error::Unreachable { operation, detail }
+        } else {
+            Error::Postgres {
+                operation,
+                code,
+                detail,
+            }
+        }
+    }
+
+    /// This error, naming `operation` if it did not name one yet.
+    pub(crate) fn during(self, operation: &'static str) -> Error {
+        match self {
+            Error::Postgres {
+                operation: PG_STATEMENT,
+                code,
+                detail,
+            } => Error::Postgres {
+                operation,
+                code,
+                detail,
+            },
+            Error::Unreachable {
+                operation: PG_STATEMENT,
+                detail,
+            } => Error::Unreachable { operation, detail },
+            other => other,
+        }
+    }
+
     /// Map a SQLite error met during `operation` on the file at `path`.
     ///
     /// This is the single place where SQLite result codes become jobd errors.

@@ -13,14 +13,12 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use rusqlite::{params, Transaction};
-
 use crate::clock::{duration_ms, Millis};
 use crate::error::{Error, Result};
-use crate::scheduler::manage::{schedule_job, schedule_row};
+use crate::scheduler::manage::schedule_job;
+use crate::scheduler::rows::{ScheduleRows, SqliteRows};
 use crate::scheduler::schedule::{FireReport, Fired, Misfire, ScheduleInfo};
 use crate::scheduler::when::Timetable;
-use crate::store::enqueue::insert_validated;
 use crate::store::job::RunAt;
 use crate::store::SqliteStore;
 
@@ -78,7 +76,7 @@ impl SqliteStore {
 
     /// Fire every due tick (see the module doc).  `grace` is how late a tick
     /// may be fired and still count as on time.
-    pub(crate) fn fire_due_schedules(&self, grace: Duration) -> Result<FireReport> {
+    pub fn fire_due_schedules(&self, grace: Duration) -> Result<FireReport> {
         let now = self.now();
         // A read first: the write lock is only taken when something is due.
         let next = self.next_schedule_tick()?;
@@ -91,16 +89,7 @@ impl SqliteStore {
         let max_payload = self.options().max_payload_bytes;
         let grace_ms = duration_ms(grace);
         let report = self.write("fire schedules", |tx| {
-            let due: Vec<ScheduleInfo> = tx
-                .prepare_cached(DUE_SCHEDULES)?
-                .query_map([now], schedule_row)?
-                .collect::<rusqlite::Result<_>>()?;
-            let mut report = FireReport::default();
-            for s in &due {
-                fire_one(tx, s, now, grace_ms, max_payload, &mut report)?;
-            }
-            report.next_fire_at = tx.prepare_cached(NEXT_DUE)?.query_row([], |r| r.get(0))?;
-            Ok(report)
+            fire_pass(&mut SqliteRows(tx), now, grace_ms, max_payload)
         })?;
         if !report.fired.is_empty() {
             self.notify_work();
@@ -109,8 +98,25 @@ impl SqliteStore {
     }
 }
 
+/// One pass over the due schedules, in the caller's transaction: each
+/// fires its due ticks (see [`fire_one`]); then the earliest next tick.
+pub(crate) fn fire_pass(
+    rows: &mut impl ScheduleRows,
+    now: Millis,
+    grace_ms: i64,
+    max_payload: usize,
+) -> Result<FireReport> {
+    let due = rows.due(now)?;
+    let mut report = FireReport::default();
+    for s in &due {
+        fire_one(rows, s, now, grace_ms, max_payload, &mut report)?;
+    }
+    report.next_fire_at = rows.next_due()?;
+    Ok(report)
+}
+
 fn fire_one(
-    tx: &Transaction,
+    rows: &mut impl ScheduleRows,
     s: &ScheduleInfo,
     now: Millis,
     grace_ms: i64,
@@ -119,21 +125,20 @@ fn fire_one(
 ) -> Result<()> {
     // A row edited by hand into something unfireable is disabled with the
     // reason, rather than failing every pass of every scheduler.
-    let disable = |report: &mut FireReport, err: Error| -> Result<()> {
+    let disable = |rows: &mut _, report: &mut FireReport, err: Error| -> Result<()> {
         let reason = err.to_string();
         tracing::error!(schedule = %s.name, error = %reason, "schedule cannot fire; disabled");
-        tx.prepare_cached(DISABLE)?
-            .execute(params![s.name, reason, now])?;
+        ScheduleRows::disable(rows, &s.name, &reason, now)?;
         report.disabled.push(s.name.clone());
         Ok(())
     };
     let timetable = match Timetable::new(&s.when, &s.timezone) {
         Ok(t) => t,
-        Err(e) => return disable(report, e),
+        Err(e) => return disable(rows, report, e),
     };
     let job = schedule_job(s, RunAt::Now);
     if let Err(e) = job.validate(max_payload) {
-        return disable(report, e);
+        return disable(rows, report, e);
     }
     let Some(first) = s.next_fire_at else {
         return Ok(());
@@ -185,18 +190,14 @@ fn fire_one(
 
     let mut last_fired = None;
     for fire_at in to_fire {
-        let claimed = tx
-            .prepare_cached(INSERT_FIRE)?
-            .execute(params![s.name, fire_at, now])?;
-        if claimed == 0 {
+        if !rows.claim_tick(&s.name, fire_at, now)? {
             tracing::debug!(schedule = %s.name, fire_at, "tick already fired");
             continue;
         }
         let job = schedule_job(s, RunAt::At(fire_at));
         let payload = job.validate(max_payload)?;
-        let job_id = insert_validated(tx, &job, payload, now)?;
-        tx.prepare_cached(SET_FIRE_JOB)?
-            .execute(params![s.name, fire_at, job_id])?;
+        let job_id = rows.enqueue(&job, payload, now)?;
+        rows.set_fire_job(&s.name, fire_at, job_id)?;
         tracing::info!(schedule = %s.name, fire_at, job_id, queue = %s.queue, kind = %s.kind,
                        "schedule fired");
         report.fired.push(Fired {
@@ -206,7 +207,6 @@ fn fire_one(
         });
         last_fired = Some(fire_at);
     }
-    tx.prepare_cached(ADVANCE)?
-        .execute(params![s.name, last_fired, next, now])?;
+    rows.advance(&s.name, last_fired, next, now)?;
     Ok(())
 }

@@ -6,15 +6,15 @@
 
 use std::time::Duration;
 
-use rusqlite::{params, OptionalExtension, Row};
+use rusqlite::{params, Row};
 
 use crate::clock::{duration_ms, Millis};
 use crate::error::{Error, Result};
+use crate::scheduler::rows::{ScheduleRow, ScheduleRows, SqliteRows};
 use crate::scheduler::schedule::{FireRecord, Misfire, NewSchedule, ScheduleInfo};
 use crate::scheduler::when::{Timetable, When};
-use crate::store::enqueue::insert_validated;
 use crate::store::job::{validate_name, RunAt};
-use crate::store::{meta, notify, JobId, NewJob, SqliteStore};
+use crate::store::{notify, JobId, NewJob, SqliteStore};
 
 pub(crate) const INSERT_SCHEDULE: &str = "
 INSERT INTO schedules (name, cron, interval_ms, timezone, queue, kind, payload, priority,
@@ -143,7 +143,9 @@ impl SqliteStore {
     fn put_schedule(&self, s: &NewSchedule, replace: bool) -> Result<ScheduleInfo> {
         let now = self.now();
         let max = self.options().max_payload_bytes;
-        let info = self.write("add schedule", |tx| put_in(tx, s, replace, max, now))?;
+        let info = self.write("add schedule", |tx| {
+            put_in(&mut SqliteRows(tx), s, replace, max, now)
+        })?;
         tracing::info!(schedule = %info.name, when = %info.when, timezone = %info.timezone,
                        next_fire_at = ?info.next_fire_at, replace, "schedule saved");
         self.notify_work();
@@ -153,7 +155,9 @@ impl SqliteStore {
     /// One schedule.
     pub fn schedule(&self, name: &str) -> Result<ScheduleInfo> {
         self.with_conn("get schedule", |conn| {
-            get(conn, name)?.ok_or_else(|| Error::ScheduleNotFound { name: name.into() })
+            SqliteRows(conn)
+                .get(name)?
+                .ok_or_else(|| Error::ScheduleNotFound { name: name.into() })
         })
     }
 
@@ -208,16 +212,7 @@ impl SqliteStore {
     fn set_schedule_enabled(&self, name: &str, enabled: bool) -> Result<()> {
         let now = self.now();
         self.write("pause or resume schedule", |tx| {
-            let s = get(tx, name)?.ok_or_else(|| Error::ScheduleNotFound { name: name.into() })?;
-            let next = if enabled {
-                let after = s.last_fire_at.map_or(now, |last| last.max(now));
-                Timetable::new(&s.when, &s.timezone)?.next_after(after)
-            } else {
-                None
-            };
-            tx.prepare_cached(SET_ENABLED)?
-                .execute(params![name, enabled, next, now])?;
-            Ok(())
+            set_enabled_in(&mut SqliteRows(tx), name, enabled, now)
         })?;
         tracing::info!(schedule = name, enabled, "schedule enabled changed");
         self.notify_work();
@@ -230,10 +225,7 @@ impl SqliteStore {
         let now = self.now();
         let max = self.options().max_payload_bytes;
         let id = self.write("run schedule now", |tx| {
-            let s = get(tx, name)?.ok_or_else(|| Error::ScheduleNotFound { name: name.into() })?;
-            let job = schedule_job(&s, RunAt::Now);
-            let payload = job.validate(max)?;
-            insert_validated(tx, &job, payload, now)
+            run_now_in(&mut SqliteRows(tx), name, max, now)
         })?;
         tracing::info!(schedule = name, job_id = id, "schedule run now");
         self.notify_work();
@@ -256,19 +248,7 @@ impl SqliteStore {
         let now = self.now();
         let max = self.options().max_payload_bytes;
         let added = self.write("install schedules", |tx| {
-            let installed = meta::get(tx, key)?;
-            if installed.is_some() && !again {
-                return Ok(Vec::new());
-            }
-            let mut added = Vec::new();
-            for s in schedules {
-                if get(tx, s.name())?.is_none() {
-                    put_in(tx, s, false, max, now)?;
-                    added.push(s.name().to_string());
-                }
-            }
-            meta::set(tx, key, &now.to_string())?;
-            Ok(added)
+            install_in(&mut SqliteRows(tx), key, schedules, again, max, now)
         })?;
         if !added.is_empty() {
             tracing::info!(schedules = ?added, key, "schedules installed");
@@ -280,7 +260,7 @@ impl SqliteStore {
 
 /// Insert (or with `replace`, update) a schedule inside the caller's transaction.
 pub(crate) fn put_in(
-    tx: &rusqlite::Transaction,
+    rows: &mut impl ScheduleRows,
     s: &NewSchedule,
     replace: bool,
     max_payload: usize,
@@ -288,7 +268,7 @@ pub(crate) fn put_in(
 ) -> Result<ScheduleInfo> {
     let c = s.check(max_payload, now)?;
     let job = &s.job;
-    let existing = get(tx, &s.name)?;
+    let existing = rows.get(&s.name)?;
     if existing.is_some() && !replace {
         return Err(Error::ScheduleExists {
             name: s.name.clone(),
@@ -304,33 +284,88 @@ pub(crate) fn put_in(
     } else {
         None
     };
-    let sql = if existing.is_some() {
-        UPDATE_SCHEDULE
-    } else {
-        INSERT_SCHEDULE
-    };
-    tx.prepare_cached(sql)?.execute(params![
-        s.name,
-        c.cron,
-        c.interval_ms,
-        c.timezone,
-        job.queue,
-        job.kind,
-        c.payload,
-        job.priority,
-        job.max_attempts,
-        job.timeout.map(duration_ms),
-        job.tenant,
-        s.enabled,
-        s.misfire.as_str(),
-        s.misfire_cap,
-        next,
+    let row = ScheduleRow {
+        name: &s.name,
+        cron: c.cron,
+        interval_ms: c.interval_ms,
+        timezone: &c.timezone,
+        queue: &job.queue,
+        kind: &job.kind,
+        payload: c.payload,
+        priority: job.priority,
+        max_attempts: job.max_attempts,
+        timeout_ms: job.timeout.map(duration_ms),
+        tenant: job.tenant.as_deref(),
+        enabled: s.enabled,
+        misfire: s.misfire.as_str(),
+        misfire_cap: s.misfire_cap,
+        next_fire_at: next,
         now,
-        notify::stored_list(&job.notify)?,
-    ])?;
-    get(tx, &s.name)?.ok_or_else(|| Error::ScheduleNotFound {
+        notify: notify::stored_list(&job.notify)?,
+    };
+    rows.save(&row, existing.is_some())?;
+    rows.get(&s.name)?.ok_or_else(|| Error::ScheduleNotFound {
         name: s.name.clone(),
     })
+}
+
+/// Pause (`enabled` false) or resume a schedule in the caller's transaction:
+/// resumed, it fires from its next tick after now (and after its last fire).
+pub(crate) fn set_enabled_in(
+    rows: &mut impl ScheduleRows,
+    name: &str,
+    enabled: bool,
+    now: Millis,
+) -> Result<()> {
+    let s = rows
+        .get(name)?
+        .ok_or_else(|| Error::ScheduleNotFound { name: name.into() })?;
+    let next = if enabled {
+        let after = s.last_fire_at.map_or(now, |last| last.max(now));
+        Timetable::new(&s.when, &s.timezone)?.next_after(after)
+    } else {
+        None
+    };
+    rows.set_enabled(name, enabled, next, now)
+}
+
+/// Enqueue a schedule's job now, in the caller's transaction.
+pub(crate) fn run_now_in(
+    rows: &mut impl ScheduleRows,
+    name: &str,
+    max_payload: usize,
+    now: Millis,
+) -> Result<JobId> {
+    let s = rows
+        .get(name)?
+        .ok_or_else(|| Error::ScheduleNotFound { name: name.into() })?;
+    let job = schedule_job(&s, RunAt::Now);
+    let payload = job.validate(max_payload)?;
+    rows.enqueue(&job, payload, now)
+}
+
+/// [`SqliteStore::install_schedules_once`] in the caller's transaction.
+pub(crate) fn install_in(
+    rows: &mut impl ScheduleRows,
+    key: &str,
+    schedules: &[NewSchedule],
+    again: bool,
+    max_payload: usize,
+    now: Millis,
+) -> Result<Vec<String>> {
+    let installed = rows.meta_get(key)?;
+    if installed.is_some() && !again {
+        return Ok(Vec::new());
+    }
+    let mut added = Vec::new();
+    for s in schedules {
+        if rows.get(s.name())?.is_none() {
+            put_in(rows, s, false, max_payload, now)?;
+            added.push(s.name().to_string());
+        }
+    }
+    rows.meta_set(key, &now.to_string())?;
+    Ok(added)
 }
 
 /// The job a schedule enqueues, due at `run_at`.
@@ -347,13 +382,6 @@ pub(crate) fn schedule_job(s: &ScheduleInfo, run_at: RunAt) -> NewJob {
         job = job.tenant(t);
     }
     job.notify(s.notify.clone())
-}
-
-pub(crate) fn get(conn: &rusqlite::Connection, name: &str) -> Result<Option<ScheduleInfo>> {
-    Ok(conn
-        .prepare_cached(GET_SCHEDULE)?
-        .query_row([name], schedule_row)
-        .optional()?)
 }
 
 pub(crate) fn schedule_row(r: &Row) -> rusqlite::Result<ScheduleInfo> {

@@ -35,6 +35,7 @@
 
 pub(crate) mod fire;
 pub(crate) mod manage;
+pub(crate) mod rows;
 mod schedule;
 mod when;
 

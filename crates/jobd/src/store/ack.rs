@@ -95,7 +95,7 @@ pub enum AckOutcome {
 }
 
 impl AckOutcome {
-    fn of(outcome: FailOutcome) -> AckOutcome {
+    pub(super) fn of(outcome: FailOutcome) -> AckOutcome {
         match outcome {
             FailOutcome::Retrying { run_at } => AckOutcome::Retrying { run_at },
             FailOutcome::Dead => AckOutcome::Dead,

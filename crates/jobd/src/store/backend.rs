@@ -17,8 +17,8 @@ use crate::scheduler::{FireRecord, FireReport, NewSchedule, ScheduleInfo};
 use crate::store::{
     Ack, AckOutcome, CancelOutcome, CancelReport, ClaimedJob, CompleteBatch, FailOutcome,
     Heartbeat, HeldTry, JobId, JobInfo, JobSelection, JobSummary, ListFilter, LiveWork, NewJob,
-    Progress, ReapReport, RetryReport, Role, Signals, SqliteStore, Stats, StoreOptions, TokenInfo,
-    TryTotals,
+    PgStore, Progress, ReapReport, RetryReport, Role, Signals, SqliteStore, Stats, StoreOptions,
+    TokenInfo, TryTotals,
 };
 use crate::worker::{CommitNotify, CommitWatcher};
 
@@ -133,3 +133,4 @@ macro_rules! forward_backend {
 
 with_backend_methods!(define_backend![]);
 with_backend_methods!(forward_backend![SqliteStore]);
+with_backend_methods!(forward_backend![PgStore]);

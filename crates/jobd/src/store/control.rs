@@ -64,10 +64,10 @@ pub(crate) const PICK_SCHEDULED: &str = pick_jobs!(
 
 /// Jobs a bulk operation changes per write transaction: the write lock is
 /// given back between batches, so workers keep claiming.
-const BULK_BATCH_SIZE: i64 = 1_000;
+pub(super) const BULK_BATCH_SIZE: i64 = 1_000;
 
 /// The state a bulk retry revives: dead unless the selection says cancelled.
-fn retry_state(selection: &JobSelection) -> Result<JobState> {
+pub(super) fn retry_state(selection: &JobSelection) -> Result<JobState> {
     match selection.state {
         None => Ok(JobState::Dead),
         Some(st @ (JobState::Dead | JobState::Cancelled)) => Ok(st),
@@ -83,7 +83,7 @@ fn retry_state(selection: &JobSelection) -> Result<JobState> {
 
 /// The states a bulk cancel acts on: every unfinished one unless the
 /// selection names one of them.
-fn cancel_states(selection: &JobSelection) -> Result<&'static [JobState]> {
+pub(super) fn cancel_states(selection: &JobSelection) -> Result<&'static [JobState]> {
     match selection.state {
         None => Ok(&[JobState::Scheduled, JobState::Ready, JobState::Running]),
         Some(JobState::Scheduled) => Ok(&[JobState::Scheduled]),
@@ -100,7 +100,7 @@ fn cancel_states(selection: &JobSelection) -> Result<&'static [JobState]> {
 }
 
 /// Check a bulk selection's names, and give its last-error `LIKE` pattern.
-fn checked_pattern(selection: &JobSelection) -> Result<Option<String>> {
+pub(super) fn checked_pattern(selection: &JobSelection) -> Result<Option<String>> {
     if let Some(q) = &selection.queue {
         validate_name("queue", q)?;
     }
@@ -119,7 +119,7 @@ pub(super) fn error_pattern(needle: Option<&str>) -> Option<String> {
 }
 
 /// A bulk operation failed part-way: say how many jobs it changed before.
-fn bulk_error(e: Error, what: &'static str, done: usize) -> Error {
+pub(super) fn bulk_error(e: Error, what: &'static str, done: usize) -> Error {
     if done == 0 {
         return e;
     }

@@ -108,20 +108,7 @@ impl SqliteStore {
     /// Enqueue many jobs in one transaction: all or none.  Ids come back in
     /// the order of `jobs`.
     pub fn enqueue_many(&self, jobs: &[NewJob]) -> Result<Vec<JobId>> {
-        let max = self.inner.opts.max_payload_bytes;
-        let payloads = jobs
-            .iter()
-            .enumerate()
-            .map(|(i, job)| {
-                job.validate(max).map_err(|e| match e {
-                    Error::InvalidInput { field, reason } => Error::InvalidInput {
-                        field,
-                        reason: format!("job #{i} of the batch: {reason}"),
-                    },
-                    other => other,
-                })
-            })
-            .collect::<Result<Vec<&str>>>()?;
+        let payloads = validate_batch(jobs, self.inner.opts.max_payload_bytes)?;
         let now = self.now();
         let ids = self.write("enqueue_many", |tx| insert_batch(tx, jobs, &payloads, now))?;
         tracing::debug!(count = jobs.len(), "enqueued batch");
@@ -148,6 +135,23 @@ impl SqliteStore {
         let payload = job.validate(self.inner.opts.max_payload_bytes)?;
         insert_validated(conn, job, payload, self.now()).map_err(|e| self.map_err("enqueue", e))
     }
+}
+
+/// Check every job of a batch; their payloads, or the first refusal naming
+/// the job by its place in the batch.
+pub(super) fn validate_batch(jobs: &[NewJob], max_payload: usize) -> Result<Vec<&str>> {
+    jobs.iter()
+        .enumerate()
+        .map(|(i, job)| {
+            job.validate(max_payload).map_err(|e| match e {
+                Error::InvalidInput { field, reason } => Error::InvalidInput {
+                    field,
+                    reason: format!("job #{i} of the batch: {reason}"),
+                },
+                other => other,
+            })
+        })
+        .collect()
 }
 
 /// Insert validated jobs in order and return their ids.  Runs of jobs without

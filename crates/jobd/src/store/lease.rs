@@ -194,13 +194,13 @@ pub(super) enum Ending<'a> {
     },
 }
 
-struct RunningTry {
-    attempt: i64,
-    attempt_limit: i64,
-    backoff: Backoff,
-    worker: Option<String>,
-    started_at: Millis,
-    cancel_requested: bool,
+pub(super) struct RunningTry {
+    pub attempt: i64,
+    pub attempt_limit: i64,
+    pub backoff: Backoff,
+    pub worker: Option<String>,
+    pub started_at: Millis,
+    pub cancel_requested: bool,
 }
 
 impl SqliteStore {
@@ -456,20 +456,7 @@ impl SqliteStore {
     /// Record progress of a running try; readable through [`Store::get`] and
     /// kept as a log in the `progress` table.
     pub fn set_progress(&self, id: JobId, token: i64, progress: &Progress) -> Result<()> {
-        if let Some(p) = progress.percent {
-            if !(0.0..=100.0).contains(&p) {
-                return Err(Error::invalid(
-                    "progress percent",
-                    format!("{p} is not between 0 and 100"),
-                ));
-            }
-        }
-        if progress.stage.as_ref().is_some_and(|s| s.len() > 256) {
-            return Err(Error::invalid("progress stage", "longer than 256 bytes"));
-        }
-        if progress.detail.as_ref().is_some_and(|s| s.len() > 4096) {
-            return Err(Error::invalid("progress detail", "longer than 4096 bytes"));
-        }
+        check_progress(progress)?;
         let now = self.now();
         self.write("set_progress", |tx| {
             let p = progress;
@@ -536,6 +523,26 @@ impl SqliteStore {
         }
         Ok(report)
     }
+}
+
+/// Progress a try may report: a percent from 0 to 100, a stage of up to 256
+/// bytes, a detail of up to 4096.
+pub(super) fn check_progress(progress: &Progress) -> Result<()> {
+    if let Some(p) = progress.percent {
+        if !(0.0..=100.0).contains(&p) {
+            return Err(Error::invalid(
+                "progress percent",
+                format!("{p} is not between 0 and 100"),
+            ));
+        }
+    }
+    if progress.stage.as_ref().is_some_and(|s| s.len() > 256) {
+        return Err(Error::invalid("progress stage", "longer than 256 bytes"));
+    }
+    if progress.detail.as_ref().is_some_and(|s| s.len() > 4096) {
+        return Err(Error::invalid("progress detail", "longer than 4096 bytes"));
+    }
+    Ok(())
 }
 
 /// A turn's claims checked and in SQLite's terms: the queues with a count
@@ -611,19 +618,39 @@ pub(super) fn claim_in(
     Ok(claimed)
 }
 
-/// End the running try `id`/`token` in `tx` (see [`Ending`]).
-pub(super) fn end_try_in(
-    tx: &Transaction,
+/// What ending a try writes: the job's new state, when it runs next, the
+/// error kept, its new attempt limit and finish time, and the try's outcome.
+/// The same decision on every backend.
+pub(super) struct TryEnd<'a> {
+    pub state: &'static str,
+    pub run_at: Millis,
+    pub error: Option<&'a str>,
+    pub attempt_limit: i64,
+    pub finished_at: Option<Millis>,
+    pub outcome: &'static str,
+    pub result: FailOutcome,
+}
+
+/// How the running try `t` of job `id` ends with `ending` at `now`.
+pub(super) fn plan_end<'a>(
+    t: &RunningTry,
     id: JobId,
-    token: i64,
-    ending: &Ending<'_>,
+    ending: &Ending<'a>,
     now: Millis,
-) -> Result<FailOutcome> {
-    let t = running_try(tx, id, token)?;
-    let (state, run_at, error, limit, finished, outcome, result) = match *ending {
+) -> TryEnd<'a> {
+    let end = |state, run_at, error, attempt_limit, finished_at, outcome, result| TryEnd {
+        state,
+        run_at,
+        error,
+        attempt_limit,
+        finished_at,
+        outcome,
+        result,
+    };
+    match *ending {
         Ending::Released { after_ms, note } => {
             let at = now.saturating_add(after_ms.max(0));
-            (
+            end(
                 if at > now { "scheduled" } else { "ready" },
                 at,
                 note,
@@ -633,7 +660,7 @@ pub(super) fn end_try_in(
                 FailOutcome::Retrying { run_at: at },
             )
         }
-        Ending::Cancelled { reason } => (
+        Ending::Cancelled { reason } => end(
             "cancelled",
             now,
             Some(reason),
@@ -642,7 +669,7 @@ pub(super) fn end_try_in(
             "cancelled",
             FailOutcome::Cancelled,
         ),
-        Ending::Failed { error, .. } if t.cancel_requested => (
+        Ending::Failed { error, .. } if t.cancel_requested => end(
             "cancelled",
             now,
             Some(error),
@@ -653,7 +680,7 @@ pub(super) fn end_try_in(
         ),
         Ending::Failed { error, retryable } if retryable && t.attempt < t.attempt_limit => {
             let at = now.saturating_add(t.backoff.delay_ms(id, t.attempt));
-            (
+            end(
                 "scheduled",
                 at,
                 Some(error),
@@ -663,7 +690,7 @@ pub(super) fn end_try_in(
                 FailOutcome::Retrying { run_at: at },
             )
         }
-        Ending::Failed { error, .. } => (
+        Ending::Failed { error, .. } => end(
             "dead",
             now,
             Some(error),
@@ -672,11 +699,29 @@ pub(super) fn end_try_in(
             "failed",
             FailOutcome::Dead,
         ),
-    };
-    tx.prepare_cached(END_TRY)?
-        .execute(params![id, state, run_at, error, limit, finished])?;
-    record_attempt(tx, id, &t, now, outcome, error)?;
-    Ok(result)
+    }
+}
+
+/// End the running try `id`/`token` in `tx` (see [`Ending`]).
+pub(super) fn end_try_in(
+    tx: &Transaction,
+    id: JobId,
+    token: i64,
+    ending: &Ending<'_>,
+    now: Millis,
+) -> Result<FailOutcome> {
+    let t = running_try(tx, id, token)?;
+    let e = plan_end(&t, id, ending, now);
+    tx.prepare_cached(END_TRY)?.execute(params![
+        id,
+        e.state,
+        e.run_at,
+        e.error,
+        e.attempt_limit,
+        e.finished_at
+    ])?;
+    record_attempt(tx, id, &t, now, e.outcome, e.error)?;
+    Ok(e.result)
 }
 
 fn complete_in(

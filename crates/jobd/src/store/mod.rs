@@ -55,6 +55,7 @@ pub(crate) mod meta;
 pub mod notify;
 pub(crate) mod open;
 mod pool;
+pub mod postgres;
 mod queues;
 mod read;
 mod retention;
@@ -153,7 +154,8 @@ impl StoreOptions {
     }
 }
 
-/// A handle on one queue — a SQLite file ([`SqliteStore`]) — through the storage seam ([`Backend`], whose
+/// A handle on one queue — a SQLite file ([`SqliteStore`]) or a PostgreSQL
+/// database ([`PgStore`]) — through the storage seam ([`Backend`], whose
 /// methods it derefs to).  Cheap to clone; share it between threads.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -215,6 +217,16 @@ impl Store {
     /// Open the SQLite queue file at `path` (see [`SqliteStore::open_with`]).
     pub fn open_with(path: impl AsRef<Path>, opts: StoreOptions) -> Result<Store> {
         Ok(Store::from_backend(SqliteStore::open_with(path, opts)?))
+    }
+
+    /// Open the queue `db` names: a `postgres://` or `postgresql://` URL
+    /// ([`PgStore`]), or else the path of a SQLite file.
+    pub fn connect(db: &str, opts: StoreOptions) -> Result<Store> {
+        if postgres::is_url(db) {
+            Ok(Store::from_backend(PgStore::connect(db, opts)?))
+        } else {
+            Store::open_with(db, opts)
+        }
     }
 
     /// A handle on `backend`.
@@ -557,6 +569,7 @@ impl SqliteStore {
 #[cfg(test)]
 mod tests;
 
+pub use postgres::PgStore;
 pub use signals::Signals;
 pub(crate) use signals::WorkHook;
 

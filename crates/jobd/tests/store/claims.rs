@@ -7,9 +7,7 @@ use jobd::Error;
 
 use crate::support::*;
 
-#[test]
-fn claim_order_is_priority_then_run_at_then_id_and_delayed_jobs_wait() {
-    let f = fixture();
+fn claim_order_is_priority_then_run_at_then_id_and_delayed_jobs_wait(f: &Fixture) {
     let low = f.enqueue(NewJob::new("q", "k").priority(10));
     let later = f.enqueue(NewJob::new("q", "k").delay(Duration::from_secs(5)));
     let first = f.enqueue(NewJob::new("q", "k"));
@@ -24,9 +22,7 @@ fn claim_order_is_priority_then_run_at_then_id_and_delayed_jobs_wait() {
     assert_eq!(f.store.claim("w", &["q"], 5, LEASE).unwrap()[0].id, later);
 }
 
-#[test]
-fn claim_batches_across_queues_in_the_order_given() {
-    let f = fixture();
+fn claim_batches_across_queues_in_the_order_given(f: &Fixture) {
     let a: Vec<i64> = (0..3).map(|_| f.enqueue(NewJob::new("a", "k"))).collect();
     let b: Vec<i64> = (0..3).map(|_| f.enqueue(NewJob::new("b", "k"))).collect();
     let got = f.store.claim("w", &["b", "a"], 4, LEASE).unwrap();
@@ -41,9 +37,7 @@ fn claim_batches_across_queues_in_the_order_given() {
     );
 }
 
-#[test]
-fn paused_queues_are_skipped() {
-    let f = fixture();
+fn paused_queues_are_skipped(f: &Fixture) {
     f.enqueue(NewJob::new("pdf", "k"));
     f.store.pause("pdf").unwrap();
     assert!(f.store.claim("w", &["pdf"], 1, LEASE).unwrap().is_empty());
@@ -52,9 +46,7 @@ fn paused_queues_are_skipped() {
     assert_eq!(f.store.claim("w", &["pdf"], 1, LEASE).unwrap().len(), 1);
 }
 
-#[test]
-fn a_queue_concurrency_limit_holds_across_workers_and_frees_with_each_end() {
-    let f = fixture();
+fn a_queue_concurrency_limit_holds_across_workers_and_frees_with_each_end(f: &Fixture) {
     let s = &f.store;
     for _ in 0..6 {
         s.enqueue(&NewJob::new("pdf", "k")).unwrap();
@@ -188,3 +180,10 @@ fn a_turn_completes_and_claims_in_one_transaction_and_the_completions_free_their
     );
     assert_eq!(version(), commits + 1, "nothing committed since");
 }
+
+crate::conformance!(
+    claim_order_is_priority_then_run_at_then_id_and_delayed_jobs_wait,
+    claim_batches_across_queues_in_the_order_given,
+    paused_queues_are_skipped,
+    a_queue_concurrency_limit_holds_across_workers_and_frees_with_each_end,
+);

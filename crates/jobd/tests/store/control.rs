@@ -7,9 +7,7 @@ use jobd::{Clock, Error, Store};
 
 use crate::support::*;
 
-#[test]
-fn cancel_a_waiting_job_and_a_running_one() {
-    let f = fixture();
+fn cancel_a_waiting_job_and_a_running_one(f: &Fixture) {
     let waiting = f.enqueue(NewJob::new("q", "k").delay(Duration::from_secs(60)));
     assert_eq!(f.store.cancel(waiting).unwrap(), CancelOutcome::Cancelled);
     assert_eq!(
@@ -46,9 +44,7 @@ fn cancel_a_waiting_job_and_a_running_one() {
     ));
 }
 
-#[test]
-fn a_running_job_flagged_for_cancel_is_cancelled_when_its_worker_dies_or_fails() {
-    let f = fixture();
+fn a_running_job_flagged_for_cancel_is_cancelled_when_its_worker_dies_or_fails(f: &Fixture) {
     let a = f.enqueue(NewJob::new("q", "k"));
     let b = f.enqueue(NewJob::new("q", "k"));
     let claimed = f.store.claim("w", &["q"], 2, LEASE).unwrap();
@@ -156,10 +152,8 @@ fn retry_matching_revives_the_dead_jobs_a_selection_names() {
     assert_eq!(state(&f, pdf_other), JobState::Dead);
 }
 
-#[test]
-fn bulk_retry_and_cancel_refuse_states_they_do_not_apply_to_and_change_nothing() {
-    let f = fixture();
-    let dead = dead_job(&f, NewJob::new("q", "k"), "boom");
+fn bulk_retry_and_cancel_refuse_states_they_do_not_apply_to_and_change_nothing(f: &Fixture) {
+    let dead = dead_job(f, NewJob::new("q", "k"), "boom");
     let ready = f.enqueue(NewJob::new("q", "k"));
     for st in [JobState::Ready, JobState::Running, JobState::Succeeded] {
         let sel = JobSelection {
@@ -189,8 +183,8 @@ fn bulk_retry_and_cancel_refuse_states_they_do_not_apply_to_and_change_nothing()
         f.store.cancel_matching(&bad_queue),
         Err(Error::InvalidInput { field: "queue", .. })
     ));
-    assert_eq!(state(&f, dead), JobState::Dead);
-    assert_eq!(state(&f, ready), JobState::Ready);
+    assert_eq!(state(f, dead), JobState::Dead);
+    assert_eq!(state(f, ready), JobState::Ready);
 }
 
 #[test]
@@ -278,3 +272,9 @@ fn bulk_operations_go_through_every_batch() {
     assert_eq!(state(&f, dead[2_499]), JobState::Cancelled);
     assert_eq!(state(&f, waiting[0]), JobState::Cancelled);
 }
+
+crate::conformance!(
+    cancel_a_waiting_job_and_a_running_one,
+    a_running_job_flagged_for_cancel_is_cancelled_when_its_worker_dies_or_fails,
+    bulk_retry_and_cancel_refuse_states_they_do_not_apply_to_and_change_nothing,
+);

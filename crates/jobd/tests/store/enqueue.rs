@@ -9,9 +9,7 @@ use serde_json::json;
 
 use crate::support::*;
 
-#[test]
-fn unique_keys_return_the_live_job() {
-    let f = fixture();
+fn unique_keys_return_the_live_job(f: &Fixture) {
     let job = || NewJob::new("q", "backup").unique_key("backup:tenant-1");
     let a = f.enqueue(job());
     let b = f.enqueue(job().payload(&json!({"other": 1})));
@@ -34,9 +32,7 @@ fn unique_keys_return_the_live_job() {
     assert_ne!(ids[2], c);
 }
 
-#[test]
-fn bad_input_is_refused_and_writes_nothing() {
-    let f = fixture();
+fn bad_input_is_refused_and_writes_nothing(f: &Fixture) {
     let cases: Vec<(NewJob, &str)> = vec![
         (NewJob::new("", "k"), "queue"),
         (NewJob::new("q".repeat(129), "k"), "queue"),
@@ -170,9 +166,7 @@ fn check_batch_ids(store: &Store, first_key: usize) {
     }
 }
 
-#[test]
-fn a_mixed_batch_returns_each_jobs_own_id() {
-    let f = fixture();
+fn a_mixed_batch_returns_each_jobs_own_id(f: &Fixture) {
     check_batch_ids(&f.store, 0);
     check_batch_ids(&f.store, 10);
 }
@@ -197,3 +191,9 @@ fn a_batch_near_the_largest_id_still_returns_each_jobs_own_id() {
     check_batch_ids(&f.store, 0);
     check_batch_ids(&f.store, 10);
 }
+
+crate::conformance!(
+    unique_keys_return_the_live_job,
+    bad_input_is_refused_and_writes_nothing,
+    a_mixed_batch_returns_each_jobs_own_id,
+);

@@ -9,9 +9,7 @@ use serde_json::json;
 
 use crate::support::*;
 
-#[test]
-fn expired_lease_is_reaped_and_the_job_runs_again() {
-    let f = fixture();
+fn expired_lease_is_reaped_and_the_job_runs_again(f: &Fixture) {
     let id = f.enqueue(NewJob::new("q", "k"));
     let first = f.store.claim("w1", &["q"], 1, LEASE).unwrap();
     assert_eq!(first[0].id, id);
@@ -45,9 +43,7 @@ fn expired_lease_is_reaped_and_the_job_runs_again() {
     assert_eq!(outcomes(&f.store, id), ["lost", "succeeded"]);
 }
 
-#[test]
-fn heartbeat_extends_the_lease() {
-    let f = fixture();
+fn heartbeat_extends_the_lease(f: &Fixture) {
     let id = f.enqueue(NewJob::new("q", "k"));
     let job = f.claim_one("w1", "q");
     for _ in 0..10 {
@@ -59,9 +55,7 @@ fn heartbeat_extends_the_lease() {
     f.store.complete(id, job.lease_token, None).unwrap();
 }
 
-#[test]
-fn a_stale_worker_is_fenced_off_and_changes_nothing() {
-    let f = fixture();
+fn a_stale_worker_is_fenced_off_and_changes_nothing(f: &Fixture) {
     let id = f.enqueue(NewJob::new("q", "k"));
     let stale = f.claim_one("slow", "q");
     f.clock.advance(LEASE);
@@ -110,9 +104,7 @@ fn a_stale_worker_is_fenced_off_and_changes_nothing() {
     lost(f.store.complete(id, fresh.lease_token, None));
 }
 
-#[test]
-fn release_gives_the_job_back_without_counting_the_try() {
-    let f = fixture();
+fn release_gives_the_job_back_without_counting_the_try(f: &Fixture) {
     let id = f.enqueue(NewJob::new("q", "k").max_attempts(1));
     let t = f.claim_one("w", "q");
     f.store.release(id, t.lease_token).unwrap();
@@ -123,9 +115,7 @@ fn release_gives_the_job_back_without_counting_the_try() {
     assert_eq!(outcomes(&f.store, id), ["released", "succeeded"]);
 }
 
-#[test]
-fn progress_is_stored_and_logged() {
-    let f = fixture();
+fn progress_is_stored_and_logged(f: &Fixture) {
     let id = f.enqueue(NewJob::new("q", "k"));
     let t = f.claim_one("w", "q");
     for (pct, stage) in [(10.0, "reading"), (60.0, "rendering")] {
@@ -151,9 +141,7 @@ fn progress_is_stored_and_logged() {
     assert_eq!(count(&f.store, "SELECT count(*) FROM progress"), 2);
 }
 
-#[test]
-fn complete_many_skips_lost_leases() {
-    let f = fixture();
+fn complete_many_skips_lost_leases(f: &Fixture) {
     for _ in 0..3 {
         f.enqueue(NewJob::new("q", "k"));
     }
@@ -253,3 +241,12 @@ fn a_step_of_the_wall_clock_does_not_reap_live_leases() {
     f.clock.step(3_600_000);
     assert_eq!(f.store.reap().unwrap().requeued, [e]);
 }
+
+crate::conformance!(
+    expired_lease_is_reaped_and_the_job_runs_again,
+    heartbeat_extends_the_lease,
+    a_stale_worker_is_fenced_off_and_changes_nothing,
+    release_gives_the_job_back_without_counting_the_try,
+    progress_is_stored_and_logged,
+    complete_many_skips_lost_leases,
+);

@@ -30,9 +30,7 @@ fn notifications(store: &Store) -> Vec<(i64, Value)> {
     found
 }
 
-#[test]
-fn each_end_enqueues_the_entries_that_name_it_with_the_job_and_its_result_or_error() {
-    let f = fixture();
+fn each_end_enqueues_the_entries_that_name_it_with_the_job_and_its_result_or_error(f: &Fixture) {
     let n = list(json!([
         {"on": "succeeded", "webhook": "http://hooks/ok"},
         {"on": ["dead", "cancelled"], "webhook": "http://hooks/bad", "max_attempts": 4,
@@ -104,9 +102,7 @@ fn each_end_enqueues_the_entries_that_name_it_with_the_job_and_its_result_or_err
     assert_eq!(notifications(&f.store).len(), 6);
 }
 
-#[test]
-fn a_lease_that_runs_out_on_the_last_try_notifies_as_dead() {
-    let f = fixture();
+fn a_lease_that_runs_out_on_the_last_try_notifies_as_dead(f: &Fixture) {
     let id = f.enqueue(
         NewJob::new("q", "k")
             .max_attempts(1)
@@ -145,9 +141,7 @@ fn ids_stay_above_the_deleted_ones_when_two_entries_fire_together() {
     assert_eq!(ids, vec![newer + 1, newer + 2]);
 }
 
-#[test]
-fn a_bad_list_is_refused_and_nothing_is_written() {
-    let f = fixture();
+fn a_bad_list_is_refused_and_nothing_is_written(f: &Fixture) {
     for (bad, why) in [
         (json!([{"on": "dead"}]), "no target"),
         (json!([{"on": [], "webhook": "x"}]), "empty"),
@@ -179,9 +173,7 @@ fn a_bad_list_is_refused_and_nothing_is_written() {
     assert_eq!(count(&f.store, "SELECT count(*) FROM jobs"), 0);
 }
 
-#[test]
-fn a_schedules_jobs_carry_its_list() {
-    let f = fixture();
+fn a_schedules_jobs_carry_its_list(f: &Fixture) {
     let n = list(json!([{"on": "succeeded", "webhook": "http://h/nightly"}]));
     let s = NewSchedule::every("nightly", Duration::from_secs(60), "q", "k").notify(n.clone());
     assert_eq!(f.store.add_schedule(&s).unwrap().notify, n);
@@ -194,3 +186,10 @@ fn a_schedules_jobs_carry_its_list() {
     f.store.complete(a.id, a.lease_token, None).unwrap();
     assert_eq!(notifications(&f.store).len(), 1);
 }
+
+crate::conformance!(
+    each_end_enqueues_the_entries_that_name_it_with_the_job_and_its_result_or_error,
+    a_lease_that_runs_out_on_the_last_try_notifies_as_dead,
+    a_bad_list_is_refused_and_nothing_is_written,
+    a_schedules_jobs_carry_its_list,
+);

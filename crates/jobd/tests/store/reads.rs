@@ -7,9 +7,7 @@ use jobd::{Error, ManualClock, Store, StoreOptions};
 
 use crate::support::*;
 
-#[test]
-fn list_finds_jobs_by_the_text_of_their_last_error() {
-    let f = fixture();
+fn list_finds_jobs_by_the_text_of_their_last_error(f: &Fixture) {
     let s = &f.store;
     let errors = [
         "SMTP said no",
@@ -52,9 +50,7 @@ fn list_finds_jobs_by_the_text_of_their_last_error() {
     assert!(find("", None).contains(&clean));
 }
 
-#[test]
-fn list_filters_every_state_and_pages_newest_first() {
-    let f = fixture();
+fn list_filters_every_state_and_pages_newest_first(f: &Fixture) {
     let s = &f.store;
     // Jobs in every state, in two queues, interleaved by id.
     for i in 0..60 {
@@ -121,9 +117,7 @@ fn list_filters_every_state_and_pages_newest_first() {
     }
 }
 
-#[test]
-fn stats_count_states_and_live_workers() {
-    let f = fixture();
+fn stats_count_states_and_live_workers(f: &Fixture) {
     for _ in 0..4 {
         f.enqueue(NewJob::new("pdf", "k").max_attempts(1));
     }
@@ -152,9 +146,7 @@ fn stats_count_states_and_live_workers() {
     );
 }
 
-#[test]
-fn stats_count_every_state_per_queue() {
-    let f = fixture();
+fn stats_count_every_state_per_queue(f: &Fixture) {
     let early = f.enqueue(NewJob::new("a", "k"));
     f.clock.advance(Duration::from_secs(5));
     for _ in 0..3 {
@@ -208,7 +200,7 @@ fn fixture_reusing(reuse: StatsReuse) -> Fixture {
     };
     let store = Store::open_with(dir.path().join("queue.db"), opts).unwrap();
     Fixture {
-        _dir: dir,
+        _dir: Some(dir),
         store,
         clock,
     }
@@ -273,9 +265,7 @@ fn stats_recent_on_a_small_file_is_always_read_now() {
     assert_eq!(f.store.stats_recent().unwrap(), f.store.stats().unwrap());
 }
 
-#[test]
-fn purge_deletes_finished_jobs_with_their_history() {
-    let f = fixture();
+fn purge_deletes_finished_jobs_with_their_history(f: &Fixture) {
     let old = f.enqueue(NewJob::new("q", "k"));
     let t = f.claim_one("w", "q");
     f.store
@@ -314,3 +304,11 @@ fn the_views_show_the_queue_to_a_human() {
         .unwrap();
     assert_eq!(created, "2023-11-14T22:13:20.000Z");
 }
+
+crate::conformance!(
+    list_finds_jobs_by_the_text_of_their_last_error,
+    list_filters_every_state_and_pages_newest_first,
+    stats_count_states_and_live_workers,
+    stats_count_every_state_per_queue,
+    purge_deletes_finished_jobs_with_their_history,
+);

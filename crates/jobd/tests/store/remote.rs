@@ -76,9 +76,7 @@ fn acknowledgements_then_claims_in_one_transaction_each_with_its_outcome() {
     assert!(!wrote);
 }
 
-#[test]
-fn a_completion_past_the_deadline_fails_the_try_as_timed_out() {
-    let f = fixture();
+fn a_completion_past_the_deadline_fails_the_try_as_timed_out(f: &Fixture) {
     let id = f.enqueue(
         NewJob::new("q", "k")
             .timeout(Duration::from_secs(10))
@@ -103,9 +101,7 @@ fn a_completion_past_the_deadline_fails_the_try_as_timed_out() {
     assert_eq!(crate::support::outcomes(&f.store, id), ["failed"]);
 }
 
-#[test]
-fn the_reap_fails_tries_past_their_timeout_and_grace_that_nobody_ended() {
-    let f = fixture();
+fn the_reap_fails_tries_past_their_timeout_and_grace_that_nobody_ended(f: &Fixture) {
     let id = f.enqueue(
         NewJob::new("q", "k")
             .timeout(Duration::from_secs(10))
@@ -140,9 +136,7 @@ fn the_reap_fails_tries_past_their_timeout_and_grace_that_nobody_ended() {
     assert_eq!(outcomes, [AckOutcome::Lost]);
 }
 
-#[test]
-fn heartbeats_of_held_tries_say_cancel_and_leave_out_lost_ones() {
-    let f = fixture();
+fn heartbeats_of_held_tries_say_cancel_and_leave_out_lost_ones(f: &Fixture) {
     let a = f.enqueue(NewJob::new("q", "k"));
     let b = f.enqueue(NewJob::new("q", "k"));
     let held = f.store.claim("w", &["q"], 2, LEASE).unwrap();
@@ -160,9 +154,7 @@ fn heartbeats_of_held_tries_say_cancel_and_leave_out_lost_ones() {
     );
 }
 
-#[test]
-fn claimable_says_whether_a_claim_could_find_a_job() {
-    let f = fixture();
+fn claimable_says_whether_a_claim_could_find_a_job(f: &Fixture) {
     assert!(!f.store.claimable(&["q"]).unwrap());
     f.enqueue(NewJob::new("q", "k").delay(Duration::from_secs(5)));
     assert!(!f.store.claimable(&["q"]).unwrap());
@@ -175,9 +167,7 @@ fn claimable_says_whether_a_claim_could_find_a_job() {
     assert!(!f.store.claimable(&["q"]).unwrap());
 }
 
-#[test]
-fn api_tokens_are_kept_by_hash_with_a_role() {
-    let f = fixture();
+fn api_tokens_are_kept_by_hash_with_a_role(f: &Fixture) {
     let hash = [7u8; 32];
     f.store
         .add_api_token("pyworkers", Role::Worker, &hash)
@@ -206,3 +196,11 @@ fn api_tokens_are_kept_by_hash_with_a_role() {
     assert_eq!(f.store.api_token(&hash).unwrap(), None);
     assert!(Role::parse("root").is_err());
 }
+
+crate::conformance!(
+    a_completion_past_the_deadline_fails_the_try_as_timed_out,
+    the_reap_fails_tries_past_their_timeout_and_grace_that_nobody_ended,
+    heartbeats_of_held_tries_say_cancel_and_leave_out_lost_ones,
+    claimable_says_whether_a_claim_could_find_a_job,
+    api_tokens_are_kept_by_hash_with_a_role,
+);

@@ -8,9 +8,7 @@ use jobd::{Clock, Error};
 
 use crate::support::*;
 
-#[test]
-fn retries_follow_the_exponential_backoff_then_the_job_dies() {
-    let f = fixture();
+fn retries_follow_the_exponential_backoff_then_the_job_dies(f: &Fixture) {
     let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(5));
     let id = f.enqueue(NewJob::new("q", "k").max_attempts(5).backoff(backoff));
     let mut delays = Vec::new();
@@ -67,9 +65,7 @@ fn jitter_spreads_retries_of_different_jobs() {
     assert!(delays.iter().all(|d| (7500..12500).contains(d)));
 }
 
-#[test]
-fn a_non_retryable_failure_is_dead_at_once() {
-    let f = fixture();
+fn a_non_retryable_failure_is_dead_at_once(f: &Fixture) {
     let id = f.enqueue(NewJob::new("q", "k").max_attempts(10));
     let job = f.claim_one("w", "q");
     assert_eq!(
@@ -81,9 +77,7 @@ fn a_non_retryable_failure_is_dead_at_once() {
     assert_eq!(f.store.get(id).unwrap().state, JobState::Dead);
 }
 
-#[test]
-fn a_job_that_kills_its_worker_every_time_ends_dead() {
-    let f = fixture();
+fn a_job_that_kills_its_worker_every_time_ends_dead(f: &Fixture) {
     let id = f.enqueue(NewJob::new("q", "k").max_attempts(3));
     for attempt in 1..=3 {
         let job = f.claim_one("w", "q");
@@ -103,9 +97,7 @@ fn a_job_that_kills_its_worker_every_time_ends_dead() {
     assert!(f.store.claim("w", &["q"], 1, LEASE).unwrap().is_empty());
 }
 
-#[test]
-fn retry_revives_dead_and_cancelled_jobs_with_fresh_tries() {
-    let f = fixture();
+fn retry_revives_dead_and_cancelled_jobs_with_fresh_tries(f: &Fixture) {
     let id = f.enqueue(NewJob::new("q", "k").max_attempts(2));
     for _ in 0..2 {
         let t = f.claim_one("w", "q");
@@ -133,9 +125,7 @@ fn retry_revives_dead_and_cancelled_jobs_with_fresh_tries() {
     ));
 }
 
-#[test]
-fn reviving_a_dead_job_whose_key_is_taken_is_a_conflict() {
-    let f = fixture();
+fn reviving_a_dead_job_whose_key_is_taken_is_a_conflict(f: &Fixture) {
     let job = || NewJob::new("q", "k").unique_key("once").max_attempts(1);
     let a = f.enqueue(job());
     let t = f.claim_one("w", "q");
@@ -152,3 +142,11 @@ fn reviving_a_dead_job_whose_key_is_taken_is_a_conflict() {
         "nothing changed"
     );
 }
+
+crate::conformance!(
+    retries_follow_the_exponential_backoff_then_the_job_dies,
+    a_non_retryable_failure_is_dead_at_once,
+    a_job_that_kills_its_worker_every_time_ends_dead,
+    retry_revives_dead_and_cancelled_jobs_with_fresh_tries,
+    reviving_a_dead_job_whose_key_is_taken_is_a_conflict,
+);

@@ -1,4 +1,7 @@
-//! Set-up shared by the store's tests: a store on a simulated clock.
+//! Set-up shared by the store's tests: a store on a simulated clock, on
+//! either backend.  [`conformance!`] runs a test against both: a SQLite file
+//! in a temporary directory, and a fresh database on the test process's
+//! throwaway PostgreSQL cluster (`jobd_testkit::pg`).
 
 use std::time::Duration;
 
@@ -9,34 +12,86 @@ pub const T0: i64 = 1_700_000_000_000;
 pub const LEASE: Duration = Duration::from_secs(30);
 
 pub struct Fixture {
-    pub _dir: tempfile::TempDir,
+    pub _dir: Option<tempfile::TempDir>,
     pub store: Store,
     pub clock: ManualClock,
 }
 
-pub fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let store = Store::open_with(
-        dir.path().join("queue.db"),
-        StoreOptions::default().clock(clock.clone()),
-    )
-    .unwrap();
-    Fixture {
-        _dir: dir,
-        store,
-        clock,
-    }
+/// The backends a conformance test runs on.
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
 }
 
+/// A store on a SQLite file.
+pub fn fixture() -> Fixture {
+    fixture_on(Backend::Sqlite).unwrap()
+}
+
+/// A store on `backend` (None: no PostgreSQL here, and not in CI).
+pub fn fixture_on(backend: Backend) -> Option<Fixture> {
+    let clock = ManualClock::new(T0);
+    let opts = StoreOptions::default().clock(clock.clone());
+    Some(match backend {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open_with(dir.path().join("queue.db"), opts).unwrap();
+            Fixture {
+                _dir: Some(dir),
+                store,
+                clock,
+            }
+        }
+        Backend::Postgres => {
+            let url = jobd_testkit::pg::database()?;
+            let store = Store::connect(&url, opts).unwrap();
+            Fixture {
+                _dir: None,
+                store,
+                clock,
+            }
+        }
+    })
+}
+
+/// Run each named test — `fn name(f: &Fixture)` — on both backends:
+/// `sqlite::name` and `postgres::name`.
+#[macro_export]
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test]
+            fn $name() {
+                let f = $crate::support::fixture_on($crate::support::Backend::Sqlite).unwrap();
+                super::$name(&f)
+            })*
+        }
+        mod postgres {
+            $(#[test]
+            fn $name() {
+                if let Some(f) = $crate::support::fixture_on($crate::support::Backend::Postgres) {
+                    super::$name(&f)
+                }
+            })*
+        }
+    };
+}
+
+/// One number from `sql`, read on the store's own backend (the statement
+/// must be valid on both).
 pub fn count(store: &Store, sql: &str) -> i64 {
-    store
-        .sqlite()
-        .unwrap()
-        .connection()
-        .unwrap()
-        .query_row(sql, [], |r| r.get(0))
-        .unwrap()
+    match store.sqlite() {
+        Some(file) => file
+            .connection()
+            .unwrap()
+            .query_row(sql, [], |r| r.get(0))
+            .unwrap(),
+        None => {
+            let mut c = postgres::Client::connect(&store.location(), postgres::NoTls).unwrap();
+            c.query_one(sql, &[]).unwrap().get(0)
+        }
+    }
 }
 
 pub fn outcomes(store: &Store, id: i64) -> Vec<String> {
