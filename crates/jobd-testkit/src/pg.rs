@@ -50,7 +50,15 @@ pub fn server_bin() -> Option<PathBuf> {
 pub fn cluster() -> Option<&'static Cluster> {
     static CLUSTER: OnceLock<Option<Cluster>> = OnceLock::new();
     CLUSTER
-        .get_or_init(|| {
+        .get_or_init(|| std::thread::scope(|s| s.spawn(start_cluster).join().unwrap()))
+        .as_ref()
+}
+
+/// `$JOBD_TEST_PG`'s server, or a new cluster (on a thread of its own, as
+/// [`database`]).
+fn start_cluster() -> Option<Cluster> {
+    {
+        {
             if let Ok(url) = std::env::var("JOBD_TEST_PG") {
                 let base = url.trim_end_matches('/').to_string();
                 let admin = format!("{base}/postgres");
@@ -75,14 +83,17 @@ pub fn cluster() -> Option<&'static Cluster> {
                     None
                 }
             }
-        })
-        .as_ref()
+        }
+    }
 }
 
 /// The URL of a new, empty database on the test process's cluster.
+/// (On a thread of its own: the synchronous client cannot run on a thread
+/// that drives async tasks, as an async test's does.)
 pub fn database() -> Option<String> {
-    let cluster = cluster()?;
-    Some(cluster.create_database())
+    std::thread::spawn(|| Some(cluster()?.create_database()))
+        .join()
+        .unwrap()
 }
 
 /// Commands run as the cluster's owner: `postgres` when this process is

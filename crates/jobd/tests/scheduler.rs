@@ -58,46 +58,122 @@ fn open(path: &std::path::Path, clock: &ManualClock) -> Store {
     Store::open_with(path, StoreOptions::default().clock(clock.clone())).unwrap()
 }
 
+/// Where a test's queue lives: a SQLite file, or a fresh database on the
+/// test process's PostgreSQL cluster.  Each [`Place::open`] is a new
+/// handle, as another process would have.
+struct Place {
+    _dir: Option<tempfile::TempDir>,
+    db: String,
+}
+
+fn place(postgres: bool) -> Option<Place> {
+    if postgres {
+        return Some(Place {
+            _dir: None,
+            db: jobd_testkit::pg::database()?,
+        });
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("queue.db").display().to_string();
+    Some(Place {
+        _dir: Some(dir),
+        db,
+    })
+}
+
+impl Place {
+    fn open(&self, clock: &ManualClock) -> Store {
+        Store::connect(&self.db, StoreOptions::default().clock(clock.clone())).unwrap()
+    }
+}
+
+/// Run each named test — `fn name(place: &Place)` — on both backends.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test]
+            fn $name() {
+                super::$name(&super::place(false).unwrap())
+            })*
+        }
+        mod postgres {
+            $(#[test]
+            fn $name() {
+                if let Some(p) = super::place(true) {
+                    super::$name(&p)
+                }
+            })*
+        }
+    };
+}
+
+/// Rows of `sql` (no parameters) on the store's backend, each column
+/// read by `row` from a list of its values.
+fn query<T>(
+    store: &Store,
+    sql: &str,
+    sqlite_row: impl Fn(&rusqlite::Row) -> rusqlite::Result<T>,
+    pg_row: impl Fn(&::postgres::Row) -> T,
+) -> Vec<T> {
+    match store.sqlite() {
+        Some(file) => {
+            let conn = file.connection().unwrap();
+            let mut stmt = conn.prepare(sql).unwrap();
+            stmt.query_map([], |r| sqlite_row(r))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        }
+        None => {
+            let mut c = ::postgres::Client::connect(&store.location(), ::postgres::NoTls).unwrap();
+            c.query(sql, &[]).unwrap().iter().map(pg_row).collect()
+        }
+    }
+}
+
+/// Run `sql` (a change made behind jobd's back) on the store's backend.
+fn exec(store: &Store, sql: &str) {
+    match store.sqlite() {
+        Some(file) => {
+            file.connection().unwrap().execute_batch(sql).unwrap();
+        }
+        None => {
+            let mut c = ::postgres::Client::connect(&store.location(), ::postgres::NoTls).unwrap();
+            c.batch_execute(sql).unwrap();
+        }
+    }
+}
+
 /// `(schedule, fire_at, job_id, job kind, job run_at)` for every fire.
 /// `(schedule, fire_at, job_id, job kind, job run_at)`.
 type FireRow = (String, Millis, Option<i64>, Option<String>, Option<Millis>);
 
 fn fires(store: &Store) -> Vec<FireRow> {
-    let conn = store.sqlite().unwrap().connection().unwrap();
-    let mut stmt = conn
-        .prepare(
-            "SELECT f.schedule, f.fire_at, f.job_id, j.kind, j.run_at
-             FROM schedule_fires AS f LEFT JOIN jobs AS j ON j.id = f.job_id
-             ORDER BY f.schedule, f.fire_at",
-        )
-        .unwrap();
-    stmt.query_map([], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-    })
-    .unwrap()
-    .collect::<Result<_, _>>()
-    .unwrap()
+    query(
+        store,
+        "SELECT f.schedule, f.fire_at, f.job_id, j.kind, j.run_at
+         FROM schedule_fires AS f LEFT JOIN jobs AS j ON j.id = f.job_id
+         ORDER BY f.schedule, f.fire_at",
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        |r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)),
+    )
 }
 
 fn job_count(store: &Store) -> i64 {
-    store
-        .sqlite()
-        .unwrap()
-        .connection()
-        .unwrap()
-        .query_row("SELECT count(*) FROM jobs", [], |r| r.get(0))
-        .unwrap()
+    query(
+        store,
+        "SELECT count(*) FROM jobs",
+        |r| r.get(0),
+        |r| r.get(0),
+    )[0]
 }
 
 /// Acceptance 1: a simulated week, three schedulers (each its own Store, as
 /// separate processes would have) racing on one file after every clock step.
-#[test]
-fn a_week_with_three_racing_schedulers_fires_every_tick_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("queue.db");
+fn a_week_with_three_racing_schedulers_fires_every_tick_once(place: &Place) {
     let start = ms("2026-11-23T00:00:00Z"); // a Monday
     let clock = ManualClock::new(start - 1);
-    let stores: Vec<Store> = (0..3).map(|_| open(&path, &clock)).collect();
+    let stores: Vec<Store> = (0..3).map(|_| place.open(&clock)).collect();
     let store = &stores[0];
     assert_eq!(install_shipped(store, false).len(), 4);
     store
@@ -534,11 +610,9 @@ fn bad_expressions_and_zones_are_refused_and_nothing_is_written() {
     assert_eq!(dump(&store), before);
 }
 
-#[test]
-fn a_tick_already_fired_never_fires_again() {
-    let dir = tempfile::tempdir().unwrap();
+fn a_tick_already_fired_never_fires_again(place: &Place) {
     let clock = ManualClock::new(ms("2026-11-23T09:59:00Z"));
-    let store = open(&dir.path().join("queue.db"), &clock);
+    let store = place.open(&clock);
     store
         .add_schedule(&NewSchedule::cron("s", "0 * * * *", "q", "k"))
         .unwrap();
@@ -547,16 +621,13 @@ fn a_tick_already_fired_never_fires_again() {
     assert_eq!(scheduler.tick().unwrap().fired.len(), 1);
     // Someone winds next_fire_at back by hand: the UNIQUE (schedule, fire_at)
     // row still refuses the tick.
-    store
-        .sqlite()
-        .unwrap()
-        .connection()
-        .unwrap()
-        .execute(
-            "UPDATE schedules SET next_fire_at = ?1",
-            [ms("2026-11-23T10:00:00Z")],
-        )
-        .unwrap();
+    exec(
+        &store,
+        &format!(
+            "UPDATE schedules SET next_fire_at = {}",
+            ms("2026-11-23T10:00:00Z")
+        ),
+    );
     let report = scheduler.tick().unwrap();
     assert!(report.fired.is_empty());
     assert_eq!(report.next_fire_at, Some(ms("2026-11-23T11:00:00Z")));
@@ -572,11 +643,9 @@ fn a_tick_already_fired_never_fires_again() {
     assert_eq!((s.kind.as_str(), s.fires), ("k2", 1), "history kept");
 }
 
-#[test]
-fn pause_resume_run_now_remove() {
-    let dir = tempfile::tempdir().unwrap();
+fn pause_resume_run_now_remove(place: &Place) {
     let clock = ManualClock::new(ms("2026-11-23T09:59:00Z"));
-    let store = open(&dir.path().join("queue.db"), &clock);
+    let store = place.open(&clock);
     store
         .add_schedule(
             &NewSchedule::every("s", Duration::from_secs(3600), "q", "k")
@@ -623,10 +692,8 @@ fn pause_resume_run_now_remove() {
     assert_eq!(store.next_schedule_tick().unwrap(), None);
 }
 
-#[test]
-fn shipped_schedules_install_once_and_stay_removed() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().join("queue.db")).unwrap();
+fn shipped_schedules_install_once_and_stay_removed(place: &Place) {
+    let store = Store::connect(&place.db, StoreOptions::default()).unwrap();
     let added = install_shipped(&store, false);
     assert_eq!(
         added,
@@ -669,26 +736,18 @@ fn shipped_schedules_install_once_and_stay_removed() {
     );
 }
 
-#[test]
-fn a_row_edited_into_nonsense_is_disabled_with_the_reason() {
-    let dir = tempfile::tempdir().unwrap();
+fn a_row_edited_into_nonsense_is_disabled_with_the_reason(place: &Place) {
     let clock = ManualClock::new(ms("2026-11-23T09:59:00Z"));
-    let store = open(&dir.path().join("queue.db"), &clock);
+    let store = place.open(&clock);
     for name in ["good", "bad"] {
         store
             .add_schedule(&NewSchedule::cron(name, "0 * * * *", "q", "k"))
             .unwrap();
     }
-    store
-        .sqlite()
-        .unwrap()
-        .connection()
-        .unwrap()
-        .execute(
-            "UPDATE schedules SET timezone = 'Atlantis/Capital' WHERE name = 'bad'",
-            [],
-        )
-        .unwrap();
+    exec(
+        &store,
+        "UPDATE schedules SET timezone = 'Atlantis/Capital' WHERE name = 'bad'",
+    );
     clock.set(ms("2026-11-23T10:00:00Z"));
     let report = Scheduler::new(store.clone()).tick().unwrap();
     assert_eq!(report.fired.len(), 1, "the good schedule still fires");
@@ -755,3 +814,11 @@ fn a_schedule_spec_reads_back_what_it_writes_and_refuses_a_jobs_timing() {
         assert!(err.contains("unknown field"), "{field}: {err}");
     }
 }
+
+conformance!(
+    a_week_with_three_racing_schedulers_fires_every_tick_once,
+    a_tick_already_fired_never_fires_again,
+    pause_resume_run_now_remove,
+    shipped_schedules_install_once_and_stay_removed,
+    a_row_edited_into_nonsense_is_disabled_with_the_reason,
+);

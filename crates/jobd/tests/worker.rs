@@ -17,21 +17,49 @@ use tokio_util::sync::CancellationToken;
 
 const T0: i64 = 1_700_000_000_000;
 
-fn store() -> (tempfile::TempDir, Store) {
+/// Where a test's store lives: a SQLite file (its directory held here), or
+/// a fresh database on the test process's PostgreSQL cluster (`pg`).
+type Place = Option<tempfile::TempDir>;
+
+fn open(pg: bool, opts: StoreOptions) -> (Place, Store) {
+    if pg {
+        let url = jobd_testkit::pg::database().expect("a PostgreSQL cluster");
+        return (None, Store::connect(&url, opts).unwrap());
+    }
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().join("queue.db")).unwrap();
-    (dir, store)
+    let store = Store::open_with(dir.path().join("queue.db"), opts).unwrap();
+    (Some(dir), store)
 }
 
-fn manual_store() -> (tempfile::TempDir, Store, ManualClock) {
-    let dir = tempfile::tempdir().unwrap();
+fn store(pg: bool) -> (Place, Store) {
+    open(pg, StoreOptions::default())
+}
+
+fn manual_store(pg: bool) -> (Place, Store, ManualClock) {
     let clock = ManualClock::new(T0);
-    let store = Store::open_with(
-        dir.path().join("queue.db"),
-        StoreOptions::default().clock(clock.clone()),
-    )
-    .unwrap();
-    (dir, store, clock)
+    let (place, store) = open(pg, StoreOptions::default().clock(clock.clone()));
+    (place, store, clock)
+}
+
+/// Run each named test — `async fn name(pg: bool)` — on both backends
+/// (on PostgreSQL only where a cluster can be started: always in CI).
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(false).await
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                if jobd_testkit::pg::cluster().is_some() {
+                    super::$name(true).await
+                }
+            })*
+        }
+    };
 }
 
 /// Poll `cond` until it holds (10 s at most).
@@ -82,7 +110,7 @@ impl Handler for Adder {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typed_handler_runs_jobs_and_stores_result_and_progress() {
-    let (_d, store) = store();
+    let (_d, store) = store(false);
     let (stop, worker) = spawn(
         Worker::builder(store.clone())
             .handler::<Adder>()
@@ -123,7 +151,7 @@ async fn typed_handler_runs_jobs_and_stores_result_and_progress() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_payload_is_dead_at_once() {
-    let (_d, store) = store();
+    let (_d, store) = store(false);
     let id = store
         .enqueue(
             &NewJob::new("math", "add")
@@ -161,9 +189,8 @@ async fn malformed_payload_is_dead_at_once() {
     worker.await.unwrap().unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_past_its_timeout_is_stopped_and_fails_its_try() {
-    let (_d, store) = store();
+async fn a_run_past_its_timeout_is_stopped_and_fails_its_try(pg: bool) {
+    let (_d, store) = store(pg);
     let (stop, worker) = spawn(
         Worker::builder(store.clone())
             .handle_fn("slow", |_ctx, _p| async {
@@ -195,9 +222,8 @@ async fn a_run_past_its_timeout_is_stopped_and_fails_its_try() {
 /// Blocking work cannot be aborted from outside; a try that times out must
 /// tell it to stop, and hold its slot until it has — else the abandoned try
 /// goes on computing on the blocking pool beside its retry and the next job.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_timed_out_try_tells_its_blocking_work_to_stop_before_the_next_run() {
-    let (_d, store) = store();
+async fn a_timed_out_try_tells_its_blocking_work_to_stop_before_the_next_run(pg: bool) {
+    let (_d, store) = store(pg);
     // How many blocking loops run at this moment, and the most ever at once.
     let grinding = Arc::new(AtomicUsize::new(0));
     let most = Arc::new(AtomicUsize::new(0));
@@ -261,9 +287,8 @@ async fn a_timed_out_try_tells_its_blocking_work_to_stop_before_the_next_run() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_panicking_handler_fails_its_try_and_the_worker_lives_on() {
-    let (_d, store) = store();
+async fn a_panicking_handler_fails_its_try_and_the_worker_lives_on(pg: bool) {
+    let (_d, store) = store(pg);
     let (stop, worker) = spawn(
         Worker::builder(store.clone())
             .handle_fn("boom", |_ctx, p| async move {
@@ -298,9 +323,8 @@ async fn a_panicking_handler_fails_its_try_and_the_worker_lives_on() {
     worker.await.unwrap().unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unknown_kind_goes_dead_without_retries() {
-    let (_d, store) = store();
+async fn an_unknown_kind_goes_dead_without_retries(pg: bool) {
+    let (_d, store) = store(pg);
     let (stop, worker) = spawn(
         Worker::builder(store.clone())
             .handler::<Adder>()
@@ -321,9 +345,8 @@ async fn an_unknown_kind_goes_dead_without_retries() {
     worker.await.unwrap().unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retries_follow_the_backoff_in_simulated_time() {
-    let (_d, store, clock) = manual_store();
+async fn retries_follow_the_backoff_in_simulated_time(pg: bool) {
+    let (_d, store, clock) = manual_store(pg);
     let runs = Arc::new(AtomicUsize::new(0));
     let r = runs.clone();
     let (stop, worker) = spawn(
@@ -395,9 +418,8 @@ fn with_polite_handler(store: &Store) -> (WorkerBuilder, Arc<tokio::sync::Notify
     (builder, started)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancelling_a_running_job_stops_it() {
-    let (_d, store) = store();
+async fn cancelling_a_running_job_stops_it(pg: bool) {
+    let (_d, store) = store(pg);
     // A handler that listens for cancellation ...
     let (builder, started) = with_polite_handler(&store);
     let (stop, worker) = spawn(
@@ -432,9 +454,8 @@ async fn cancelling_a_running_job_stops_it() {
     assert_eq!(report.cancelled, 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cancel_in_the_same_process_stops_the_run_before_the_next_heartbeat() {
-    let (_d, store) = store();
+async fn a_cancel_in_the_same_process_stops_the_run_before_the_next_heartbeat(pg: bool) {
+    let (_d, store) = store(pg);
     let (builder, started) = with_polite_handler(&store);
     let (stop, worker) = spawn(
         builder
@@ -454,9 +475,8 @@ async fn a_cancel_in_the_same_process_stops_the_run_before_the_next_heartbeat() 
     assert_eq!(worker.await.unwrap().unwrap().cancelled, 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_lease_stops_the_run_and_discards_its_result() {
-    let (_d, store, clock) = manual_store();
+async fn a_lost_lease_stops_the_run_and_discards_its_result(pg: bool) {
+    let (_d, store, clock) = manual_store(pg);
     let release = Arc::new(tokio::sync::Notify::new());
     let r = release.clone();
     let (stop, worker) = spawn(
@@ -505,9 +525,8 @@ async fn a_lost_lease_stops_the_run_and_discards_its_result() {
     assert_eq!(report.succeeded, 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrency_limits_per_queue_and_global_are_never_exceeded() {
-    let (_d, store) = store();
+async fn concurrency_limits_per_queue_and_global_are_never_exceeded(pg: bool) {
+    let (_d, store) = store(pg);
     #[derive(Default)]
     struct Gauge {
         now: AtomicUsize,
@@ -580,9 +599,8 @@ fn nap(ms: u64) -> NewJob {
     NewJob::new("q", "nap").payload(&json!({ "ms": ms }))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_lets_short_jobs_finish_and_releases_the_rest() {
-    let (_d, store) = store();
+async fn shutdown_lets_short_jobs_finish_and_releases_the_rest(pg: bool) {
+    let (_d, store) = store(pg);
     let (stop, worker) = spawn(napper(&store, 4, Duration::from_millis(300)));
     let short = store.enqueue(&nap(100)).unwrap();
     let long = store.enqueue(&nap(3_600_000)).unwrap();
@@ -601,9 +619,8 @@ async fn shutdown_lets_short_jobs_finish_and_releases_the_rest() {
     assert_eq!((report.succeeded, report.released), (1, 1));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_enqueue_wakes_an_idle_worker_at_once() {
-    let (_d, store) = store();
+async fn an_enqueue_wakes_an_idle_worker_at_once(pg: bool) {
+    let (_d, store) = store(pg);
     let (stop, worker) = spawn(
         Worker::builder(store.clone())
             .handle_fn("noop", |_ctx, _p| async { Ok(Value::Null) })
@@ -622,7 +639,7 @@ async fn an_enqueue_wakes_an_idle_worker_at_once() {
 
 #[tokio::test]
 async fn bad_worker_configuration_is_refused() {
-    let (_d, store) = store();
+    let (_d, store) = store(false);
     let err = |b: jobd::worker::WorkerBuilder| async move {
         b.run(async {}).await.unwrap_err().to_string()
     };
@@ -649,9 +666,8 @@ async fn bad_worker_configuration_is_refused() {
 /// configuration (with its handlers' payload types), and what the live
 /// workers on the file registered — a worker that stopped, or stopped
 /// heartbeating, no longer counts; a queue and a kind must be one worker's.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_catalog_refuses_jobs_no_worker_could_run() {
-    let (_d, store, clock) = manual_store();
+async fn a_catalog_refuses_jobs_no_worker_could_run(pg: bool) {
+    let (_d, store, clock) = manual_store(pg);
     let catalog = Worker::builder(store.clone())
         .handler::<Adder>()
         .queue("math", 1)
@@ -732,9 +748,8 @@ async fn a_catalog_refuses_jobs_no_worker_could_run() {
 /// the job held back a moment — when a live worker serving the queue runs
 /// that kind, which then runs it; with no such worker the job fails for
 /// good at once, as before.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_claimed_by_a_worker_without_its_handler_goes_to_one_with_it() {
-    let (_d, store, clock) = manual_store();
+async fn a_job_claimed_by_a_worker_without_its_handler_goes_to_one_with_it(pg: bool) {
+    let (_d, store, clock) = manual_store(pg);
     // A worker of another process serves "q" and runs "render".
     store
         .register_worker("renderer", "host", 1, &["q"], &["render"])
@@ -817,9 +832,8 @@ fn stuck_handler(
     (builder, release, returned)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn blocking_work_that_ignores_its_stop_keeps_the_slot_until_it_returns() {
-    let (_d, store) = store();
+async fn blocking_work_that_ignores_its_stop_keeps_the_slot_until_it_returns(pg: bool) {
+    let (_d, store) = store(pg);
     let opts = jobd::worker::WorkerOptions {
         stop_grace: Duration::from_millis(50),
         ..Default::default()
@@ -874,9 +888,8 @@ async fn blocking_work_that_ignores_its_stop_keeps_the_slot_until_it_returns() {
     assert_eq!((report.overran, report.abandoned), (1, 0));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_stops_within_its_grace_when_blocking_work_never_returns() {
-    let (_d, store) = store();
+async fn a_worker_stops_within_its_grace_when_blocking_work_never_returns(pg: bool) {
+    let (_d, store) = store(pg);
     let opts = jobd::worker::WorkerOptions {
         stop_grace: Duration::from_millis(50),
         shutdown_grace: Duration::from_millis(100),
@@ -973,9 +986,8 @@ impl Handler for Quiet {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn runs_that_finish_at_once_and_runs_that_wait_end_alike() {
-    let (_d, store) = store();
+async fn runs_that_finish_at_once_and_runs_that_wait_end_alike(pg: bool) {
+    let (_d, store) = store(pg);
     let (stop, worker) = spawn(
         Worker::builder(store.clone())
             .handler::<Quiet>()
@@ -1009,9 +1021,8 @@ async fn runs_that_finish_at_once_and_runs_that_wait_end_alike() {
     assert_eq!(report.succeeded, 30);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_future_dropped_before_shutdown_stops_like_a_shutdown() {
-    let (_d, store) = store();
+async fn a_worker_future_dropped_before_shutdown_stops_like_a_shutdown(pg: bool) {
+    let (_d, store) = store(pg);
     let (_stop, worker) = spawn(napper(&store, 2, Duration::from_millis(200)));
     let long = store.enqueue(&nap(3_600_000)).unwrap();
     until("running", || state(&store, long) == JobState::Running).await;
@@ -1030,9 +1041,8 @@ async fn a_worker_future_dropped_before_shutdown_stops_like_a_shutdown() {
     assert_eq!(state(&store, long), JobState::Ready);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn runs_that_compute_before_they_wait_soon_run_side_by_side() {
-    let (_d, store) = store();
+async fn runs_that_compute_before_they_wait_soon_run_side_by_side(pg: bool) {
+    let (_d, store) = store(pg);
     let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let (n, m) = (now.clone(), most.clone());
     let (stop, worker) = spawn(
@@ -1068,7 +1078,7 @@ async fn runs_that_compute_before_they_wait_soon_run_side_by_side() {
 /// runs that wait go on as tasks of that one thread.
 #[tokio::test(flavor = "current_thread")]
 async fn a_worker_on_a_current_thread_runtime_runs_waiting_and_quick_jobs() {
-    let (_d, store) = store();
+    let (_d, store) = store(false);
     let (stop, worker) = spawn(
         Worker::builder(store.clone())
             .handler::<Quiet>()
@@ -1092,3 +1102,24 @@ async fn a_worker_on_a_current_thread_runtime_runs_waiting_and_quick_jobs() {
     stop.cancel();
     assert_eq!(worker.await.unwrap().unwrap().succeeded, 10);
 }
+
+conformance!(
+    a_run_past_its_timeout_is_stopped_and_fails_its_try,
+    a_timed_out_try_tells_its_blocking_work_to_stop_before_the_next_run,
+    a_panicking_handler_fails_its_try_and_the_worker_lives_on,
+    an_unknown_kind_goes_dead_without_retries,
+    retries_follow_the_backoff_in_simulated_time,
+    cancelling_a_running_job_stops_it,
+    a_cancel_in_the_same_process_stops_the_run_before_the_next_heartbeat,
+    a_lost_lease_stops_the_run_and_discards_its_result,
+    concurrency_limits_per_queue_and_global_are_never_exceeded,
+    shutdown_lets_short_jobs_finish_and_releases_the_rest,
+    an_enqueue_wakes_an_idle_worker_at_once,
+    a_catalog_refuses_jobs_no_worker_could_run,
+    a_job_claimed_by_a_worker_without_its_handler_goes_to_one_with_it,
+    blocking_work_that_ignores_its_stop_keeps_the_slot_until_it_returns,
+    a_worker_stops_within_its_grace_when_blocking_work_never_returns,
+    runs_that_finish_at_once_and_runs_that_wait_end_alike,
+    a_worker_future_dropped_before_shutdown_stops_like_a_shutdown,
+    runs_that_compute_before_they_wait_soon_run_side_by_side,
+);

@@ -95,8 +95,28 @@ type Cache = HashMap<usize, Statement>;
 
 /// A pooled connection and its statement cache.
 pub(crate) struct Conn {
-    client: postgres::Client,
+    /// Taken only by `drop`.
+    client: Option<postgres::Client>,
     cache: Cache,
+}
+
+impl Conn {
+    fn parts(&mut self) -> (&mut postgres::Client, &mut Cache) {
+        let client = self
+            .client
+            .as_mut()
+            .expect("a connection keeps its client until dropped");
+        (client, &mut self.cache)
+    }
+}
+
+impl Drop for Conn {
+    /// Closing a client blocks on its runtime: never on an async thread.
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            outside_async(move || drop(client));
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -110,17 +130,17 @@ impl r2d2::ManageConnection for Manager {
 
     fn connect(&self) -> std::result::Result<Conn, postgres::Error> {
         Ok(Conn {
-            client: self.config.connect(NoTls)?,
+            client: Some(self.config.connect(NoTls)?),
             cache: Cache::new(),
         })
     }
 
     fn is_valid(&self, conn: &mut Conn) -> std::result::Result<(), postgres::Error> {
-        conn.client.simple_query("").map(drop)
+        conn.parts().0.simple_query("").map(drop)
     }
 
     fn has_broken(&self, conn: &mut Conn) -> bool {
-        conn.client.is_closed()
+        conn.parts().0.is_closed()
     }
 }
 
@@ -176,6 +196,25 @@ impl<C: GenericClient> Db<'_, C> {
     ) -> Result<u64> {
         let s = self.prepared(sql)?;
         Ok(self.client.execute(&s, params)?)
+    }
+}
+
+/// Run `f`, a call of the synchronous `postgres` client, where it may
+/// block: that client drives its connection on a small runtime of its own,
+/// which cannot start on a thread that is running async tasks.  Called
+/// there (a handler, an async test), `f` runs with the thread handed over to
+/// blocking work (a multi-threaded runtime) or on a thread of its own (a
+/// current-thread runtime); elsewhere — the worker's exchange thread, the
+/// CLI — it simply runs.
+fn outside_async<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Err(_) => f(),
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        Ok(_) => std::thread::scope(|s| match s.spawn(f).join() {
+            Ok(value) => value,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }),
     }
 }
 
@@ -279,46 +318,50 @@ impl PgStore {
 
     /// Run `f` in a transaction and commit it; run again (from the start)
     /// when PostgreSQL ended it for a deadlock or a serialization failure.
-    pub(crate) fn write<T>(
+    pub(crate) fn write<T: Send>(
         &self,
         operation: &'static str,
-        mut f: impl FnMut(&mut Db<'_, postgres::Transaction<'_>>) -> Result<T>,
+        mut f: impl FnMut(&mut Db<'_, postgres::Transaction<'_>>) -> Result<T> + Send,
     ) -> Result<T> {
-        let mut conn = self.conn(operation)?;
-        let Conn { client, cache } = &mut *conn;
-        let mut tries = 0;
-        loop {
-            let attempt = (|| {
-                let mut tx = client.transaction()?;
-                let value = f(&mut Db {
-                    client: &mut tx,
-                    cache,
-                })?;
-                tx.commit()?;
-                Ok(value)
-            })();
-            match attempt.map_err(|e: Error| e.during(operation)) {
-                Err(Error::Postgres { code, .. })
-                    if (code == "40P01" || code == "40001") && tries < CONFLICT_RETRIES =>
-                {
-                    tries += 1;
-                    tracing::debug!(operation, tries, code, "transaction conflict; retrying");
+        outside_async(|| {
+            let mut conn = self.conn(operation)?;
+            let (client, cache) = conn.parts();
+            let mut tries = 0;
+            loop {
+                let attempt = (|| {
+                    let mut tx = client.transaction()?;
+                    let value = f(&mut Db {
+                        client: &mut tx,
+                        cache,
+                    })?;
+                    tx.commit()?;
+                    Ok(value)
+                })();
+                match attempt.map_err(|e: Error| e.during(operation)) {
+                    Err(Error::Postgres { code, .. })
+                        if (code == "40P01" || code == "40001") && tries < CONFLICT_RETRIES =>
+                    {
+                        tries += 1;
+                        tracing::debug!(operation, tries, code, "transaction conflict; retrying");
+                    }
+                    other => return other,
                 }
-                other => return other,
             }
-        }
+        })
     }
 
     /// Run `f` on a pooled connection outside an explicit transaction: for
     /// reads and single statements (each its own transaction).
-    pub(crate) fn read<T>(
+    pub(crate) fn read<T: Send>(
         &self,
         operation: &'static str,
-        f: impl FnOnce(&mut Db<'_, postgres::Client>) -> Result<T>,
+        f: impl FnOnce(&mut Db<'_, postgres::Client>) -> Result<T> + Send,
     ) -> Result<T> {
-        let mut conn = self.conn(operation)?;
-        let Conn { client, cache } = &mut *conn;
-        f(&mut Db { client, cache }).map_err(|e| e.during(operation))
+        outside_async(|| {
+            let mut conn = self.conn(operation)?;
+            let (client, cache) = conn.parts();
+            f(&mut Db { client, cache }).map_err(|e| e.during(operation))
+        })
     }
 
     pub fn options(&self) -> &StoreOptions {

@@ -225,10 +225,10 @@ impl PgStore {
 
     /// A write with the statement time read first (the scheduler's logic
     /// computes ticks from it).
-    fn schedule_write<T>(
+    fn schedule_write<T: Send>(
         &self,
         operation: &'static str,
-        mut f: impl FnMut(&mut PgRows<'_, '_, '_>, Millis) -> Result<T>,
+        mut f: impl FnMut(&mut PgRows<'_, '_, '_>, Millis) -> Result<T> + Send,
     ) -> Result<T> {
         let now = self.now_param();
         self.write(operation, |db| {
