@@ -217,7 +217,14 @@ impl Config {
         let mut config: Config =
             toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let resolve = |p: PathBuf| if p.is_relative() { base.join(p) } else { p };
+        let resolve = |p: PathBuf| {
+            let url = p.to_str().is_some_and(jobd::store::postgres::is_url);
+            if p.is_relative() && !url {
+                base.join(p)
+            } else {
+                p
+            }
+        };
         config.data_dir = config.data_dir.map(resolve);
         config.db = config.db.map(resolve);
         config.path = Some(path);

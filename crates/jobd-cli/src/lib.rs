@@ -38,7 +38,9 @@ struct Cli {
     #[arg(long, global = true, env = "JOBD_CONFIG")]
     config: Option<PathBuf>,
 
-    /// The queue database (default: <data dir>/queue.db).
+    /// The queue database: a SQLite file (default: <data dir>/queue.db) or a
+    /// PostgreSQL URL, postgres://user@host/dbname (the password from
+    /// $PGPASSWORD rather than the URL, to keep it out of process lists).
     #[arg(long, global = true, env = "JOBD_DB")]
     db: Option<PathBuf>,
 
@@ -196,8 +198,9 @@ fn dispatch(cli: Cli) -> CliResult {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check => {
-            open(db)?.integrity_check()?;
-            println!("{}: ok", db.display());
+            let store = open(db)?;
+            store.integrity_check()?;
+            println!("{}: ok", store.location());
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -208,6 +211,16 @@ fn dispatch(cli: Cli) -> CliResult {
 /// added to a file no worker reads — a misspelt `--db` — would wait forever.
 fn open(db: &std::path::Path) -> CliResult<jobd::Store> {
     let opts = jobd::store::StoreOptions::default().create(false);
+    if let Some(url) = postgres_url(db) {
+        return jobd::Store::connect(url, opts).map_err(|e| match e {
+            e @ jobd::Error::NotAQueue { .. } => format!(
+                "{e} (`jobd init --db {}` sets it up)",
+                jobd::store::postgres::redact(url)
+            )
+            .into(),
+            e => e.into(),
+        });
+    }
     jobd::Store::open_with(db, opts).map_err(|e| match e {
         jobd::Error::NotAQueue { .. } if !db.exists() => format!(
             "{}: no such queue database (set --db or JOBD_DB; `jobd init` creates it)",
@@ -221,8 +234,20 @@ fn open(db: &std::path::Path) -> CliResult<jobd::Store> {
     })
 }
 
-/// Open the queue file, creating it and its directory when missing.
+/// `db` when it is a PostgreSQL URL rather than a file's path.
+fn postgres_url(db: &std::path::Path) -> Option<&str> {
+    db.to_str().filter(|s| jobd::store::postgres::is_url(s))
+}
+
+/// Open the queue file, creating it and its directory when missing; or
+/// the PostgreSQL database, setting up (or migrating) jobd's tables.
 fn open_or_create(db: &std::path::Path) -> CliResult<jobd::Store> {
+    if let Some(url) = postgres_url(db) {
+        return Ok(jobd::Store::connect(
+            url,
+            jobd::store::StoreOptions::default(),
+        )?);
+    }
     if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
         private_dir(dir)?;
     }

@@ -31,11 +31,11 @@ pub fn init(db: &Path, data_dir: &Path, config: Option<&Path>, args: InitArgs) -
         super::private_dir(&data_dir.join(sub))?;
     }
     let store = open_or_create(db)?;
-    println!(
-        "{}: ready (schema version {})",
-        db.display(),
-        jobd::store::SCHEMA_VERSION
-    );
+    let version = match store.sqlite() {
+        Some(_) => jobd::store::SCHEMA_VERSION,
+        None => jobd::store::postgres::SCHEMA_VERSION,
+    };
+    println!("{}: ready (schema version {version})", store.location());
     let templates = jobd_handlers::email::templates_dir(&jobd_handlers::DataDir::new(data_dir));
     let written = jobd_handlers::email::templates::write_builtin(&templates).map_err(|e| {
         format!(

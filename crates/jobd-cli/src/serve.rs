@@ -282,12 +282,12 @@ pub fn serve(db: &Path, data_dir: &Path, config: &Config, args: ServeArgs) -> Cl
         tracing::info!(
             target: "jobd::daemon",
             version = env!("CARGO_PKG_VERSION"),
-            file = %db.display(),
+            queue = %store.location(),
             queues = %queues,
             listen = %addr,
             scheduler = run_scheduler,
             "jobd serve: {} — API on http://{addr}, queues {queues}{}",
-            db.display(),
+            store.location(),
             if run_scheduler { ", scheduler" } else { "" }
         );
         let stop = CancellationToken::new();
@@ -368,10 +368,10 @@ pub fn worker_only(db: &Path, data_dir: &Path, config: &Config, args: WorkerArgs
     tracing::info!(
         target: "jobd::daemon",
         version = env!("CARGO_PKG_VERSION"),
-        file = %db.display(),
+        queue = %store.location(),
         queues = %builder.queue_names().join(","),
         "jobd worker: {} — queues {}",
-        db.display(),
+        store.location(),
         builder.queue_names().join(",")
     );
     run_to_end(async move {

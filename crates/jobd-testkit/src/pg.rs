@@ -248,3 +248,15 @@ impl Drop for Cluster {
         self.stop_server();
     }
 }
+
+/// One number from `sql` on the database at `url` (on a thread of its own,
+/// as [`database`]).
+pub fn count(url: &str, sql: &str) -> i64 {
+    let (url, sql) = (url.to_string(), sql.to_string());
+    std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        c.query_one(sql.as_str(), &[]).unwrap().get(0)
+    })
+    .join()
+    .unwrap()
+}

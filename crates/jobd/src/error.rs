@@ -167,6 +167,16 @@ pub enum Error {
     },
 }
 
+/// Whether a PostgreSQL error means the server cannot be reached: class 08
+/// (connection exception), 57P01-03 (the server shutting down or starting),
+/// or the socket failing under the connection.
+pub(crate) fn pg_unreachable(err: &postgres::Error) -> bool {
+    let code = err.code().map(|c| c.code()).unwrap_or_default();
+    let io = std::iter::successors(std::error::Error::source(err), |s| s.source())
+        .any(|s| s.is::<std::io::Error>());
+    err.is_closed() || io || code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+}
+
 /// The operation [`Error::from_postgres`] names until the store names it.
 pub(crate) const PG_STATEMENT: &str = "a PostgreSQL statement";
 
@@ -197,15 +207,7 @@ impl Error {
                 text
             }
         };
-        // Class 08 (connection exception), 57P01-03 (the server shutting
-        // down or starting), or the socket failing under the connection.
-        let io = std::iter::successors(std::error::Error::source(&err), |s| s.source())
-            .any(|s| s.is::<std::io::Error>());
-        let unreachable = err.is_closed()
-            || io
-            || code.starts_with("08")
-            || matches!(code.as_str(), "57P01" | "57P02" | "57P03");
-        if unreachable {
+        if pg_unreachable(&err) {
             Error::Unreachable { operation, detail }
         } else {
             Error::Postgres {

@@ -338,7 +338,12 @@ fn default_name() -> String {
     format!("{host}:{}:{nonce:08x}", std::process::id())
 }
 
+/// The host a worker says it runs on: `$JOBD_HOST` when set (a container's
+/// host name says little), else the system's host name.
 pub(crate) fn host_name() -> String {
+    if let Some(host) = std::env::var("JOBD_HOST").ok().filter(|h| !h.is_empty()) {
+        return host;
+    }
     hostname::get()
         .ok()
         .and_then(|h| h.into_string().ok())

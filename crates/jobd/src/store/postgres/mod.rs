@@ -218,6 +218,15 @@ fn outside_async<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     }
 }
 
+/// Dead pooled connections passed over before an operation gives up (after
+/// a restart of the server, every idle connection of the pool is dead).
+const DEAD_CONNECTIONS: u32 = 64;
+
+/// The connection under `e` is gone (closed, or its socket failed).
+fn is_dead(e: &postgres::Error) -> bool {
+    crate::error::pg_unreachable(e)
+}
+
 /// Tries of a transaction that PostgreSQL ended for a deadlock or a
 /// serialization failure (nothing of it was kept).
 const CONFLICT_RETRIES: u32 = 5;
@@ -235,8 +244,9 @@ const MIGRATION_LOCK: &str = "SELECT pg_advisory_xact_lock(7478210331)";
 const HAS_SCHEMA_TABLE: &str = "SELECT to_regclass('jobd_schema') IS NOT NULL";
 
 impl PgStore {
-    /// Connect to the database `url` names (`postgres://user:pass@host/db`)
-    /// and bring its schema up to date.  A database from a newer jobd is
+    /// Connect to the database `url` names (`postgres://user@host:port/db`;
+    /// a password in the URL, or else from `$PGPASSWORD`) and bring its
+    /// schema up to date.  A database from a newer jobd is
     /// refused with [`Error::TooNew`]; with `create` off, a database without
     /// jobd's tables is refused instead of set up.
     pub fn connect(url: &str, opts: StoreOptions) -> Result<PgStore> {
@@ -244,6 +254,13 @@ impl PgStore {
         let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| {
             Error::invalid("database URL", format!("{location}: {e}"))
         })?;
+        // The password from the environment, as libpq reads it, so that it
+        // stays out of URLs in process lists and configuration files.
+        if config.get_password().is_none() {
+            if let Some(pw) = std::env::var_os("PGPASSWORD") {
+                config.password(pw.as_encoded_bytes());
+            }
+        }
         if config.get_application_name().is_none() {
             config.application_name("jobd");
         }
@@ -317,19 +334,30 @@ impl PgStore {
     }
 
     /// Run `f` in a transaction and commit it; run again (from the start)
-    /// when PostgreSQL ended it for a deadlock or a serialization failure.
+    /// when PostgreSQL ended it for a deadlock or a serialization failure,
+    /// and on a fresh connection when the pooled one turns out dead before
+    /// the transaction began (the server restarted since it was last used).
     pub(crate) fn write<T: Send>(
         &self,
         operation: &'static str,
         mut f: impl FnMut(&mut Db<'_, postgres::Transaction<'_>>) -> Result<T> + Send,
     ) -> Result<T> {
         outside_async(|| {
-            let mut conn = self.conn(operation)?;
-            let (client, cache) = conn.parts();
-            let mut tries = 0;
+            let mut conflicts = 0;
+            let mut dead = 0;
             loop {
+                let mut conn = self.conn(operation)?;
+                let (client, cache) = conn.parts();
+                let mut tx = match client.transaction() {
+                    Ok(tx) => tx,
+                    Err(e) if dead < DEAD_CONNECTIONS && is_dead(&e) => {
+                        dead += 1;
+                        tracing::debug!(operation, error = %e, "a pooled connection was dead; another");
+                        continue;
+                    }
+                    Err(e) => return Err(Error::from_postgres(operation, e)),
+                };
                 let attempt = (|| {
-                    let mut tx = client.transaction()?;
                     let value = f(&mut Db {
                         client: &mut tx,
                         cache,
@@ -339,10 +367,15 @@ impl PgStore {
                 })();
                 match attempt.map_err(|e: Error| e.during(operation)) {
                     Err(Error::Postgres { code, .. })
-                        if (code == "40P01" || code == "40001") && tries < CONFLICT_RETRIES =>
+                        if (code == "40P01" || code == "40001") && conflicts < CONFLICT_RETRIES =>
                     {
-                        tries += 1;
-                        tracing::debug!(operation, tries, code, "transaction conflict; retrying");
+                        conflicts += 1;
+                        tracing::debug!(
+                            operation,
+                            conflicts,
+                            code,
+                            "transaction conflict; retrying"
+                        );
                     }
                     other => return other,
                 }
@@ -351,16 +384,29 @@ impl PgStore {
     }
 
     /// Run `f` on a pooled connection outside an explicit transaction: for
-    /// reads and single statements (each its own transaction).
+    /// reads and single statements (each its own transaction) that may run
+    /// twice — once more on a fresh connection when the pooled one turns
+    /// out dead (the server restarted since it was last used).
     pub(crate) fn read<T: Send>(
         &self,
         operation: &'static str,
-        f: impl FnOnce(&mut Db<'_, postgres::Client>) -> Result<T> + Send,
+        mut f: impl FnMut(&mut Db<'_, postgres::Client>) -> Result<T> + Send,
     ) -> Result<T> {
         outside_async(|| {
-            let mut conn = self.conn(operation)?;
-            let (client, cache) = conn.parts();
-            f(&mut Db { client, cache }).map_err(|e| e.during(operation))
+            let mut dead = 0;
+            loop {
+                let mut conn = self.conn(operation)?;
+                let (client, cache) = conn.parts();
+                match f(&mut Db { client, cache }).map_err(|e| e.during(operation)) {
+                    Err(Error::Unreachable { .. })
+                        if dead < DEAD_CONNECTIONS && conn.parts().0.is_closed() =>
+                    {
+                        dead += 1;
+                        tracing::debug!(operation, "a pooled connection was dead; another");
+                    }
+                    other => return other,
+                }
+            }
         })
     }
 
