@@ -102,6 +102,20 @@ enum Command {
     Reap,
     /// Check the queue file with PRAGMA integrity_check.
     Check,
+    /// Copy a queue file into a PostgreSQL database, verified table by table
+    /// (counts and SHA-256); stop the daemon first.  Run it again to resume.
+    MigrateStore(MigrateArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct MigrateArgs {
+    /// The queue file to copy (it is only read).
+    #[arg(long)]
+    from: PathBuf,
+    /// The PostgreSQL database: postgres://user@host:port/dbname (jobd's
+    /// tables are set up in it; rows it already has are kept).
+    #[arg(long)]
+    to: String,
 }
 
 /// Parse the command line, run the command, report errors as one line.
@@ -197,6 +211,7 @@ fn dispatch(cli: Cli) -> CliResult {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::MigrateStore(args) => migrate_store(&args),
         Command::Check => {
             let store = open(db)?;
             store.integrity_check()?;
@@ -232,6 +247,58 @@ fn open(db: &std::path::Path) -> CliResult<jobd::Store> {
         }
         e => e.into(),
     })
+}
+
+/// `jobd migrate-store`: copy, verify, report per table.
+fn migrate_store(args: &MigrateArgs) -> CliResult {
+    let src = jobd::SqliteStore::open_with(
+        &args.from,
+        jobd::store::StoreOptions::default().create(false),
+    )
+    .map_err(|e| format!("{}: {e}", args.from.display()))?;
+    if !jobd::store::postgres::is_url(&args.to) {
+        return Err(format!("--to {:?}: give a postgres:// URL", args.to).into());
+    }
+    let dst = jobd::PgStore::connect(&args.to, jobd::store::StoreOptions::default())?;
+    let report = jobd::store::postgres::copy::copy_from_sqlite(&src, &dst, |table, rows| {
+        tracing::info!(table, rows, "copied");
+    })?;
+    println!(
+        "{:<16} {:>10} {:>10} {:>10}  sha256",
+        "table", "file", "postgres", "inserted"
+    );
+    let mut ok = true;
+    for t in &report {
+        ok &= t.verified();
+        println!(
+            "{:<16} {:>10} {:>10} {:>10}  {}{}",
+            t.table,
+            t.source_rows,
+            t.target_rows,
+            t.inserted,
+            &t.source_sha256[..16],
+            if t.verified() {
+                String::new()
+            } else {
+                format!("  DIFFERS (postgres {})", &t.target_sha256[..16])
+            }
+        );
+    }
+    if !ok {
+        return Err(format!(
+            "{} does not hold the same rows as {}: nothing was overwritten; \
+             copy into an empty database",
+            dst.location(),
+            args.from.display()
+        )
+        .into());
+    }
+    println!(
+        "verified: {} holds every row of {}",
+        dst.location(),
+        args.from.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `db` when it is a PostgreSQL URL rather than a file's path.

@@ -11,17 +11,12 @@ use jobd_testkit::{count, Reaper};
 
 const JOBD: &str = env!("CARGO_BIN_EXE_jobd");
 
-fn scheduler(db: &Path) -> Child {
+/// A scheduler process on `db` (a file or a `postgres://` URL) that says it
+/// runs on `host`.
+fn scheduler(db: &str, host: &str) -> Child {
     Command::new(JOBD)
-        .args([
-            "--db",
-            db.to_str().unwrap(),
-            "scheduler",
-            "--poll",
-            "20ms",
-            "--grace",
-            "5s",
-        ])
+        .env("JOBD_HOST", host)
+        .args(["--db", db, "scheduler", "--poll", "20ms", "--grace", "5s"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -38,7 +33,51 @@ fn now_ms() -> i64 {
 fn ticks_fire_exactly_once_through_sigkills_and_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("queue.db");
-    let store = Store::open(&db).unwrap();
+    ticks_fire_exactly_once(db.to_str().unwrap());
+}
+
+/// The same with the two schedulers on two hosts sharing one PostgreSQL
+/// database.
+#[test]
+fn ticks_fire_exactly_once_on_postgres_with_schedulers_on_two_hosts() {
+    let Some(url) = jobd_testkit::pg::database() else {
+        return;
+    };
+    ticks_fire_exactly_once(&url);
+}
+
+/// Rows of `sql` (its one parameter `name`) on the backend `db` names.
+fn fire_rows(db: &str, name: &str) -> Vec<(i64, i64, String)> {
+    const SQL: &str = "SELECT f.fire_at, j.run_at, j.kind FROM schedule_fires AS f
+                       JOIN jobs AS j ON j.id = f.job_id
+                       WHERE f.schedule = $1 ORDER BY f.fire_at";
+    if jobd::store::postgres::is_url(db) {
+        let mut c = postgres::Client::connect(db, postgres::NoTls).unwrap();
+        return c
+            .query(SQL, &[&name])
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+    }
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn.prepare(&SQL.replace("$1", "?1")).unwrap();
+    stmt.query_map([name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+fn jobs_of_kind(db: &str, kind: &str) -> i64 {
+    let sql = format!("SELECT count(*) FROM jobs WHERE kind = '{kind}'");
+    if jobd::store::postgres::is_url(db) {
+        return jobd_testkit::pg::count(db, &sql);
+    }
+    count(Path::new(db), &sql)
+}
+
+fn ticks_fire_exactly_once(db: &str) {
+    let store = Store::connect(db, jobd::StoreOptions::default()).unwrap();
     // The first tick each schedule owes is the one it named when it was added
     // (not one computed from a clock read after: on a loaded host the second
     // add can come more than a tick later than the first).
@@ -57,7 +96,7 @@ fn ticks_fire_exactly_once_through_sigkills_and_restarts() {
         )
         .unwrap();
 
-    let mut procs = Reaper(vec![scheduler(&db), scheduler(&db)]);
+    let mut procs = Reaper(vec![scheduler(db, "host-a"), scheduler(db, "host-b")]);
     let mut rng = 0x2545_F491_4F6C_DD1Du64;
     let mut kills = 0;
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -74,7 +113,7 @@ fn ticks_fire_exactly_once_through_sigkills_and_restarts() {
             Some(libc::SIGKILL)
         );
         kills += 1;
-        procs.0[victim] = scheduler(&db);
+        procs.0[victim] = scheduler(db, ["host-a", "host-b"][victim]);
     }
     // Stop cleanly (SIGTERM), once the restarted one is up (a signal before
     // its handlers are installed kills it, as it would any program).
@@ -93,19 +132,7 @@ fn ticks_fire_exactly_once_through_sigkills_and_restarts() {
         ("fast", 100, fast.next_fire_at.unwrap()),
         ("secondly", 1000, secondly.next_fire_at.unwrap()),
     ] {
-        let conn = store.sqlite().unwrap().connection().unwrap();
-        let mut stmt = conn
-            .prepare(
-                "SELECT f.fire_at, j.run_at, j.kind FROM schedule_fires AS f
-                 JOIN jobs AS j ON j.id = f.job_id
-                 WHERE f.schedule = ?1 ORDER BY f.fire_at",
-            )
-            .unwrap();
-        let rows: Vec<(i64, i64, String)> = stmt
-            .query_map([name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let rows = fire_rows(db, name);
         let fire_times: Vec<i64> = rows.iter().map(|r| r.0).collect();
         // Nothing lost: every tick from the first the schedule owed to the
         // last before the stop, without a gap.
@@ -123,10 +150,7 @@ fn ticks_fire_exactly_once_through_sigkills_and_restarts() {
         for (fire_at, run_at, kind) in &rows {
             assert_eq!((run_at, kind.as_str()), (fire_at, name));
         }
-        let jobs = count(
-            &db,
-            &format!("SELECT count(*) FROM jobs WHERE kind = '{name}'"),
-        );
+        let jobs = jobs_of_kind(db, name);
         assert_eq!(jobs as usize, rows.len(), "{name}: a tick fired twice");
     }
 }

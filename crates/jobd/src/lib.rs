@@ -41,8 +41,8 @@ pub use clock::{Clock, ManualClock, Millis, SystemClock};
 pub use error::{Error, Result};
 pub use store::{
     Backend, Backoff, CancelOutcome, CancelReport, ClaimedJob, FailOutcome, JobId, JobInfo,
-    JobSelection, JobState, ListFilter, NewJob, Progress, RetryReport, SqliteStore, Stats, Store,
-    StoreOptions,
+    JobSelection, JobState, ListFilter, NewJob, PgStore, Progress, RetryReport, SqliteStore, Stats,
+    Store, StoreOptions,
 };
 
 /// The code in the workspace's README, compiled as a doctest.

@@ -7,7 +7,9 @@
 //!   cache per connection, transactions retried on deadlock;
 //! * `jobs` — enqueue, claims, leases and the ends of a try, the reap;
 //! * `control` — cancel and retry, reads and counts, queues, the worker
-//!   registry; `listen` — wake-ups through `LISTEN`/`NOTIFY`.
+//!   registry, API tokens; `rest` — retention, upkeep and schedules;
+//!   `listen` — wake-ups through `LISTEN`/`NOTIFY`;
+//! * [`copy`] — moving a queue from its SQLite file (`jobd migrate-store`).
 //!
 //! # How it differs from the file
 //!
@@ -30,6 +32,7 @@
 //!   threads, as it calls SQLite); no async runtime inside the store.
 
 mod control;
+pub mod copy;
 mod jobs;
 mod listen;
 mod rest;
