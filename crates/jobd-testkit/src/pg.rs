@@ -6,7 +6,9 @@
 //! tests running in parallel never see each other's jobs.
 //!
 //! `$JOBD_TEST_PG` (a `postgres://` URL of a role allowed to create
-//! databases) uses an existing server instead.  The cluster stops when the
+//! databases) uses an existing server instead.  The cluster runs with
+//! `fsync=off` (tests check logic, not durability of the disk) unless
+//! `$JOBD_TEST_PG_FSYNC=on`, which the benches set.  The cluster stops when the
 //! test process ends, however it ends: the server runs under a shell that
 //! waits on a pipe from this process and stops the server when the pipe
 //! closes.
@@ -175,12 +177,17 @@ impl Cluster {
         };
         let script = format!(
             "{postgres} -D {data} -p {port} -k {sock} -c listen_addresses=127.0.0.1 \
-             -c fsync=off -c max_connections=200 -c log_min_messages=warning & pid=$!; \
+             -c fsync={fsync} -c max_connections=200 -c log_min_messages=warning & pid=$!; \
              read _; kill -INT $pid; wait $pid",
             postgres = bin.join("postgres").display(),
             data = data.display(),
             port = self.port,
             sock = data.parent().unwrap().display(),
+            fsync = if std::env::var("JOBD_TEST_PG_FSYNC").as_deref() == Ok("on") {
+                "on"
+            } else {
+                "off"
+            },
         );
         // The server's log beside its data (read it when a test fails).
         let log = std::fs::OpenOptions::new()

@@ -97,10 +97,19 @@ fn workers_and_producers_ride_out_a_server_restart_and_lose_nothing() {
         total,
         "each job succeeded once"
     );
-    // A try beyond the first only after a lost one (a lease run out while
-    // the server was down, or a completion whose commit was cut).
+    // A try beyond the first only after one the outage ended: its lease
+    // ran out while the server was down (lost), or its run failed on the
+    // unreachable server (a progress report) and was retried.
+    let others =
+        n("SELECT count(*) FROM attempts WHERE outcome NOT IN ('succeeded', 'lost', 'failed')");
+    assert_eq!(others, 0);
+    let failed_otherwise = n(
+        "SELECT count(*) FROM attempts WHERE outcome = 'failed' AND error NOT LIKE '%PostgreSQL unreachable%'",
+    );
+    assert_eq!(failed_otherwise, 0, "tries failed only on the outage");
     assert_eq!(
-        n("SELECT count(*) FROM attempts WHERE outcome NOT IN ('succeeded', 'lost')"),
-        0
+        n("SELECT count(*) FROM attempts WHERE attempt > 1"),
+        n("SELECT count(*) FROM attempts WHERE outcome <> 'succeeded'"),
+        "each extra run follows exactly one try the outage ended"
     );
 }

@@ -19,9 +19,11 @@ use crate::store::postgres::{Db, PgStore, NOTIFY_WORK};
 use crate::store::Backoff;
 
 /// One job, unless a live job holds its unique key (then nothing: the
-/// holder's id is read next).  `$1` time, `$2` run_at or NULL (now), `$3`
-/// a delay in ms added to now.
+/// holder's id is read next), and the wake-up of listening workers — one
+/// statement, its own transaction when alone.  `$1` time, `$2` run_at or
+/// NULL (now), `$3` a delay in ms added to now.
 const INSERT_JOB: &str = "
+WITH ins AS (
 INSERT INTO jobs (queue, kind, payload, state, priority, run_at, max_attempts, attempt_limit,
                   backoff_base_ms, backoff_max_ms, timeout_ms, unique_key, tenant, created_at, notify)
 SELECT $4, $5, $6, CASE WHEN t.run_at > t.now THEN 'scheduled' ELSE 'ready' END, $7, t.run_at,
@@ -29,7 +31,8 @@ SELECT $4, $5, $6, CASE WHEN t.run_at > t.now THEN 'scheduled' ELSE 'ready' END,
 FROM (SELECT jobd_time($1) AS now, coalesce($2, jobd_time($1) + $3) AS run_at) AS t
 ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('scheduled', 'ready', 'running')
 DO NOTHING
-RETURNING id";
+RETURNING id)
+SELECT id, pg_notify('jobd_work', '') FROM ins";
 
 /// Many jobs in one statement, from arrays (one element per job, in order);
 /// ids come back in the order of the rows.
@@ -209,7 +212,7 @@ impl PgStore {
     pub fn enqueue(&self, job: &NewJob) -> Result<JobId> {
         let payload = job.validate(self.options().max_payload_bytes)?;
         let now = self.now_param();
-        let id = self.write("enqueue", |db| insert_validated(db, job, payload, now))?;
+        let id = self.read("enqueue", |db| insert_validated(db, job, payload, now))?;
         tracing::debug!(job_id = id, queue = %job.queue, kind = %job.kind, "enqueued");
         self.notify_work();
         Ok(id)
@@ -616,8 +619,8 @@ fn row_times(job: &NewJob) -> (Option<Millis>, i64, Option<i64>, Option<String>)
     (at, delay, job.timeout.map(duration_ms), notify)
 }
 
-pub(super) fn insert_validated(
-    db: &mut Tx,
+pub(super) fn insert_validated<C: postgres::GenericClient>(
+    db: &mut Db<'_, C>,
     job: &NewJob,
     payload: &str,
     now: Option<Millis>,
@@ -643,7 +646,6 @@ pub(super) fn insert_validated(
         ],
     )?;
     if let Some(r) = row {
-        db.query_one(NOTIFY_WORK, &[])?;
         return Ok(r.get(0));
     }
     let key = job.unique_key.as_deref().unwrap_or_default();

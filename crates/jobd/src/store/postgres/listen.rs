@@ -95,16 +95,30 @@ fn listen(config: &postgres::Config, location: &str, stop: &AtomicBool, notify: 
         }
         first = false;
         while !stop.load(Ordering::Relaxed) {
+            // Wait for one notification (or the stop check's timeout), then
+            // take whatever else already arrived without waiting: one wake
+            // per burst of commits.
             let mut woken = false;
             let next = {
                 let mut notifications = client.notifications();
-                let mut iter = notifications.timeout_iter(STOP_CHECK);
-                loop {
-                    match iter.next() {
-                        Ok(Some(_)) => woken = true,
-                        Ok(None) => break Ok(()),
-                        Err(e) => break Err(e),
+                let first = notifications
+                    .timeout_iter(STOP_CHECK)
+                    .next()
+                    .map(|n| n.is_some());
+                match first {
+                    Ok(true) => {
+                        woken = true;
+                        let mut pending = notifications.iter();
+                        loop {
+                            match pending.next() {
+                                Ok(Some(_)) => {}
+                                Ok(None) => break Ok(()),
+                                Err(e) => break Err(e),
+                            }
+                        }
                     }
+                    Ok(false) => Ok(()),
+                    Err(e) => Err(e),
                 }
             };
             if woken {

@@ -329,10 +329,32 @@ impl PgStore {
         (!clock.is_wall_clock()).then(|| clock.now_ms())
     }
 
+    /// A pooled connection that is still alive: one the server closed
+    /// (a restart, an idle timeout) has its goodbye waiting on the socket,
+    /// which a look without sending anything finds; such a connection is
+    /// dropped from the pool and the next one taken.
     fn conn(&self, operation: &'static str) -> Result<r2d2::PooledConnection<Manager>> {
-        self.inner.pool.get().map_err(|e| Error::Unreachable {
+        for _ in 0..DEAD_CONNECTIONS {
+            let mut conn = self.inner.pool.get().map_err(|e| Error::Unreachable {
+                operation,
+                detail: e.to_string(),
+            })?;
+            let client = conn.parts().0;
+            let alive = {
+                use postgres::fallible_iterator::FallibleIterator;
+                !client.is_closed() && client.notifications().iter().next().is_ok()
+            };
+            if alive && !client.is_closed() {
+                return Ok(conn);
+            }
+            tracing::debug!(
+                operation,
+                "a pooled connection was closed by the server; another"
+            );
+        }
+        Err(Error::Unreachable {
             operation,
-            detail: e.to_string(),
+            detail: "every pooled connection was closed by the server".into(),
         })
     }
 
@@ -387,29 +409,16 @@ impl PgStore {
     }
 
     /// Run `f` on a pooled connection outside an explicit transaction: for
-    /// reads and single statements (each its own transaction) that may run
-    /// twice — once more on a fresh connection when the pooled one turns
-    /// out dead (the server restarted since it was last used).
+    /// reads and single statements (each its own transaction).
     pub(crate) fn read<T: Send>(
         &self,
         operation: &'static str,
-        mut f: impl FnMut(&mut Db<'_, postgres::Client>) -> Result<T> + Send,
+        f: impl FnOnce(&mut Db<'_, postgres::Client>) -> Result<T> + Send,
     ) -> Result<T> {
         outside_async(|| {
-            let mut dead = 0;
-            loop {
-                let mut conn = self.conn(operation)?;
-                let (client, cache) = conn.parts();
-                match f(&mut Db { client, cache }).map_err(|e| e.during(operation)) {
-                    Err(Error::Unreachable { .. })
-                        if dead < DEAD_CONNECTIONS && conn.parts().0.is_closed() =>
-                    {
-                        dead += 1;
-                        tracing::debug!(operation, "a pooled connection was dead; another");
-                    }
-                    other => return other,
-                }
-            }
+            let mut conn = self.conn(operation)?;
+            let (client, cache) = conn.parts();
+            f(&mut Db { client, cache }).map_err(|e| e.during(operation))
         })
     }
 
