@@ -85,6 +85,10 @@ fn a_demo_file_round_trips_into_postgres_verified_and_resumable() {
     assert_eq!(first["schedules"].0, 1);
     assert_eq!(first["api_tokens"].0, 1);
     assert!(first["tries"].0 > 0 && first["progress"].0 > 0, "{text}");
+    assert_eq!(
+        first["state"].0, 1,
+        "the demo's cached analytics answer: {text}"
+    );
 
     // An interrupted copy: the target lost its newest half of the jobs (and
     // their tries); run again, it adds exactly what is missing.
@@ -105,17 +109,16 @@ fn a_demo_file_round_trips_into_postgres_verified_and_resumable() {
     assert_eq!(again["schedules"].2, 0, "nothing copied twice");
 
     // A target holding a row of its own is refused, and keeps it.
-    c.execute(
-        "UPDATE meta SET value = 'mine' WHERE key = (SELECT min(key) FROM meta)",
-        &[],
-    )
-    .unwrap();
+    let changed = c
+        .execute("UPDATE queues SET concurrency = 99 WHERE name = 'pdf'", &[])
+        .unwrap();
+    assert_eq!(changed, 1);
     let out = migrate(&file, &url);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("does not hold the same rows"), "{err}");
     let mine: i64 = c
-        .query_one("SELECT count(*) FROM meta WHERE value = 'mine'", &[])
+        .query_one("SELECT count(*) FROM queues WHERE concurrency = 99", &[])
         .unwrap()
         .get(0);
     assert_eq!(mine, 1, "nothing overwritten");

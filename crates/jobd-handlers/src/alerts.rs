@@ -3,12 +3,12 @@
 //! died since the last one.  A burst of a thousand failures is one mail.
 //!
 //! Run every minute by the `dead-alerts` schedule (installed when
-//! `[alerts]` is configured).  Each run is one `BEGIN IMMEDIATE`
-//! transaction: it reads the mark (`alert_marks`, the last dead job an
-//! alert covered), the jobs that died after it (index `jobs_dead`), and —
-//! when there are some and the window since the last mail has passed —
-//! enqueues one `send_email` job (template `jobs-dead`) and moves the mark,
-//! together.  Within the window nothing moves: the next run after it sends
+//! `[alerts]` is configured).  Each run reads the mark (in the store's
+//! state: the last dead job an alert covered), the jobs that died after it
+//! (`Store::dead_since`), and — when there are some and the window since
+//! the last mail has passed — enqueues one `send_email` job (template
+//! `jobs-dead`) and moves the mark, together, if the mark is still the one
+//! it read (`Store::state_swap`).  Within the window nothing moves: the next run after it sends
 //! them all.  On a file new to alerts the mark starts an hour back.
 
 use std::collections::BTreeMap;
@@ -18,7 +18,7 @@ use std::time::Duration;
 use jobd::store::NewJob;
 use jobd::worker::{Handler, JobContext, JobError, WorkerBuilder};
 use jobd::{Millis, Store};
-use rusqlite::{params, OptionalExtension};
+use rusqlite::OptionalExtension;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -36,16 +36,6 @@ pub const LISTED: usize = 20;
 const MARK: &str = "dead";
 
 const GET_MARK: &str = "SELECT through_at, through_id, sent_at FROM alert_marks WHERE name = ?1";
-const PUT_MARK: &str = "
-INSERT INTO alert_marks (name, through_at, through_id, sent_at) VALUES (?1, ?2, ?3, ?4)
-ON CONFLICT (name) DO UPDATE SET through_at = ?2, through_id = ?3, sent_at = ?4";
-/// Dead jobs after the mark, oldest first, up to ?3 (now).
-const DEAD_SINCE: &str = "
-SELECT id, queue, kind, attempts, last_error, finished_at
-FROM jobs INDEXED BY jobs_dead
-WHERE state = 'dead' AND (finished_at, id) > (?1, ?2) AND finished_at <= ?3
-ORDER BY finished_at, id";
-
 /// `[alerts]` of `jobd.toml`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -121,88 +111,127 @@ fn at(ms: Millis) -> String {
         .unwrap_or_else(|| ms.to_string())
 }
 
-/// One look at what died since the mark; enqueues the mail when due.
+/// How far the alerts have read: the last dead job an alert covered, and
+/// when the last mail was enqueued.  Kept in the store's state under
+/// [`MARK_KEY`], on a file or on PostgreSQL alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Mark {
+    through_at: Millis,
+    through_id: i64,
+    sent_at: Option<Millis>,
+}
+
+/// The state key of the mark.
+const MARK_KEY: &str = "alerts:dead";
+
+/// A file's mark from before the store's state (the handlers' own
+/// `alert_marks` table), so an upgrade neither repeats nor drops an alert.
+fn legacy_mark(store: &Store) -> Result<Option<Mark>, jobd::Error> {
+    let Some(file) = store.sqlite() else {
+        return Ok(None);
+    };
+    crate::migrate(store)?;
+    file.with_conn("reading the alerts' mark", |c| {
+        Ok(c.prepare_cached(GET_MARK)?
+            .query_row([MARK], |r| {
+                Ok(Mark {
+                    through_at: r.get(0)?,
+                    through_id: r.get(1)?,
+                    sent_at: r.get(2)?,
+                })
+            })
+            .optional()?)
+    })
+}
+
+/// One look at what died since the mark; enqueues the mail when due.  The
+/// mark moves, and the mail is enqueued, in one transaction that first
+/// checks the mark is still the one read ([`Store::state_swap`]): of two
+/// runs at once, one sends.
 pub fn scan(
     store: &Store,
     config: &AlertConfig,
     mailer: &Mailer,
 ) -> Result<AlertReport, jobd::Error> {
-    crate::migrate(store)?;
     let window = config
         .window()
         .map_err(|e| jobd::Error::invalid("alerts", e))?;
     let window_ms = window.as_millis() as i64;
-    let file = store.require_sqlite("dead-job alerts")?;
-    file.write("dead-job alerts", |tx| {
-        let now = store.clock().now_ms();
-        let mark: Option<(Millis, i64, Option<Millis>)> = tx
-            .prepare_cached(GET_MARK)?
-            .query_row([MARK], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .optional()?;
-        let (through_at, through_id, sent_at) = mark.unwrap_or((now - 3_600_000, 0, None));
-        let mut dead = Vec::new();
-        let mut last = (through_at, through_id);
-        {
-            let mut stmt = tx.prepare_cached(DEAD_SINCE)?;
-            let mut rows = stmt.query(params![through_at, through_id, now])?;
-            while let Some(r) = rows.next()? {
-                let (id, queue): (i64, String) = (r.get(0)?, r.get(1)?);
-                let finished: Millis = r.get(5)?;
-                last = (finished, id);
-                if config.queues.is_empty() || config.queues.contains(&queue) {
-                    let kind: String = r.get(2)?;
-                    let attempts: i64 = r.get(3)?;
-                    let error: Option<String> = r.get(4)?;
-                    dead.push((id, queue, kind, attempts, error, finished));
-                }
-            }
+    let now = store.clock().now_ms();
+    let stored = store.state_get(MARK_KEY)?.map(|e| e.value);
+    let mark = match &stored {
+        Some(text) => serde_json::from_str(text).map_err(|e| jobd::Error::Corrupt {
+            path: store.location().into(),
+            reason: format!("the dead-job alerts' mark is not one: {e}"),
+        })?,
+        None => legacy_mark(store)?.unwrap_or(Mark {
+            through_at: now - 3_600_000,
+            through_id: 0,
+            sent_at: None,
+        }),
+    };
+    let mut dead = Vec::new();
+    let mut last = (mark.through_at, mark.through_id);
+    for j in store.dead_since(last, now)? {
+        let finished = j.finished_at.unwrap_or(now);
+        last = (finished, j.id);
+        if config.queues.is_empty() || config.queues.contains(&j.queue) {
+            dead.push((j.id, j.queue, j.kind, j.attempts, j.last_error, finished));
         }
-        let mut report = AlertReport {
-            dead: dead.len(),
-            ..AlertReport::default()
-        };
-        if dead.is_empty() {
-            // Nothing to tell: skip past the unwatched queues' deaths.
-            if last != (through_at, through_id) || mark.is_none() {
-                tx.prepare_cached(PUT_MARK)?
-                    .execute(params![MARK, last.0, last.1, sent_at])?;
-            }
-            return Ok(report);
+    }
+    let mut report = AlertReport {
+        dead: dead.len(),
+        ..AlertReport::default()
+    };
+    let moved = |sent_at| {
+        serde_json::to_string(&Mark {
+            through_at: last.0,
+            through_id: last.1,
+            sent_at,
+        })
+        .expect("a mark serializes")
+    };
+    if dead.is_empty() {
+        // Nothing to tell: skip past the unwatched queues' deaths.
+        if last != (mark.through_at, mark.through_id) || stored.is_none() {
+            store.state_swap(MARK_KEY, stored.as_deref(), &moved(mark.sent_at), None)?;
         }
-        if let Some(sent) = sent_at.filter(|s| now < s + window_ms) {
-            report.held_until = Some(sent + window_ms);
-            return Ok(report);
-        }
-        let mut per_queue: BTreeMap<&str, usize> = BTreeMap::new();
-        for d in &dead {
-            *per_queue.entry(d.1.as_str()).or_default() += 1;
-        }
-        let listed: Vec<_> = dead
-            .iter()
-            .take(LISTED)
-            .map(|(id, queue, kind, attempts, error, finished)| {
-                json!({"id": id, "queue": queue, "kind": kind, "attempts": attempts,
-                       "error": error.clone().unwrap_or_default(), "finished": at(*finished)})
-            })
-            .collect();
-        let email = config.email(json!({
-            "count": dead.len(),
-            "since": at(dead[0].5),
-            "queues": per_queue.iter().map(|(q, n)| json!({"queue": q, "count": n}))
-                .collect::<Vec<_>>(),
-            "jobs": listed,
-            "more": dead.len().saturating_sub(LISTED),
-        }));
-        mailer
-            .check(&email)
-            .map_err(|e| jobd::Error::invalid("alerts", e))?;
-        let job = NewJob::new(EMAIL_QUEUE, SEND_KIND).payload(&email);
-        let id = file.enqueue_in(tx, &job)?;
-        tx.prepare_cached(PUT_MARK)?
-            .execute(params![MARK, last.0, last.1, now])?;
-        report.email_job = Some(id);
-        Ok(report)
-    })
+        return Ok(report);
+    }
+    if let Some(sent) = mark.sent_at.filter(|s| now < s + window_ms) {
+        report.held_until = Some(sent + window_ms);
+        return Ok(report);
+    }
+    let mut per_queue: BTreeMap<&str, usize> = BTreeMap::new();
+    for d in &dead {
+        *per_queue.entry(d.1.as_str()).or_default() += 1;
+    }
+    let listed: Vec<_> = dead
+        .iter()
+        .take(LISTED)
+        .map(|(id, queue, kind, attempts, error, finished)| {
+            json!({"id": id, "queue": queue, "kind": kind, "attempts": attempts,
+                   "error": error.clone().unwrap_or_default(), "finished": at(*finished)})
+        })
+        .collect();
+    let email = config.email(json!({
+        "count": dead.len(),
+        "since": at(dead[0].5),
+        "queues": per_queue.iter().map(|(q, n)| json!({"queue": q, "count": n}))
+            .collect::<Vec<_>>(),
+        "jobs": listed,
+        "more": dead.len().saturating_sub(LISTED),
+    }));
+    mailer
+        .check(&email)
+        .map_err(|e| jobd::Error::invalid("alerts", e))?;
+    let job = NewJob::new(EMAIL_QUEUE, SEND_KIND).payload(&email);
+    match store.state_swap(MARK_KEY, stored.as_deref(), &moved(Some(now)), Some(&job))? {
+        jobd::store::Swap::Done { job_id } => report.email_job = job_id,
+        // Another run moved the mark first: it sent them.
+        jobd::store::Swap::Changed => report.dead = 0,
+    }
+    Ok(report)
 }
 
 /// The `dead_alerts` handler.  Without `[alerts]` (or `[email]`) a run

@@ -1,11 +1,11 @@
-//! Scan analytics across every tenant database, cached in the queue file.
+//! Scan analytics across every tenant database, cached beside the queue.
 //!
 //! A query (period, optional domain and template filters, optional time
 //! range) is answered by reading each tenant's `scans` in parallel, at most
 //! `concurrency` tenants at once, and adding the per-tenant aggregates up.
-//! The answer is cached in the queue file's `analytics_cache` table for the
-//! query's TTL: a second request while it is fresh is served from there
-//! without opening a single tenant database.  A tenant that cannot be read
+//! The answer is cached in the store's state (`Store::state_put`, on a file
+//! or on PostgreSQL alike) for the query's TTL: a second request while it
+//! is fresh is served from there without opening a single tenant database.  A tenant that cannot be read
 //! is listed in `failed_tenants`; the others still count.
 
 use std::collections::BTreeMap;
@@ -22,16 +22,14 @@ use jobd::error::{Error, Result};
 use jobd::store::Store;
 use jobd::worker::JobError;
 
-/// A cached answer still fresh, and no older than the asker's TTL.
-const GET_CACHED: &str = "
-SELECT result FROM analytics_cache
-WHERE key = ?1 AND expires_at > ?2 AND computed_at > ?2 - ?3";
+/// The key of a query's cached answer in the store's state (schema 11 of
+/// the file; the same table on PostgreSQL).
+fn cache_key(query: &AnalyticsQuery) -> String {
+    format!("{CACHE_PREFIX}{}", query.cache_key())
+}
 
-const PUT_CACHED: &str = "
-INSERT INTO analytics_cache (key, result, computed_at, expires_at) VALUES (?1, ?2, ?3, ?4)
-ON CONFLICT (key) DO UPDATE SET result = ?2, computed_at = ?3, expires_at = ?4";
-
-const PURGE_EXPIRED: &str = "DELETE FROM analytics_cache WHERE expires_at <= ?1";
+/// Every cached answer's key starts with this.
+const CACHE_PREFIX: &str = "analytics:";
 
 /// One pass over a tenant's scans: counts per UTC day number, country and
 /// device.  Integer division instead of SQLite date functions per row, and
@@ -43,14 +41,6 @@ WHERE (?1 IS NULL OR template_id = ?1) AND scanned_at >= ?2 AND scanned_at < ?3
 GROUP BY day, country, device";
 
 const TENANT_DOMAIN: &str = "SELECT value FROM tenant WHERE key = 'domain'";
-
-/// Every named statement of this module that runs on the queue file, for
-/// the prepare-them-all test (the tenant statements are tested on a tenant).
-pub const STATEMENTS: &[(&str, &str)] = &[
-    ("GET_CACHED", GET_CACHED),
-    ("PUT_CACHED", PUT_CACHED),
-    ("PURGE_EXPIRED", PURGE_EXPIRED),
-];
 
 /// Bucket size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -164,18 +154,16 @@ pub struct Analytics {
 
 /// The cached answer to `query`, if one is fresh.  Opens no tenant database.
 pub fn cached(store: &Store, query: &AnalyticsQuery) -> Result<Option<Analytics>> {
-    crate::migrate(store)?;
     let now = store.clock().now_ms();
-    let file = store.require_sqlite("the analytics cache")?;
-    let text: Option<String> = file.with_conn("read analytics cache", |c| {
-        Ok(c.prepare_cached(GET_CACHED)?
-            .query_row(params![query.cache_key(), now, ttl_ms(query)], |r| r.get(0))
-            .optional()?)
-    })?;
+    // Fresh: not expired, and no older than the asker's TTL.
+    let text = store
+        .state_get(&cache_key(query))?
+        .filter(|e| e.expires_at.is_some_and(|x| x > now) && e.updated_at > now - ttl_ms(query))
+        .map(|e| e.value);
     Ok(match text {
         Some(t) => {
             let mut a: Analytics = serde_json::from_str(&t).map_err(|e| Error::Corrupt {
-                path: file.path().to_path_buf(),
+                path: store.location().into(),
                 reason: format!("analytics cache entry is not an answer: {e}"),
             })?;
             a.cached = true;
@@ -244,12 +232,7 @@ pub fn analytics(
     answer.duration_ms = started.elapsed().as_millis() as u64;
     let expires = now.saturating_add(ttl_ms(query));
     let json = serde_json::to_string(&answer).expect("an answer serializes");
-    let file = store.require_sqlite("the analytics cache")?;
-    file.with_conn("write analytics cache", |c| {
-        c.prepare_cached(PUT_CACHED)?
-            .execute(params![query.cache_key(), json, now, expires])?;
-        Ok(())
-    })?;
+    store.state_put(&cache_key(query), &json, Some(expires))?;
     tracing::info!(
         tenants = answer.by_tenant.len(),
         failed = answer.failed_tenants.len(),
@@ -341,12 +324,7 @@ fn period_start(period: Period, day: i64) -> String {
 
 /// Delete expired cache entries; returns how many.
 pub fn purge_expired(store: &Store) -> Result<usize> {
-    crate::migrate(store)?;
-    let now = store.clock().now_ms();
-    let file = store.require_sqlite("the analytics cache")?;
-    file.with_conn("purge analytics cache", |c| {
-        Ok(c.prepare_cached(PURGE_EXPIRED)?.execute([now])?)
-    })
+    store.state_purge(CACHE_PREFIX, store.clock().now_ms())
 }
 
 blocking_job! {

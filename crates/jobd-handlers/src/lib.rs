@@ -67,19 +67,20 @@ use crate::tenants::TenantDir;
 pub use blocking::{Blocking, BlockingJob, Run};
 pub use jobd::worker::{run_blocking, Report, Reporter};
 
-/// The handlers' own tables in the queue file (the analytics cache), in
-/// order; applied by [`migrate`].
+/// The handlers' own tables in a queue file from before the store's
+/// `state` (the analytics cache, the dead-job alerts' mark, read once on an
+/// upgrade), in order; applied by [`migrate`].
 pub const MIGRATIONS: &[&str] = &[
     include_str!("../schema/0001_analytics_cache.sql"),
     include_str!("../schema/0002_alert_marks.sql"),
 ];
 
 /// Bring the handlers' tables in `store`'s file up to date (one read when
-/// they are).  They live in a SQLite queue file; on another backend the
-/// handlers that need them (the analytics cache, dead-job alerts) say so.
+/// they are).  Only a SQLite queue file has them (the dead-job alerts read
+/// an old mark there once, on their first run after an upgrade).
 pub fn migrate(store: &jobd::Store) -> jobd::Result<()> {
     store
-        .require_sqlite("the handlers' tables (analytics cache, alert marks)")?
+        .require_sqlite("the handlers' own tables")?
         .migrate_extension("jobd-handlers", MIGRATIONS)
 }
 

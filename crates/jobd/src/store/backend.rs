@@ -17,8 +17,8 @@ use crate::scheduler::{FireRecord, FireReport, NewSchedule, ScheduleInfo};
 use crate::store::{
     Ack, AckOutcome, CancelOutcome, CancelReport, ClaimedJob, CompleteBatch, FailOutcome,
     Heartbeat, HeldTry, JobId, JobInfo, JobSelection, JobSummary, ListFilter, LiveWork, NewJob,
-    PgStore, Progress, ReapReport, RetryReport, Role, Signals, SqliteStore, Stats, StoreOptions,
-    TokenInfo, TryTotals,
+    PgStore, Progress, ReapReport, RetryReport, Role, Signals, SqliteStore, StateEntry, Stats,
+    StoreOptions, Swap, TokenInfo, TryTotals,
 };
 use crate::worker::{CommitNotify, CommitWatcher};
 
@@ -86,6 +86,12 @@ macro_rules! with_backend_methods {
             fn checkpoint(&self) -> Result<()>;
             fn integrity_check(&self) -> Result<()>;
             fn quick_check(&self) -> Result<String>;
+            // State kept beside the queue by libraries built on jobd.
+            fn state_get(&self, key: &str) -> Result<Option<StateEntry>>;
+            fn state_put(&self, key: &str, value: &str, expires_at: Option<Millis>) -> Result<()>;
+            fn state_purge(&self, prefix: &str, now: Millis) -> Result<usize>;
+            fn state_swap(&self, key: &str, expected: Option<&str>, value: &str, job: Option<&NewJob>) -> Result<Swap>;
+            fn dead_since(&self, after: (Millis, JobId), until: Millis) -> Result<Vec<JobSummary>>;
             // Schedules and their fired ticks.
             fn add_schedule(&self, schedule: &NewSchedule) -> Result<ScheduleInfo>;
             fn replace_schedule(&self, schedule: &NewSchedule) -> Result<ScheduleInfo>;

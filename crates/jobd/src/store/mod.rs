@@ -61,6 +61,7 @@ mod read;
 mod retention;
 mod schema;
 mod signals;
+mod state;
 mod stats;
 mod steps;
 mod tokens;
@@ -572,6 +573,7 @@ mod tests;
 pub use postgres::PgStore;
 pub use signals::Signals;
 pub(crate) use signals::WorkHook;
+pub use state::{StateEntry, Swap};
 
 /// Run a write with a `RETURNING` clause that yields at most one row, stepping
 /// it to the end.  `query_row` stops after the first row, and for a statement

@@ -23,6 +23,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../../schema/0008_job_ids_never_reused.sql"),
     include_str!("../../schema/0009_api_tokens.sql"),
     include_str!("../../schema/0010_notify.sql"),
+    include_str!("../../schema/0011_state.sql"),
 ];
 
 /// The schema version this build writes and understands.

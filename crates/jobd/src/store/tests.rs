@@ -20,6 +20,7 @@ fn all_statements() -> Vec<(&'static str, &'static str)> {
         workers::STATEMENTS,
         tokens::STATEMENTS,
         ack::STATEMENTS,
+        state::STATEMENTS,
         notify::STATEMENTS,
         checkpoint::STATEMENTS,
         meta::STATEMENTS,
@@ -53,6 +54,7 @@ fn every_named_statement_prepares_on_a_fresh_database() {
         include_str!("meta.rs"),
         include_str!("retention.rs"),
         include_str!("totals.rs"),
+        include_str!("state.rs"),
         include_str!("../scheduler/manage.rs"),
         include_str!("../scheduler/fire.rs"),
     ]

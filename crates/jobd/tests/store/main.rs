@@ -10,4 +10,5 @@ mod notify;
 mod reads;
 mod remote;
 mod retries;
+mod state;
 mod support;

@@ -762,3 +762,124 @@ fn revive_one(
 fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.to_string()))
 }
+
+const GET_STATE: &str = "SELECT value, updated_at, expires_at FROM state WHERE key = $1";
+
+const PUT_STATE: &str = "
+INSERT INTO state (key, value, updated_at, expires_at) VALUES ($2, $3, jobd_time($1), $4)
+ON CONFLICT (key) DO UPDATE
+SET value = excluded.value, updated_at = excluded.updated_at, expires_at = excluded.expires_at";
+
+const PURGE_STATE: &str = "DELETE FROM state WHERE expires_at <= $2 AND key LIKE $1 ESCAPE '\\'";
+
+impl PgStore {
+    pub fn state_get(&self, key: &str) -> Result<Option<crate::store::StateEntry>> {
+        crate::store::state::check_key(key)?;
+        let row = self.read("reading state", |db| db.query_opt(GET_STATE, &[&key]))?;
+        Ok(row.map(|r| crate::store::StateEntry {
+            value: r.get(0),
+            updated_at: r.get(1),
+            expires_at: r.get(2),
+        }))
+    }
+
+    pub fn state_put(&self, key: &str, value: &str, expires_at: Option<Millis>) -> Result<()> {
+        crate::store::state::check_key(key)?;
+        let now = self.now_param();
+        self.read("writing state", |db| {
+            db.execute(PUT_STATE, &[&now, &key, &value, &expires_at])
+                .map(drop)
+        })
+    }
+
+    pub fn state_purge(&self, prefix: &str, now: Millis) -> Result<usize> {
+        let pattern = crate::store::state::prefix_pattern(prefix);
+        self.read("purging state", |db| {
+            Ok(db.execute(PURGE_STATE, &[&pattern, &now])? as usize)
+        })
+    }
+}
+
+const GET_STATE_LOCKED: &str = "SELECT value FROM state WHERE key = $1 FOR UPDATE";
+
+/// A new key (a concurrent swap that inserted it first wins: nothing here).
+const INSERT_STATE: &str = "
+INSERT INTO state (key, value, updated_at) VALUES ($2, $3, jobd_time($1))
+ON CONFLICT (key) DO NOTHING";
+
+const SET_STATE: &str =
+    "UPDATE state SET value = $3, updated_at = jobd_time($1), expires_at = NULL WHERE key = $2";
+
+const DEAD_SINCE: &str = "
+SELECT id, queue, kind, state, priority, attempts, attempt_limit, tenant, progress_percent,
+       progress_stage, last_error, run_at, created_at, finished_at
+FROM jobs
+WHERE state = 'dead' AND (finished_at, id) > ($1, $2) AND finished_at <= $3
+ORDER BY finished_at, id";
+
+impl PgStore {
+    pub fn state_swap(
+        &self,
+        key: &str,
+        expected: Option<&str>,
+        value: &str,
+        job: Option<&crate::store::NewJob>,
+    ) -> Result<crate::store::Swap> {
+        use crate::store::Swap;
+        crate::store::state::check_key(key)?;
+        let max = self.options().max_payload_bytes;
+        let payload = job.map(|j| j.validate(max)).transpose()?;
+        let now = self.now_param();
+        let swap = self.write("swapping state", |db| {
+            let current: Option<String> =
+                db.query_opt(GET_STATE_LOCKED, &[&key])?.map(|r| r.get(0));
+            if current.as_deref() != expected {
+                return Ok(Swap::Changed);
+            }
+            let written = match current {
+                None => db.execute(INSERT_STATE, &[&now, &key, &value])?,
+                Some(_) => db.execute(SET_STATE, &[&now, &key, &value])?,
+            };
+            if written == 0 {
+                return Ok(Swap::Changed);
+            }
+            let job_id = match (job, payload) {
+                (Some(j), Some(p)) => Some(crate::store::postgres::jobs::insert_validated(
+                    db, j, p, now,
+                )?),
+                _ => None,
+            };
+            Ok(Swap::Done { job_id })
+        })?;
+        if matches!(swap, Swap::Done { job_id: Some(_) }) {
+            self.notify_work();
+        }
+        Ok(swap)
+    }
+
+    pub fn dead_since(&self, after: (Millis, JobId), until: Millis) -> Result<Vec<JobSummary>> {
+        self.read("reading dead jobs", |db| {
+            db.query(DEAD_SINCE, &[&after.0, &after.1, &until])?
+                .iter()
+                .map(|r| {
+                    Ok(JobSummary {
+                        id: r.get(0),
+                        queue: r.get(1),
+                        kind: r.get(2),
+                        state: r.get::<_, &str>(3).parse()?,
+                        priority: r.get(4),
+                        attempts: r.get(5),
+                        attempt_limit: r.get(6),
+                        tenant: r.get(7),
+                        progress_percent: r.get(8),
+                        progress_stage: r.get(9),
+                        last_error: r.get(10),
+                        run_at: r.get(11),
+                        created_at: r.get(12),
+                        finished_at: r.get(13),
+                    })
+                })
+                .collect()
+        })
+    }
+}

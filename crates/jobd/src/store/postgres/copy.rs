@@ -1,7 +1,8 @@
 //! Moving a queue from its SQLite file to PostgreSQL (`jobd migrate-store`):
 //! every job, try, progress report, queue setting, schedule and fired tick,
 //! the meta keys, the purged tallies and the API tokens' hashes, copied from
-//! one read snapshot of the file, then verified table by table — the same
+//! one read snapshot of the file, with the state libraries keep beside the
+//! queue (the analytics cache, the alerts' mark), then verified table by table — the same
 //! row count and the same SHA-256 over the rows in key order on both sides.
 //!
 //! Batches of rows go in one statement each (`INSERT … SELECT FROM
@@ -161,6 +162,16 @@ const TABLES: &[Table] = &[
             ("outcome", Text),
             ("tries", Int),
             ("run_ms", Int),
+        ],
+    },
+    Table {
+        name: "state",
+        key: &["key"],
+        columns: &[
+            ("key", Text),
+            ("value", Text),
+            ("updated_at", Int),
+            ("expires_at", Int),
         ],
     },
     Table {

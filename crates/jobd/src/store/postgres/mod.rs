@@ -49,7 +49,10 @@ use crate::error::{Error, Result};
 use crate::store::{Signals, StoreOptions};
 
 /// The migrations, in order; `jobd_schema` holds how many were applied.
-pub const MIGRATIONS: &[&str] = &[include_str!("../../../schema/postgres/0001_init.sql")];
+pub const MIGRATIONS: &[&str] = &[
+    include_str!("../../../schema/postgres/0001_init.sql"),
+    include_str!("../../../schema/postgres/0002_state.sql"),
+];
 
 /// The schema version this jobd writes on PostgreSQL.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
