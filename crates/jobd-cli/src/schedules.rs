@@ -67,7 +67,7 @@ pub fn init(db: &Path, data_dir: &Path, config: Option<&Path>, args: InitArgs) -
         );
     } else {
         let token = super::config::new_token()?;
-        write_private(config_path, &super::config::template(data_dir, &token))?;
+        write_private(config_path, &super::config::template(data_dir, db, &token))?;
         println!(
             "{}: written, with a new API token (api_token; readable by you only)",
             config_path.display()

@@ -12,3 +12,4 @@ mod remote;
 mod retries;
 mod state;
 mod support;
+mod upkeep;
