@@ -8,10 +8,10 @@
 //! `$JOBD_TEST_PG` (a `postgres://` URL of a role allowed to create
 //! databases) uses an existing server instead.  The cluster runs with
 //! `fsync=off` (tests check logic, not durability of the disk) unless
-//! `$JOBD_TEST_PG_FSYNC=on`, which the benches set.  The cluster stops when the
-//! test process ends, however it ends: the server runs under a shell that
-//! waits on a pipe from this process and stops the server when the pipe
-//! closes.
+//! `$JOBD_TEST_PG_FSYNC=on`, which the benches set.  The cluster stops, and its
+//! directory goes, when the test process ends, however it ends: the server
+//! runs under a shell that waits on a pipe from this process and, when the
+//! pipe closes, stops the server and removes the directory.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -178,11 +178,12 @@ impl Cluster {
         let script = format!(
             "{postgres} -D {data} -p {port} -k {sock} -c listen_addresses=127.0.0.1 \
              -c fsync={fsync} -c max_connections=200 -c log_min_messages=warning & pid=$!; \
-             read _; kill -INT $pid; wait $pid",
+             read cmd; kill -INT $pid; wait $pid; [ \"$cmd\" = stop ] || rm -rf {dir}",
             postgres = bin.join("postgres").display(),
             data = data.display(),
             port = self.port,
             sock = data.parent().unwrap().display(),
+            dir = data.parent().unwrap().display(),
             fsync = if std::env::var("JOBD_TEST_PG_FSYNC").as_deref() == Ok("on") {
                 "on"
             } else {
