@@ -63,6 +63,27 @@ pub(crate) const LIST_SCHEDULED: &str =
 /// a million that succeeded, without walking the table.
 pub(crate) const LIST_DEAD: &str = list_jobs!("jobs INDEXED BY jobs_dead", "state = 'dead'");
 
+/// A row of the job lists (`list_jobs!`, and `state::DEAD_SINCE`: the same
+/// columns).
+pub(super) fn summary_row(r: &Row) -> rusqlite::Result<JobSummary> {
+    Ok(JobSummary {
+        id: r.get(0)?,
+        queue: r.get(1)?,
+        kind: r.get(2)?,
+        state: state_col(r, 3)?,
+        priority: r.get(4)?,
+        attempts: r.get(5)?,
+        attempt_limit: r.get(6)?,
+        tenant: r.get(7)?,
+        progress_percent: r.get(8)?,
+        progress_stage: r.get(9)?,
+        last_error: r.get(10)?,
+        run_at: r.get(11)?,
+        created_at: r.get(12)?,
+        finished_at: r.get(13)?,
+    })
+}
+
 pub(super) fn state_col(r: &Row, i: usize) -> rusqlite::Result<JobState> {
     let s: String = r.get(i)?;
     s.parse().map_err(|e: Error| {
@@ -197,24 +218,7 @@ impl SqliteStore {
                     limit,
                     error_pattern(filter.error_contains.as_deref()),
                 ],
-                |r| {
-                    Ok(JobSummary {
-                        id: r.get(0)?,
-                        queue: r.get(1)?,
-                        kind: r.get(2)?,
-                        state: state_col(r, 3)?,
-                        priority: r.get(4)?,
-                        attempts: r.get(5)?,
-                        attempt_limit: r.get(6)?,
-                        tenant: r.get(7)?,
-                        progress_percent: r.get(8)?,
-                        progress_stage: r.get(9)?,
-                        last_error: r.get(10)?,
-                        run_at: r.get(11)?,
-                        created_at: r.get(12)?,
-                        finished_at: r.get(13)?,
-                    })
-                },
+                summary_row,
             )?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         })

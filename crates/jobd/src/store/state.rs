@@ -6,7 +6,7 @@
 use crate::clock::Millis;
 use crate::error::{Error, Result};
 use crate::store::job::{JobId, JobSummary};
-use crate::store::read::state_col;
+use crate::store::read::summary_row;
 use crate::store::SqliteStore;
 
 /// What [`Store::state_swap`](crate::Store::state_swap) did.
@@ -161,24 +161,7 @@ impl SqliteStore {
     pub fn dead_since(&self, after: (Millis, JobId), until: Millis) -> Result<Vec<JobSummary>> {
         self.with_conn("reading dead jobs", |c| {
             let mut stmt = c.prepare_cached(DEAD_SINCE)?;
-            let rows = stmt.query_map(rusqlite::params![after.0, after.1, until], |r| {
-                Ok(JobSummary {
-                    id: r.get(0)?,
-                    queue: r.get(1)?,
-                    kind: r.get(2)?,
-                    state: state_col(r, 3)?,
-                    priority: r.get(4)?,
-                    attempts: r.get(5)?,
-                    attempt_limit: r.get(6)?,
-                    tenant: r.get(7)?,
-                    progress_percent: r.get(8)?,
-                    progress_stage: r.get(9)?,
-                    last_error: r.get(10)?,
-                    run_at: r.get(11)?,
-                    created_at: r.get(12)?,
-                    finished_at: r.get(13)?,
-                })
-            })?;
+            let rows = stmt.query_map(rusqlite::params![after.0, after.1, until], summary_row)?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
     }

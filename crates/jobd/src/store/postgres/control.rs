@@ -469,24 +469,7 @@ impl PgStore {
                 ],
             )?
             .iter()
-            .map(|r| {
-                Ok(JobSummary {
-                    id: r.get(0),
-                    queue: r.get(1),
-                    kind: r.get(2),
-                    state: r.get::<_, &str>(3).parse()?,
-                    priority: r.get(4),
-                    attempts: r.get(5),
-                    attempt_limit: r.get(6),
-                    tenant: r.get(7),
-                    progress_percent: r.get(8),
-                    progress_stage: r.get(9),
-                    last_error: r.get(10),
-                    run_at: r.get(11),
-                    created_at: r.get(12),
-                    finished_at: r.get(13),
-                })
-            })
+            .map(summary_row)
             .collect()
         })
     }
@@ -758,6 +741,26 @@ fn revive_one(
     }
 }
 
+/// A row of [`LIST_JOBS`] or [`DEAD_SINCE`] (the same columns).
+fn summary_row(r: &postgres::Row) -> Result<JobSummary> {
+    Ok(JobSummary {
+        id: r.get(0),
+        queue: r.get(1),
+        kind: r.get(2),
+        state: r.get::<_, &str>(3).parse()?,
+        priority: r.get(4),
+        attempts: r.get(5),
+        attempt_limit: r.get(6),
+        tenant: r.get(7),
+        progress_percent: r.get(8),
+        progress_stage: r.get(9),
+        last_error: r.get(10),
+        run_at: r.get(11),
+        created_at: r.get(12),
+        finished_at: r.get(13),
+    })
+}
+
 /// A JSON column: text that is not JSON comes back as a JSON string of it.
 fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.to_string()))
@@ -861,24 +864,7 @@ impl PgStore {
         self.read("reading dead jobs", |db| {
             db.query(DEAD_SINCE, &[&after.0, &after.1, &until])?
                 .iter()
-                .map(|r| {
-                    Ok(JobSummary {
-                        id: r.get(0),
-                        queue: r.get(1),
-                        kind: r.get(2),
-                        state: r.get::<_, &str>(3).parse()?,
-                        priority: r.get(4),
-                        attempts: r.get(5),
-                        attempt_limit: r.get(6),
-                        tenant: r.get(7),
-                        progress_percent: r.get(8),
-                        progress_stage: r.get(9),
-                        last_error: r.get(10),
-                        run_at: r.get(11),
-                        created_at: r.get(12),
-                        finished_at: r.get(13),
-                    })
-                })
+                .map(summary_row)
                 .collect()
         })
     }
