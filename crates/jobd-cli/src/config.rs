@@ -239,20 +239,6 @@ pub fn new_token() -> CliResult<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// `url` without the password of its user part.
-fn strip_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    match rest.rsplit_once('@') {
-        Some((auth, host)) => {
-            let user = auth.split_once(':').map_or(auth, |(u, _)| u);
-            format!("{scheme}://{user}@{host}")
-        }
-        None => url.to_string(),
-    }
-}
-
 /// The commented `jobd.toml` that `jobd init` writes.
 ///
 /// `db` is written out when it is a PostgreSQL URL (its password, if any,
@@ -261,7 +247,7 @@ pub fn template(data_dir: &Path, db: &Path, token: &str) -> String {
     let db_line = match db.to_str().filter(|d| jobd::store::postgres::is_url(d)) {
         Some(url) => format!(
             "db = \"{}\"  # the password, if it needs one, from PGPASSWORD",
-            strip_password(url)
+            jobd::store::postgres::without_password(url)
         ),
         None => "# db = \"jobd-data/queue.db\"".to_string(),
     };

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use jobd_testkit::{api_token, http, serve, Reaper, Served};
+use jobd_testkit::{api_token, http, serve, wait_done, Reaper, Served};
 use serde_json::{json, Value};
 
 const JOBD: &str = env!("CARGO_BIN_EXE_jobd");
@@ -23,28 +23,6 @@ fn jobd(dir: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn wait_done(addr: &str, token: &str, id: i64) -> Value {
-    let t0 = Instant::now();
-    loop {
-        let (status, job) = http(
-            addr,
-            "GET",
-            &format!("/api/v1/jobs/{id}"),
-            Some(token),
-            None,
-        );
-        assert_eq!(status, 200, "{job}");
-        if ["succeeded", "dead", "cancelled"].contains(&job["state"].as_str().unwrap()) {
-            return job;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "job {id} did not finish: {job}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

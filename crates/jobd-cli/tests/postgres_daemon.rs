@@ -7,36 +7,14 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use jobd_testkit::{api_token, http, run_ok, serve, Served};
-use serde_json::{json, Value};
+use jobd_testkit::{api_token, http, run_ok, serve, wait_done, Served};
+use serde_json::json;
 
 const JOBD: &str = env!("CARGO_BIN_EXE_jobd");
 
 fn jobd(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&run_ok(Command::new(JOBD).current_dir(dir).args(args)).stdout)
         .into_owned()
-}
-
-fn wait_done(addr: &str, token: &str, id: i64) -> Value {
-    let t0 = Instant::now();
-    loop {
-        let (status, job) = http(
-            addr,
-            "GET",
-            &format!("/api/v1/jobs/{id}"),
-            Some(token),
-            None,
-        );
-        assert_eq!(status, 200, "{job}");
-        if ["succeeded", "dead", "cancelled"].contains(&job["state"].as_str().unwrap()) {
-            return job;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "job {id} did not finish: {job}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

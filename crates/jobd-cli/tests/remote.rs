@@ -6,8 +6,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use jobd_testkit::{http, serve};
-use serde_json::{json, Value};
+use jobd_testkit::{http, serve, wait_done};
+use serde_json::json;
 
 const JOBD: &str = env!("CARGO_BIN_EXE_jobd");
 const ADMIN: &str = "admin-token-for-the-remote-test-0123456789abcdef";
@@ -24,27 +24,6 @@ fn jobd(dir: &Path, args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-fn wait_done(addr: &str, token: &str, id: i64) -> Value {
-    let t0 = Instant::now();
-    loop {
-        let (status, job) = http(
-            addr,
-            "GET",
-            &format!("/api/v1/jobs/{id}?wait=5s"),
-            Some(token),
-            None,
-        );
-        assert_eq!(status, 200, "{job}");
-        if ["succeeded", "dead", "cancelled"].contains(&job["state"].as_str().unwrap()) {
-            return job;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "job {id} did not finish: {job}"
-        );
-    }
 }
 
 #[test]

@@ -146,7 +146,7 @@ fn legacy_mark(store: &Store) -> Result<Option<Mark>, jobd::Error> {
 
 /// One look at what died since the mark; enqueues the mail when due.  The
 /// mark moves, and the mail is enqueued, in one transaction that first
-/// checks the mark is still the one read ([`Store::state_swap`]): of two
+/// checks the mark is still the one read ([`Store::state_swap`](jobd::store::Backend::state_swap)): of two
 /// runs at once, one sends.
 pub fn scan(
     store: &Store,

@@ -111,6 +111,29 @@ pub fn http(
     )
 }
 
+/// Wait (long-polling `GET /api/v1/jobs/{id}?wait=5s`, 30 s at most) until
+/// the job ends; the job.
+pub fn wait_done(addr: &str, token: &str, id: i64) -> Value {
+    let t0 = std::time::Instant::now();
+    loop {
+        let (status, job) = http(
+            addr,
+            "GET",
+            &format!("/api/v1/jobs/{id}?wait=5s"),
+            Some(token),
+            None,
+        );
+        assert_eq!(status, 200, "{job}");
+        if ["succeeded", "dead", "cancelled"].contains(&job["state"].as_str().unwrap()) {
+            return job;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "job {id} did not finish: {job}"
+        );
+    }
+}
+
 /// A started `jobd serve` (killed when dropped): its address, its start
 /// line, and every stderr line after it.
 pub struct Served {

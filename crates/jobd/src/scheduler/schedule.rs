@@ -48,7 +48,7 @@ impl Misfire {
     }
 }
 
-/// A recurring job to add with [`Store::add_schedule`](crate::Store::add_schedule).
+/// A recurring job to add with [`Store::add_schedule`](crate::store::Backend::add_schedule).
 #[derive(Debug, Clone)]
 pub struct NewSchedule {
     pub(crate) name: String,
@@ -161,7 +161,7 @@ impl NewSchedule {
     }
 }
 
-/// A stored schedule, as [`Store::schedules`](crate::Store::schedules) lists it.
+/// A stored schedule, as [`Store::schedules`](crate::store::Backend::schedules) lists it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ScheduleInfo {
     pub name: String,

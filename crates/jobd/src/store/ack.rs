@@ -124,7 +124,7 @@ pub(crate) fn timed_out(timeout_ms: i64) -> String {
 
 impl SqliteStore {
     /// End the tries in `acks` (`(id, lease token, how)`) and claim for
-    /// `worker` as [`Store::complete_and_claim`] does, in one transaction.
+    /// `worker` as [`Backend::complete_and_claim`](crate::store::Backend::complete_and_claim) does, in one transaction.
     /// Each try's outcome comes back in order; a try whose lease is gone is
     /// [`AckOutcome::Lost`] and changes nothing.
     pub fn ack_and_claim(

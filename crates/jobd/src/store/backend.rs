@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use crate::clock::Millis;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::scheduler::{FireRecord, FireReport, NewSchedule, ScheduleInfo};
 use crate::store::{
     Ack, AckOutcome, CancelOutcome, CancelReport, ClaimedJob, CompleteBatch, FailOutcome,
@@ -30,15 +30,12 @@ macro_rules! with_backend_methods {
             fn enqueue(&self, job: &NewJob) -> Result<JobId>;
             fn enqueue_many(&self, jobs: &[NewJob]) -> Result<Vec<JobId>>;
             // Leases: claims and the ends of a try.
-            fn claim(&self, worker: &str, queues: &[&str], limit: usize, lease: Duration) -> Result<Vec<ClaimedJob>>;
-            fn complete_and_claim(&self, done: &[(JobId, i64, Option<serde_json::Value>)], worker: &str, claims: &[(&str, usize)], most: usize, lease: Duration) -> Result<(CompleteBatch, Vec<ClaimedJob>)>;
             fn exchange(&self, done: &[(JobId, i64, Option<String>)], worker: &str, claims: &[(&str, usize)], most: usize, lease: Duration) -> Result<(CompleteBatch, Vec<ClaimedJob>)>;
             fn heartbeat(&self, id: JobId, token: i64, lease: Duration) -> Result<Heartbeat>;
             fn heartbeat_many(&self, held: &[(JobId, i64)], lease: Duration) -> Result<Vec<(JobId, bool)>>;
             fn cancel_requested(&self, held: &[(JobId, i64)]) -> Result<Vec<JobId>>;
             fn next_run_at(&self) -> Result<Option<Millis>>;
             fn complete(&self, id: JobId, token: i64, result: Option<&serde_json::Value>) -> Result<()>;
-            fn complete_many(&self, done: &[(JobId, i64, Option<serde_json::Value>)]) -> Result<CompleteBatch>;
             fn fail(&self, id: JobId, token: i64, error: &str, retryable: bool) -> Result<FailOutcome>;
             fn release(&self, id: JobId, token: i64) -> Result<()>;
             fn release_for(&self, id: JobId, token: i64, after: Duration, note: &str) -> Result<()>;
@@ -117,12 +114,65 @@ macro_rules! with_backend_methods {
 
 macro_rules! define_backend {
     ([] $( fn $name:ident(&self $(, $arg:ident: $argty:ty)* $(,)?) -> $ret:ty; )*) => {
-        /// The operations of a store (see the [module](self) doc).  Each is
+        /// The operations of a store (see the module doc of `jobd::store::backend`).  Each is
         /// documented on [`SqliteStore`](super::SqliteStore); the PostgreSQL
         /// backend keeps the same contract, and the conformance suite
         /// (`tests/store`) holds both to it.
         pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
             $( #[allow(missing_docs)] fn $name(&self $(, $arg: $argty)*) -> $ret; )*
+
+            /// Lease up to `limit` ready jobs from `queues` to `worker` for
+            /// `lease`.  Queues are served in the order given until `limit`
+            /// jobs are claimed; within a queue, by priority (lower first),
+            /// then run_at, then id.  Paused queues are skipped.  One
+            /// transaction (a turn without completions).
+            fn claim(
+                &self,
+                worker: &str,
+                queues: &[&str],
+                limit: usize,
+                lease: Duration,
+            ) -> Result<Vec<ClaimedJob>> {
+                if worker.is_empty() {
+                    return Err(Error::invalid("worker", "must not be empty"));
+                }
+                let wants: Vec<(&str, usize)> = queues.iter().map(|q| (*q, limit)).collect();
+                let (_, claimed) = self.exchange(&[], worker, &wants, limit, lease)?;
+                Ok(claimed)
+            }
+
+            /// Complete `done` (`(id, lease token, result)`, as
+            /// [`Backend::complete_many`]) and claim the next jobs for
+            /// `worker`, in one transaction: up to each queue's count in
+            /// `claims`, queues served in order, at most `most` in all (as
+            /// [`Backend::claim`]).  A worker's whole turn at the queue in one
+            /// commit.  The completions go first, so a queue with a
+            /// concurrency limit counts the finished jobs' room.
+            fn complete_and_claim(
+                &self,
+                done: &[(JobId, i64, Option<serde_json::Value>)],
+                worker: &str,
+                claims: &[(&str, usize)],
+                most: usize,
+                lease: Duration,
+            ) -> Result<(CompleteBatch, Vec<ClaimedJob>)> {
+                let done: Vec<(JobId, i64, Option<String>)> = done
+                    .iter()
+                    .map(|(id, token, r)| (*id, *token, r.as_ref().map(|v| v.to_string())))
+                    .collect();
+                self.exchange(&done, worker, claims, most, lease)
+            }
+
+            /// Complete many tries in one transaction.  A job whose lease was
+            /// lost is skipped (its result discarded) and reported in
+            /// [`CompleteBatch::lost`].
+            fn complete_many(
+                &self,
+                done: &[(JobId, i64, Option<serde_json::Value>)],
+            ) -> Result<CompleteBatch> {
+                let (batch, _) = self.complete_and_claim(done, "", &[], 0, Duration::ZERO)?;
+                Ok(batch)
+            }
         }
     };
 }

@@ -239,7 +239,7 @@ impl SqliteStore {
 
     /// Revive every job matching `selection` that is dead (or, with
     /// `state: Some(Cancelled)`, cancelled): ready now, each with a fresh set
-    /// of tries — what [`Store::retry`] does to one job.  A job whose unique
+    /// of tries — what [`Store::retry`](crate::store::Backend::retry) does to one job.  A job whose unique
     /// key a waiting or running job holds stays as it was and is reported.
     ///
     /// Jobs go in batches of 1,000, each its own write transaction (the
@@ -289,9 +289,9 @@ impl SqliteStore {
     }
 
     /// Cancel every unfinished job matching `selection` (or only those in
-    /// its `state`: scheduled, ready or running) — what [`Store::cancel`]
+    /// its `state`: scheduled, ready or running) — what [`Store::cancel`](crate::store::Backend::cancel)
     /// does to one job: a waiting job is cancelled at once, a running one is
-    /// asked to stop.  In batches, like [`Store::retry_matching`].
+    /// asked to stop.  In batches, like [`Store::retry_matching`](crate::store::Backend::retry_matching).
     pub fn cancel_matching(&self, selection: &JobSelection) -> Result<CancelReport> {
         let states = cancel_states(selection)?;
         let pattern = checked_pattern(selection)?;
@@ -369,7 +369,7 @@ impl SqliteStore {
         })
     }
 
-    /// How many jobs [`Store::retry_matching`] would revive now: a read
+    /// How many jobs [`Store::retry_matching`](crate::store::Backend::retry_matching) would revive now: a read
     /// that changes nothing (the same jobs it would pick; one whose unique
     /// key is taken is counted — only the retry can tell it apart).
     pub fn count_retryable(&self, selection: &JobSelection) -> Result<usize> {
@@ -378,7 +378,7 @@ impl SqliteStore {
         self.count_picked(selection, pattern.as_deref(), state)
     }
 
-    /// What [`Store::cancel_matching`] would do now: how many waiting jobs
+    /// What [`Store::cancel_matching`](crate::store::Backend::cancel_matching) would do now: how many waiting jobs
     /// it would cancel and how many running ones it would ask to stop.  A
     /// read that changes nothing.
     pub fn count_cancellable(&self, selection: &JobSelection) -> Result<CancelReport> {

@@ -3,7 +3,7 @@
 //! The queue's schema (`schema/*.sql`, `PRAGMA user_version`) holds only
 //! the queue.  A library that keeps data beside it — the built-in handlers'
 //! analytics cache — brings its migrations and applies them with
-//! [`Store::migrate_extension`]; their version is kept in `meta` under
+//! [`SqliteStore::migrate_extension`](crate::store::SqliteStore::migrate_extension); their version is kept in `meta` under
 //! `schema:<owner>`.
 
 use crate::error::{Error, Result};

@@ -49,7 +49,7 @@ impl SqliteStore {
     }
 
     /// `PRAGMA quick_check`: SQLite's verdict on the file, `"ok"` when it
-    /// is sound (a cheaper check than [`Store::integrity_check`]).
+    /// is sound (a cheaper check than [`Store::integrity_check`](crate::store::Backend::integrity_check)).
     pub fn quick_check(&self) -> Result<String> {
         self.with_conn("quick_check", |c| {
             Ok(c.query_row("PRAGMA quick_check", [], |r| r.get(0))?)

@@ -361,7 +361,7 @@ pub fn validate_tenant(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// A job handed to a worker by [`Store::claim`](crate::Store::claim).
+/// A job handed to a worker by [`Backend::claim`](crate::store::Backend::claim)(crate::store::Backend::claim).
 #[derive(Debug, Clone, Serialize)]
 pub struct ClaimedJob {
     pub id: JobId,
@@ -435,7 +435,7 @@ pub struct JobInfo {
     pub attempt_log: Vec<AttemptInfo>,
 }
 
-/// What [`Store::fail`](crate::Store::fail) did with the job.
+/// What [`Store::fail`](crate::store::Backend::fail) did with the job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "outcome")]
 pub enum FailOutcome {
@@ -447,7 +447,7 @@ pub enum FailOutcome {
     Cancelled,
 }
 
-/// What [`Store::cancel`](crate::Store::cancel) did.
+/// What [`Store::cancel`](crate::store::Backend::cancel) did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CancelOutcome {
@@ -460,7 +460,7 @@ pub enum CancelOutcome {
     AlreadyCancelled,
 }
 
-/// What a [`Store::reap`](crate::Store::reap) sweep did.
+/// What a [`Store::reap`](crate::store::Backend::reap) sweep did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ReapReport {
     /// Jobs whose lease expired and that went back to `ready`.
@@ -486,11 +486,11 @@ impl ReapReport {
 pub struct Heartbeat {
     pub lease_expires_at: Millis,
     /// Someone asked for this job to be cancelled: stop and call
-    /// [`Store::cancelled`](crate::Store::cancelled).
+    /// [`Store::cancelled`](crate::store::Backend::cancelled).
     pub cancel_requested: bool,
 }
 
-/// Filters for [`Store::list`](crate::Store::list).  Newest first.  As
+/// Filters for [`Store::list`](crate::store::Backend::list).  Newest first.  As
 /// JSON or a query string, `error` stands for `error_contains`; unknown
 /// fields are refused.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -509,8 +509,8 @@ pub struct ListFilter {
     pub limit: Option<i64>,
 }
 
-/// The jobs a bulk [`Store::retry_matching`](crate::Store::retry_matching)
-/// or [`Store::cancel_matching`](crate::Store::cancel_matching) acts on:
+/// The jobs a bulk [`Store::retry_matching`](crate::store::Backend::retry_matching)
+/// or [`Store::cancel_matching`](crate::store::Backend::cancel_matching) acts on:
 /// every job matching all the fields that are set.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -526,7 +526,7 @@ pub struct JobSelection {
     pub state: Option<JobState>,
 }
 
-/// What [`Store::retry_matching`](crate::Store::retry_matching) did.
+/// What [`Store::retry_matching`](crate::store::Backend::retry_matching) did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RetryReport {
     /// Jobs revived: ready now, with a fresh set of tries.
@@ -536,7 +536,7 @@ pub struct RetryReport {
     pub key_taken: Vec<JobId>,
 }
 
-/// What [`Store::cancel_matching`](crate::Store::cancel_matching) did.
+/// What [`Store::cancel_matching`](crate::store::Backend::cancel_matching) did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct CancelReport {
     /// Waiting jobs (scheduled or ready) now cancelled.
@@ -546,7 +546,7 @@ pub struct CancelReport {
     pub requested: usize,
 }
 
-/// One line of [`Store::list`](crate::Store::list).
+/// One line of [`Store::list`](crate::store::Backend::list).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct JobSummary {
     pub id: JobId,
@@ -600,15 +600,15 @@ impl QueueStats {
     }
 }
 
-/// [`Store::stats`](crate::Store::stats): per-queue counts and live workers.
+/// [`Store::stats`](crate::store::Backend::stats): per-queue counts and live workers.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Stats {
     pub queues: Vec<QueueStats>,
     /// Workers whose heartbeat is fresher than the liveness window.
     pub live_workers: i64,
     /// How old the finished counts (succeeded, dead, cancelled) are, in ms:
-    /// 0 from [`Store::stats`](crate::Store::stats); maybe more from
-    /// [`Store::stats_recent`](crate::Store::stats_recent).
+    /// 0 from [`Store::stats`](crate::store::Backend::stats); maybe more from
+    /// [`Store::stats_recent`](crate::store::Backend::stats_recent).
     pub finished_age_ms: i64,
 }
 

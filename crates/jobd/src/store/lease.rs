@@ -168,8 +168,8 @@ pub(crate) const STATEMENTS: &[(&str, &str)] = &[
     ("REAP_REQUEUE", REAP_REQUEUE),
 ];
 
-/// What [`Store::complete_many`] (or the completing half of
-/// [`Store::complete_and_claim`]) did.
+/// What [`Backend::complete_many`](crate::store::Backend::complete_many) (or the completing half of
+/// [`Backend::complete_and_claim`](crate::store::Backend::complete_and_claim)) did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CompleteBatch {
     pub completed: usize,
@@ -204,49 +204,7 @@ pub(super) struct RunningTry {
 }
 
 impl SqliteStore {
-    /// Lease up to `limit` ready jobs from `queues` to `worker` for `lease`.
-    ///
-    /// Queues are served in the order given until `limit` jobs are claimed;
-    /// within a queue, by priority (lower first), then run_at, then id.
-    /// Paused queues are skipped.  One `BEGIN IMMEDIATE` transaction.
-    pub fn claim(
-        &self,
-        worker: &str,
-        queues: &[&str],
-        limit: usize,
-        lease: Duration,
-    ) -> Result<Vec<ClaimedJob>> {
-        if worker.is_empty() {
-            return Err(Error::invalid("worker", "must not be empty"));
-        }
-        let wants: Vec<(&str, usize)> = queues.iter().map(|q| (*q, limit)).collect();
-        let (_, claimed) = self.exchange(&[], worker, &wants, limit, lease)?;
-        Ok(claimed)
-    }
-
-    /// Complete `done` (`(id, lease token, result)`, as [`Store::complete_many`])
-    /// and claim the next jobs for `worker`, in one transaction: up to each
-    /// queue's count in `claims`, queues served in order, at most `most` in
-    /// all (as [`Store::claim`]).  A worker's whole turn at the queue in one
-    /// commit — with `synchronous = FULL`, one `fsync` for a batch of
-    /// completions and the next batch of claims.  The completions go first,
-    /// so a queue with a concurrency limit counts the finished jobs' room.
-    pub fn complete_and_claim(
-        &self,
-        done: &[(JobId, i64, Option<serde_json::Value>)],
-        worker: &str,
-        claims: &[(&str, usize)],
-        most: usize,
-        lease: Duration,
-    ) -> Result<(CompleteBatch, Vec<ClaimedJob>)> {
-        let done: Vec<(JobId, i64, Option<String>)> = done
-            .iter()
-            .map(|(id, token, r)| (*id, *token, r.as_ref().map(|v| v.to_string())))
-            .collect();
-        self.exchange(&done, worker, claims, most, lease)
-    }
-
-    /// [`Store::complete_and_claim`] with the results as JSON text (the
+    /// [`Backend::complete_and_claim`](crate::store::Backend::complete_and_claim) with the results as JSON text (the
     /// worker runtime serializes them in the runs, not in the writer).
     pub(crate) fn exchange(
         &self,
@@ -388,21 +346,6 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Complete many tries in one transaction.  A job whose lease was lost is
-    /// skipped (its result discarded) and reported in [`CompleteBatch::lost`].
-    ///
-    /// The statement of [`Store::complete`], prepared once and run per job:
-    /// measured as fast as one set-based statement over a JSON array, which
-    /// would also need a `RETURNING` (a temporary table) to tell which jobs
-    /// were still held.
-    pub fn complete_many(
-        &self,
-        done: &[(JobId, i64, Option<serde_json::Value>)],
-    ) -> Result<CompleteBatch> {
-        let (batch, _) = self.complete_and_claim(done, "", &[], 0, Duration::ZERO)?;
-        Ok(batch)
-    }
-
     /// The try failed.  A retryable failure with tries left is scheduled again
     /// after the job's backoff; otherwise the job is dead.
     pub fn fail(&self, id: JobId, token: i64, error: &str, retryable: bool) -> Result<FailOutcome> {
@@ -453,7 +396,7 @@ impl SqliteStore {
         Ok(outcome)
     }
 
-    /// Record progress of a running try; readable through [`Store::get`] and
+    /// Record progress of a running try; readable through [`Store::get`](crate::store::Backend::get) and
     /// kept as a log in the `progress` table.
     pub fn set_progress(&self, id: JobId, token: i64, progress: &Progress) -> Result<()> {
         check_progress(progress)?;

@@ -114,7 +114,7 @@ pub struct StoreOptions {
     /// in whichever commit crosses SQLite's threshold; see
     /// [`CheckpointOptions`].  `None` leaves it to SQLite.
     pub checkpoint: Option<CheckpointOptions>,
-    /// How [`Store::stats_recent`] may reuse finished counts.
+    /// How [`Store::stats_recent`](crate::store::Backend::stats_recent) may reuse finished counts.
     pub stats_reuse: StatsReuse,
     /// Make a new queue of a missing or empty file (the default).  Off, only
     /// an existing queue file opens: a misspelt path is refused instead of
@@ -194,7 +194,7 @@ struct Inner {
     /// connections would each start cold.
     writer: std::sync::Mutex<Option<Connection>>,
     writer_manager: ConnectionManager,
-    /// The last count of finished jobs (see [`Store::stats_recent`]).
+    /// The last count of finished jobs (see [`Store::stats_recent`](crate::store::Backend::stats_recent)).
     finished: std::sync::Mutex<Option<Arc<stats::FinishedCounts>>>,
 }
 
@@ -482,7 +482,7 @@ impl SqliteStore {
 
     /// Run `f` in a `BEGIN IMMEDIATE` transaction and commit it; retried when
     /// SQLite stays busy.  Public for a library's own tables (see
-    /// [`Store::migrate_extension`]); the queue's tables are changed only
+    /// [`SqliteStore::migrate_extension`](crate::store::SqliteStore::migrate_extension)); the queue's tables are changed only
     /// through the store's methods.  Dropping the transaction on error rolls it back, so
     /// a failed operation leaves nothing behind.
     pub fn write<T>(
@@ -515,7 +515,7 @@ impl SqliteStore {
     }
 
     /// `f` on the writer's connection, opened at its first use.  Callers
-    /// hold the turn (see [`Store::write`]), or are tests.
+    /// hold the turn (see [`SqliteStore::write`](crate::store::SqliteStore::write)), or are tests.
     pub(crate) fn with_writer<T>(&self, f: impl FnOnce(&mut Connection) -> T) -> Result<T> {
         let mut writer = self.inner.writer.lock().unwrap_or_else(|e| e.into_inner());
         if writer.is_none() {
@@ -529,7 +529,7 @@ impl SqliteStore {
     /// Run `f` on a pooled connection outside an explicit transaction: for reads,
     /// and for writes that are a single statement (SQLite makes one statement
     /// its own transaction, taking the write lock up front).  Public for a
-    /// library's own tables, like [`Store::write`].
+    /// library's own tables, like [`SqliteStore::write`](crate::store::SqliteStore::write).
     pub fn with_conn<T>(
         &self,
         operation: &'static str,

@@ -25,7 +25,7 @@ SELECT EXISTS (SELECT 1 FROM queues WHERE name = ?1)
 
 /// A queue's concurrency limit as people type it (the CLI, the HTTP API): a
 /// number of jobs at once, or `none` for no limit.  The range is checked by
-/// [`Store::set_concurrency`].
+/// [`Store::set_concurrency`](crate::store::Backend::set_concurrency).
 pub fn parse_concurrency_limit(text: &str) -> Result<Option<i64>> {
     if text.eq_ignore_ascii_case("none") {
         return Ok(None);

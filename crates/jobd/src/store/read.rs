@@ -24,7 +24,7 @@ FROM attempts WHERE job_id = ?1 ORDER BY attempt";
 /// A page of jobs, newest first: ?1 queue, ?2 state, ?3 kind, ?4 tenant (each
 /// NULL for any), ?5 only ids below it (the next page), ?6 how many, ?7 a
 /// `LIKE` pattern the last error must match (NULL for any).  The
-/// variants differ only in how they find the rows (see [`Store::list`]).
+/// variants differ only in how they find the rows (see [`Store::list`](crate::store::Backend::list)).
 macro_rules! list_jobs {
     ($from:literal, $state:literal) => {
         concat!(

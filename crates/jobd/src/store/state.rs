@@ -9,7 +9,7 @@ use crate::store::job::{JobId, JobSummary};
 use crate::store::read::summary_row;
 use crate::store::SqliteStore;
 
-/// What [`Store::state_swap`](crate::Store::state_swap) did.
+/// What [`Store::state_swap`](crate::store::Backend::state_swap) did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Swap {
     /// The key held what was expected: it holds the new value now, and the

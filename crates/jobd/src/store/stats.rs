@@ -33,13 +33,13 @@ SELECT queue, 1, 0 FROM jobs WHERE state = 'running'";
 /// so this reads every job, and a `WHERE` on the state costs more than
 /// skipping the other rows in Rust.  SQLite has no hash aggregate:
 /// `GROUP BY queue, state` sorted every row (1.1 s on a million jobs; this
-/// scan and the counting: 0.46 s).  [`Store::stats_recent`] reuses the counts.
+/// scan and the counting: 0.46 s).  [`Store::stats_recent`](crate::store::Backend::stats_recent) reuses the counts.
 pub(crate) const FINISHED_ROWS: &str = "
 SELECT queue, state, finished_at - coalesce(started_at, finished_at) FROM jobs";
 
 pub(crate) const QUEUE_SETTINGS: &str = "SELECT name, paused, concurrency FROM queues";
 
-/// When [`Store::stats_recent`] may answer with finished counts read by an
+/// When [`Store::stats_recent`](crate::store::Backend::stats_recent) may answer with finished counts read by an
 /// earlier call instead of reading every job again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StatsReuse {
@@ -224,12 +224,12 @@ impl SqliteStore {
     /// number of live workers: all read now, from one snapshot of the file.
     ///
     /// The finished counts (succeeded, dead, cancelled) read every job; see
-    /// [`Store::stats_recent`] for callers that ask again and again.
+    /// [`Store::stats_recent`](crate::store::Backend::stats_recent) for callers that ask again and again.
     pub fn stats(&self) -> Result<Stats> {
         self.collect_stats(false)
     }
 
-    /// [`Store::stats`] for callers that poll it (the dashboard every 2 s,
+    /// [`Store::stats`](crate::store::Backend::stats) for callers that poll it (the dashboard every 2 s,
     /// `/api/v1/queues`, `/metrics`): the counts of scheduled, ready and
     /// running jobs, the oldest ready age and the live workers are read now,
     /// through indexes, at a cost that grows with the backlog only; the

@@ -45,8 +45,8 @@ fn try_totals(c: &rusqlite::Connection, stats: &Stats) -> Result<TryTotals> {
 
 impl SqliteStore {
     /// Finished tries per (queue, outcome) — count and total run time in
-    /// ms — the purged ones included; `stats` (from [`Store::stats`] or
-    /// [`Store::stats_recent`]) gives the succeeded ones.
+    /// ms — the purged ones included; `stats` (from [`Store::stats`](crate::store::Backend::stats) or
+    /// [`Store::stats_recent`](crate::store::Backend::stats_recent)) gives the succeeded ones.
     pub fn try_totals(&self, stats: &Stats) -> Result<TryTotals> {
         self.with_conn("try totals", |c| try_totals(c, stats))
     }

@@ -14,7 +14,7 @@ pub(crate) const LIVE_WORKERS: &str = "SELECT count(*) FROM workers WHERE last_h
 pub(crate) const LIVE_WORK: &str =
     "SELECT queues, kinds FROM workers WHERE last_heartbeat_at >= ?1";
 
-/// What the live workers on a file serve and run ([`Store::live_work`]).
+/// What the live workers on a file serve and run ([`Store::live_work`](crate::store::Backend::live_work)).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LiveWork {
     /// Each live worker's own queues and kinds.

@@ -1,6 +1,6 @@
 //! The exchange: the worker's one frequent writer, on a thread of its own.
 //!
-//! Each turn commits, in one transaction ([`Store::complete_and_claim`]),
+//! Each turn commits, in one transaction ([`Backend::complete_and_claim`](crate::store::Backend::complete_and_claim)),
 //! the completions that queued up since the last turn and claims jobs for
 //! the slots free now — one commit where a claim and a group commit of
 //! completions took two, and with `synchronous = FULL` one `fsync` for both.
@@ -23,7 +23,7 @@
 //! running jobs the grace period, stops the rest, and returns once every
 //! run has ended and every completion is stored.
 //!
-//! [`Store::complete_and_claim`]: crate::Store::complete_and_claim
+//! [`Backend::complete_and_claim`](crate::store::Backend::complete_and_claim): crate::store::Backend::complete_and_claim
 
 use std::future::Future;
 use std::pin::Pin;

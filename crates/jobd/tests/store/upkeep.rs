@@ -129,3 +129,19 @@ crate::conformance!(
     purged_tries_keep_the_counters_and_retention_drops_old_rows,
     the_registry_knows_live_workers_their_queues_and_kinds,
 );
+
+#[test]
+fn database_urls_keep_their_password_out_of_print() {
+    use jobd::store::postgres::{is_url, redact, without_password};
+    let url = "postgres://jobd:s3cr:et@db.internal:5432/jobd";
+    assert!(is_url(url) && is_url("postgresql://h/db") && !is_url("queue.db"));
+    assert_eq!(redact(url), "postgres://jobd:***@db.internal:5432/jobd");
+    assert_eq!(
+        without_password(url),
+        "postgres://jobd@db.internal:5432/jobd"
+    );
+    for plain in ["postgres://jobd@db/jobd", "postgres://db/jobd"] {
+        assert_eq!(redact(plain), plain);
+        assert_eq!(without_password(plain), plain);
+    }
+}

@@ -256,36 +256,6 @@ impl PgStore {
         Ok(ids)
     }
 
-    pub fn claim(
-        &self,
-        worker: &str,
-        queues: &[&str],
-        limit: usize,
-        lease: Duration,
-    ) -> Result<Vec<ClaimedJob>> {
-        if worker.is_empty() {
-            return Err(Error::invalid("worker", "must not be empty"));
-        }
-        let wants: Vec<(&str, usize)> = queues.iter().map(|q| (*q, limit)).collect();
-        let (_, claimed) = self.exchange(&[], worker, &wants, limit, lease)?;
-        Ok(claimed)
-    }
-
-    pub fn complete_and_claim(
-        &self,
-        done: &[(JobId, i64, Option<serde_json::Value>)],
-        worker: &str,
-        claims: &[(&str, usize)],
-        most: usize,
-        lease: Duration,
-    ) -> Result<(CompleteBatch, Vec<ClaimedJob>)> {
-        let done: Vec<(JobId, i64, Option<String>)> = done
-            .iter()
-            .map(|(id, token, r)| (*id, *token, r.as_ref().map(|v| v.to_string())))
-            .collect();
-        self.exchange(&done, worker, claims, most, lease)
-    }
-
     /// Completions and the next claims in one transaction (one statement
     /// for all the completions, one per queue claimed from).
     pub fn exchange(
@@ -429,14 +399,6 @@ impl PgStore {
         }
         tracing::debug!(job_id = id, "completed");
         Ok(())
-    }
-
-    pub fn complete_many(
-        &self,
-        done: &[(JobId, i64, Option<serde_json::Value>)],
-    ) -> Result<CompleteBatch> {
-        let (batch, _) = self.complete_and_claim(done, "", &[], 0, Duration::ZERO)?;
-        Ok(batch)
     }
 
     pub fn fail(&self, id: JobId, token: i64, error: &str, retryable: bool) -> Result<FailOutcome> {

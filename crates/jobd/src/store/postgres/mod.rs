@@ -65,18 +65,30 @@ pub fn is_url(db: &str) -> bool {
     db.starts_with("postgres://") || db.starts_with("postgresql://")
 }
 
+/// `url` as (scheme, user, whether it has a password, host and the rest).
+fn url_parts(url: &str) -> Option<(&str, &str, bool, &str)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let (auth, host) = rest.rsplit_once('@')?;
+    Some(match auth.split_once(':') {
+        Some((user, _)) => (scheme, user, true, host),
+        None => (scheme, auth, false, host),
+    })
+}
+
 /// `url` with its password, if any, replaced by `***` (for logs and errors).
 pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let (auth, host) = match rest.rsplit_once('@') {
-        Some((auth, host)) => (auth, host),
-        None => return url.to_string(),
-    };
-    match auth.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_string(),
+    match url_parts(url) {
+        Some((scheme, user, true, host)) => format!("{scheme}://{user}:***@{host}"),
+        _ => url.to_string(),
+    }
+}
+
+/// `url` without its password (to write down; the password goes in
+/// `$PGPASSWORD`).
+pub fn without_password(url: &str) -> String {
+    match url_parts(url) {
+        Some((scheme, user, true, host)) => format!("{scheme}://{user}@{host}"),
+        _ => url.to_string(),
     }
 }
 
@@ -228,11 +240,6 @@ fn outside_async<T: Send>(f: impl FnOnce() -> T + Send) -> T {
 /// a restart of the server, every idle connection of the pool is dead).
 const DEAD_CONNECTIONS: u32 = 64;
 
-/// The connection under `e` is gone (closed, or its socket failed).
-fn is_dead(e: &postgres::Error) -> bool {
-    crate::error::pg_unreachable(e)
-}
-
 /// Tries of a transaction that PostgreSQL ended for a deadlock or a
 /// serialization failure (nothing of it was kept).
 const CONFLICT_RETRIES: u32 = 5;
@@ -378,7 +385,7 @@ impl PgStore {
                 let (client, cache) = conn.parts();
                 let mut tx = match client.transaction() {
                     Ok(tx) => tx,
-                    Err(e) if dead < DEAD_CONNECTIONS && is_dead(&e) => {
+                    Err(e) if dead < DEAD_CONNECTIONS && crate::error::pg_unreachable(&e) => {
                         dead += 1;
                         tracing::debug!(operation, error = %e, "a pooled connection was dead; another");
                         continue;
