@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::store::job::{ClaimedJob, FailOutcome, JobId};
 use crate::store::lease::{claim_in, claim_plan, end_try_in, Ending};
 use crate::store::notify;
+use crate::store::rollup::{Ended, Tally};
 use crate::store::workers::json_list;
 use crate::store::SqliteStore;
 
@@ -22,7 +23,8 @@ UPDATE jobs
 SET state = 'succeeded', result = ?3, finished_at = ?4, progress_percent = 100,
     lease_token = NULL, lease_expires_at = NULL
 WHERE id = ?1 AND lease_token = ?2 AND state = 'running'
-  AND (timeout_ms IS NULL OR started_at + timeout_ms > ?4)";
+  AND (timeout_ms IS NULL OR started_at + timeout_ms > ?4)
+RETURNING queue, started_at, run_at";
 
 /// The running try's timeout, when it is held and past it.
 pub(crate) const OVERDUE_TRY: &str = "
@@ -144,9 +146,11 @@ impl SqliteStore {
         let mut notified = 0;
         let (outcomes, mut claimed) = self.write("ack_and_claim", |tx| {
             let mut outcomes = Vec::with_capacity(acks.len());
+            let mut tally = Tally::default();
             for (id, token, ack) in acks {
-                outcomes.push(ack_in(tx, *id, *token, ack, now)?);
+                outcomes.push(ack_in(tx, *id, *token, ack, now, &mut tally)?);
             }
+            tally.write(tx)?;
             if !acks.is_empty() {
                 notified = notify::enqueue_ended(tx, now)?;
             }
@@ -209,15 +213,19 @@ fn ack_in(
     token: i64,
     ack: &Ack,
     now: Millis,
+    tally: &mut Tally,
 ) -> Result<AckOutcome> {
     let ending = match ack {
         Ack::Complete { result } => {
-            let done = tx
-                .prepare_cached(COMPLETE_IN_TIME)?
-                .execute(params![id, token, result, now])?;
-            if done > 0 {
+            let mut stmt = tx.prepare_cached(COMPLETE_IN_TIME)?;
+            let mut rows = stmt.query(params![id, token, result, now])?;
+            if let Some(r) = rows.next()? {
+                let queue = crate::store::rollup::text(r, 0)?;
+                tally.ended(queue, now, Ended::Succeeded, r.get(1)?, r.get(2)?);
                 return Ok(AckOutcome::Completed);
             }
+            drop(rows);
+            drop(stmt);
             let overdue: Option<i64> = rusqlite::OptionalExtension::optional(
                 tx.prepare_cached(OVERDUE_TRY)?
                     .query_row(params![id, token, now], |r| r.get(0)),

@@ -17,8 +17,8 @@ use crate::scheduler::{FireRecord, FireReport, NewSchedule, ScheduleInfo};
 use crate::store::{
     Ack, AckOutcome, CancelOutcome, CancelReport, ClaimedJob, CompleteBatch, FailOutcome,
     Heartbeat, HeldTry, JobId, JobInfo, JobSelection, JobSummary, ListFilter, LiveWork, NewJob,
-    PgStore, Progress, ReapReport, RetryReport, Role, Signals, SqliteStore, StateEntry, Stats,
-    StoreOptions, Swap, TokenInfo, TryTotals,
+    PgStore, Progress, ReapReport, RetryReport, Role, Rollup, Signals, SqliteStore, StateEntry,
+    Stats, StoreOptions, Swap, TokenInfo, TryTotals,
 };
 use crate::worker::{CommitNotify, CommitWatcher};
 
@@ -59,6 +59,8 @@ macro_rules! with_backend_methods {
             fn stats(&self) -> Result<Stats>;
             fn stats_recent(&self) -> Result<Stats>;
             fn try_totals(&self, stats: &Stats) -> Result<TryTotals>;
+            fn rollups(&self, since_minute: i64) -> Result<Vec<Rollup>>;
+            fn rollup_totals(&self) -> Result<Vec<Rollup>>;
             // Queues.
             fn pause(&self, queue: &str) -> Result<()>;
             fn resume(&self, queue: &str) -> Result<()>;
@@ -78,6 +80,7 @@ macro_rules! with_backend_methods {
             // Retention and upkeep.
             fn purge(&self, older_than: Duration, queue: Option<&str>) -> Result<usize>;
             fn purge_progress(&self, cutoff: Millis) -> Result<usize>;
+            fn purge_rollups(&self, cutoff: Millis) -> Result<usize>;
             fn purge_fires(&self, cutoff: Millis) -> Result<usize>;
             fn optimize(&self) -> Result<()>;
             fn checkpoint(&self) -> Result<()>;

@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::store::job::{
     validate_name, Backoff, ClaimedJob, FailOutcome, Heartbeat, JobId, Progress, ReapReport,
 };
+use crate::store::rollup::{Ended, Tally};
 use crate::store::workers::json_list;
 use crate::store::{notify, returning_row, steps, SqliteStore};
 
@@ -90,11 +91,13 @@ pub(crate) const COMPLETE: &str = "
 UPDATE jobs
 SET state = 'succeeded', result = ?3, finished_at = ?4, progress_percent = 100,
     lease_token = NULL, lease_expires_at = NULL
-WHERE id = ?1 AND lease_token = ?2 AND state = 'running'";
+WHERE id = ?1 AND lease_token = ?2 AND state = 'running'
+RETURNING queue, started_at, run_at";
 
 /// The running try of a job, fenced by its token.
 pub(crate) const RUNNING_TRY: &str = "
-SELECT attempts, attempt_limit, backoff_base_ms, backoff_max_ms, lease_owner, started_at, cancel_requested
+SELECT attempts, attempt_limit, backoff_base_ms, backoff_max_ms, lease_owner, started_at, cancel_requested,
+       queue, run_at
 FROM jobs
 WHERE id = ?1 AND lease_token = ?2 AND state = 'running'";
 
@@ -141,7 +144,7 @@ SET state = CASE WHEN cancel_requested THEN 'cancelled'
     lease_token = NULL,
     lease_expires_at = NULL
 WHERE state = 'running' AND lease_expires_at <= ?1
-RETURNING id, state";
+RETURNING id, state, queue";
 
 /// How long past its deadline a running try may go before the reap fails
 /// it: an in-process worker ends its own at the deadline, and takes up to
@@ -201,6 +204,9 @@ pub(super) struct RunningTry {
     pub worker: Option<String>,
     pub started_at: Millis,
     pub cancel_requested: bool,
+    pub queue: String,
+    /// When the try was due (its queue wait ran from here to `started_at`).
+    pub due_at: Millis,
 }
 
 impl SqliteStore {
@@ -236,11 +242,21 @@ impl SqliteStore {
             let mut lost = Vec::new();
             if !done.is_empty() {
                 let mut finish = tx.prepare_cached(COMPLETE)?;
+                let mut tally = Tally::default();
                 for (id, token, result) in &done {
-                    if finish.execute(params![id, token, result, now])? == 0 {
-                        lost.push(*id);
+                    let mut rows = finish.query(params![id, token, result, now])?;
+                    match rows.next()? {
+                        Some(r) => tally.ended(
+                            crate::store::rollup::text(r, 0)?,
+                            now,
+                            Ended::Succeeded,
+                            r.get(1)?,
+                            r.get(2)?,
+                        ),
+                        None => lost.push(*id),
                     }
                 }
+                tally.write(tx)?;
                 notified = notify::enqueue_ended(tx, now)?;
             }
             let claimed = claim_in(tx, worker, &claims, most, now, expires)?;
@@ -438,17 +454,26 @@ impl SqliteStore {
             tx.prepare_cached(REAP_RECORD)?.execute([now])?;
             let mut stmt = tx.prepare_cached(REAP_REQUEUE)?;
             let rows = stmt.query_map([now], |r| {
-                Ok((r.get::<_, JobId>(0)?, r.get::<_, String>(1)?))
+                Ok((
+                    r.get::<_, JobId>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
             })?;
+            let mut tally = Tally::default();
             for row in rows {
-                let (id, state) = row?;
+                let (id, state, queue) = row?;
                 match state.as_str() {
                     "dead" => report.dead.push(id),
                     "cancelled" => report.cancelled.push(id),
                     _ => report.requeued.push(id),
                 }
+                if let Some(ended) = reaped_end(&state) {
+                    tally.ended(&queue, now, ended, None, now);
+                }
             }
             drop(stmt);
+            tally.write(tx)?;
             notified = notify::enqueue_ended(tx, now)?;
             Ok(report)
         })?;
@@ -574,6 +599,28 @@ pub(super) struct TryEnd<'a> {
     pub result: FailOutcome,
 }
 
+impl TryEnd<'_> {
+    /// What the rollups count of this end (a try given back counts nothing).
+    pub(super) fn ended(&self) -> Option<Ended> {
+        match self.result {
+            _ if self.outcome == "released" => None,
+            FailOutcome::Cancelled => Some(Ended::Cancelled),
+            FailOutcome::Retrying { .. } => Some(Ended::Failed { dead: false }),
+            FailOutcome::Dead => Some(Ended::Failed { dead: true }),
+        }
+    }
+}
+
+/// What the rollups count of a reaped try that left its job in `state` (a
+/// lost try's run time is unknown: its worker stopped saying).
+pub(super) fn reaped_end(state: &str) -> Option<Ended> {
+    match state {
+        "dead" => Some(Ended::Failed { dead: true }),
+        "cancelled" => Some(Ended::Cancelled),
+        _ => None,
+    }
+}
+
 /// How the running try `t` of job `id` ends with `ending` at `now`.
 pub(super) fn plan_end<'a>(
     t: &RunningTry,
@@ -664,6 +711,11 @@ pub(super) fn end_try_in(
         e.finished_at
     ])?;
     record_attempt(tx, id, &t, now, e.outcome, e.error)?;
+    if let Some(ended) = e.ended() {
+        let mut tally = Tally::default();
+        tally.ended(&t.queue, now, ended, Some(t.started_at), t.due_at);
+        tally.write(tx)?;
+    }
     Ok(e.result)
 }
 
@@ -676,10 +728,16 @@ fn complete_in(
 ) -> Result<()> {
     let finished = tx
         .prepare_cached(COMPLETE)?
-        .execute(params![id, token, result, now])?;
-    if finished == 0 {
+        .query_row(params![id, token, result, now], |r| {
+            Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
+    let Some((queue, started_at, due_at)) = finished else {
         return Err(Error::LeaseLost { job_id: id });
-    }
+    };
+    let mut tally = Tally::default();
+    tally.ended(&queue, now, Ended::Succeeded, started_at, due_at);
+    tally.write(tx)?;
     Ok(())
 }
 
@@ -696,6 +754,8 @@ fn running_try(tx: &Transaction, id: JobId, token: i64) -> Result<RunningTry> {
                 worker: r.get(4)?,
                 started_at: r.get(5)?,
                 cancel_requested: r.get(6)?,
+                queue: r.get(7)?,
+                due_at: r.get(8)?,
             })
         })
         .optional()?

@@ -24,6 +24,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../../schema/0009_api_tokens.sql"),
     include_str!("../../schema/0010_notify.sql"),
     include_str!("../../schema/0011_state.sql"),
+    include_str!("../../schema/0012_rollups.sql"),
 ];
 
 /// The schema version this build writes and understands.

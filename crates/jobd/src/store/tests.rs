@@ -20,6 +20,7 @@ fn all_statements() -> Vec<(&'static str, &'static str)> {
         workers::STATEMENTS,
         tokens::STATEMENTS,
         ack::STATEMENTS,
+        rollup::STATEMENTS,
         state::STATEMENTS,
         notify::STATEMENTS,
         checkpoint::STATEMENTS,

@@ -10,6 +10,7 @@ mod notify;
 mod reads;
 mod remote;
 mod retries;
+mod rollups;
 mod state;
 mod support;
 mod upkeep;

@@ -13,9 +13,12 @@ use crate::store::enqueue::validate_batch;
 use crate::store::job::{
     validate_name, ClaimedJob, FailOutcome, Heartbeat, JobId, NewJob, Progress, ReapReport, RunAt,
 };
-use crate::store::lease::{claim_plan, plan_end, CompleteBatch, Ending, RunningTry, OVERDUE_GRACE};
+use crate::store::lease::{
+    claim_plan, plan_end, reaped_end, CompleteBatch, Ending, RunningTry, OVERDUE_GRACE,
+};
 use crate::store::notify;
 use crate::store::postgres::{Db, PgStore, NOTIFY_WORK};
+use crate::store::rollup::{Ended, Tally};
 use crate::store::Backoff;
 
 /// One job, unless a live job holds its unique key (then nothing: the
@@ -104,7 +107,7 @@ SET state = 'succeeded', result = d.result, finished_at = jobd_time($1), progres
     lease_token = NULL, lease_expires_at = NULL
 FROM unnest($2::int8[], $3::int8[], $4::text[]) AS d(id, token, result)
 WHERE jobs.id = d.id AND jobs.lease_token = d.token AND jobs.state = 'running'
-RETURNING jobs.id";
+RETURNING jobs.id, jobs.queue, jobs.started_at, jobs.run_at, jobs.finished_at";
 
 /// A completion from a remote worker, refused past the try's deadline.
 const COMPLETE_IN_TIME: &str = "
@@ -112,7 +115,8 @@ UPDATE jobs
 SET state = 'succeeded', result = $4, finished_at = jobd_time($1), progress_percent = 100,
     lease_token = NULL, lease_expires_at = NULL
 WHERE id = $2 AND lease_token = $3 AND state = 'running'
-  AND (timeout_ms IS NULL OR started_at + timeout_ms > jobd_time($1))";
+  AND (timeout_ms IS NULL OR started_at + timeout_ms > jobd_time($1))
+RETURNING queue, started_at, run_at, finished_at";
 
 const OVERDUE_TRY: &str = "
 SELECT timeout_ms FROM jobs
@@ -145,7 +149,7 @@ SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'ready' AND queue = ANY($2))
 /// The running try, locked, and the statement's time.
 const RUNNING_TRY: &str = "
 SELECT attempts, attempt_limit, backoff_base_ms, backoff_max_ms, lease_owner, started_at,
-       cancel_requested, jobd_time($1)
+       cancel_requested, jobd_time($1), queue, run_at
 FROM jobs
 WHERE id = $2 AND lease_token = $3 AND state = 'running'
 FOR UPDATE";
@@ -203,9 +207,60 @@ SET state = CASE WHEN cancel_requested THEN 'cancelled'
     lease_token = NULL,
     lease_expires_at = NULL
 WHERE id = ANY($2)
-RETURNING id, state";
+RETURNING id, state, queue, jobd_time($1)";
+
+/// Add a tally's counts to a queue's minute (see [`rollup`](crate::store::rollup)).
+const ADD_ROLLUP: &str = "
+INSERT INTO rollups (queue, minute, succeeded, failed, dead, cancelled, run_ms, wait_ms, run_10ms, run_50ms, run_100ms, run_250ms, run_500ms, run_1s, run_2500ms, run_5s, run_10s, run_30s, run_1m, run_5m, run_more, wait_10ms, wait_50ms, wait_100ms, wait_250ms, wait_500ms, wait_1s, wait_2500ms, wait_5s, wait_10s, wait_30s, wait_1m, wait_5m, wait_more)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34)
+ON CONFLICT (queue, minute) DO UPDATE SET
+    succeeded = rollups.succeeded + excluded.succeeded,
+    failed = rollups.failed + excluded.failed,
+    dead = rollups.dead + excluded.dead,
+    cancelled = rollups.cancelled + excluded.cancelled,
+    run_ms = rollups.run_ms + excluded.run_ms,
+    wait_ms = rollups.wait_ms + excluded.wait_ms,
+    run_10ms = rollups.run_10ms + excluded.run_10ms,
+    run_50ms = rollups.run_50ms + excluded.run_50ms,
+    run_100ms = rollups.run_100ms + excluded.run_100ms,
+    run_250ms = rollups.run_250ms + excluded.run_250ms,
+    run_500ms = rollups.run_500ms + excluded.run_500ms,
+    run_1s = rollups.run_1s + excluded.run_1s,
+    run_2500ms = rollups.run_2500ms + excluded.run_2500ms,
+    run_5s = rollups.run_5s + excluded.run_5s,
+    run_10s = rollups.run_10s + excluded.run_10s,
+    run_30s = rollups.run_30s + excluded.run_30s,
+    run_1m = rollups.run_1m + excluded.run_1m,
+    run_5m = rollups.run_5m + excluded.run_5m,
+    run_more = rollups.run_more + excluded.run_more,
+    wait_10ms = rollups.wait_10ms + excluded.wait_10ms,
+    wait_50ms = rollups.wait_50ms + excluded.wait_50ms,
+    wait_100ms = rollups.wait_100ms + excluded.wait_100ms,
+    wait_250ms = rollups.wait_250ms + excluded.wait_250ms,
+    wait_500ms = rollups.wait_500ms + excluded.wait_500ms,
+    wait_1s = rollups.wait_1s + excluded.wait_1s,
+    wait_2500ms = rollups.wait_2500ms + excluded.wait_2500ms,
+    wait_5s = rollups.wait_5s + excluded.wait_5s,
+    wait_10s = rollups.wait_10s + excluded.wait_10s,
+    wait_30s = rollups.wait_30s + excluded.wait_30s,
+    wait_1m = rollups.wait_1m + excluded.wait_1m,
+    wait_5m = rollups.wait_5m + excluded.wait_5m,
+    wait_more = rollups.wait_more + excluded.wait_more";
 
 type Tx<'a, 'b> = Db<'a, Transaction<'b>>;
+
+/// Write what a transaction's ended tries add to the rollups.
+fn write_tally(db: &mut Tx, tally: &Tally) -> Result<()> {
+    for r in tally.rows() {
+        let v = r.values();
+        let mut p: Vec<&(dyn postgres::types::ToSql + Sync)> = Vec::with_capacity(2 + v.len());
+        p.push(&r.queue);
+        p.push(&r.minute);
+        p.extend(v.iter().map(|x| x as &(dyn postgres::types::ToSql + Sync)));
+        db.execute(ADD_ROLLUP, &p)?;
+    }
+    Ok(())
+}
 
 impl PgStore {
     /// Enqueue one job (see [`SqliteStore::enqueue`](crate::SqliteStore::enqueue)).
@@ -284,11 +339,16 @@ impl PgStore {
                 let ids: Vec<JobId> = done.iter().map(|d| d.0).collect();
                 let tokens: Vec<i64> = done.iter().map(|d| d.1).collect();
                 let results: Vec<Option<&str>> = done.iter().map(|d| d.2.as_deref()).collect();
+                let mut tally = Tally::default();
                 let finished: std::collections::HashSet<JobId> = db
                     .query(COMPLETE_MANY, &[&now, &ids, &tokens, &results])?
                     .iter()
-                    .map(|r| r.get(0))
+                    .map(|r| {
+                        tally.ended(r.get(1), r.get(4), Ended::Succeeded, r.get(2), r.get(3));
+                        r.get(0)
+                    })
                     .collect();
+                write_tally(db, &tally)?;
                 lost = ids
                     .into_iter()
                     .filter(|id| !finished.contains(id))
@@ -474,9 +534,11 @@ impl PgStore {
         let mut notified = 0;
         let (outcomes, mut claimed) = self.write("ack_and_claim", |db| {
             let mut outcomes = Vec::with_capacity(acks.len());
+            let mut tally = Tally::default();
             for (id, token, ack) in acks {
-                outcomes.push(ack_in(db, *id, *token, ack, now)?);
+                outcomes.push(ack_in(db, *id, *token, ack, now, &mut tally)?);
             }
+            write_tally(db, &tally)?;
             if outcomes
                 .iter()
                 .any(|o| matches!(o, AckOutcome::Retrying { .. } | AckOutcome::Released))
@@ -533,6 +595,7 @@ impl PgStore {
                 .collect();
             if !expired.is_empty() {
                 db.execute(REAP_RECORD, &[&now, &expired])?;
+                let mut tally = Tally::default();
                 for r in db.query(REAP_REQUEUE, &[&now, &expired])? {
                     let (id, state): (JobId, &str) = (r.get(0), r.get(1));
                     match state {
@@ -540,7 +603,12 @@ impl PgStore {
                         "cancelled" => report.cancelled.push(id),
                         _ => report.requeued.push(id),
                     }
+                    if let Some(ended) = reaped_end(state) {
+                        let at: Millis = r.get(3);
+                        tally.ended(r.get(2), at, ended, None, at);
+                    }
                 }
+                write_tally(db, &tally)?;
             }
             if !report.requeued.is_empty() || !report.timed_out.is_empty() {
                 db.query_one(NOTIFY_WORK, &[])?;
@@ -738,6 +806,8 @@ fn end_try_in(
         worker: row.get(4),
         started_at: row.get(5),
         cancel_requested: row.get(6),
+        queue: row.get(8),
+        due_at: row.get(9),
     };
     let at: Millis = row.get(7);
     let e = plan_end(&t, id, ending, at);
@@ -764,6 +834,11 @@ fn end_try_in(
             &e.error,
         ],
     )?;
+    if let Some(ended) = e.ended() {
+        let mut tally = Tally::default();
+        tally.ended(&t.queue, at, ended, Some(t.started_at), t.due_at);
+        write_tally(db, &tally)?;
+    }
     Ok(e.result)
 }
 
@@ -773,10 +848,12 @@ fn ack_in(
     token: i64,
     ack: &Ack,
     now: Option<Millis>,
+    tally: &mut Tally,
 ) -> Result<AckOutcome> {
     let ending = match ack {
         Ack::Complete { result } => {
-            if db.execute(COMPLETE_IN_TIME, &[&now, &id, &token, result])? > 0 {
+            if let Some(r) = db.query_opt(COMPLETE_IN_TIME, &[&now, &id, &token, result])? {
+                tally.ended(r.get(0), r.get(3), Ended::Succeeded, r.get(1), r.get(2));
                 return Ok(AckOutcome::Completed);
             }
             let Some(row) = db.query_opt(OVERDUE_TRY, &[&now, &id, &token])? else {

@@ -52,6 +52,7 @@ use crate::store::{Signals, StoreOptions};
 pub const MIGRATIONS: &[&str] = &[
     include_str!("../../../schema/postgres/0001_init.sql"),
     include_str!("../../../schema/postgres/0002_state.sql"),
+    include_str!("../../../schema/postgres/0003_rollups.sql"),
 ];
 
 /// The schema version this jobd writes on PostgreSQL.

@@ -20,6 +20,7 @@ use crate::store::job::{validate_name, JobId, NewJob};
 use crate::store::notify;
 use crate::store::postgres::jobs::insert_validated;
 use crate::store::postgres::{Db, PgStore, NOTIFY_WORK};
+use crate::store::Rollup;
 
 const PURGE_PICK: &str = "
 SELECT id FROM jobs
@@ -178,6 +179,40 @@ impl PgStore {
                 return Ok(purged);
             }
         }
+    }
+
+    /// Every queue's rollups from minute `since_minute` on, oldest first.
+    pub fn rollups(&self, since_minute: i64) -> Result<Vec<Rollup>> {
+        let since = since_minute.max(1);
+        self.read("rollups", |db| {
+            Ok(db
+                .query(ROLLUPS_SINCE, &[&since])?
+                .iter()
+                .map(rollup_row)
+                .collect())
+        })
+    }
+
+    /// Per queue, every try the database has counted (purged minutes
+    /// included).
+    pub fn rollup_totals(&self) -> Result<Vec<Rollup>> {
+        self.read("rollup totals", |db| {
+            Ok(db
+                .query(ROLLUP_TOTALS, &[])?
+                .iter()
+                .map(rollup_row)
+                .collect())
+        })
+    }
+
+    /// Fold the minutes before `cutoff` into each queue's minute 0 and
+    /// delete them.
+    pub fn purge_rollups(&self, cutoff: Millis) -> Result<usize> {
+        let minute = cutoff.div_euclid(60_000);
+        self.write("purge rollups", |db| {
+            db.execute(FOLD_OLD_ROLLUPS, &[&minute])?;
+            Ok(db.execute(PURGE_ROLLUPS, &[&minute])? as usize)
+        })
     }
 
     pub fn purge_fires(&self, cutoff: Millis) -> Result<usize> {
@@ -523,4 +558,61 @@ fn schedule_row(r: &Row) -> Result<ScheduleInfo> {
         updated_at: r.get(19),
         notify: notify::parse_stored(r.get(20)),
     })
+}
+
+const ROLLUPS_SINCE: &str = "
+SELECT * FROM rollups WHERE minute >= $1 ORDER BY minute, queue";
+
+const ROLLUP_TOTALS: &str = "
+SELECT queue, 0::int8, sum(succeeded)::int8, sum(failed)::int8, sum(dead)::int8, sum(cancelled)::int8, sum(run_ms)::int8, sum(wait_ms)::int8, sum(run_10ms)::int8, sum(run_50ms)::int8, sum(run_100ms)::int8, sum(run_250ms)::int8, sum(run_500ms)::int8, sum(run_1s)::int8, sum(run_2500ms)::int8, sum(run_5s)::int8, sum(run_10s)::int8, sum(run_30s)::int8, sum(run_1m)::int8, sum(run_5m)::int8, sum(run_more)::int8, sum(wait_10ms)::int8, sum(wait_50ms)::int8, sum(wait_100ms)::int8, sum(wait_250ms)::int8, sum(wait_500ms)::int8, sum(wait_1s)::int8, sum(wait_2500ms)::int8, sum(wait_5s)::int8, sum(wait_10s)::int8, sum(wait_30s)::int8, sum(wait_1m)::int8, sum(wait_5m)::int8, sum(wait_more)::int8
+FROM rollups GROUP BY queue ORDER BY queue";
+
+const FOLD_OLD_ROLLUPS: &str = "
+INSERT INTO rollups
+SELECT queue, 0, sum(succeeded)::int8, sum(failed)::int8, sum(dead)::int8, sum(cancelled)::int8, sum(run_ms)::int8, sum(wait_ms)::int8, sum(run_10ms)::int8, sum(run_50ms)::int8, sum(run_100ms)::int8, sum(run_250ms)::int8, sum(run_500ms)::int8, sum(run_1s)::int8, sum(run_2500ms)::int8, sum(run_5s)::int8, sum(run_10s)::int8, sum(run_30s)::int8, sum(run_1m)::int8, sum(run_5m)::int8, sum(run_more)::int8, sum(wait_10ms)::int8, sum(wait_50ms)::int8, sum(wait_100ms)::int8, sum(wait_250ms)::int8, sum(wait_500ms)::int8, sum(wait_1s)::int8, sum(wait_2500ms)::int8, sum(wait_5s)::int8, sum(wait_10s)::int8, sum(wait_30s)::int8, sum(wait_1m)::int8, sum(wait_5m)::int8, sum(wait_more)::int8
+FROM rollups WHERE minute > 0 AND minute < $1
+GROUP BY queue
+ON CONFLICT (queue, minute) DO UPDATE SET
+    succeeded = rollups.succeeded + excluded.succeeded,
+    failed = rollups.failed + excluded.failed,
+    dead = rollups.dead + excluded.dead,
+    cancelled = rollups.cancelled + excluded.cancelled,
+    run_ms = rollups.run_ms + excluded.run_ms,
+    wait_ms = rollups.wait_ms + excluded.wait_ms,
+    run_10ms = rollups.run_10ms + excluded.run_10ms,
+    run_50ms = rollups.run_50ms + excluded.run_50ms,
+    run_100ms = rollups.run_100ms + excluded.run_100ms,
+    run_250ms = rollups.run_250ms + excluded.run_250ms,
+    run_500ms = rollups.run_500ms + excluded.run_500ms,
+    run_1s = rollups.run_1s + excluded.run_1s,
+    run_2500ms = rollups.run_2500ms + excluded.run_2500ms,
+    run_5s = rollups.run_5s + excluded.run_5s,
+    run_10s = rollups.run_10s + excluded.run_10s,
+    run_30s = rollups.run_30s + excluded.run_30s,
+    run_1m = rollups.run_1m + excluded.run_1m,
+    run_5m = rollups.run_5m + excluded.run_5m,
+    run_more = rollups.run_more + excluded.run_more,
+    wait_10ms = rollups.wait_10ms + excluded.wait_10ms,
+    wait_50ms = rollups.wait_50ms + excluded.wait_50ms,
+    wait_100ms = rollups.wait_100ms + excluded.wait_100ms,
+    wait_250ms = rollups.wait_250ms + excluded.wait_250ms,
+    wait_500ms = rollups.wait_500ms + excluded.wait_500ms,
+    wait_1s = rollups.wait_1s + excluded.wait_1s,
+    wait_2500ms = rollups.wait_2500ms + excluded.wait_2500ms,
+    wait_5s = rollups.wait_5s + excluded.wait_5s,
+    wait_10s = rollups.wait_10s + excluded.wait_10s,
+    wait_30s = rollups.wait_30s + excluded.wait_30s,
+    wait_1m = rollups.wait_1m + excluded.wait_1m,
+    wait_5m = rollups.wait_5m + excluded.wait_5m,
+    wait_more = rollups.wait_more + excluded.wait_more";
+
+const PURGE_ROLLUPS: &str = "
+DELETE FROM rollups WHERE minute > 0 AND minute < $1";
+
+/// A row of `queue, minute, <counters in the schema's order>`.
+fn rollup_row(r: &postgres::Row) -> Rollup {
+    let v: Vec<i64> = (2..2 + crate::store::rollup::COUNTERS)
+        .map(|i| r.get::<_, i64>(i))
+        .collect();
+    Rollup::from_values(r.get(0), r.get(1), &v)
 }
