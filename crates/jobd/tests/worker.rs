@@ -579,6 +579,19 @@ async fn concurrency_limits_per_queue_and_global_are_never_exceeded(pg: bool) {
     assert!(max[0] <= 2 && max[1] <= 5 && max[2] <= 6, "{max:?}");
     assert_eq!(max[0], 2, "the pdf limit was reached");
     assert!(max[2] >= 5, "jobs ran side by side: {max:?}");
+    // The runtime's completions, counted in the rollups with their run
+    // time (each run slept 10 ms) from the claims' times.
+    for r in store.rollup_totals().unwrap() {
+        assert_eq!(
+            (r.queue.as_str(), r.succeeded),
+            (r.queue.as_str(), 40),
+            "{r:?}"
+        );
+        assert_eq!(r.tries(), 40);
+        assert!(r.run_ms >= 400, "{r:?}");
+        assert_eq!(r.run[0], 0, "no run under 10 ms: {r:?}");
+    }
+    assert_eq!(store.rollup_totals().unwrap().len(), 2);
 }
 
 /// A worker whose `nap` jobs sleep the payload's `ms`, with `slots` slots

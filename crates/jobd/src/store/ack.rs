@@ -11,7 +11,7 @@ use rusqlite::params;
 use crate::clock::{duration_ms, Millis};
 use crate::error::{Error, Result};
 use crate::store::job::{ClaimedJob, FailOutcome, JobId};
-use crate::store::lease::{claim_in, claim_plan, end_try_in, Ending};
+use crate::store::lease::{claim_in, claim_plan, end_try_in, Ending, RUNNING_TIMES};
 use crate::store::notify;
 use crate::store::rollup::{Ended, Tally};
 use crate::store::workers::json_list;
@@ -23,8 +23,7 @@ UPDATE jobs
 SET state = 'succeeded', result = ?3, finished_at = ?4, progress_percent = 100,
     lease_token = NULL, lease_expires_at = NULL
 WHERE id = ?1 AND lease_token = ?2 AND state = 'running'
-  AND (timeout_ms IS NULL OR started_at + timeout_ms > ?4)
-RETURNING queue, started_at, run_at";
+  AND (timeout_ms IS NULL OR started_at + timeout_ms > ?4)";
 
 /// The running try's timeout, when it is held and past it.
 pub(crate) const OVERDUE_TRY: &str = "
@@ -217,15 +216,22 @@ fn ack_in(
 ) -> Result<AckOutcome> {
     let ending = match ack {
         Ack::Complete { result } => {
-            let mut stmt = tx.prepare_cached(COMPLETE_IN_TIME)?;
-            let mut rows = stmt.query(params![id, token, result, now])?;
-            if let Some(r) = rows.next()? {
-                let queue = crate::store::rollup::text(r, 0)?;
-                tally.ended(queue, now, Ended::Succeeded, r.get(1)?, r.get(2)?);
+            let times: Option<(String, Millis, Millis)> = rusqlite::OptionalExtension::optional(
+                tx.prepare_cached(RUNNING_TIMES)?
+                    .query_row(params![id, token], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    }),
+            )?;
+            let Some((queue, started_at, due_at)) = times else {
+                return Ok(AckOutcome::Lost);
+            };
+            let done = tx
+                .prepare_cached(COMPLETE_IN_TIME)?
+                .execute(params![id, token, result, now])?;
+            if done > 0 {
+                tally.ended(&queue, now, Ended::Succeeded, Some(started_at), due_at);
                 return Ok(AckOutcome::Completed);
             }
-            drop(rows);
-            drop(stmt);
             let overdue: Option<i64> = rusqlite::OptionalExtension::optional(
                 tx.prepare_cached(OVERDUE_TRY)?
                     .query_row(params![id, token, now], |r| r.get(0)),

@@ -15,10 +15,10 @@ use crate::clock::Millis;
 use crate::error::{Error, Result};
 use crate::scheduler::{FireRecord, FireReport, NewSchedule, ScheduleInfo};
 use crate::store::{
-    Ack, AckOutcome, CancelOutcome, CancelReport, ClaimedJob, CompleteBatch, FailOutcome,
-    Heartbeat, HeldTry, JobId, JobInfo, JobSelection, JobSummary, ListFilter, LiveWork, NewJob,
-    PgStore, Progress, ReapReport, RetryReport, Role, Rollup, Signals, SqliteStore, StateEntry,
-    Stats, StoreOptions, Swap, TokenInfo, TryTotals,
+    Ack, AckOutcome, CancelOutcome, CancelReport, ClaimedJob, CompleteBatch, Done, FailOutcome,
+    Heartbeat, HeldTry, JobId, JobInfo, JobSelection, JobState, JobSummary, ListFilter, LiveWork,
+    NewJob, PgStore, Progress, ReapReport, RetryReport, Role, Rollup, Signals, SqliteStore,
+    StateEntry, Stats, StoreOptions, Swap, TokenInfo, TryTotals, WorkerInfo,
 };
 use crate::worker::{CommitNotify, CommitWatcher};
 
@@ -30,7 +30,7 @@ macro_rules! with_backend_methods {
             fn enqueue(&self, job: &NewJob) -> Result<JobId>;
             fn enqueue_many(&self, jobs: &[NewJob]) -> Result<Vec<JobId>>;
             // Leases: claims and the ends of a try.
-            fn exchange(&self, done: &[(JobId, i64, Option<String>)], worker: &str, claims: &[(&str, usize)], most: usize, lease: Duration) -> Result<(CompleteBatch, Vec<ClaimedJob>)>;
+            fn exchange(&self, done: &[Done], worker: &str, claims: &[(&str, usize)], most: usize, lease: Duration) -> Result<(CompleteBatch, Vec<ClaimedJob>)>;
             fn heartbeat(&self, id: JobId, token: i64, lease: Duration) -> Result<Heartbeat>;
             fn heartbeat_many(&self, held: &[(JobId, i64)], lease: Duration) -> Result<Vec<(JobId, bool)>>;
             fn cancel_requested(&self, held: &[(JobId, i64)]) -> Result<Vec<JobId>>;
@@ -69,6 +69,7 @@ macro_rules! with_backend_methods {
             // The worker registry.
             fn live_workers(&self) -> Result<i64>;
             fn live_work(&self) -> Result<LiveWork>;
+            fn workers(&self) -> Result<Vec<WorkerInfo>>;
             fn register_worker(&self, worker: &str, host: &str, pid: u32, queues: &[&str], kinds: &[&str]) -> Result<()>;
             fn worker_heartbeat(&self, worker: &str) -> Result<()>;
             fn deregister_worker(&self, worker: &str) -> Result<()>;
@@ -79,6 +80,7 @@ macro_rules! with_backend_methods {
             fn revoke_api_token(&self, name: &str) -> Result<bool>;
             // Retention and upkeep.
             fn purge(&self, older_than: Duration, queue: Option<&str>) -> Result<usize>;
+            fn delete(&self, id: JobId) -> Result<JobState>;
             fn purge_progress(&self, cutoff: Millis) -> Result<usize>;
             fn purge_rollups(&self, cutoff: Millis) -> Result<usize>;
             fn purge_fires(&self, cutoff: Millis) -> Result<usize>;
@@ -159,9 +161,14 @@ macro_rules! define_backend {
                 most: usize,
                 lease: Duration,
             ) -> Result<(CompleteBatch, Vec<ClaimedJob>)> {
-                let done: Vec<(JobId, i64, Option<String>)> = done
+                let done: Vec<Done> = done
                     .iter()
-                    .map(|(id, token, r)| (*id, *token, r.as_ref().map(|v| v.to_string())))
+                    .map(|(id, token, r)| Done {
+                        id: *id,
+                        token: *token,
+                        result: r.as_ref().map(|v| v.to_string()),
+                        times: None,
+                    })
                     .collect();
                 self.exchange(&done, worker, claims, most, lease)
             }

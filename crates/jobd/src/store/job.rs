@@ -379,6 +379,41 @@ pub struct ClaimedJob {
     /// Fencing token: pass it to every call about this try.
     pub lease_token: i64,
     pub lease_expires_at: Millis,
+    /// When this try started (the claim's time) and when the job was due:
+    /// its queue wait ran from one to the other.
+    pub started_at: Millis,
+    pub due_at: Millis,
+}
+
+impl ClaimedJob {
+    /// What the store needs of this claim to count the try's end in the
+    /// rollups without reading its row again.
+    pub fn times(&self) -> ClaimTimes {
+        ClaimTimes {
+            queue: self.queue.clone(),
+            started_at: self.started_at,
+            due_at: self.due_at,
+        }
+    }
+}
+
+/// A try's queue and times as its claim returned them ([`ClaimedJob::times`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimTimes {
+    pub queue: String,
+    pub started_at: Millis,
+    pub due_at: Millis,
+}
+
+/// A try that succeeded, for [`Backend::exchange`](crate::store::Backend::exchange):
+/// the result as JSON text (`None`: nothing), and the claim's times when
+/// the caller has them (else the store reads them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Done {
+    pub id: JobId,
+    pub token: i64,
+    pub result: Option<String>,
+    pub times: Option<ClaimTimes>,
 }
 
 /// A progress report.
@@ -433,7 +468,13 @@ pub struct JobInfo {
     pub notify: Vec<Notify>,
     /// Finished tries, oldest first (the running try is on the job itself).
     pub attempt_log: Vec<AttemptInfo>,
+    /// The progress reports kept (the latest [`PROGRESS_LOG_KEPT`] at most),
+    /// oldest first.
+    pub progress_log: Vec<ProgressEntry>,
 }
+
+/// How many of a job's latest progress reports [`Store::get`](crate::store::Backend::get) returns.
+pub const PROGRESS_LOG_KEPT: i64 = 200;
 
 /// What [`Store::fail`](crate::store::Backend::fail) did with the job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -507,6 +548,80 @@ pub struct ListFilter {
     pub before_id: Option<JobId>,
     /// At most this many (default 100, at most 10,000).
     pub limit: Option<i64>,
+    /// Only jobs whose payload holds a value at a path equal to a JSON
+    /// value: `customer.id=42`, `items.0.sku="A-1"`, `to=ops@example.com` (a
+    /// value that is not JSON is a string).  Path keys are letters, digits,
+    /// `_` and `-`; an all-digit key indexes an array.  Walks the jobs from
+    /// the newest back (narrow it with a queue, kind or state).
+    pub payload: Option<String>,
+}
+
+/// A [`ListFilter::payload`] search, parsed: the path as segments and the
+/// value as JSON text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayloadMatch {
+    pub path: Vec<String>,
+    pub value: String,
+}
+
+impl PayloadMatch {
+    /// Parse `path=value` (see [`ListFilter::payload`]).
+    pub fn parse(text: &str) -> crate::error::Result<PayloadMatch> {
+        let bad =
+            |why: &str| crate::error::Error::invalid("payload search", format!("{text:?}: {why}"));
+        let (path, value) = text
+            .split_once('=')
+            .ok_or_else(|| bad("expected path=value, such as customer.id=42"))?;
+        let path: Vec<String> = path.trim().split('.').map(str::to_string).collect();
+        if path.len() > 16 {
+            return Err(bad("a path of at most 16 keys"));
+        }
+        for key in &path {
+            if key.is_empty()
+                || key.len() > 128
+                || !key
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                return Err(bad(
+                    "each key of the path is 1 to 128 letters, digits, '_' or '-', joined by '.'",
+                ));
+            }
+        }
+        let value = value.trim();
+        let value = match serde_json::from_str::<serde_json::Value>(value) {
+            Ok(v) if !v.is_null() => v.to_string(),
+            Ok(_) => return Err(bad("null matches nothing; search for a value")),
+            Err(_) => serde_json::Value::String(value.to_string()).to_string(),
+        };
+        Ok(PayloadMatch { path, value })
+    }
+
+    /// The path as SQLite's JSON path: `$.customer.id`, `$.items[0]`.
+    pub fn sqlite_path(&self) -> String {
+        let mut p = String::from("$");
+        for key in &self.path {
+            if key.bytes().all(|b| b.is_ascii_digit()) {
+                p.push('[');
+                p.push_str(key);
+                p.push(']');
+            } else {
+                p.push('.');
+                p.push_str(key);
+            }
+        }
+        p
+    }
+}
+
+/// One progress report of a job, from its log.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProgressEntry {
+    pub attempt: i64,
+    pub at: Millis,
+    pub percent: Option<f64>,
+    pub stage: Option<String>,
+    pub detail: Option<String>,
 }
 
 /// The jobs a bulk [`Store::retry_matching`](crate::store::Backend::retry_matching)
@@ -563,6 +678,10 @@ pub struct JobSummary {
     pub run_at: Millis,
     pub created_at: Millis,
     pub finished_at: Option<Millis>,
+    /// When its current (or last) try started.
+    pub started_at: Option<Millis>,
+    /// The worker of its current (or last) try.
+    pub worker: Option<String>,
 }
 
 /// Counts for one queue.

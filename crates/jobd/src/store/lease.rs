@@ -8,7 +8,7 @@ use rusqlite::{params, OptionalExtension, Transaction};
 use crate::clock::{duration_ms, Millis};
 use crate::error::{Error, Result};
 use crate::store::job::{
-    validate_name, Backoff, ClaimedJob, FailOutcome, Heartbeat, JobId, Progress, ReapReport,
+    validate_name, Backoff, ClaimedJob, Done, FailOutcome, Heartbeat, JobId, Progress, ReapReport,
 };
 use crate::store::rollup::{Ended, Tally};
 use crate::store::workers::json_list;
@@ -56,7 +56,8 @@ WHERE id IN (
                 END
          FROM queues WHERE name = ?4),
         ?5) AS INTEGER))
-RETURNING id, kind, payload, priority, attempts, attempt_limit, timeout_ms, tenant, lease_token";
+RETURNING id, kind, payload, priority, attempts, attempt_limit, timeout_ms, tenant, lease_token,
+          run_at";
 
 pub(crate) const HEARTBEAT: &str = "
 UPDATE jobs SET lease_expires_at = ?3
@@ -91,8 +92,13 @@ pub(crate) const COMPLETE: &str = "
 UPDATE jobs
 SET state = 'succeeded', result = ?3, finished_at = ?4, progress_percent = 100,
     lease_token = NULL, lease_expires_at = NULL
-WHERE id = ?1 AND lease_token = ?2 AND state = 'running'
-RETURNING queue, started_at, run_at";
+WHERE id = ?1 AND lease_token = ?2 AND state = 'running'";
+
+/// The queue and times of a running try, for the rollups of a completion
+/// whose caller did not hand them over ([`Done::times`]).
+pub(crate) const RUNNING_TIMES: &str = "
+SELECT queue, started_at, run_at FROM jobs
+WHERE id = ?1 AND lease_token = ?2 AND state = 'running'";
 
 /// The running try of a job, fenced by its token.
 pub(crate) const RUNNING_TRY: &str = "
@@ -162,6 +168,7 @@ pub(crate) const STATEMENTS: &[(&str, &str)] = &[
     ("CANCEL_REQUESTED", CANCEL_REQUESTED),
     ("NEXT_RUN_AT", NEXT_RUN_AT),
     ("COMPLETE", COMPLETE),
+    ("RUNNING_TIMES", RUNNING_TIMES),
     ("RUNNING_TRY", RUNNING_TRY),
     ("END_TRY", END_TRY),
     ("RECORD_ATTEMPT", RECORD_ATTEMPT),
@@ -214,7 +221,7 @@ impl SqliteStore {
     /// worker runtime serializes them in the runs, not in the writer).
     pub(crate) fn exchange(
         &self,
-        done: &[(JobId, i64, Option<String>)],
+        done: &[Done],
         worker: &str,
         claims: &[(&str, usize)],
         most: usize,
@@ -224,13 +231,13 @@ impl SqliteStore {
         // One entry per try (a repeated entry would find its job finished and
         // be reported lost).  Repeats are rare: look for one in a sorted copy
         // of the keys before paying for a set.
-        let mut keys: Vec<(JobId, i64)> = done.iter().map(|(id, token, _)| (*id, *token)).collect();
+        let mut keys: Vec<(JobId, i64)> = done.iter().map(|d| (d.id, d.token)).collect();
         keys.sort_unstable();
         let repeats = keys.windows(2).any(|w| w[0] == w[1]);
         let mut seen = std::collections::HashSet::new();
-        let done: Vec<&(JobId, i64, Option<String>)> = done
+        let done: Vec<&Done> = done
             .iter()
-            .filter(|(id, token, _)| !repeats || seen.insert((*id, *token)))
+            .filter(|d| !repeats || seen.insert((d.id, d.token)))
             .collect();
         if done.is_empty() && most == 0 {
             return Ok((CompleteBatch::default(), Vec::new()));
@@ -241,19 +248,22 @@ impl SqliteStore {
         let (lost, mut claimed) = self.write("complete_and_claim", |tx| {
             let mut lost = Vec::new();
             if !done.is_empty() {
-                let mut finish = tx.prepare_cached(COMPLETE)?;
                 let mut tally = Tally::default();
-                for (id, token, result) in &done {
-                    let mut rows = finish.query(params![id, token, result, now])?;
-                    match rows.next()? {
-                        Some(r) => tally.ended(
-                            crate::store::rollup::text(r, 0)?,
-                            now,
-                            Ended::Succeeded,
-                            r.get(1)?,
-                            r.get(2)?,
-                        ),
-                        None => lost.push(*id),
+                for d in &done {
+                    let times = match &d.times {
+                        Some(t) => Some((t.queue.as_str(), t.started_at, t.due_at)),
+                        None => None,
+                    };
+                    if !complete_in(
+                        tx,
+                        d.id,
+                        d.token,
+                        d.result.as_deref(),
+                        now,
+                        times,
+                        &mut tally,
+                    )? {
+                        lost.push(d.id);
                     }
                 }
                 tally.write(tx)?;
@@ -352,7 +362,11 @@ impl SqliteStore {
         let result = result.map(|v| v.to_string());
         let now = self.now();
         let notified = self.write("complete", |tx| {
-            complete_in(tx, id, token, result.as_deref(), now)?;
+            let mut tally = Tally::default();
+            if !complete_in(tx, id, token, result.as_deref(), now, None, &mut tally)? {
+                return Err(Error::LeaseLost { job_id: id });
+            }
+            tally.write(tx)?;
             Ok(notify::enqueue_ended(tx, now)?)
         })?;
         tracing::debug!(job_id = id, "completed");
@@ -574,6 +588,8 @@ pub(super) fn claim_in(
                 tenant: r.get(7)?,
                 lease_token: r.get(8)?,
                 lease_expires_at: expires,
+                started_at: now,
+                due_at: r.get(9)?,
             })
         })?;
         for job in rows {
@@ -719,26 +735,42 @@ pub(super) fn end_try_in(
     Ok(e.result)
 }
 
-fn complete_in(
+/// Finish the try `id`/`token` in `tx` and count it in `tally`, with the
+/// claim's `times` (queue, started, due) when the caller has them — else
+/// read from the row first.  False when the lease was lost.
+pub(super) fn complete_in(
     tx: &Transaction,
     id: JobId,
     token: i64,
     result: Option<&str>,
     now: Millis,
-) -> Result<()> {
+    times: Option<(&str, Millis, Millis)>,
+    tally: &mut Tally,
+) -> Result<bool> {
+    let read;
+    let (queue, started_at, due_at) = match times {
+        Some(t) => t,
+        None => {
+            read = tx
+                .prepare_cached(RUNNING_TIMES)?
+                .query_row(params![id, token], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, Millis>(1)?, r.get(2)?))
+                })
+                .optional()?;
+            match &read {
+                Some((q, s, d)) => (q.as_str(), *s, *d),
+                None => return Ok(false),
+            }
+        }
+    };
     let finished = tx
         .prepare_cached(COMPLETE)?
-        .query_row(params![id, token, result, now], |r| {
-            Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?))
-        })
-        .optional()?;
-    let Some((queue, started_at, due_at)) = finished else {
-        return Err(Error::LeaseLost { job_id: id });
-    };
-    let mut tally = Tally::default();
-    tally.ended(&queue, now, Ended::Succeeded, started_at, due_at);
-    tally.write(tx)?;
-    Ok(())
+        .execute(params![id, token, result, now])?;
+    if finished == 0 {
+        return Ok(false);
+    }
+    tally.ended(queue, now, Ended::Succeeded, Some(started_at), due_at);
+    Ok(true)
 }
 
 fn running_try(tx: &Transaction, id: JobId, token: i64) -> Result<RunningTry> {

@@ -85,9 +85,10 @@ pub use ack::{Ack, AckOutcome, HeldTry};
 pub use backend::Backend;
 pub use checkpoint::CheckpointOptions;
 pub use job::{
-    validate_name, validate_tenant, AttemptInfo, Backoff, CancelOutcome, CancelReport, ClaimedJob,
-    FailOutcome, Heartbeat, JobId, JobInfo, JobSelection, JobSpec, JobState, JobSummary,
-    ListFilter, NewJob, Progress, QueueStats, ReapReport, RetryReport, RunAt, Stats,
+    validate_name, validate_tenant, AttemptInfo, Backoff, CancelOutcome, CancelReport, ClaimTimes,
+    ClaimedJob, Done, FailOutcome, Heartbeat, JobId, JobInfo, JobSelection, JobSpec, JobState,
+    JobSummary, ListFilter, NewJob, PayloadMatch, Progress, ProgressEntry, QueueStats, ReapReport,
+    RetryReport, RunAt, Stats, PROGRESS_LOG_KEPT,
 };
 pub use lease::{CompleteBatch, OVERDUE_GRACE};
 pub use notify::{Notify, Outcome};
@@ -99,7 +100,7 @@ pub use schema::{APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION};
 pub use stats::StatsReuse;
 pub use tokens::{validate_token_name, Role, TokenInfo};
 pub use totals::TryTotals;
-pub use workers::{LiveWork, LiveWorker, ANY_KIND};
+pub use workers::{LiveWork, LiveWorker, WorkerInfo, ANY_KIND};
 
 /// How a [`Store`] is opened.
 #[derive(Debug, Clone)]

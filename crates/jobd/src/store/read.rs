@@ -6,7 +6,8 @@ use rusqlite::{params, OptionalExtension, Row};
 use crate::error::{Error, Result};
 use crate::store::control::error_pattern;
 use crate::store::job::{
-    validate_name, AttemptInfo, Backoff, JobId, JobInfo, JobState, JobSummary, ListFilter, Progress,
+    validate_name, AttemptInfo, Backoff, JobId, JobInfo, JobState, JobSummary, ListFilter,
+    PayloadMatch, Progress, ProgressEntry, PROGRESS_LOG_KEPT,
 };
 use crate::store::{notify, SqliteStore};
 
@@ -21,16 +22,22 @@ pub(crate) const GET_ATTEMPTS: &str = "
 SELECT attempt, worker, started_at, finished_at, outcome, error
 FROM attempts WHERE job_id = ?1 ORDER BY attempt";
 
+/// The latest ?2 progress reports of a job, newest first.
+pub(crate) const GET_PROGRESS: &str = "
+SELECT attempt, at, percent, stage, detail
+FROM progress WHERE job_id = ?1 ORDER BY id DESC LIMIT CAST(?2 AS INTEGER)";
+
 /// A page of jobs, newest first: ?1 queue, ?2 state, ?3 kind, ?4 tenant (each
 /// NULL for any), ?5 only ids below it (the next page), ?6 how many, ?7 a
-/// `LIKE` pattern the last error must match (NULL for any).  The
+/// `LIKE` pattern the last error must match (NULL for any), ?8 a JSON path
+/// into the payload whose value must equal the JSON text ?9 (NULL for any).  The
 /// variants differ only in how they find the rows (see [`Store::list`](crate::store::Backend::list)).
 macro_rules! list_jobs {
     ($from:literal, $state:literal) => {
         concat!(
             "
 SELECT id, queue, kind, state, priority, attempts, attempt_limit, tenant, progress_percent,
-       progress_stage, last_error, run_at, created_at, finished_at
+       progress_stage, last_error, run_at, created_at, finished_at, started_at, lease_owner
 FROM ",
             $from,
             "
@@ -42,6 +49,7 @@ WHERE ",
   AND (?4 IS NULL OR tenant = ?4)
   AND (?5 IS NULL OR id < ?5)
   AND (?7 IS NULL OR last_error LIKE ?7 ESCAPE '\\')
+  AND (?8 IS NULL OR json_extract(payload, ?8) = json_extract(?9, '$'))
 ORDER BY id DESC
 LIMIT CAST(?6 AS INTEGER)"
         )
@@ -81,6 +89,8 @@ pub(super) fn summary_row(r: &Row) -> rusqlite::Result<JobSummary> {
         run_at: r.get(11)?,
         created_at: r.get(12)?,
         finished_at: r.get(13)?,
+        started_at: r.get(14)?,
+        worker: r.get(15)?,
     })
 }
 
@@ -113,6 +123,7 @@ pub(super) fn bytes_ref<'r>(r: &'r Row, i: usize) -> rusqlite::Result<&'r [u8]> 
 pub(crate) const STATEMENTS: &[(&str, &str)] = &[
     ("GET_JOB", GET_JOB),
     ("GET_ATTEMPTS", GET_ATTEMPTS),
+    ("GET_PROGRESS", GET_PROGRESS),
     ("LIST_JOBS", LIST_JOBS),
     ("LIST_RUNNING", LIST_RUNNING),
     ("LIST_SCHEDULED", LIST_SCHEDULED),
@@ -162,6 +173,7 @@ impl SqliteStore {
                         finished_at: r.get(25)?,
                         notify: notify::parse_stored(r.get_ref(26)?.as_str_or_null()?),
                         attempt_log: Vec::new(),
+                        progress_log: Vec::new(),
                     })
                 })
                 .optional()?;
@@ -178,6 +190,18 @@ impl SqliteStore {
                 })
             })?;
             job.attempt_log = rows.collect::<rusqlite::Result<_>>()?;
+            let mut stmt = conn.prepare_cached(GET_PROGRESS)?;
+            let rows = stmt.query_map(params![id, PROGRESS_LOG_KEPT], |r| {
+                Ok(ProgressEntry {
+                    attempt: r.get(0)?,
+                    at: r.get(1)?,
+                    percent: r.get(2)?,
+                    stage: r.get(3)?,
+                    detail: r.get(4)?,
+                })
+            })?;
+            job.progress_log = rows.collect::<rusqlite::Result<_>>()?;
+            job.progress_log.reverse();
             Ok(job)
         })
     }
@@ -200,6 +224,12 @@ impl SqliteStore {
                 format!("{limit} is not between 1 and 10000"),
             ));
         }
+        let payload = filter
+            .payload
+            .as_deref()
+            .map(PayloadMatch::parse)
+            .transpose()?;
+        let payload_path = payload.as_ref().map(PayloadMatch::sqlite_path);
         self.with_conn("list", |conn| {
             let sql = match filter.state {
                 Some(JobState::Running) => LIST_RUNNING,
@@ -217,6 +247,8 @@ impl SqliteStore {
                     filter.before_id,
                     limit,
                     error_pattern(filter.error_contains.as_deref()),
+                    payload_path,
+                    payload.as_ref().map(|p| p.value.as_str()),
                 ],
                 summary_row,
             )?;

@@ -5,11 +5,23 @@
 
 use std::time::Duration;
 
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 
 use crate::clock::{duration_ms, Millis};
-use crate::error::Result;
-use crate::store::job::{validate_name, JobId};
+use crate::error::{Error, Result};
+use crate::store::job::{validate_name, JobId, JobState};
+
+/// A running job is not deleted: its worker would go on with it.
+pub(super) fn check_deletable(id: JobId, state: &str) -> Result<()> {
+    if state == "running" {
+        return Err(Error::InvalidState {
+            job_id: id,
+            state: state.to_string(),
+            operation: "delete a running job (cancel it, and delete it once it has stopped)",
+        });
+    }
+    Ok(())
+}
 use crate::store::SqliteStore;
 
 /// Finished jobs older than a cut-off, a bounded batch at a time so that the
@@ -64,9 +76,13 @@ pub(crate) const STATEMENTS: &[(&str, &str)] = &[
     ("PURGE_PICKED", PURGE_PICKED),
     ("PURGE_PROGRESS", PURGE_PROGRESS),
     ("PURGE_FIRES", PURGE_FIRES),
+    ("STATE_OF", STATE_OF),
 ];
 
 /// Rows deleted per transaction, so that writers are never held up long.
+/// A job's state, for a delete.
+pub(crate) const STATE_OF: &str = "SELECT state FROM jobs WHERE id = ?1";
+
 const BATCH: i64 = 5_000;
 
 impl SqliteStore {
@@ -104,6 +120,27 @@ impl SqliteStore {
     /// Delete progress reports made before `cutoff` (ms since the epoch),
     /// in batches; each job's latest report stays on its row.  Returns the
     /// number deleted.
+    /// Delete one job that is waiting or finished, with its tries and
+    /// progress (its tries stay in the counters, as a purge's do); a
+    /// running job is refused — cancel it, then delete it once it stopped.
+    /// The state it was in comes back.
+    pub fn delete(&self, id: JobId) -> Result<JobState> {
+        let state = self.write("delete", |tx| {
+            let state: String = tx
+                .prepare_cached(STATE_OF)?
+                .query_row([id], |r| r.get(0))
+                .optional()?
+                .ok_or(Error::NotFound { job_id: id })?;
+            check_deletable(id, &state)?;
+            let ids = format!("[{id}]");
+            tx.prepare_cached(TALLY_PURGED)?.execute([&ids])?;
+            tx.prepare_cached(PURGE_PICKED)?.execute([&ids])?;
+            Ok(state)
+        })?;
+        tracing::info!(job_id = id, state = %state, "deleted a job");
+        state.parse()
+    }
+
     pub fn purge_progress(&self, cutoff: Millis) -> Result<usize> {
         let mut purged = 0;
         loop {

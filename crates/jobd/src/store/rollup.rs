@@ -327,13 +327,6 @@ pub(crate) const STATEMENTS: &[(&str, &str)] = &[
     ("PURGE_ROLLUPS", PURGE_ROLLUPS),
 ];
 
-/// Column `i` of `row` as text, unowned (a queue name per completed job).
-pub(crate) fn text<'a>(row: &'a rusqlite::Row<'_>, i: usize) -> rusqlite::Result<&'a str> {
-    row.get_ref(i)?.as_str().map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
-    })
-}
-
 pub(crate) fn read_rollups(
     stmt: &mut rusqlite::CachedStatement<'_>,
     params: impl rusqlite::Params,

@@ -43,7 +43,7 @@ DELETE FROM state WHERE expires_at <= ?2 AND key LIKE ?1 ESCAPE '\\'";
 /// (through the `jobs_dead` index, schema 10).
 pub(crate) const DEAD_SINCE: &str = "
 SELECT id, queue, kind, state, priority, attempts, attempt_limit, tenant, progress_percent,
-       progress_stage, last_error, run_at, created_at, finished_at
+       progress_stage, last_error, run_at, created_at, finished_at, started_at, lease_owner
 FROM jobs INDEXED BY jobs_dead
 WHERE state = 'dead' AND (finished_at, id) > (?1, ?2) AND finished_at <= ?3
 ORDER BY finished_at, id";

@@ -56,6 +56,7 @@ fn every_named_statement_prepares_on_a_fresh_database() {
         include_str!("retention.rs"),
         include_str!("totals.rs"),
         include_str!("state.rs"),
+        include_str!("rollup.rs"),
         include_str!("../scheduler/manage.rs"),
         include_str!("../scheduler/fire.rs"),
     ]
@@ -485,11 +486,13 @@ fn opcodes(store: &SqliteStore, sql: &str) -> Vec<String> {
 fn hot_writes_build_no_temporary_tables() {
     // An IN list of more than two constants in a CHECK or a partial index's
     // WHERE makes SQLite build a temporary b-tree every time a row is
-    // written; so does RETURNING.  Enqueue and complete need neither.
+    // written; so does RETURNING.  Enqueue, complete and the rollups'
+    // upsert of a batch need neither.
     let (_dir, store) = fresh();
     for (name, sql) in [
         ("INSERT_PLAIN_JOB", enqueue::INSERT_PLAIN_JOB),
         ("COMPLETE", lease::COMPLETE),
+        ("ADD_ROLLUP", rollup::ADD_ROLLUP),
     ] {
         let ops = opcodes(&store, sql);
         assert!(

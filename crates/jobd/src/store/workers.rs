@@ -14,6 +14,30 @@ pub(crate) const LIVE_WORKERS: &str = "SELECT count(*) FROM workers WHERE last_h
 pub(crate) const LIVE_WORK: &str =
     "SELECT queues, kinds FROM workers WHERE last_heartbeat_at >= ?1";
 
+/// The live workers with what they serve and how many jobs each runs now
+/// (through `jobs_running`: the running jobs are few).
+pub(crate) const WORKER_LIST: &str = "
+SELECT w.id, w.host, w.pid, w.queues, w.kinds, w.started_at, w.last_heartbeat_at,
+       (SELECT count(*) FROM jobs INDEXED BY jobs_running
+        WHERE state = 'running' AND lease_owner = w.id)
+FROM workers AS w WHERE w.last_heartbeat_at >= ?1 ORDER BY w.started_at, w.id";
+
+/// One live worker, for the dashboard and `GET /api/v1/workers`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct WorkerInfo {
+    pub id: String,
+    pub host: String,
+    /// 0 when a remote worker did not say.
+    pub pid: i64,
+    pub queues: Vec<String>,
+    /// `["*"]` ([`ANY_KIND`]) for a remote worker that runs every kind of its queues.
+    pub kinds: Vec<String>,
+    pub started_at: Millis,
+    pub last_heartbeat_at: Millis,
+    /// Jobs it runs now.
+    pub running: i64,
+}
+
 /// What the live workers on a file serve and run ([`Store::live_work`](crate::store::Backend::live_work)).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LiveWork {
@@ -84,6 +108,7 @@ pub(super) fn json_list(field: &'static str, list: &impl serde::Serialize) -> Re
 
 #[cfg(test)]
 pub(crate) const STATEMENTS: &[(&str, &str)] = &[
+    ("WORKER_LIST", WORKER_LIST),
     ("REGISTER_WORKER", REGISTER_WORKER),
     ("WORKER_HEARTBEAT", WORKER_HEARTBEAT),
     ("DEREGISTER_WORKER", DEREGISTER_WORKER),
@@ -118,6 +143,31 @@ impl SqliteStore {
                 });
             }
             Ok(work)
+        })
+    }
+
+    /// Every live worker (in-process and remote), oldest first.
+    pub fn workers(&self) -> Result<Vec<WorkerInfo>> {
+        let live_since = self.now() - duration_ms(self.inner.opts.worker_liveness);
+        self.with_conn("workers", |conn| {
+            let mut stmt = conn.prepare_cached(WORKER_LIST)?;
+            let rows = stmt.query_map([live_since], |r| {
+                let names = |i| -> rusqlite::Result<Vec<String>> {
+                    let text: String = r.get(i)?;
+                    Ok(serde_json::from_str(&text).unwrap_or_default())
+                };
+                Ok(WorkerInfo {
+                    id: r.get(0)?,
+                    host: r.get(1)?,
+                    pid: r.get(2)?,
+                    queues: names(3)?,
+                    kinds: names(4)?,
+                    started_at: r.get(5)?,
+                    last_heartbeat_at: r.get(6)?,
+                    running: r.get(7)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
     }
 

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
-use crate::store::{ClaimedJob, JobId};
+use crate::store::{ClaimTimes, ClaimedJob, Done, JobId};
 use crate::worker::context::{Running, StopReason};
 use crate::worker::runtime::{supervise, FirstPoll, Shared};
 use crate::worker::watcher::CommitWatcher;
@@ -46,6 +46,8 @@ pub(super) struct Completion {
     /// The result as JSON text; `None` for a handler that returned nothing
     /// (`()`, JSON `null`): no text is written for it.
     pub(super) result: Option<String>,
+    /// The claim's queue and times, for the rollups.
+    pub(super) times: ClaimTimes,
     /// The run's span, for what is logged about this completion.
     pub(super) span: tracing::Span,
     pub(super) queued: Instant,
@@ -346,10 +348,15 @@ impl Exchange<'_> {
     /// then a run started for each claimed job.  True when jobs were claimed.
     fn turn(&mut self, claims: Vec<(usize, usize)>) -> bool {
         let shared = self.shared;
-        let done: Vec<(JobId, i64, Option<String>)> = self
+        let done: Vec<Done> = self
             .pending
             .iter_mut()
-            .map(|c| (c.id, c.token, c.result.take()))
+            .map(|c| Done {
+                id: c.id,
+                token: c.token,
+                result: c.result.take(),
+                times: Some(c.times.clone()),
+            })
             .collect();
         let wants: Vec<(&str, usize)> = claims
             .iter()
@@ -397,8 +404,8 @@ impl Exchange<'_> {
             }
             Err(e) => {
                 // The results go back to their completions, for the next try.
-                for (c, (_, _, result)) in self.pending.iter_mut().zip(done) {
-                    c.result = result;
+                for (c, d) in self.pending.iter_mut().zip(done) {
+                    c.result = d.result;
                 }
                 self.failures += 1;
                 let pause = RETRY_FIRST

@@ -2,6 +2,7 @@
 //! a `ManualClock`, nothing sleeps.  One binary, one module per area.
 
 mod claims;
+mod console;
 mod control;
 mod enqueue;
 mod extensions;

@@ -10,14 +10,15 @@ use crate::store::control::{
 };
 use crate::store::job::{
     validate_name, AttemptInfo, Backoff, CancelOutcome, CancelReport, JobId, JobInfo, JobSelection,
-    JobState, JobSummary, ListFilter, Progress, QueueStats, RetryReport, Stats,
+    JobState, JobSummary, ListFilter, PayloadMatch, Progress, ProgressEntry, QueueStats,
+    RetryReport, Stats, PROGRESS_LOG_KEPT,
 };
 use crate::store::notify;
 use crate::store::postgres::jobs::enqueue_ended;
 use crate::store::postgres::{PgStore, NOTIFY_WORK};
 use crate::store::tokens::{validate_token_name, Role, TokenInfo};
 use crate::store::totals::TryTotals;
-use crate::store::workers::{LiveWork, LiveWorker};
+use crate::store::workers::{LiveWork, LiveWorker, WorkerInfo};
 
 const JOB_STATE: &str = "SELECT state, unique_key FROM jobs WHERE id = $1 FOR UPDATE";
 
@@ -72,9 +73,13 @@ const GET_ATTEMPTS: &str = "
 SELECT attempt, worker, started_at, finished_at, outcome, error
 FROM attempts WHERE job_id = $1 ORDER BY attempt";
 
+const GET_PROGRESS: &str = "
+SELECT attempt, at, percent, stage, detail
+FROM progress WHERE job_id = $1 ORDER BY id DESC LIMIT $2";
+
 const LIST_JOBS: &str = "
 SELECT id, queue, kind, state, priority, attempts, attempt_limit, tenant, progress_percent,
-       progress_stage, last_error, run_at, created_at, finished_at
+       progress_stage, last_error, run_at, created_at, finished_at, started_at, lease_owner
 FROM jobs
 WHERE ($1::text IS NULL OR queue = $1)
   AND ($2::text IS NULL OR state = $2)
@@ -82,6 +87,7 @@ WHERE ($1::text IS NULL OR queue = $1)
   AND ($4::text IS NULL OR tenant = $4)
   AND ($5::int8 IS NULL OR id < $5)
   AND ($7::text IS NULL OR last_error ILIKE $7 ESCAPE '\\')
+  AND ($8::text[] IS NULL OR payload::jsonb #> $8 = $9::text::jsonb)
 ORDER BY id DESC
 LIMIT $6";
 
@@ -108,6 +114,12 @@ const LIVE_WORK: &str =
     "SELECT queues, kinds FROM workers WHERE last_heartbeat_at >= jobd_time($1) - $2";
 
 const NOW: &str = "SELECT jobd_time($1)";
+
+const WORKER_LIST: &str = "
+SELECT w.id, w.host, w.pid::int8, w.queues, w.kinds, w.started_at, w.last_heartbeat_at,
+       (SELECT count(*) FROM jobs WHERE state = 'running' AND lease_owner = w.id)
+FROM workers AS w WHERE w.last_heartbeat_at >= jobd_time($1) - $2
+ORDER BY w.started_at, w.id";
 
 /// Tries that ended without success per queue and outcome, with their run
 /// time, and the purged ones' tallies (the file's `TRY_TOTALS`).
@@ -426,6 +438,7 @@ impl PgStore {
                 finished_at: r.get(25),
                 notify: notify::parse_stored(r.get(26)),
                 attempt_log: Vec::new(),
+                progress_log: Vec::new(),
             };
             job.attempt_log = db
                 .query(GET_ATTEMPTS, &[&id])?
@@ -437,6 +450,18 @@ impl PgStore {
                     finished_at: r.get(3),
                     outcome: r.get(4),
                     error: r.get(5),
+                })
+                .collect();
+            job.progress_log = db
+                .query(GET_PROGRESS, &[&id, &PROGRESS_LOG_KEPT])?
+                .iter()
+                .rev()
+                .map(|r| ProgressEntry {
+                    attempt: r.get(0),
+                    at: r.get(1),
+                    percent: r.get(2),
+                    stage: r.get(3),
+                    detail: r.get(4),
                 })
                 .collect();
             Ok(job)
@@ -455,6 +480,15 @@ impl PgStore {
             ));
         }
         let pattern = error_pattern(filter.error_contains.as_deref());
+        let payload = filter
+            .payload
+            .as_deref()
+            .map(PayloadMatch::parse)
+            .transpose()?;
+        let (path, value) = match &payload {
+            Some(p) => (Some(p.path.clone()), Some(p.value.clone())),
+            None => (None, None),
+        };
         self.read("list", |db| {
             db.query(
                 LIST_JOBS,
@@ -466,6 +500,8 @@ impl PgStore {
                     &filter.before_id,
                     &limit,
                     &pattern,
+                    &path,
+                    &value,
                 ],
             )?
             .iter()
@@ -639,6 +675,32 @@ impl PgStore {
         })
     }
 
+    pub fn workers(&self) -> Result<Vec<WorkerInfo>> {
+        let now = self.now_param();
+        let live = duration_ms(self.options().worker_liveness);
+        self.read("workers", |db| {
+            Ok(db
+                .query(WORKER_LIST, &[&now, &live])?
+                .iter()
+                .map(|r| {
+                    let names = |i| -> Vec<String> {
+                        serde_json::from_str(r.get::<_, &str>(i)).unwrap_or_default()
+                    };
+                    WorkerInfo {
+                        id: r.get(0),
+                        host: r.get(1),
+                        pid: r.get(2),
+                        queues: names(3),
+                        kinds: names(4),
+                        started_at: r.get(5),
+                        last_heartbeat_at: r.get(6),
+                        running: r.get(7),
+                    }
+                })
+                .collect())
+        })
+    }
+
     pub fn register_worker(
         &self,
         worker: &str,
@@ -758,6 +820,8 @@ fn summary_row(r: &postgres::Row) -> Result<JobSummary> {
         run_at: r.get(11),
         created_at: r.get(12),
         finished_at: r.get(13),
+        started_at: r.get(14),
+        worker: r.get(15),
     })
 }
 
@@ -815,7 +879,7 @@ const SET_STATE: &str =
 
 const DEAD_SINCE: &str = "
 SELECT id, queue, kind, state, priority, attempts, attempt_limit, tenant, progress_percent,
-       progress_stage, last_error, run_at, created_at, finished_at
+       progress_stage, last_error, run_at, created_at, finished_at, started_at, lease_owner
 FROM jobs
 WHERE state = 'dead' AND (finished_at, id) > ($1, $2) AND finished_at <= $3
 ORDER BY finished_at, id";

@@ -11,7 +11,8 @@ use crate::error::{Error, Result};
 use crate::store::ack::{timed_out, Ack, AckOutcome, HeldTry};
 use crate::store::enqueue::validate_batch;
 use crate::store::job::{
-    validate_name, ClaimedJob, FailOutcome, Heartbeat, JobId, NewJob, Progress, ReapReport, RunAt,
+    validate_name, ClaimedJob, Done, FailOutcome, Heartbeat, JobId, NewJob, Progress, ReapReport,
+    RunAt,
 };
 use crate::store::lease::{
     claim_plan, plan_end, reaped_end, CompleteBatch, Ending, RunningTry, OVERDUE_GRACE,
@@ -97,7 +98,7 @@ WHERE id IN (
         $5)
     FOR UPDATE SKIP LOCKED)
 RETURNING id, kind, payload, priority, attempts, attempt_limit, timeout_ms, tenant, lease_token,
-          lease_expires_at";
+          lease_expires_at, started_at, run_at";
 
 /// Finish tries that succeeded (arrays of ids, tokens, results), each only
 /// while its lease is held; the ids finished come back.
@@ -315,7 +316,7 @@ impl PgStore {
     /// for all the completions, one per queue claimed from).
     pub fn exchange(
         &self,
-        done: &[(JobId, i64, Option<String>)],
+        done: &[Done],
         worker: &str,
         claims: &[(&str, usize)],
         most: usize,
@@ -323,9 +324,9 @@ impl PgStore {
     ) -> Result<(CompleteBatch, Vec<ClaimedJob>)> {
         let (claims, most) = claim_plan(worker, claims, most)?;
         let mut seen = std::collections::HashSet::new();
-        let done: Vec<&(JobId, i64, Option<String>)> = done
+        let done: Vec<&Done> = done
             .iter()
-            .filter(|(id, token, _)| seen.insert((*id, *token)))
+            .filter(|d| seen.insert((d.id, d.token)))
             .collect();
         if done.is_empty() && most == 0 {
             return Ok((CompleteBatch::default(), Vec::new()));
@@ -336,9 +337,9 @@ impl PgStore {
         let (lost, mut claimed) = self.write("complete_and_claim", |db| {
             let mut lost = Vec::new();
             if !done.is_empty() {
-                let ids: Vec<JobId> = done.iter().map(|d| d.0).collect();
-                let tokens: Vec<i64> = done.iter().map(|d| d.1).collect();
-                let results: Vec<Option<&str>> = done.iter().map(|d| d.2.as_deref()).collect();
+                let ids: Vec<JobId> = done.iter().map(|d| d.id).collect();
+                let tokens: Vec<i64> = done.iter().map(|d| d.token).collect();
+                let results: Vec<Option<&str>> = done.iter().map(|d| d.result.as_deref()).collect();
                 let mut tally = Tally::default();
                 let finished: std::collections::HashSet<JobId> = db
                     .query(COMPLETE_MANY, &[&now, &ids, &tokens, &results])?
@@ -453,7 +454,13 @@ impl PgStore {
         result: Option<&serde_json::Value>,
     ) -> Result<()> {
         let result = result.map(|v| v.to_string());
-        let (batch, _) = self.exchange(&[(id, token, result)], "", &[], 0, Duration::ZERO)?;
+        let done = Done {
+            id,
+            token,
+            result,
+            times: None,
+        };
+        let (batch, _) = self.exchange(&[done], "", &[], 0, Duration::ZERO)?;
         if batch.completed == 0 {
             return Err(Error::LeaseLost { job_id: id });
         }
@@ -776,6 +783,8 @@ fn claim_in(
                 tenant: r.get(7),
                 lease_token: r.get(8),
                 lease_expires_at: r.get(9),
+                started_at: r.get(10),
+                due_at: r.get(11),
             });
         }
         if claimed.len() as i64 >= most {

@@ -16,10 +16,11 @@ use crate::scheduler::fire::fire_pass;
 use crate::scheduler::manage::{install_in, put_in, run_now_in, set_enabled_in};
 use crate::scheduler::rows::{ScheduleRow, ScheduleRows};
 use crate::scheduler::{FireRecord, FireReport, Misfire, NewSchedule, ScheduleInfo, When};
-use crate::store::job::{validate_name, JobId, NewJob};
+use crate::store::job::{validate_name, JobId, JobState, NewJob};
 use crate::store::notify;
 use crate::store::postgres::jobs::insert_validated;
 use crate::store::postgres::{Db, PgStore, NOTIFY_WORK};
+use crate::store::retention::check_deletable;
 use crate::store::Rollup;
 
 const PURGE_PICK: &str = "
@@ -46,6 +47,8 @@ ON CONFLICT (queue, outcome) DO UPDATE
 SET tries = p.tries + excluded.tries, run_ms = p.run_ms + excluded.run_ms";
 
 const PURGE_PICKED: &str = "DELETE FROM jobs WHERE id = ANY($1)";
+
+const STATE_OF: &str = "SELECT state FROM jobs WHERE id = $1 FOR UPDATE";
 
 const PURGE_PROGRESS: &str = "
 DELETE FROM progress WHERE id IN (SELECT id FROM progress WHERE at < $1 LIMIT $2)";
@@ -166,6 +169,22 @@ impl PgStore {
         }
         tracing::info!(deleted = total, "purged finished jobs");
         Ok(total)
+    }
+
+    pub fn delete(&self, id: JobId) -> Result<JobState> {
+        let state = self.write("delete", |db| {
+            let state: String = db
+                .query_opt(STATE_OF, &[&id])?
+                .ok_or(Error::NotFound { job_id: id })?
+                .get(0);
+            check_deletable(id, &state)?;
+            let ids = vec![id];
+            db.execute(TALLY_PURGED, &[&ids])?;
+            db.execute(PURGE_PICKED, &[&ids])?;
+            Ok(state)
+        })?;
+        tracing::info!(job_id = id, state = %state, "deleted a job");
+        state.parse()
     }
 
     pub fn purge_progress(&self, cutoff: Millis) -> Result<usize> {
