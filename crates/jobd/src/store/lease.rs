@@ -100,6 +100,11 @@ pub(crate) const RUNNING_TIMES: &str = "
 SELECT queue, started_at, run_at FROM jobs
 WHERE id = ?1 AND lease_token = ?2 AND state = 'running'";
 
+/// The queue and times of the jobs of a JSON list of ids (completions
+/// whose times the caller did not hand over, after the batch).
+pub(crate) const TIMES_OF: &str = "
+SELECT queue, started_at, run_at FROM jobs WHERE id IN (SELECT value FROM json_each(?1))";
+
 /// The running try of a job, fenced by its token.
 pub(crate) const RUNNING_TRY: &str = "
 SELECT attempts, attempt_limit, backoff_base_ms, backoff_max_ms, lease_owner, started_at, cancel_requested,
@@ -169,6 +174,7 @@ pub(crate) const STATEMENTS: &[(&str, &str)] = &[
     ("NEXT_RUN_AT", NEXT_RUN_AT),
     ("COMPLETE", COMPLETE),
     ("RUNNING_TIMES", RUNNING_TIMES),
+    ("TIMES_OF", TIMES_OF),
     ("RUNNING_TRY", RUNNING_TRY),
     ("END_TRY", END_TRY),
     ("RECORD_ATTEMPT", RECORD_ATTEMPT),
@@ -249,21 +255,30 @@ impl SqliteStore {
             let mut lost = Vec::new();
             if !done.is_empty() {
                 let mut tally = Tally::default();
+                // Completions without their claim's times: read in one
+                // statement after the batch.
+                let mut untimed = Vec::new();
+                let mut finish = tx.prepare_cached(COMPLETE)?;
                 for d in &done {
-                    let times = match &d.times {
-                        Some(t) => Some((t.queue.as_str(), t.started_at, t.due_at)),
-                        None => None,
-                    };
-                    if !complete_in(
-                        tx,
-                        d.id,
-                        d.token,
-                        d.result.as_deref(),
-                        now,
-                        times,
-                        &mut tally,
-                    )? {
+                    if finish.execute(params![d.id, d.token, d.result, now])? == 0 {
                         lost.push(d.id);
+                        continue;
+                    }
+                    match &d.times {
+                        Some(t) => {
+                            let started = Some(t.started_at);
+                            tally.ended(&t.queue, now, Ended::Succeeded, started, t.due_at)
+                        }
+                        None => untimed.push(d.id),
+                    }
+                }
+                if !untimed.is_empty() {
+                    let ids = serde_json::Value::from(untimed).to_string();
+                    let mut stmt = tx.prepare_cached(TIMES_OF)?;
+                    let mut rows = stmt.query([ids])?;
+                    while let Some(r) = rows.next()? {
+                        let queue: String = r.get(0)?;
+                        tally.ended(&queue, now, Ended::Succeeded, r.get(1)?, r.get(2)?);
                     }
                 }
                 tally.write(tx)?;
