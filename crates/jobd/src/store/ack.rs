@@ -157,6 +157,8 @@ impl SqliteStore {
             Ok((outcomes, claimed))
         })?;
         claimed.sort_by_key(|j| (j.priority, j.id));
+        self.inner.claims.claimed(&claimed, now);
+        self.inner.claims.forget(acks.iter().map(|(id, _, _)| *id));
         let retrying = outcomes
             .iter()
             .any(|o| matches!(o, AckOutcome::Retrying { .. } | AckOutcome::Released));

@@ -251,25 +251,31 @@ impl SqliteStore {
         let now = self.now();
         let expires = now.saturating_add(duration_ms(lease));
         let mut notified = 0;
+        let notes = self.inner.claims.take(done.iter().map(|d| (d.id, d.token)));
         let (lost, mut claimed) = self.write("complete_and_claim", |tx| {
             let mut lost = Vec::new();
             if !done.is_empty() {
                 let mut tally = Tally::default();
-                // Completions without their claim's times: read in one
-                // statement after the batch.
+                // Completions neither handed over with their claim's times
+                // nor claimed through this handle: read in one statement
+                // after the batch.
                 let mut untimed = Vec::new();
                 let mut finish = tx.prepare_cached(COMPLETE)?;
-                for d in &done {
+                for (d, note) in done.iter().zip(&notes) {
                     if finish.execute(params![d.id, d.token, d.result, now])? == 0 {
                         lost.push(d.id);
                         continue;
                     }
-                    match &d.times {
-                        Some(t) => {
+                    match (&d.times, note) {
+                        (Some(t), _) => {
                             let started = Some(t.started_at);
                             tally.ended(&t.queue, now, Ended::Succeeded, started, t.due_at)
                         }
-                        None => untimed.push(d.id),
+                        (None, Some(n)) => {
+                            let started = Some(n.started_at);
+                            tally.ended(&n.queue, now, Ended::Succeeded, started, n.due_at)
+                        }
+                        (None, None) => untimed.push(d.id),
                     }
                 }
                 if !untimed.is_empty() {
@@ -288,6 +294,7 @@ impl SqliteStore {
             Ok((lost, claimed))
         })?;
         claimed.sort_by_key(|j| (j.priority, j.id));
+        self.inner.claims.claimed(&claimed, now);
         for job in &claimed {
             tracing::debug!(job_id = job.id, queue = %job.queue, kind = %job.kind, attempt = job.attempt, worker, "claimed");
         }
@@ -376,9 +383,16 @@ impl SqliteStore {
     ) -> Result<()> {
         let result = result.map(|v| v.to_string());
         let now = self.now();
+        let note = self
+            .inner
+            .claims
+            .take(std::iter::once((id, token)))
+            .pop()
+            .flatten();
         let notified = self.write("complete", |tx| {
             let mut tally = Tally::default();
-            if !complete_in(tx, id, token, result.as_deref(), now, None, &mut tally)? {
+            let times = note.as_ref().map(|n| (&*n.queue, n.started_at, n.due_at));
+            if !complete_in(tx, id, token, result.as_deref(), now, times, &mut tally)? {
                 return Err(Error::LeaseLost { job_id: id });
             }
             tally.write(tx)?;
@@ -434,6 +448,7 @@ impl SqliteStore {
             notified = notify::enqueue_ended(tx, now)?;
             Ok(outcome)
         })?;
+        self.inner.claims.forget(std::iter::once(id));
         tracing::debug!(job_id = id, ?outcome, "try ended");
         if matches!(outcome, FailOutcome::Retrying { .. }) || notified > 0 {
             self.notify_work();
@@ -506,6 +521,14 @@ impl SqliteStore {
             notified = notify::enqueue_ended(tx, now)?;
             Ok(report)
         })?;
+        let ended = report
+            .requeued
+            .iter()
+            .chain(&report.dead)
+            .chain(&report.cancelled);
+        self.inner
+            .claims
+            .forget(ended.chain(&report.timed_out).copied());
         if report.total() > 0 {
             tracing::warn!(
                 requeued = report.requeued.len(),

@@ -199,6 +199,8 @@ struct Inner {
     writer_manager: ConnectionManager,
     /// The last count of finished jobs (see [`Store::stats_recent`](crate::store::Backend::stats_recent)).
     finished: std::sync::Mutex<Option<Arc<stats::FinishedCounts>>>,
+    /// The tries this handle claimed, for the rollups of their completions.
+    claims: rollup::ClaimNotes,
 }
 
 /// Run `f` (a connection's set-up) again while it fails with `Busy`, for up
@@ -383,6 +385,7 @@ impl SqliteStore {
                 writer: std::sync::Mutex::new(None),
                 writer_manager: writer,
                 finished: std::sync::Mutex::new(None),
+                claims: rollup::ClaimNotes::default(),
             }),
         })
     }

@@ -226,6 +226,91 @@ impl Tally {
     }
 }
 
+/// The tries this store handle claimed and has not seen end, by job: what
+/// the rollups need of a completion (queue, started, due), so that a batch
+/// of completions — `complete_many`, the worker's turn, remote workers'
+/// acknowledgements through the daemon — counts them without reading their
+/// rows again.  A completion of a try claimed elsewhere (another process)
+/// reads them from the file instead.  Entries of tries that ended another
+/// way are dropped when they end here, or once the notes grow past
+/// [`NOTES_KEPT`] and their lease has long expired.
+#[derive(Debug, Default)]
+pub(crate) struct ClaimNotes(std::sync::Mutex<std::collections::HashMap<i64, Note>>);
+
+#[derive(Debug, Clone)]
+pub(crate) struct Note {
+    token: i64,
+    pub(crate) queue: std::sync::Arc<str>,
+    pub(crate) started_at: Millis,
+    pub(crate) due_at: Millis,
+    expires: Millis,
+}
+
+/// Notes kept before the stale ones are swept.
+const NOTES_KEPT: usize = 100_000;
+
+impl ClaimNotes {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<i64, Note>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Note the tries just claimed (after their transaction committed).
+    pub(crate) fn claimed(&self, jobs: &[crate::store::ClaimedJob], now: Millis) {
+        if jobs.is_empty() {
+            return;
+        }
+        let mut notes = self.lock();
+        if notes.len() + jobs.len() > NOTES_KEPT {
+            notes.retain(|_, n| n.expires > now - 3_600_000);
+        }
+        let mut queue: Option<std::sync::Arc<str>> = None;
+        for j in jobs {
+            let q = match &queue {
+                Some(q) if **q == *j.queue => q.clone(),
+                _ => {
+                    let q: std::sync::Arc<str> = j.queue.as_str().into();
+                    queue = Some(q.clone());
+                    q
+                }
+            };
+            notes.insert(
+                j.id,
+                Note {
+                    token: j.lease_token,
+                    queue: q,
+                    started_at: j.started_at,
+                    due_at: j.due_at,
+                    expires: j.lease_expires_at,
+                },
+            );
+        }
+    }
+
+    /// Take the notes of these tries (`(id, token)`), in order; `None` for
+    /// one this handle did not claim.
+    pub(crate) fn take(&self, tries: impl Iterator<Item = (i64, i64)>) -> Vec<Option<Note>> {
+        let mut notes = self.lock();
+        tries
+            .map(|(id, token)| match notes.remove(&id) {
+                Some(n) if n.token == token => Some(n),
+                Some(n) => {
+                    notes.insert(id, n);
+                    None
+                }
+                None => None,
+            })
+            .collect()
+    }
+
+    /// Forget these jobs' notes (their tries ended another way).
+    pub(crate) fn forget(&self, ids: impl Iterator<Item = i64>) {
+        let mut notes = self.lock();
+        for id in ids {
+            notes.remove(&id);
+        }
+    }
+}
+
 /// Add a tally's counts to a queue's minute.
 pub(crate) const ADD_ROLLUP: &str = "
 INSERT INTO rollups (queue, minute, succeeded, failed, dead, cancelled, run_ms, wait_ms, run_10ms, run_50ms, run_100ms, run_250ms, run_500ms, run_1s, run_2500ms, run_5s, run_10s, run_30s, run_1m, run_5m, run_more, wait_10ms, wait_50ms, wait_100ms, wait_250ms, wait_500ms, wait_1s, wait_2500ms, wait_5s, wait_10s, wait_30s, wait_1m, wait_5m, wait_more)
