@@ -18,6 +18,8 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     pub db: Option<PathBuf>,
     pub listen: Option<String>,
+    /// A path prefix for the console and the API behind a reverse proxy.
+    pub base_path: Option<String>,
     pub api_token: Option<String>,
     /// Concurrency per queue, over the built-in defaults.
     #[serde(default)]
@@ -261,6 +263,8 @@ data_dir = "{data_dir}"
 
 # The HTTP API and dashboard. Keep it on loopback unless a proxy guards it.
 listen = "{DEFAULT_LISTEN}"
+# Behind a reverse proxy that passes a path prefix on: the console at /jobd/.
+# base_path = "/jobd"
 
 # Every /api request needs "Authorization: Bearer <api_token>". Keep this file private.
 api_token = "{token}"

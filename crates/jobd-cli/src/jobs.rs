@@ -1,4 +1,4 @@
-//! `jobd enqueue | show | list | cancel | retry`.
+//! `jobd enqueue | show | list | cancel | retry | delete`.
 
 use std::io::BufRead;
 use std::path::Path;
@@ -209,6 +209,10 @@ pub struct ListArgs {
     /// Only jobs whose last error contains this text (ASCII letters in any case).
     #[arg(long)]
     error: Option<String>,
+    /// Only jobs whose payload holds this value at this path: `customer.id=42`,
+    /// `to=ops@example.com` (a value that is not JSON is a string).
+    #[arg(long, value_name = "PATH=VALUE")]
+    payload: Option<String>,
     /// Only jobs older than this one (the next page: the last id printed).
     #[arg(long, value_name = "ID")]
     before: Option<i64>,
@@ -233,6 +237,7 @@ pub fn list(db: &Path, args: ListArgs) -> CliResult {
         error_contains: args.error,
         before_id: args.before,
         limit: Some(args.limit),
+        payload: args.payload,
     };
     let jobs = open(db)?.list(&filter)?;
     if args.json {
@@ -335,6 +340,34 @@ pub fn cancel(db: &Path, args: TargetArgs) -> CliResult {
         serde_json::to_value(outcome)?.as_str().unwrap_or("done")
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args, Debug)]
+pub struct DeleteArgs {
+    /// The jobs to delete.
+    #[arg(required = true)]
+    ids: Vec<i64>,
+}
+
+/// Delete each job named; one that cannot be (running, missing) is said,
+/// the others go, and the exit code is 1.
+pub fn delete(db: &Path, args: DeleteArgs) -> CliResult {
+    let store = open(db)?;
+    let mut failed = false;
+    for id in args.ids {
+        match store.delete(id) {
+            Ok(state) => println!("job {id}: deleted (was {state})"),
+            Err(e) => {
+                eprintln!("job {id}: {e}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 pub fn retry(db: &Path, args: TargetArgs) -> CliResult {

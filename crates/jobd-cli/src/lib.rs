@@ -79,6 +79,8 @@ enum Command {
     Cancel(jobs::TargetArgs),
     /// Revive a dead or cancelled job with a fresh set of tries, or with --all every dead job the filters match.
     Retry(jobs::TargetArgs),
+    /// Delete a waiting or finished job with its tries and progress (a running one: cancel it first).
+    Delete(jobs::DeleteArgs),
     /// Counts per queue and state, and live workers.
     Stats(queues::StatsArgs),
     /// Pause, resume, limit or purge a queue.
@@ -198,6 +200,7 @@ fn dispatch(cli: Cli) -> CliResult {
         Command::List(args) => jobs::list(db, args),
         Command::Cancel(args) => jobs::cancel(db, args),
         Command::Retry(args) => jobs::retry(db, args),
+        Command::Delete(args) => jobs::delete(db, args),
         Command::Stats(args) => queues::stats(db, args),
         Command::Queue(cmd) => queues::queue(db, data_dir, &config, cmd),
         Command::Reap => {

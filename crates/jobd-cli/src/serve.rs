@@ -20,6 +20,11 @@ pub struct ServeArgs {
     /// Address of the HTTP API.
     #[arg(long, env = "JOBD_LISTEN")]
     listen: Option<String>,
+    /// Serve the console and the API under this path prefix (`/jobd`: the
+    /// console at /jobd/, the API at /jobd/api/v1), for a reverse proxy
+    /// that passes the prefix on.
+    #[arg(long, env = "JOBD_BASE_PATH")]
+    base_path: Option<String>,
     /// Do not run the cron scheduler in this process.
     #[arg(long)]
     no_scheduler: bool,
@@ -252,6 +257,10 @@ pub fn serve(db: &Path, data_dir: &Path, config: &Config, args: ServeArgs) -> Cl
         .listen
         .or_else(|| config.listen.clone())
         .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+    let base_path = args
+        .base_path
+        .or_else(|| config.base_path.clone())
+        .unwrap_or_default();
     let store = open_or_create(db)?;
     // Absolute, so the paths in job results mean the same to every reader.
     let data = DataDir::new(std::path::absolute(data_dir)?);
@@ -303,7 +312,7 @@ pub fn serve(db: &Path, data_dir: &Path, config: &Config, args: ServeArgs) -> Cl
             let stop = stop.clone();
             server::serve(
                 listener,
-                server::router_with(state, crate::app::routes()),
+                server::at_base_path(server::router_with(state, crate::app::routes()), &base_path)?,
                 async move { stop.cancelled().await },
             )
         });

@@ -20,6 +20,10 @@ pub struct CleanupOptions {
     /// many days are deleted.  Default 7.
     #[serde(default = "default_days")]
     pub finished_older_than_days: u32,
+    /// Per-minute rollups (the dashboard's charts) older than this many
+    /// days fold into their queue's totals.  Default 8: a week of charts.
+    #[serde(default = "default_rollup_days")]
+    pub rollups_older_than_days: u32,
     /// `ANALYZE` + `PRAGMA optimize` each tenant database.
     #[serde(default)]
     pub analyze_tenants: bool,
@@ -32,10 +36,15 @@ fn default_days() -> u32 {
     7
 }
 
+fn default_rollup_days() -> u32 {
+    8
+}
+
 impl Default for CleanupOptions {
     fn default() -> Self {
         CleanupOptions {
             finished_older_than_days: default_days(),
+            rollups_older_than_days: default_rollup_days(),
             analyze_tenants: false,
             vacuum_tenants: false,
         }
@@ -48,6 +57,9 @@ pub struct CleanupReport {
     pub purged_jobs: usize,
     pub purged_progress: usize,
     pub purged_fires: usize,
+    /// Per-minute rollups folded into their queue's totals.
+    #[serde(default)]
+    pub purged_rollups: usize,
     /// Expired analytics cache entries.
     #[serde(default)]
     pub purged_cache: usize,
@@ -72,6 +84,9 @@ pub fn cleanup(
     reporter.report(20.0, "purging progress rows", None);
     report.purged_progress = store.purge_progress(cutoff)?;
     report.purged_fires = store.purge_fires(cutoff)?;
+    let rollup_cutoff =
+        store.clock().now_ms() - i64::from(opts.rollups_older_than_days) * 86_400_000;
+    report.purged_rollups = store.purge_rollups(rollup_cutoff)?;
 
     report.purged_cache = crate::analytics::purge_expired(store)?;
     reporter.report(40.0, "optimizing the queue file", None);

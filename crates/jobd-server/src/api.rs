@@ -364,15 +364,6 @@ pub(super) async fn schedules(State(s): State<ApiState>) -> ApiResult<Json<Value
     Ok(Json(json!({ "schedules": list })))
 }
 
-/// `GET /api/v1/schedules/{name}`
-pub(super) async fn get_schedule(
-    State(s): State<ApiState>,
-    Path(name): Path<String>,
-) -> ApiResult<Json<Value>> {
-    let info = blocking(move || s.store.schedule(&name)).await?;
-    Ok(Json(serde_json::to_value(info).unwrap_or_default()))
-}
-
 /// `POST /api/v1/schedules`: a [`ScheduleSpec`].
 pub(super) async fn add_schedule(
     State(s): State<ApiState>,

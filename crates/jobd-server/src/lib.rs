@@ -25,6 +25,7 @@
 //! * `static/` — the dashboard's HTML and script, served as they are.
 
 mod api;
+mod console;
 mod listen;
 pub(crate) mod metrics;
 pub mod protocol;
@@ -38,7 +39,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use jobd::store::Role;
 use jobd::worker::CommitWatch;
@@ -321,16 +322,22 @@ pub fn router_with(state: ApiState, app: Router<ApiState>) -> Router {
         .route("/jobs/cancel", post(api::cancel_matching))
         .route("/jobs/{id}/cancel", post(api::cancel))
         .route("/jobs/{id}/retry", post(api::retry))
+        .route("/jobs/{id}", delete(console::delete_job))
         .route("/queues/{name}/{action}", post(api::queue_action))
-        .route("/schedules", get(api::schedules).post(api::add_schedule))
+        .route("/schedules", post(api::add_schedule))
         .route(
             "/schedules/{name}",
-            get(api::get_schedule).delete(api::remove_schedule),
+            put(console::replace_schedule).delete(api::remove_schedule),
         )
+        .route("/schedules/{name}/{action}", post(console::schedule_action))
         .route_layer(axum::middleware::from_fn(|r, n| need(Role::Admin, r, n)));
     let mut producer = Router::new()
         .route("/jobs", post(api::enqueue).get(api::list_jobs))
         .route("/queues", get(api::queues))
+        .route("/overview", get(console::overview))
+        .route("/schedules", get(api::schedules))
+        .route("/schedules/{name}", get(console::get_schedule))
+        .route("/workers", get(console::workers))
         .merge(app);
     producer = producer.route_layer(axum::middleware::from_fn(|r, n| need(Role::Producer, r, n)));
     let worker = Router::new()
@@ -347,6 +354,7 @@ pub fn router_with(state: ApiState, app: Router<ApiState>) -> Router {
     let api = Router::new()
         // Any role: a worker token reads only its own workers' jobs.
         .route("/jobs/{id}", get(api::get_job))
+        .route("/whoami", get(console::whoami))
         .merge(admin)
         .merge(producer)
         .merge(worker)
@@ -356,12 +364,71 @@ pub fn router_with(state: ApiState, app: Router<ApiState>) -> Router {
     Router::new()
         .route("/", get(dashboard))
         .route("/dashboard.js", get(dashboard_js))
+        .route("/dashboard.css", get(dashboard_css))
         .nest("/api/v1", api)
         .route("/healthz", get(api::healthz))
         .route("/metrics", get(metrics::metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(no_framing))
         .with_state(state)
+}
+
+/// `router` under a path prefix, for a reverse proxy that passes the
+/// prefix on (`base_path = "/jobd"`: the console at `/jobd/`, the API at
+/// `/jobd/api/v1`); `/jobd` redirects to `/jobd/`, so that the console's
+/// relative URLs resolve under the prefix.  `""` or `"/"` is no prefix.
+/// A prefix is `/` and segments of letters, digits, `-`, `_`, `.` and `~`.
+pub fn at_base_path(router: Router, base: &str) -> jobd::Result<Router> {
+    let base = base.trim_end_matches('/');
+    if base.is_empty() {
+        return Ok(router);
+    }
+    let ok = base.starts_with('/')
+        && base[1..].split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b))
+        });
+    if !ok {
+        return Err(Error::invalid(
+            "base_path",
+            format!(
+                "{base:?} is not a path prefix such as \"/jobd\" (segments of letters, \
+                 digits, '-', '_', '.' and '~')"
+            ),
+        ));
+    }
+    let base = base.to_string();
+    let slash = format!("{base}/");
+    Ok(Router::new().fallback(move |mut req: Request| {
+        let (inner, base, slash) = (router.clone(), base.clone(), slash.clone());
+        async move {
+            let path = req.uri().path();
+            if path == base {
+                return axum::response::Redirect::permanent(&slash).into_response();
+            }
+            let Some(rest) = path.strip_prefix(&base).filter(|r| r.starts_with('/')) else {
+                return ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    format!("nothing here: jobd is under {slash}"),
+                )
+                .into_response();
+            };
+            let mut target = rest.to_string();
+            if let Some(q) = req.uri().query() {
+                target.push('?');
+                target.push_str(q);
+            }
+            match target.parse() {
+                Ok(uri) => *req.uri_mut() = uri,
+                Err(_) => return StatusCode::BAD_REQUEST.into_response(),
+            }
+            tower::ServiceExt::oneshot(inner, req).await.into_response()
+        }
+    }))
 }
 
 /// Let through callers whose role is `role`, or admin; 403 for the rest.
@@ -457,11 +524,11 @@ pub async fn serve(
 /// asks for the token and keeps it in the browser.
 const DASHBOARD: &str = include_str!("static/dashboard.html");
 const DASHBOARD_JS: &str = include_str!("static/dashboard.js");
+const DASHBOARD_CSS: &str = include_str!("static/dashboard.css");
 
 /// Only this origin's script and no inline script: text from the queue
 /// could never run even if it reached the page as markup.
-const CSP: &str =
-    "default-src 'self'; script-src 'self'; style-src 'unsafe-inline'; frame-ancestors 'none'";
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; frame-ancestors 'none'";
 
 async fn dashboard() -> Response {
     (
@@ -470,6 +537,14 @@ async fn dashboard() -> Response {
             (header::CONTENT_SECURITY_POLICY, CSP),
         ],
         DASHBOARD,
+    )
+        .into_response()
+}
+
+async fn dashboard_css() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        DASHBOARD_CSS,
     )
         .into_response()
 }

@@ -93,6 +93,12 @@ async fn every_api_route_needs_the_token() {
         (Method::POST, "/api/v1/schedules"),
         (Method::GET, "/api/v1/schedules/x"),
         (Method::DELETE, "/api/v1/schedules/x"),
+        (Method::PUT, "/api/v1/schedules/x"),
+        (Method::POST, "/api/v1/schedules/x/run"),
+        (Method::DELETE, "/api/v1/jobs/1"),
+        (Method::GET, "/api/v1/overview"),
+        (Method::GET, "/api/v1/workers"),
+        (Method::GET, "/api/v1/whoami"),
         (Method::GET, "/api/v1/nope"),
     ];
     for (method, path) in routes {
@@ -491,6 +497,48 @@ async fn queues_schedules_health_and_metrics() {
     );
     assert!(text.contains("# TYPE jobd_attempts_total counter"));
     assert!(text.contains("jobd_live_workers 0"));
+    // Run time and queue wait as histograms per queue, cumulative buckets:
+    // the three tries ran in no time.
+    for line in [
+        "# TYPE jobd_run_duration_seconds histogram",
+        "jobd_run_duration_seconds_bucket{queue=\"m\",le=\"0.01\"} 3\n",
+        "jobd_run_duration_seconds_bucket{queue=\"m\",le=\"300\"} 3\n",
+        "jobd_run_duration_seconds_bucket{queue=\"m\",le=\"+Inf\"} 3\n",
+        "jobd_run_duration_seconds_count{queue=\"m\"} 3\n",
+        "jobd_queue_wait_seconds_count{queue=\"m\"} 3\n",
+        "jobd_jobs_ended_total{queue=\"m\",outcome=\"succeeded\"} 2\n",
+        "jobd_build_info{version=\"",
+        "process_cpu_seconds_total ",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        "jobd_queue_file_bytes ",
+        "jobd_wal_bytes ",
+    ] {
+        assert!(text.contains(line), "{line} missing: {text}");
+    }
+    if std::path::Path::new("/usr/bin/promtool").exists() {
+        let mut check = std::process::Command::new("/usr/bin/promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        check
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = check.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 /// The `/metrics` lines of one queue's finished tries.
@@ -540,10 +588,8 @@ async fn metrics_counters_never_go_down_when_finished_jobs_are_purged() {
 
     let (_, before) = call(&a.app, Method::GET, "/metrics", None, None).await;
     let expected = [
-        "jobd_attempt_duration_seconds_count{queue=\"m\",outcome=\"failed\"} 2",
-        "jobd_attempt_duration_seconds_count{queue=\"m\",outcome=\"succeeded\"} 3",
-        "jobd_attempt_duration_seconds_sum{queue=\"m\",outcome=\"failed\"} 2",
-        "jobd_attempt_duration_seconds_sum{queue=\"m\",outcome=\"succeeded\"} 3",
+        "jobd_attempt_seconds_total{queue=\"m\",outcome=\"failed\"} 2.0",
+        "jobd_attempt_seconds_total{queue=\"m\",outcome=\"succeeded\"} 3.0",
         "jobd_attempts_total{queue=\"m\",outcome=\"failed\"} 2",
         "jobd_attempts_total{queue=\"m\",outcome=\"succeeded\"} 3",
     ];
@@ -592,7 +638,7 @@ async fn metrics_counters_never_go_down_when_finished_jobs_are_purged() {
         "{last}"
     );
     assert!(
-        last.contains("jobd_attempt_duration_seconds_sum{queue=\"m\",outcome=\"succeeded\"} 4\n"),
+        last.contains("jobd_attempt_seconds_total{queue=\"m\",outcome=\"succeeded\"} 4.0\n"),
         "{last}"
     );
     let stats = a.store.stats().unwrap();
@@ -872,4 +918,293 @@ async fn the_server_cuts_off_slow_clients_and_sheds_idle_connections() {
 
     stop.cancel();
     server.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn the_consoles_routes_overview_workers_delete_and_schedule_actions() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = jobd::clock::ManualClock::new(1_700_000_000_000);
+    let store = Store::open_with(
+        dir.path().join("queue.db"),
+        jobd::store::StoreOptions::default().clock(clock.clone()),
+    )
+    .unwrap();
+    let a = api_on(dir, store);
+    let lease = std::time::Duration::from_secs(30);
+    // Three jobs of "email": one waits 2 s and runs 300 ms, one fails for
+    // good, one stays running on a registered worker.
+    for i in 0..3 {
+        let job = NewJob::new("email", "send_email").payload(&json!({"to": format!("u{i}@x.io")}));
+        a.store.enqueue(&job).unwrap();
+    }
+    a.store
+        .register_worker("h:1:w", "h", 1, &["email"], &["send_email"])
+        .unwrap();
+    clock.advance(std::time::Duration::from_secs(2));
+    let tries = a.store.claim("h:1:w", &["email"], 3, lease).unwrap();
+    clock.advance(std::time::Duration::from_millis(300));
+    a.store
+        .complete(tries[0].id, tries[0].lease_token, None)
+        .unwrap();
+    a.store
+        .fail(tries[1].id, tries[1].lease_token, "no", false)
+        .unwrap();
+
+    let (s, o) = ok(&a.app, Method::GET, "/api/v1/overview", None).await;
+    assert_eq!(s, StatusCode::OK, "{o}");
+    assert_eq!(
+        o["minutes"]["total"]["succeeded"].as_array().unwrap().len(),
+        60
+    );
+    assert_eq!(
+        o["minutes"]["total"]["succeeded"][59], 1,
+        "this minute, last"
+    );
+    assert_eq!(o["minutes"]["queues"]["email"]["dead"][59], 1);
+    assert_eq!(o["minutes"]["total"]["failed"][59], 1);
+    assert_eq!(
+        o["hours"]["total"]["succeeded"].as_array().unwrap().len(),
+        24
+    );
+    assert_eq!(o["hours"]["total"]["succeeded"][23], 1);
+    let t = &o["timing"]["email"];
+    assert_eq!(t["tries"], 2);
+    // Run 300 ms (the 250–500 ms bucket) and 300 ms; wait 2 s both.
+    let p50 = t["run_p50_ms"].as_f64().unwrap();
+    assert!((250.0..=500.0).contains(&p50), "{t}");
+    let w = t["wait_p95_ms"].as_f64().unwrap();
+    assert!((1000.0..=2500.0).contains(&w), "{t}");
+    assert_eq!(o["health"]["backend"], "sqlite");
+    assert_eq!(o["health"]["scheduler"], "running");
+    assert!(o["health"]["queue_file_bytes"].as_u64().unwrap() > 0);
+    assert!(o["health"]["free_disk_bytes"].as_u64().is_some());
+    assert_eq!(o["queues"][0]["queue"], "email");
+
+    let (_, w) = ok(&a.app, Method::GET, "/api/v1/workers", None).await;
+    assert_eq!(w["workers"][0]["id"], "h:1:w");
+    assert_eq!(w["workers"][0]["running"], 1);
+    let (_, me) = ok(&a.app, Method::GET, "/api/v1/whoami", None).await;
+    assert_eq!(me, json!({"name": "admin", "role": "admin"}));
+
+    // The list's new columns, and a payload search.
+    let (_, l) = ok(&a.app, Method::GET, "/api/v1/jobs?state=running", None).await;
+    assert_eq!(l["jobs"][0]["worker"], "h:1:w");
+    assert_eq!(l["jobs"][0]["started_at"], 1_700_000_002_000i64);
+    let (_, l) = ok(
+        &a.app,
+        Method::GET,
+        "/api/v1/jobs?payload=to%3Du2@x.io",
+        None,
+    )
+    .await;
+    assert_eq!(l["jobs"].as_array().unwrap().len(), 1, "{l}");
+    assert_eq!(l["jobs"][0]["id"], tries[2].id);
+    let (s, e) = ok(&a.app, Method::GET, "/api/v1/jobs?payload=to", None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(error_of(&e).contains("path=value"), "{e}");
+
+    // Delete: a finished job goes; a running one is a 409; a missing one 404.
+    let dead = tries[1].id;
+    let (s, v) = ok(
+        &a.app,
+        Method::DELETE,
+        &format!("/api/v1/jobs/{dead}"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, v["state"].as_str()),
+        (StatusCode::OK, Some("dead")),
+        "{v}"
+    );
+    let (s, _) = ok(&a.app, Method::GET, &format!("/api/v1/jobs/{dead}"), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = ok(
+        &a.app,
+        Method::DELETE,
+        &format!("/api/v1/jobs/{dead}"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let running = tries[2].id;
+    let (s, e) = ok(
+        &a.app,
+        Method::DELETE,
+        &format!("/api/v1/jobs/{running}"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert!(error_of(&e).contains("cancel it"), "{e}");
+    // The dead job's try is still counted.
+    let (_, o) = ok(&a.app, Method::GET, "/api/v1/overview", None).await;
+    assert_eq!(o["minutes"]["total"]["dead"][59], 1);
+
+    // Schedules: pause, resume, run now, replace, next and recent fires.
+    let spec = json!({"name": "nightly", "cron": "0 3 * * *", "queue": "email", "kind": "noop"});
+    ok(&a.app, Method::POST, "/api/v1/schedules", Some(spec)).await;
+    let (s, v) = ok(
+        &a.app,
+        Method::POST,
+        "/api/v1/schedules/nightly/pause",
+        None,
+    )
+    .await;
+    assert_eq!((s, v["enabled"].as_bool()), (StatusCode::OK, Some(false)));
+    let (_, v) = ok(&a.app, Method::GET, "/api/v1/schedules/nightly", None).await;
+    assert_eq!(
+        (
+            v["enabled"].as_bool(),
+            v["next_fires"].as_array().unwrap().len()
+        ),
+        (Some(false), 0)
+    );
+    ok(
+        &a.app,
+        Method::POST,
+        "/api/v1/schedules/nightly/resume",
+        None,
+    )
+    .await;
+    let (s, v) = ok(&a.app, Method::POST, "/api/v1/schedules/nightly/run", None).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let job = v["job_id"].as_i64().unwrap();
+    assert_eq!(a.store.get(job).unwrap().kind, "noop");
+    // A day later the scheduler has fired the 03:00 tick: a recent fire.
+    clock.advance(std::time::Duration::from_secs(86_400));
+    let fired = a
+        .store
+        .fire_due_schedules(std::time::Duration::from_secs(3600))
+        .unwrap();
+    assert_eq!(fired.fired.len(), 1, "{fired:?}");
+    let (_, v) = ok(
+        &a.app,
+        Method::GET,
+        "/api/v1/schedules/nightly?next=3",
+        None,
+    )
+    .await;
+    let next = v["next_fires"].as_array().unwrap();
+    assert_eq!(next.len(), 3);
+    assert!(next.windows(2).all(|w| w[0].as_i64() < w[1].as_i64()));
+    assert_eq!(v["recent_fires"][0]["job_id"], fired.fired[0].job_id);
+    assert!(v["recent_fires"][0]["job_id"].as_i64().is_some(), "{v}");
+    let (s, _) = ok(
+        &a.app,
+        Method::POST,
+        "/api/v1/schedules/nightly/explode",
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let edit = json!({"name": "nightly", "cron": "15 4 * * *", "queue": "email", "kind": "noop"});
+    let (s, v) = ok(&a.app, Method::PUT, "/api/v1/schedules/nightly", Some(edit)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["when"]["cron"], "15 4 * * *");
+    let rename = json!({"name": "other", "cron": "15 4 * * *", "queue": "email", "kind": "noop"});
+    let (s, e) = ok(
+        &a.app,
+        Method::PUT,
+        "/api/v1/schedules/nightly",
+        Some(rename),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(error_of(&e).contains("not renamed"), "{e}");
+    let (s, _) = ok(
+        &a.app,
+        Method::PUT,
+        "/api/v1/schedules/nope",
+        Some(json!({"name": "nope", "cron": "* * * * *", "queue": "email", "kind": "noop"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(matches!(
+        a.store.schedule("nope"),
+        Err(jobd::Error::ScheduleNotFound { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_producer_reads_the_console_and_may_not_act() {
+    use sha2::{Digest, Sha256};
+    let a = api();
+    let viewer = "viewer-token-0123456789abcdef0123456789";
+    let hash: [u8; 32] = Sha256::digest(viewer.as_bytes()).into();
+    a.store
+        .add_api_token("viewer", jobd::store::Role::Producer, &hash)
+        .unwrap();
+    let id = a.store.enqueue(&NewJob::new("email", "noop")).unwrap();
+    let spec = json!({"name": "n", "cron": "0 3 * * *", "queue": "email", "kind": "noop"});
+    ok(&a.app, Method::POST, "/api/v1/schedules", Some(spec)).await;
+    let (_, me) =
+        jobd_testkit::api::with_token(&a.app, viewer, Method::GET, "/api/v1/whoami", None).await;
+    assert_eq!(me, json!({"name": "viewer", "role": "producer"}));
+    for path in [
+        "/api/v1/overview",
+        "/api/v1/workers",
+        "/api/v1/schedules",
+        "/api/v1/schedules/n",
+        "/api/v1/queues",
+    ] {
+        let (s, v) = jobd_testkit::api::with_token(&a.app, viewer, Method::GET, path, None).await;
+        assert_eq!(s, StatusCode::OK, "{path}: {v}");
+    }
+    for (m, path) in [
+        (Method::DELETE, format!("/api/v1/jobs/{id}")),
+        (Method::POST, "/api/v1/schedules/n/run".to_string()),
+        (Method::POST, "/api/v1/schedules/n/pause".to_string()),
+        (Method::PUT, "/api/v1/schedules/n".to_string()),
+        (Method::DELETE, "/api/v1/schedules/n".to_string()),
+        (Method::POST, "/api/v1/queues/email/pause".to_string()),
+    ] {
+        let (s, v) =
+            jobd_testkit::api::with_token(&a.app, viewer, m.clone(), &path, Some(json!({}))).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{m} {path}: {v}");
+    }
+    assert!(a.store.get(id).is_ok());
+    assert!(a.store.schedule("n").unwrap().enabled);
+    assert_eq!(a.store.schedule("n").unwrap().fires, 0);
+}
+
+#[tokio::test]
+async fn the_console_and_api_under_a_path_prefix() {
+    let a = api();
+    let app = jobd_server::at_base_path(a.app.clone(), "/ops/jobd/").unwrap();
+    let (s, _) = call(&app, Method::GET, "/ops/jobd", None, None).await;
+    assert_eq!(s, StatusCode::PERMANENT_REDIRECT);
+    let req = Request::get("/ops/jobd").body(Body::empty()).unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.headers()["location"], "/ops/jobd/");
+    let (s, page) = call(&app, Method::GET, "/ops/jobd/", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(page.contains("src=\"dashboard.js\""), "relative URLs");
+    for path in [
+        "/ops/jobd/dashboard.js",
+        "/ops/jobd/dashboard.css",
+        "/ops/jobd/healthz",
+        "/ops/jobd/metrics",
+    ] {
+        let (s, _) = call(&app, Method::GET, path, None, None).await;
+        assert_eq!(s, StatusCode::OK, "{path}");
+    }
+    let (s, v) = call(
+        &app,
+        Method::GET,
+        "/ops/jobd/api/v1/whoami",
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, _) = call(&app, Method::GET, "/api/v1/whoami", Some(TOKEN), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "only under the prefix");
+    for bad in ["jobd", "/a b", "/../x", "/x//y", "/a?b"] {
+        assert!(
+            jobd_server::at_base_path(a.app.clone(), bad).is_err(),
+            "{bad}"
+        );
+    }
+    assert!(jobd_server::at_base_path(a.app.clone(), "/").is_ok());
 }

@@ -4,6 +4,7 @@
 //!   children reaped however a test ends, raw HTTP/1.1 to a spawned daemon,
 //!   counts read straight from a file;
 //! * [`api`] — requests to an in-process router;
+//! * [`browser`] — a headless Chromium through chromedriver;
 //! * [`smtp`] — a real SMTP server (aiosmtpd) and a webhook receiver on
 //!   loopback;
 //! * [`pg`] — a throwaway PostgreSQL cluster, a fresh database per test.
@@ -11,6 +12,7 @@
 //! Benches use [`env_usize`] for their sizes.
 
 pub mod api;
+pub mod browser;
 pub mod pg;
 pub mod smtp;
 
