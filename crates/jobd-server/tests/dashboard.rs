@@ -119,14 +119,16 @@ async fn log_in(c: &fantoccini::Client, token: &str) {
     click(c, "#save-token").await;
 }
 
-/// Wait until `view` is the one shown.
+/// Wait until `view` is the one shown, and the only one.
 async fn wait_view(c: &fantoccini::Client, view: &str) {
     let t0 = Instant::now();
     loop {
         let shown = c
             .execute(
                 "const v = document.getElementById('view-' + arguments[0]); \
-                 return !!v && !v.hidden && document.getElementById('login').hidden;",
+                 const shown = [...document.querySelectorAll('.view, #login')] \
+                   .filter(e => e.getClientRects().length > 0); \
+                 return shown.length === 1 && shown[0] === v;",
                 vec![json!(view)],
             )
             .await

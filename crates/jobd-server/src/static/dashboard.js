@@ -102,7 +102,8 @@ function drawChart(box, win, queue, label) {
   const n = win.total.succeeded.length;
   const zero = new Array(n).fill(0);
   const s = series || { succeeded: zero, failed: zero, dead: zero };
-  const W = 600, H = 140, left = 34, bottom = 16, top = 6;
+  // Drawn at the box's own width: one unit a pixel, text at its size.
+  const W = Math.max(280, Math.round(box.clientWidth || 600)), H = 140, left = 34, bottom = 16, top = 6;
   let max = 1;
   for (let i = 0; i < n; i++) max = Math.max(max, s.succeeded[i] + s.failed[i] + s.dead[i]);
   const svg = document.createElementNS(SVG, "svg");
