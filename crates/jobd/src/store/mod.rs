@@ -201,6 +201,8 @@ struct Inner {
     finished: std::sync::Mutex<Option<Arc<stats::FinishedCounts>>>,
     /// The tries this handle claimed, for the rollups of their completions.
     claims: rollup::ClaimNotes,
+    /// A thread counts the finished jobs again (see `stats_recent`).
+    recounting: std::sync::atomic::AtomicBool,
 }
 
 /// Run `f` (a connection's set-up) again while it fails with `Busy`, for up
@@ -386,6 +388,7 @@ impl SqliteStore {
                 writer_manager: writer,
                 finished: std::sync::Mutex::new(None),
                 claims: rollup::ClaimNotes::default(),
+                recounting: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }

@@ -2,6 +2,7 @@
 //! are reused for a while when reading them cost much CPU.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -310,13 +311,47 @@ impl SqliteStore {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The last finished counts of this store, if young enough to reuse.
+    /// The last finished counts of this store, if worth reusing: while
+    /// young enough, as they are; once older, still — while a thread of
+    /// their own counts them again (one at a time), so that no caller (a
+    /// dashboard, a scrape) waits for a count of a big file.
     pub(super) fn reusable_finished(&self, now: Millis) -> Option<Arc<FinishedCounts>> {
         let reuse = self.inner.opts.stats_reuse;
         let last = self.last_finished();
         let f = last.as_ref()?;
         let fresh_for = duration_ms(f.cost.saturating_mul(reuse.factor));
         let age = now - f.counted_at;
-        (f.cost >= reuse.min_scan && (0..fresh_for).contains(&age)).then(|| f.clone())
+        if f.cost < reuse.min_scan || age < 0 {
+            return None;
+        }
+        if age >= fresh_for && !self.inner.recounting.swap(true, Ordering::AcqRel) {
+            let store = self.clone();
+            let spawned = std::thread::Builder::new()
+                .name("jobd-stats".into())
+                .spawn(move || {
+                    if let Err(e) = store.recount_finished() {
+                        tracing::warn!(error = %e, "could not count the finished jobs again");
+                    }
+                    store.inner.recounting.store(false, Ordering::Release);
+                });
+            if spawned.is_err() {
+                self.inner.recounting.store(false, Ordering::Release);
+                return None;
+            }
+        }
+        Some(f.clone())
+    }
+
+    /// Count the finished jobs now, for the next callers of `stats_recent`.
+    fn recount_finished(&self) -> Result<()> {
+        let now = self.now();
+        let f = self.with_conn("stats", |conn| {
+            let tx = conn.unchecked_transaction()?;
+            let f = count_finished(&tx, now)?;
+            tx.commit()?;
+            Ok(f)
+        })?;
+        *self.last_finished() = Some(Arc::new(f));
+        Ok(())
     }
 }
