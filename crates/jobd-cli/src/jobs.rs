@@ -236,6 +236,7 @@ pub fn list(db: &Path, args: ListArgs) -> CliResult {
         tenant: args.tenant,
         error_contains: args.error,
         before_id: args.before,
+        after_id: None,
         limit: Some(args.limit),
         payload: args.payload,
     };

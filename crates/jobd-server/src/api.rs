@@ -113,14 +113,42 @@ pub(super) async fn enqueue(
     }
 }
 
-/// `GET /api/v1/jobs?queue=&state=&kind=&tenant=&error=&before_id=&limit=`
+/// How many jobs (by id) one payload search reads.
+pub const PAYLOAD_SEARCH_WINDOW: i64 = 50_000;
+
+/// `GET /api/v1/jobs?queue=&state=&kind=&tenant=&error=&payload=&before_id=&after_id=&limit=`
 pub(super) async fn list_jobs(
     State(s): State<ApiState>,
     params: Result<Query<ListFilter>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {
-    let filter = query(params)?;
-    let jobs = blocking(move || s.store.list(&filter)).await?;
-    Ok(Json(json!({ "jobs": jobs })))
+    let mut filter = query(params)?;
+    // A payload search reads every job's payload: one request searches a
+    // window of the newest (or, with before_id, the next older) jobs, and
+    // says which, so that a big file answers in time and the next page
+    // goes on from there.
+    if filter.payload.is_none() || filter.after_id.is_some() {
+        let jobs = blocking(move || s.store.list(&filter)).await?;
+        return Ok(Json(json!({ "jobs": jobs })));
+    }
+    let (jobs, top) = blocking(move || {
+        let top = match filter.before_id {
+            Some(id) => id,
+            None => {
+                let newest = jobd::store::ListFilter {
+                    limit: Some(1),
+                    ..Default::default()
+                };
+                s.store.list(&newest)?.first().map_or(1, |j| j.id + 1)
+            }
+        };
+        filter.after_id = Some(top - PAYLOAD_SEARCH_WINDOW - 1);
+        Ok((s.store.list(&filter)?, top))
+    })
+    .await?;
+    let from = (top - PAYLOAD_SEARCH_WINDOW).max(1);
+    Ok(Json(
+        json!({ "jobs": jobs, "searched_from": from, "searched_to": top - 1 }),
+    ))
 }
 
 #[derive(Debug, Default, Deserialize)]

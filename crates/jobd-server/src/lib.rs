@@ -17,12 +17,19 @@
 //!   token check, framing headers, JSON errors, the dashboard page.
 //! * `api` — the `/api/v1` routes and `/healthz`; [`blocking`] and
 //!   [`query`] for an application's own routes.
+//! * `console` — the routes the operations console reads and acts through:
+//!   the overview (throughput, timing, health from the rollups), workers,
+//!   who the caller is, deleting a job, a schedule's page and actions.
 //! * `protocol` — the worker protocol: claim (long-polling), acknowledge,
 //!   heartbeat, progress, for workers in any language.
-//! * `metrics` — `GET /metrics` in Prometheus' text format.
+//! * `metrics` — `GET /metrics` in Prometheus' text format, encoded by
+//!   `prometheus-client` (histograms of run time and queue wait, process
+//!   metrics).
 //! * `listen` — the accept loop: timeouts, a connection cap below the
 //!   file limit ([`serve_with`], [`ServeOptions`]).
-//! * `static/` — the dashboard's HTML and script, served as they are.
+//! * `static/` — the console's page, script and style, served as they are
+//!   (every URL in them relative: [`at_base_path`] puts it all under a
+//!   prefix).
 
 mod api;
 mod console;
@@ -306,7 +313,7 @@ impl ApiState {
     }
 }
 
-/// The whole HTTP surface: the API, `/healthz`, `/metrics`, the dashboard.
+/// The whole HTTP surface: the API, `/healthz`, `/metrics`, the console.
 pub fn router(state: ApiState) -> Router {
     router_with(state, Router::new())
 }

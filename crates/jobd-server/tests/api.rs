@@ -999,6 +999,41 @@ async fn the_consoles_routes_overview_workers_delete_and_schedule_actions() {
     .await;
     assert_eq!(l["jobs"].as_array().unwrap().len(), 1, "{l}");
     assert_eq!(l["jobs"][0]["id"], tries[2].id);
+    // It says which jobs it searched (a window of the newest, here all).
+    assert_eq!(
+        (l["searched_from"].as_i64(), l["searched_to"].as_i64()),
+        (Some(1), Some(3)),
+        "{l}"
+    );
+    let (_, l) = ok(
+        &a.app,
+        Method::GET,
+        "/api/v1/jobs?payload=to%3Du2@x.io&before_id=3",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (
+            l["jobs"].as_array().unwrap().len(),
+            l["searched_to"].as_i64()
+        ),
+        (0, Some(2)),
+        "{l}"
+    );
+    let (_, l) = ok(
+        &a.app,
+        Method::GET,
+        "/api/v1/jobs?after_id=1&limit=10",
+        None,
+    )
+    .await;
+    let ids: Vec<i64> = l["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, [3, 2]);
     let (s, e) = ok(&a.app, Method::GET, "/api/v1/jobs?payload=to", None).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(error_of(&e).contains("path=value"), "{e}");

@@ -237,6 +237,7 @@ const FILTERS = [["filter-state", "state"], ["filter-queue", "queue"], ["filter-
                  ["filter-tenant", "tenant"], ["filter-error", "error"], ["filter-payload", "payload"]];
 let pages = [null];
 let shown = [];
+let searchedFrom = null;
 let listSeq = 0;
 let filterTimer = null;
 
@@ -279,8 +280,12 @@ async function refreshJobs() {
   const params = new URLSearchParams({ limit: String(PAGE + 1), ...selection() });
   const before = pages[pages.length - 1];
   if (before !== null) params.set("before_id", String(before));
-  const { jobs } = await api("GET", "/jobs?" + params);
+  const answer = await api("GET", "/jobs?" + params);
+  const jobs = answer.jobs;
   if (seq !== listSeq) return; // a newer request (other filters, another page) went out
+  // A payload search reads a window of jobs at a time: "Older" goes on
+  // below it, even when it found fewer than a page.
+  searchedFrom = answer.searched_from || null;
   const now = Date.now();
   shown = jobs.slice(0, PAGE);
   fill($("jobs").tBodies[0], shown.map((j) => {
@@ -299,11 +304,14 @@ async function refreshJobs() {
   const state = $("filter-state").value;
   $("jobs-retry-all").disabled = !(shown.length && (state === "dead" || state === "cancelled"));
   $("jobs-cancel-all").disabled = !(shown.length && ["", "scheduled", "ready", "running"].includes(state));
-  $("jobs-older").disabled = jobs.length <= PAGE;
+  $("jobs-older").disabled = !(jobs.length > PAGE || (searchedFrom !== null && searchedFrom > 1));
   $("jobs-newer").disabled = pages.length === 1;
   $("jobs-page").textContent = shown.length === 0
     ? (pages.length === 1 ? "no job matches" : "no older job matches")
     : "page " + pages.length + " · jobs #" + shown[0].id + " to #" + shown[shown.length - 1].id;
+  if (searchedFrom !== null && jobs.length <= PAGE) {
+    $("jobs-page").textContent += " · searched jobs #" + answer.searched_to + " to #" + searchedFrom;
+  }
 }
 
 function filtersChanged() {
@@ -583,8 +591,9 @@ $("jobs-cancel-all").onclick = async () => {
 for (const [id] of FILTERS) $(id).addEventListener("input", filtersChanged);
 $("filters").addEventListener("submit", (e) => e.preventDefault());
 $("jobs-older").onclick = () => {
-  if (!shown.length) return;
-  const before = shown[shown.length - 1].id;
+  const full = shown.length >= PAGE;
+  if (!full && searchedFrom === null) return;
+  const before = full ? shown[shown.length - 1].id : searchedFrom;
   pages.push(before);
   go(jobsLink({ before, page: pages.length }));
 };

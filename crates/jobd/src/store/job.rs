@@ -546,6 +546,8 @@ pub struct ListFilter {
     pub error_contains: Option<String>,
     /// Only jobs with a smaller id (for paging).
     pub before_id: Option<JobId>,
+    /// Only jobs with a larger id (a window of the jobs to search).
+    pub after_id: Option<JobId>,
     /// At most this many (default 100, at most 10,000).
     pub limit: Option<i64>,
     /// Only jobs whose payload holds a value at a path equal to a JSON

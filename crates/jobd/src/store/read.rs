@@ -30,7 +30,9 @@ FROM progress WHERE job_id = ?1 ORDER BY id DESC LIMIT CAST(?2 AS INTEGER)";
 /// A page of jobs, newest first: ?1 queue, ?2 state, ?3 kind, ?4 tenant (each
 /// NULL for any), ?5 only ids below it (the next page), ?6 how many, ?7 a
 /// `LIKE` pattern the last error must match (NULL for any), ?8 a JSON path
-/// into the payload whose value must equal the JSON text ?9 (NULL for any).  The
+/// into the payload whose value must equal the JSON text ?9 (NULL for any),
+/// ?10 only ids above it.  The ids' bounds are a range of the rowid (an
+/// older page is a seek, not a walk from the newest job).  The
 /// variants differ only in how they find the rows (see [`Store::list`](crate::store::Backend::list)).
 macro_rules! list_jobs {
     ($from:literal, $state:literal) => {
@@ -47,7 +49,8 @@ WHERE ",
   AND (?1 IS NULL OR queue = ?1)
   AND (?3 IS NULL OR kind = ?3)
   AND (?4 IS NULL OR tenant = ?4)
-  AND (?5 IS NULL OR id < ?5)
+  AND id < coalesce(?5, 9223372036854775807)
+  AND id > coalesce(?10, -9223372036854775808)
   AND (?7 IS NULL OR last_error LIKE ?7 ESCAPE '\\')
   AND (?8 IS NULL OR json_extract(payload, ?8) = json_extract(?9, '$'))
 ORDER BY id DESC
@@ -249,6 +252,7 @@ impl SqliteStore {
                     error_pattern(filter.error_contains.as_deref()),
                     payload_path,
                     payload.as_ref().map(|p| p.value.as_str()),
+                    filter.after_id,
                 ],
                 summary_row,
             )?;

@@ -86,6 +86,7 @@ WHERE ($1::text IS NULL OR queue = $1)
   AND ($3::text IS NULL OR kind = $3)
   AND ($4::text IS NULL OR tenant = $4)
   AND ($5::int8 IS NULL OR id < $5)
+  AND ($10::int8 IS NULL OR id > $10)
   AND ($7::text IS NULL OR last_error ILIKE $7 ESCAPE '\\')
   AND ($8::text[] IS NULL OR payload::jsonb #> $8 = $9::text::jsonb)
 ORDER BY id DESC
@@ -502,6 +503,7 @@ impl PgStore {
                     &pattern,
                     &path,
                     &value,
+                    &filter.after_id,
                 ],
             )?
             .iter()
