@@ -10,7 +10,7 @@ use jobd::store::Role;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::{ApiError, ApiState, Caller};
+use crate::{ApiError, ApiState, Caller, ErrorBody};
 use jobd::scheduler::ScheduleSpec;
 use jobd::store::{parse_concurrency_limit, JobSelection, JobSpec, ListFilter, NewJob};
 
@@ -54,6 +54,7 @@ pub(crate) fn job_id(raw: &str) -> ApiResult<i64> {
 }
 
 /// `POST /api/v1/jobs`: one job object, or an array of them (one transaction).
+#[utoipa::path(post, path = "/jobs", tag = "jobs", request_body(content = serde_json::Value, description = "JSON"), responses((status = 201, description = "done", body = serde_json::Value), (status = 400, description = "bad input: says what was wrong", body = ErrorBody), (status = 401, description = "no or a wrong token", body = ErrorBody), (status = 403, description = "the token's role may not", body = ErrorBody)))]
 pub(super) async fn enqueue(
     State(s): State<ApiState>,
     body: Result<axum::body::Bytes, BytesRejection>,
@@ -117,6 +118,7 @@ pub(super) async fn enqueue(
 pub const PAYLOAD_SEARCH_WINDOW: i64 = 50_000;
 
 /// `GET /api/v1/jobs?queue=&state=&kind=&tenant=&error=&payload=&before_id=&after_id=&limit=`
+#[utoipa::path(get, path = "/jobs", tag = "jobs", params(("queue" = Option<String>, Query), ("state" = Option<String>, Query, description = "scheduled, ready, running, succeeded, dead or cancelled"), ("kind" = Option<String>, Query), ("tenant" = Option<String>, Query), ("error" = Option<String>, Query, description = "text the last error contains"), ("payload" = Option<String>, Query, description = "PATH=VALUE: a value in the payload"), ("before_id" = Option<i64>, Query), ("after_id" = Option<i64>, Query), ("limit" = Option<i64>, Query, description = "1 to 10000, default 100")), responses((status = 200, description = "done", body = serde_json::Value), (status = 400, description = "bad input: says what was wrong", body = ErrorBody), (status = 401, description = "no or a wrong token", body = ErrorBody), (status = 403, description = "the token's role may not", body = ErrorBody)))]
 pub(super) async fn list_jobs(
     State(s): State<ApiState>,
     params: Result<Query<ListFilter>, QueryRejection>,
@@ -151,7 +153,8 @@ pub(super) async fn list_jobs(
     ))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct GetParams {
     /// Answer once the job has finished, or after this long (`30s`, `2m`,
@@ -161,6 +164,7 @@ pub(super) struct GetParams {
 
 /// `GET /api/v1/jobs/{id}[?wait=30s]`.  A worker token reads only the jobs
 /// its own workers ran.
+#[utoipa::path(get, path = "/jobs/{id}", tag = "jobs", params(("id" = i64, Path, description = "the job"), GetParams), responses((status = 200, description = "done", body = serde_json::Value), (status = 400, description = "bad input: says what was wrong", body = ErrorBody), (status = 401, description = "no or a wrong token", body = ErrorBody), (status = 403, description = "the token's role may not", body = ErrorBody), (status = 404, description = "no such job", body = ErrorBody)))]
 pub(super) async fn get_job(
     State(s): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -237,6 +241,7 @@ fn job_json(job: &jobd::store::JobInfo) -> Value {
 }
 
 /// `POST /api/v1/jobs/{id}/cancel`
+#[utoipa::path(post, path = "/jobs/{id}/cancel", tag = "jobs", params(("id" = i64, Path, description = "the job")), responses((status = 200, description = "done", body = serde_json::Value), (status = 400, description = "bad input: says what was wrong", body = ErrorBody), (status = 401, description = "no or a wrong token", body = ErrorBody), (status = 403, description = "the token's role may not", body = ErrorBody), (status = 404, description = "no such job", body = ErrorBody), (status = 409, description = "not in this state", body = ErrorBody)))]
 pub(super) async fn cancel(
     State(s): State<ApiState>,
     Path(id): Path<String>,
@@ -249,6 +254,7 @@ pub(super) async fn cancel(
 }
 
 /// `POST /api/v1/jobs/{id}/retry`
+#[utoipa::path(post, path = "/jobs/{id}/retry", tag = "jobs", params(("id" = i64, Path, description = "the job")), responses((status = 200, description = "done", body = serde_json::Value), (status = 400, description = "bad input: says what was wrong", body = ErrorBody), (status = 401, description = "no or a wrong token", body = ErrorBody), (status = 403, description = "the token's role may not", body = ErrorBody), (status = 404, description = "no such job", body = ErrorBody), (status = 409, description = "not in this state", body = ErrorBody)))]
 pub(super) async fn retry(
     State(s): State<ApiState>,
     Path(id): Path<String>,
@@ -259,7 +265,8 @@ pub(super) async fn retry(
 }
 
 /// `?dry_run=true` on a bulk action: say what it would do, change nothing.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct BulkParams {
     #[serde(default)]
@@ -269,6 +276,7 @@ pub(super) struct BulkParams {
 /// `POST /api/v1/jobs/retry`: revive every dead (or, with `"state":
 /// "cancelled"`, cancelled) job a [`JobSelection`] matches — `{}` for all.
 /// With `?dry_run=true`, how many it would revive.
+#[utoipa::path(post, path = "/jobs/retry", tag = "jobs", params(BulkParams), request_body(content = serde_json::Value, description = "JSON"), responses((status = 200, description = "done", body = serde_json::Value), (status = 400, description = "bad input: says what was wrong", body = ErrorBody), (status = 401, description = "no or a wrong token", body = ErrorBody), (status = 403, description = "the token's role may not", body = ErrorBody)))]
 pub(super) async fn retry_matching(
     State(s): State<ApiState>,
     params: Result<Query<BulkParams>, QueryRejection>,
@@ -287,6 +295,7 @@ pub(super) async fn retry_matching(
 /// `POST /api/v1/jobs/cancel`: cancel every unfinished job a
 /// [`JobSelection`] matches (running ones are asked to stop).  With
 /// `?dry_run=true`, how many it would cancel and ask to stop.
+#[utoipa::path(post, path = "/jobs/cancel", tag = "jobs", params(BulkParams), request_body(content = serde_json::Value, description = "JSON"), responses((status = 200, description = "done", body = serde_json::Value), (status = 400, description = "bad input: says what was wrong", body = ErrorBody), (status = 401, description = "no or a wrong token", body = ErrorBody), (status = 403, description = "the token's role may not", body = ErrorBody)))]
 pub(super) async fn cancel_matching(
     State(s): State<ApiState>,
     params: Result<Query<BulkParams>, QueryRejection>,
@@ -307,12 +316,14 @@ pub(super) async fn cancel_matching(
 }
 
 /// `GET /api/v1/queues`: counts per queue and state, live workers.
+#[utoipa::path(get, path = "/queues", tag = "queues", responses((status = 200, description = "done", body = serde_json::Value), (status = 400, description = "bad input: says what was wrong", body = ErrorBody), (status = 401, description = "no or a wrong token", body = ErrorBody), (status = 403, description = "the token's role may not", body = ErrorBody)))]
 pub(super) async fn queues(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
     let stats = blocking(move || s.store.stats_recent()).await?;
     Ok(Json(serde_json::to_value(stats).unwrap_or_default()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct QueueParams {
     /// `purge`: only jobs finished at least this long ago.
@@ -326,6 +337,7 @@ pub(super) struct QueueParams {
 }
 
 /// `POST /api/v1/queues/{name}/pause|resume|purge[?older_than_secs=]|limit?limit=N|none`
+#[utoipa::path(post, path = "/queues/{name}/{action}", tag = "queues", params(("name" = String, Path, description = "the queue"), ("action" = String, Path, description = "pause, resume, purge or limit"), QueueParams), responses((status = 200, description = "done", body = serde_json::Value), (status = 400, description = "bad input: says what was wrong", body = ErrorBody), (status = 401, description = "no or a wrong token", body = ErrorBody), (status = 403, description = "the token's role may not", body = ErrorBody), (status = 404, description = "no such queue or action", body = ErrorBody)))]
 pub(super) async fn queue_action(
     State(s): State<ApiState>,
     Path((name, action)): Path<(String, String)>,
@@ -387,12 +399,14 @@ pub(super) async fn queue_action(
 }
 
 /// `GET /api/v1/schedules`
+#[utoipa::path(get, path = "/schedules", tag = "schedules", responses((status = 200, description = "done", body = serde_json::Value), (status = 400, description = "bad input: says what was wrong", body = ErrorBody), (status = 401, description = "no or a wrong token", body = ErrorBody), (status = 403, description = "the token's role may not", body = ErrorBody)))]
 pub(super) async fn schedules(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
     let list = blocking(move || s.store.schedules()).await?;
     Ok(Json(json!({ "schedules": list })))
 }
 
 /// `POST /api/v1/schedules`: a [`ScheduleSpec`].
+#[utoipa::path(post, path = "/schedules", tag = "schedules", request_body(content = serde_json::Value, description = "JSON"), responses((status = 201, description = "done", body = serde_json::Value), (status = 400, description = "bad input: says what was wrong", body = ErrorBody), (status = 401, description = "no or a wrong token", body = ErrorBody), (status = 403, description = "the token's role may not", body = ErrorBody), (status = 409, description = "a schedule of that name exists", body = ErrorBody)))]
 pub(super) async fn add_schedule(
     State(s): State<ApiState>,
     body: Result<axum::body::Bytes, BytesRejection>,
@@ -413,6 +427,7 @@ pub(super) async fn add_schedule(
 }
 
 /// `DELETE /api/v1/schedules/{name}`
+#[utoipa::path(delete, path = "/schedules/{name}", tag = "schedules", params(("name" = String, Path, description = "the schedule")), responses((status = 204, description = "done", body = serde_json::Value), (status = 400, description = "bad input: says what was wrong", body = ErrorBody), (status = 401, description = "no or a wrong token", body = ErrorBody), (status = 403, description = "the token's role may not", body = ErrorBody), (status = 404, description = "no such schedule", body = ErrorBody)))]
 pub(super) async fn remove_schedule(
     State(s): State<ApiState>,
     Path(name): Path<String>,

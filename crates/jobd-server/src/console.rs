@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::api::{blocking, job_id, json_body, query, ApiResult};
-use crate::{ApiError, ApiState, Caller};
+use crate::{ApiError, ApiState, Caller, ErrorBody};
 
 /// Minutes in the overview's last hour, hours in its last day.
 const MINUTES: i64 = 60;
@@ -131,6 +131,7 @@ pub(crate) fn file_sizes(store: &Store) -> Option<(u64, u64, Option<u64>)> {
 /// hour for the last day (per queue and in total), run time and queue wait
 /// per queue over the last hour, the counts per queue and state, and the
 /// system's health.
+#[utoipa::path(get, path = "/overview", tag = "console", responses((status = 200, description = "done", body = serde_json::Value), (status = 400, description = "bad input: says what was wrong", body = ErrorBody), (status = 401, description = "no or a wrong token", body = ErrorBody), (status = 403, description = "the token's role may not", body = ErrorBody)))]
 pub(super) async fn overview(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
     let store = s.store.clone();
     let (rows, stats, now) = blocking(move || {
@@ -171,6 +172,7 @@ pub(super) async fn overview(State(s): State<ApiState>) -> ApiResult<Json<Value>
 }
 
 /// `GET /api/v1/workers`: every live worker, in-process and remote.
+#[utoipa::path(get, path = "/workers", tag = "console", responses((status = 200, description = "done", body = serde_json::Value), (status = 400, description = "bad input: says what was wrong", body = ErrorBody), (status = 401, description = "no or a wrong token", body = ErrorBody), (status = 403, description = "the token's role may not", body = ErrorBody)))]
 pub(super) async fn workers(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
     let store = s.store.clone();
     let (workers, now) = blocking(move || Ok((store.workers()?, store.clock().now_ms()))).await?;
@@ -179,12 +181,14 @@ pub(super) async fn workers(State(s): State<ApiState>) -> ApiResult<Json<Value>>
 
 /// `GET /api/v1/whoami`: the token's name and role (the console hides
 /// what the role may not do).
+#[utoipa::path(get, path = "/whoami", tag = "console", responses((status = 200, description = "done", body = serde_json::Value), (status = 400, description = "bad input: says what was wrong", body = ErrorBody), (status = 401, description = "no or a wrong token", body = ErrorBody), (status = 403, description = "the token's role may not", body = ErrorBody)))]
 pub(super) async fn whoami(Extension(caller): Extension<Caller>) -> Json<Value> {
     Json(json!({ "name": caller.name, "role": caller.role.as_str() }))
 }
 
 /// `DELETE /api/v1/jobs/{id}`: a waiting or finished job, with its tries
 /// and progress (a running one is refused: cancel it first).
+#[utoipa::path(delete, path = "/jobs/{id}", tag = "jobs", params(("id" = i64, Path, description = "the job")), responses((status = 200, description = "done", body = serde_json::Value), (status = 400, description = "bad input: says what was wrong", body = ErrorBody), (status = 401, description = "no or a wrong token", body = ErrorBody), (status = 403, description = "the token's role may not", body = ErrorBody), (status = 404, description = "no such job", body = ErrorBody), (status = 409, description = "not in this state", body = ErrorBody)))]
 pub(super) async fn delete_job(
     State(s): State<ApiState>,
     Path(id): Path<String>,
@@ -196,7 +200,8 @@ pub(super) async fn delete_job(
     ))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ScheduleParams {
     /// Recent fires to list (default 20, at most 1000).
@@ -207,6 +212,7 @@ pub(super) struct ScheduleParams {
 
 /// `GET /api/v1/schedules/{name}`: the schedule, its next fires and its
 /// recent ones.
+#[utoipa::path(get, path = "/schedules/{name}", tag = "schedules", params(("name" = String, Path, description = "the schedule"), ScheduleParams), responses((status = 200, description = "done", body = serde_json::Value), (status = 400, description = "bad input: says what was wrong", body = ErrorBody), (status = 401, description = "no or a wrong token", body = ErrorBody), (status = 403, description = "the token's role may not", body = ErrorBody), (status = 404, description = "no such schedule", body = ErrorBody)))]
 pub(super) async fn get_schedule(
     State(s): State<ApiState>,
     Path(name): Path<String>,
@@ -238,6 +244,7 @@ pub(super) async fn get_schedule(
 
 /// `PUT /api/v1/schedules/{name}`: replace the schedule with a
 /// [`ScheduleSpec`] of the same name (its fired ticks stay).
+#[utoipa::path(put, path = "/schedules/{name}", tag = "schedules", params(("name" = String, Path, description = "the schedule")), request_body(content = serde_json::Value, description = "JSON"), responses((status = 200, description = "done", body = serde_json::Value), (status = 400, description = "bad input: says what was wrong", body = ErrorBody), (status = 401, description = "no or a wrong token", body = ErrorBody), (status = 403, description = "the token's role may not", body = ErrorBody), (status = 404, description = "no such schedule", body = ErrorBody)))]
 pub(super) async fn replace_schedule(
     State(s): State<ApiState>,
     Path(name): Path<String>,
@@ -263,6 +270,7 @@ pub(super) async fn replace_schedule(
 }
 
 /// `POST /api/v1/schedules/{name}/pause|resume|run`
+#[utoipa::path(post, path = "/schedules/{name}/{action}", tag = "schedules", params(("name" = String, Path, description = "the schedule"), ("action" = String, Path, description = "pause, resume or run")), responses((status = 200, description = "done", body = serde_json::Value), (status = 400, description = "bad input: says what was wrong", body = ErrorBody), (status = 401, description = "no or a wrong token", body = ErrorBody), (status = 403, description = "the token's role may not", body = ErrorBody), (status = 404, description = "no such schedule or action", body = ErrorBody)))]
 pub(super) async fn schedule_action(
     State(s): State<ApiState>,
     Path((name, action)): Path<(String, String)>,

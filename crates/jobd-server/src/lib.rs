@@ -46,7 +46,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::get;
 use axum::{Json, Router};
 use jobd::store::Role;
 use jobd::worker::CommitWatch;
@@ -55,6 +55,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
+use utoipa::OpenApi as _;
 
 use jobd::error::Error;
 use jobd::store::Store;
@@ -323,49 +324,18 @@ pub fn router(state: ApiState) -> Router {
 /// through `State<ApiState>` ([`ApiState::store`]) and run store calls with
 /// [`blocking`].
 pub fn router_with(state: ApiState, app: Router<ApiState>) -> Router {
-    use protocol as p;
-    let admin = Router::new()
-        .route("/jobs/retry", post(api::retry_matching))
-        .route("/jobs/cancel", post(api::cancel_matching))
-        .route("/jobs/{id}/cancel", post(api::cancel))
-        .route("/jobs/{id}/retry", post(api::retry))
-        .route("/jobs/{id}", delete(console::delete_job))
-        .route("/queues/{name}/{action}", post(api::queue_action))
-        .route("/schedules", post(api::add_schedule))
-        .route(
-            "/schedules/{name}",
-            put(console::replace_schedule).delete(api::remove_schedule),
-        )
-        .route("/schedules/{name}/{action}", post(console::schedule_action))
-        .route_layer(axum::middleware::from_fn(|r, n| need(Role::Admin, r, n)));
-    let mut producer = Router::new()
-        .route("/jobs", post(api::enqueue).get(api::list_jobs))
-        .route("/queues", get(api::queues))
-        .route("/overview", get(console::overview))
-        .route("/schedules", get(api::schedules))
-        .route("/schedules/{name}", get(console::get_schedule))
-        .route("/workers", get(console::workers))
-        .merge(app);
-    producer = producer.route_layer(axum::middleware::from_fn(|r, n| need(Role::Producer, r, n)));
-    let worker = Router::new()
-        .route("/worker/claim", post(p::claim))
-        .route("/worker/ack", post(p::ack))
-        .route("/worker/heartbeat", post(p::worker_heartbeat))
-        .route("/worker/stop", post(p::worker_stop))
-        .route("/jobs/{id}/heartbeat", post(p::job_heartbeat))
-        .route("/jobs/{id}/progress", post(p::job_progress))
-        .route("/jobs/{id}/complete", post(p::job_complete))
-        .route("/jobs/{id}/fail", post(p::job_fail))
-        .route("/jobs/{id}/release", post(p::job_release))
-        .route_layer(axum::middleware::from_fn(|r, n| need(Role::Worker, r, n)));
-    let api = Router::new()
-        // Any role: a worker token reads only its own workers' jobs.
-        .route("/jobs/{id}", get(api::get_job))
-        .route("/whoami", get(console::whoami))
-        .merge(admin)
-        .merge(producer)
-        .merge(worker)
+    let (api, doc) = api_routes();
+    let doc = Arc::new(doc);
+    // The application's routes: beside the server's, a producer's to call,
+    // not in its OpenAPI description.
+    let api = if app.has_routes() {
+        api.merge(app.route_layer(axum::middleware::from_fn(|r, n| need(Role::Producer, r, n))))
+    } else {
+        api
+    };
+    let api = api
         .fallback(api::not_found)
+        .layer(axum::Extension(doc))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
         .layer(axum::middleware::from_fn(errors_as_json));
     Router::new()
@@ -378,6 +348,106 @@ pub fn router_with(state: ApiState, app: Router<ApiState>) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(no_framing))
         .with_state(state)
+}
+
+/// The server's `/api/v1` routes and their OpenAPI description, made from
+/// the same declarations (each handler's `#[utoipa::path]`): a route cannot
+/// be served without being described, nor described without being served.
+fn api_routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
+    use protocol as p;
+    use utoipa_axum::router::OpenApiRouter;
+    use utoipa_axum::routes;
+    let admin = OpenApiRouter::<ApiState>::new()
+        .routes(routes!(api::retry_matching))
+        .routes(routes!(api::cancel_matching))
+        .routes(routes!(api::cancel))
+        .routes(routes!(api::retry))
+        .routes(routes!(console::delete_job))
+        .routes(routes!(api::queue_action))
+        .routes(routes!(api::add_schedule))
+        .routes(routes!(console::replace_schedule, api::remove_schedule))
+        .routes(routes!(console::schedule_action))
+        .route_layer(axum::middleware::from_fn(|r, n| need(Role::Admin, r, n)));
+    let producer = OpenApiRouter::<ApiState>::new()
+        .routes(routes!(api::enqueue, api::list_jobs))
+        .routes(routes!(api::queues))
+        .routes(routes!(console::overview))
+        .routes(routes!(api::schedules))
+        .routes(routes!(console::get_schedule))
+        .routes(routes!(console::workers))
+        .route_layer(axum::middleware::from_fn(|r, n| need(Role::Producer, r, n)));
+    let worker = OpenApiRouter::<ApiState>::new()
+        .routes(routes!(p::claim))
+        .routes(routes!(p::ack))
+        .routes(routes!(p::worker_heartbeat))
+        .routes(routes!(p::worker_stop))
+        .routes(routes!(p::job_heartbeat))
+        .routes(routes!(p::job_progress))
+        .routes(routes!(p::job_complete))
+        .routes(routes!(p::job_fail))
+        .routes(routes!(p::job_release))
+        .route_layer(axum::middleware::from_fn(|r, n| need(Role::Worker, r, n)));
+    // Any role: a worker token reads only its own workers' jobs.
+    let any = OpenApiRouter::<ApiState>::new()
+        .routes(routes!(api::get_job))
+        .routes(routes!(console::whoami))
+        .routes(routes!(openapi_json));
+    let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(any)
+        .merge(admin)
+        .merge(producer)
+        .merge(worker)
+        .split_for_parts();
+    doc.servers = Some(vec![utoipa::openapi::Server::new("/api/v1")]);
+    (router, doc)
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "jobd",
+        description = "The HTTP API of a jobd queue: enqueue and read jobs, queues, schedules, the console's reads, and the worker protocol. Every route needs `Authorization: Bearer <token>`; a token's role (admin, producer, worker) says which routes it may call.",
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    components(schemas(ErrorBody)),
+)]
+struct ApiDoc;
+
+/// The bearer token every route needs.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// An error: what was wrong, for the client.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorBody {
+    pub error: String,
+}
+
+/// This API's OpenAPI description.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "api",
+    responses((status = 200, description = "the OpenAPI 3.1 description of /api/v1", body = serde_json::Value))
+)]
+async fn openapi_json(
+    axum::Extension(doc): axum::Extension<Arc<utoipa::openapi::OpenApi>>,
+) -> Response {
+    match doc.to_json() {
+        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }
 
 /// `router` under a path prefix, for a reverse proxy that passes the

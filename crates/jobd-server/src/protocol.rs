@@ -25,7 +25,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use crate::api::{blocking, job_id, json_body};
-use crate::{ApiError, ApiResult, ApiState, Caller};
+use crate::{ApiError, ApiResult, ApiState, Caller, ErrorBody};
 use jobd::clock::Millis;
 use jobd::store::{Ack, AckOutcome, ClaimedJob, JobId, Progress};
 
@@ -100,13 +100,15 @@ fn check_lease(lease: Duration) -> ApiResult<Duration> {
 }
 
 /// One try ended, as a worker says it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AckEntry {
     id: JobId,
+    #[schema(value_type = String, example = "5764607523034234881")]
     token: Token,
     outcome: AckKind,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     result: Option<Box<RawValue>>,
     error: Option<String>,
     #[serde(default = "yes")]
@@ -117,7 +119,7 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 enum AckKind {
     Complete,
@@ -210,7 +212,7 @@ fn outcomes_json(acks: &[(JobId, i64, Ack)], outcomes: &[AckOutcome]) -> Value {
 }
 
 /// `POST /api/v1/worker/claim`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ClaimRequest {
     worker: String,
@@ -219,7 +221,9 @@ pub(crate) struct ClaimRequest {
     kinds: Option<Vec<String>>,
     #[serde(default = "one")]
     n: usize,
+    #[schema(value_type = Option<f64>)]
     lease: Option<Secs>,
+    #[schema(value_type = Option<f64>)]
     wait: Option<Secs>,
     #[serde(default)]
     ack: Vec<AckEntry>,
@@ -284,6 +288,7 @@ fn worker_id(caller: &Caller, worker: &str) -> ApiResult<String> {
     Ok(format!("{}/{worker}", caller.name))
 }
 
+#[utoipa::path(post, path = "/worker/claim", tag = "worker protocol", request_body(content = ClaimRequest, description = "JSON"), responses((status = 200, description = "done", body = serde_json::Value), (status = 400, description = "bad input: says what was wrong", body = ErrorBody), (status = 401, description = "no or a wrong token", body = ErrorBody), (status = 403, description = "the token's role may not", body = ErrorBody)))]
 pub(crate) async fn claim(
     State(s): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -409,7 +414,7 @@ async fn wait_for_work(
     Ok(())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AckRequest {
     worker: Option<String>,
@@ -417,6 +422,7 @@ pub(crate) struct AckRequest {
 }
 
 /// `POST /api/v1/worker/ack`
+#[utoipa::path(post, path = "/worker/ack", tag = "worker protocol", request_body(content = AckRequest, description = "JSON"), responses((status = 200, description = "done", body = serde_json::Value), (status = 400, description = "bad input: says what was wrong", body = ErrorBody), (status = 401, description = "no or a wrong token", body = ErrorBody), (status = 403, description = "the token's role may not", body = ErrorBody)))]
 pub(crate) async fn ack(
     State(s): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -436,17 +442,19 @@ pub(crate) async fn ack(
     Ok(Json(json!({ "acks": outcomes_json(&acks, &outcomes) })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Held {
     id: JobId,
+    #[schema(value_type = String, example = "5764607523034234881")]
     token: Token,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct HeartbeatRequest {
     worker: String,
+    #[schema(value_type = Option<f64>)]
     lease: Option<Secs>,
     #[serde(default)]
     jobs: Vec<Held>,
@@ -455,6 +463,7 @@ pub(crate) struct HeartbeatRequest {
 /// `POST /api/v1/worker/heartbeat`: the worker is alive; its held tries'
 /// leases are extended.  `stop` lists the tries to stop (cancelled or past
 /// their deadline), `lost` those no longer held.
+#[utoipa::path(post, path = "/worker/heartbeat", tag = "worker protocol", request_body(content = HeartbeatRequest, description = "JSON"), responses((status = 200, description = "done", body = serde_json::Value), (status = 400, description = "bad input: says what was wrong", body = ErrorBody), (status = 401, description = "no or a wrong token", body = ErrorBody), (status = 403, description = "the token's role may not", body = ErrorBody)))]
 pub(crate) async fn worker_heartbeat(
     State(s): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -494,7 +503,7 @@ pub(crate) async fn worker_heartbeat(
     Ok(Json(json!({ "stop": stop, "lost": lost })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct StopRequest {
     worker: String,
@@ -502,6 +511,7 @@ pub(crate) struct StopRequest {
 
 /// `POST /api/v1/worker/stop`: a worker stopping leaves the registry (its
 /// tries should be acknowledged or released first).
+#[utoipa::path(post, path = "/worker/stop", tag = "worker protocol", request_body(content = StopRequest, description = "JSON"), responses((status = 200, description = "done", body = serde_json::Value), (status = 400, description = "bad input: says what was wrong", body = ErrorBody), (status = 401, description = "no or a wrong token", body = ErrorBody), (status = 403, description = "the token's role may not", body = ErrorBody)))]
 pub(crate) async fn worker_stop(
     State(s): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -519,14 +529,17 @@ pub(crate) async fn worker_stop(
     Ok(Json(json!({ "worker": worker, "stopped": true })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct JobHeartbeat {
+    #[schema(value_type = String, example = "5764607523034234881")]
     token: Token,
+    #[schema(value_type = Option<f64>)]
     lease: Option<Secs>,
 }
 
 /// `POST /api/v1/jobs/{id}/heartbeat`
+#[utoipa::path(post, path = "/jobs/{id}/heartbeat", tag = "worker protocol", params(("id" = i64, Path, description = "the job")), request_body(content = JobHeartbeat, description = "JSON"), responses((status = 200, description = "done", body = serde_json::Value), (status = 400, description = "bad input: says what was wrong", body = ErrorBody), (status = 401, description = "no or a wrong token", body = ErrorBody), (status = 403, description = "the token's role may not", body = ErrorBody), (status = 409, description = "not in this state", body = ErrorBody)))]
 pub(crate) async fn job_heartbeat(
     State(s): State<ApiState>,
     Path(id): Path<String>,
@@ -571,17 +584,20 @@ fn lease_lost(id: JobId) -> ApiError {
     )
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ProgressRequest {
+    #[schema(value_type = String, example = "5764607523034234881")]
     token: Token,
     percent: Option<f64>,
     stage: Option<String>,
     /// A JSON object of details (`{"completed": 3, "total": 5}`).
+    #[schema(value_type = Option<Object>)]
     details: Option<Box<RawValue>>,
 }
 
 /// `POST /api/v1/jobs/{id}/progress`
+#[utoipa::path(post, path = "/jobs/{id}/progress", tag = "worker protocol", params(("id" = i64, Path, description = "the job")), request_body(content = ProgressRequest, description = "JSON"), responses((status = 200, description = "done", body = serde_json::Value), (status = 400, description = "bad input: says what was wrong", body = ErrorBody), (status = 401, description = "no or a wrong token", body = ErrorBody), (status = 403, description = "the token's role may not", body = ErrorBody), (status = 409, description = "not in this state", body = ErrorBody)))]
 pub(crate) async fn job_progress(
     State(s): State<ApiState>,
     Path(id): Path<String>,
@@ -614,10 +630,12 @@ pub(crate) async fn job_progress(
     Ok(Json(json!({ "id": id, "stored": true })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct EndRequest {
+    #[schema(value_type = String, example = "5764607523034234881")]
     token: Token,
+    #[schema(value_type = Option<Object>)]
     result: Option<Box<RawValue>>,
     error: Option<String>,
     #[serde(default = "yes")]
@@ -625,6 +643,7 @@ pub(crate) struct EndRequest {
 }
 
 /// `POST /api/v1/jobs/{id}/complete`: `{"token": …, "result": …}`
+#[utoipa::path(post, path = "/jobs/{id}/complete", tag = "worker protocol", params(("id" = i64, Path, description = "the job")), request_body(content = EndRequest, description = "JSON"), responses((status = 200, description = "done", body = serde_json::Value), (status = 400, description = "bad input: says what was wrong", body = ErrorBody), (status = 401, description = "no or a wrong token", body = ErrorBody), (status = 403, description = "the token's role may not", body = ErrorBody), (status = 409, description = "not in this state", body = ErrorBody)))]
 pub(crate) async fn job_complete(
     state: State<ApiState>,
     id: Path<String>,
@@ -634,6 +653,7 @@ pub(crate) async fn job_complete(
 }
 
 /// `POST /api/v1/jobs/{id}/fail`: `{"token": …, "error": …, "retryable": true}`
+#[utoipa::path(post, path = "/jobs/{id}/fail", tag = "worker protocol", params(("id" = i64, Path, description = "the job")), request_body(content = EndRequest, description = "JSON"), responses((status = 200, description = "done", body = serde_json::Value), (status = 400, description = "bad input: says what was wrong", body = ErrorBody), (status = 401, description = "no or a wrong token", body = ErrorBody), (status = 403, description = "the token's role may not", body = ErrorBody), (status = 409, description = "not in this state", body = ErrorBody)))]
 pub(crate) async fn job_fail(
     state: State<ApiState>,
     id: Path<String>,
@@ -643,6 +663,7 @@ pub(crate) async fn job_fail(
 }
 
 /// `POST /api/v1/jobs/{id}/release`: `{"token": …}`
+#[utoipa::path(post, path = "/jobs/{id}/release", tag = "worker protocol", params(("id" = i64, Path, description = "the job")), request_body(content = EndRequest, description = "JSON"), responses((status = 200, description = "done", body = serde_json::Value), (status = 400, description = "bad input: says what was wrong", body = ErrorBody), (status = 401, description = "no or a wrong token", body = ErrorBody), (status = 403, description = "the token's role may not", body = ErrorBody), (status = 409, description = "not in this state", body = ErrorBody)))]
 pub(crate) async fn job_release(
     state: State<ApiState>,
     id: Path<String>,
