@@ -348,6 +348,22 @@ async fn the_console_in_headless_chromium() {
         c.back().await.unwrap();
         wait_view(c, "jobs").await;
 
+        // Keyboard: every control shown is focusable, and a link opens
+        // its view from the keyboard.
+        let unreachable = eval(
+            c,
+            "return [...document.querySelectorAll('button, a, input, select, textarea')]\
+               .filter(e => e.getClientRects().length > 0 && e.tabIndex < 0).length",
+        )
+        .await;
+        assert_eq!(unreachable, json!(0));
+        let link = c
+            .find(Locator::Css("#nav a[data-view='workers']"))
+            .await
+            .unwrap();
+        link.send_keys("\u{E007}").await.unwrap(); // Enter
+        wait_view(c, "workers").await;
+
         // Workers: in-process and remote, with what they run now.
         c.goto(&format!("{base}/?view=workers")).await.unwrap();
         wait_view(c, "workers").await;
