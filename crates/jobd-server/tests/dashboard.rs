@@ -79,19 +79,7 @@ async fn rows(c: &fantoccini::Client) -> usize {
 /// what was done.
 async fn bulk_action(c: &fantoccini::Client, button: &str, asks: &str, says: &str) {
     click(c, button).await;
-    let t0 = Instant::now();
-    let question = loop {
-        match c.get_alert_text().await {
-            Ok(text) => break text,
-            Err(e) => assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "no confirm dialog: {e}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert!(question.contains(asks), "confirm asked: {question}");
-    c.accept_alert().await.unwrap();
+    accept_confirm(c, asks).await;
     wait_text(c, "#jobs-bulk", says).await;
 }
 
