@@ -261,26 +261,6 @@ fn cycle_batched(s: &mut Side) {
     }
 }
 
-/// The worker runtime's turn: completions handed over with their claims'
-/// times (what the rollups count), then the next claim.
-fn cycle_turns(s: &mut Side) {
-    for _ in 0..200 {
-        let jobs = s.store.claim("w", &["bench"], 100, LEASE).unwrap();
-        assert_eq!(jobs.len(), 100);
-        let done: Vec<_> = jobs
-            .iter()
-            .map(|j| jobd::store::Done {
-                id: j.id,
-                token: j.lease_token,
-                result: None,
-                times: Some(j.times()),
-            })
-            .collect();
-        let (batch, _) = s.store.exchange(&done, "w", &[], 0, LEASE).unwrap();
-        assert_eq!(batch.completed, 100);
-    }
-}
-
 struct Row {
     name: &'static str,
     rows: usize,
@@ -330,11 +310,10 @@ fn main() {
         },
     );
     for side in &mut sides {
-        side.supply_claims(RUNS * (5_000 + 20_000 + 20_000));
+        side.supply_claims(RUNS * (5_000 + 20_000));
     }
     let one_by_one = paired(&mut sides, 5_000, raw_cycle_one_by_one, cycle_one_by_one);
     let batched = paired(&mut sides, 20_000, raw_cycle_batched, cycle_batched);
-    let turns = paired(&mut sides, 20_000, raw_cycle_batched, cycle_turns);
 
     let mut table = Vec::new();
     for (k, side) in sides.iter().enumerate() {
@@ -379,11 +358,6 @@ fn main() {
             vs(
                 "claim 100 + complete_many 100",
                 batched[k],
-                "raw batched cycle",
-            ),
-            vs(
-                "claim 100 + exchange 100 with claim times (the worker's turn)",
-                turns[k],
                 "raw batched cycle",
             ),
         ]);

@@ -167,7 +167,6 @@ macro_rules! define_backend {
                         id: *id,
                         token: *token,
                         result: r.as_ref().map(|v| v.to_string()),
-                        times: None,
                     })
                     .collect();
                 self.exchange(&done, worker, claims, most, lease)

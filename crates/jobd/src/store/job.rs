@@ -385,35 +385,13 @@ pub struct ClaimedJob {
     pub due_at: Millis,
 }
 
-impl ClaimedJob {
-    /// What the store needs of this claim to count the try's end in the
-    /// rollups without reading its row again.
-    pub fn times(&self) -> ClaimTimes {
-        ClaimTimes {
-            queue: self.queue.clone(),
-            started_at: self.started_at,
-            due_at: self.due_at,
-        }
-    }
-}
-
-/// A try's queue and times as its claim returned them ([`ClaimedJob::times`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClaimTimes {
-    pub queue: String,
-    pub started_at: Millis,
-    pub due_at: Millis,
-}
-
 /// A try that succeeded, for [`Backend::exchange`](crate::store::Backend::exchange):
-/// the result as JSON text (`None`: nothing), and the claim's times when
-/// the caller has them (else the store reads them).
+/// the result as JSON text (`None`: nothing).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Done {
     pub id: JobId,
     pub token: i64,
     pub result: Option<String>,
-    pub times: Option<ClaimTimes>,
 }
 
 /// A progress report.

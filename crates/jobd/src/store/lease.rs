@@ -95,13 +95,13 @@ SET state = 'succeeded', result = ?3, finished_at = ?4, progress_percent = 100,
 WHERE id = ?1 AND lease_token = ?2 AND state = 'running'";
 
 /// The queue and times of a running try, for the rollups of a completion
-/// whose caller did not hand them over ([`Done::times`]).
+/// of a try this store handle did not claim.
 pub(crate) const RUNNING_TIMES: &str = "
 SELECT queue, started_at, run_at FROM jobs
 WHERE id = ?1 AND lease_token = ?2 AND state = 'running'";
 
-/// The queue and times of the jobs of a JSON list of ids (completions
-/// whose times the caller did not hand over, after the batch).
+/// The queue and times of the jobs of a JSON list of ids (completions of
+/// tries this store handle did not claim, after the batch).
 pub(crate) const TIMES_OF: &str = "
 SELECT queue, started_at, run_at FROM jobs WHERE id IN (SELECT value FROM json_each(?1))";
 
@@ -256,9 +256,8 @@ impl SqliteStore {
             let mut lost = Vec::new();
             if !done.is_empty() {
                 let mut tally = Tally::default();
-                // Completions neither handed over with their claim's times
-                // nor claimed through this handle: read in one statement
-                // after the batch.
+                // Completions of tries this handle did not claim: their
+                // times read in one statement after the batch.
                 let mut untimed = Vec::new();
                 let mut finish = tx.prepare_cached(COMPLETE)?;
                 for (d, note) in done.iter().zip(&notes) {
@@ -266,16 +265,12 @@ impl SqliteStore {
                         lost.push(d.id);
                         continue;
                     }
-                    match (&d.times, note) {
-                        (Some(t), _) => {
-                            let started = Some(t.started_at);
-                            tally.ended(&t.queue, now, Ended::Succeeded, started, t.due_at)
-                        }
-                        (None, Some(n)) => {
+                    match note {
+                        Some(n) => {
                             let started = Some(n.started_at);
                             tally.ended(&n.queue, now, Ended::Succeeded, started, n.due_at)
                         }
-                        (None, None) => untimed.push(d.id),
+                        None => untimed.push(d.id),
                     }
                 }
                 if !untimed.is_empty() {

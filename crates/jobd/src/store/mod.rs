@@ -85,10 +85,10 @@ pub use ack::{Ack, AckOutcome, HeldTry};
 pub use backend::Backend;
 pub use checkpoint::CheckpointOptions;
 pub use job::{
-    validate_name, validate_tenant, AttemptInfo, Backoff, CancelOutcome, CancelReport, ClaimTimes,
-    ClaimedJob, Done, FailOutcome, Heartbeat, JobId, JobInfo, JobSelection, JobSpec, JobState,
-    JobSummary, ListFilter, NewJob, PayloadMatch, Progress, ProgressEntry, QueueStats, ReapReport,
-    RetryReport, RunAt, Stats, PROGRESS_LOG_KEPT,
+    validate_name, validate_tenant, AttemptInfo, Backoff, CancelOutcome, CancelReport, ClaimedJob,
+    Done, FailOutcome, Heartbeat, JobId, JobInfo, JobSelection, JobSpec, JobState, JobSummary,
+    ListFilter, NewJob, PayloadMatch, Progress, ProgressEntry, QueueStats, ReapReport, RetryReport,
+    RunAt, Stats, PROGRESS_LOG_KEPT,
 };
 pub use lease::{CompleteBatch, OVERDUE_GRACE};
 pub use notify::{Notify, Outcome};

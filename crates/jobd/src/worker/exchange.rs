@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
-use crate::store::{ClaimTimes, ClaimedJob, Done, JobId};
+use crate::store::{ClaimedJob, Done, JobId};
 use crate::worker::context::{Running, StopReason};
 use crate::worker::runtime::{supervise, FirstPoll, Shared};
 use crate::worker::watcher::CommitWatcher;
@@ -46,8 +46,6 @@ pub(super) struct Completion {
     /// The result as JSON text; `None` for a handler that returned nothing
     /// (`()`, JSON `null`): no text is written for it.
     pub(super) result: Option<String>,
-    /// The claim's queue and times, for the rollups.
-    pub(super) times: ClaimTimes,
     /// The run's span, for what is logged about this completion.
     pub(super) span: tracing::Span,
     pub(super) queued: Instant,
@@ -355,7 +353,6 @@ impl Exchange<'_> {
                 id: c.id,
                 token: c.token,
                 result: c.result.take(),
-                times: Some(c.times.clone()),
             })
             .collect();
         let wants: Vec<(&str, usize)> = claims

@@ -540,7 +540,6 @@ async fn store_outcome(
                 id,
                 token,
                 result,
-                times: job.times(),
                 span: tracing::Span::current(),
                 queued: std::time::Instant::now(),
             };

@@ -454,12 +454,7 @@ impl PgStore {
         result: Option<&serde_json::Value>,
     ) -> Result<()> {
         let result = result.map(|v| v.to_string());
-        let done = Done {
-            id,
-            token,
-            result,
-            times: None,
-        };
+        let done = Done { id, token, result };
         let (batch, _) = self.exchange(&[done], "", &[], 0, Duration::ZERO)?;
         if batch.completed == 0 {
             return Err(Error::LeaseLost { job_id: id });
