@@ -252,7 +252,7 @@ impl Collector for Snapshot {
         histogram(
             &mut e,
             "jobd_queue_wait_seconds",
-            "Queue wait of ended tries (due to started), by queue.",
+            "Queue wait of ended tries (due to started; a sample of a busy queue's completions), by queue.",
             &self.rollups,
             |r| (&r.wait[..], r.wait_ms),
         )?;

@@ -153,7 +153,7 @@ impl SqliteStore {
             if !acks.is_empty() {
                 notified = notify::enqueue_ended(tx, now)?;
             }
-            let claimed = claim_in(tx, worker, &claims, most, now, expires)?;
+            let claimed = claim_in(tx, &self.inner.claims, worker, &claims, most, now, expires)?;
             Ok((outcomes, claimed))
         })?;
         claimed.sort_by_key(|j| (j.priority, j.id));
@@ -231,7 +231,13 @@ fn ack_in(
                 .prepare_cached(COMPLETE_IN_TIME)?
                 .execute(params![id, token, result, now])?;
             if done > 0 {
-                tally.ended(&queue, now, Ended::Succeeded, Some(started_at), due_at);
+                tally.ended(
+                    &queue,
+                    now,
+                    Ended::Succeeded,
+                    Some(started_at),
+                    Some(due_at),
+                );
                 return Ok(AckOutcome::Completed);
             }
             let overdue: Option<i64> = rusqlite::OptionalExtension::optional(

@@ -379,10 +379,13 @@ pub struct ClaimedJob {
     /// Fencing token: pass it to every call about this try.
     pub lease_token: i64,
     pub lease_expires_at: Millis,
-    /// When this try started (the claim's time) and when the job was due:
-    /// its queue wait ran from one to the other.
+    /// When this try started (the claim's time).
     pub started_at: Millis,
-    pub due_at: Millis,
+    /// When the job was due (its queue wait ran from here to `started_at`),
+    /// where the claim read it: on PostgreSQL always, on SQLite for a sample
+    /// of claims (one per queue every
+    /// [`WAIT_SAMPLE_EVERY`](crate::store::rollup::WAIT_SAMPLE_EVERY)).
+    pub due_at: Option<Millis>,
 }
 
 /// A try that succeeded, for [`Backend::exchange`](crate::store::Backend::exchange):

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::store::job::{
     validate_name, Backoff, ClaimedJob, Done, FailOutcome, Heartbeat, JobId, Progress, ReapReport,
 };
-use crate::store::rollup::{Ended, Tally};
+use crate::store::rollup::{ClaimNotes, Ended, NotedSuccesses, Tally};
 use crate::store::workers::json_list;
 use crate::store::{notify, returning_row, steps, SqliteStore};
 
@@ -35,8 +35,15 @@ WHERE state = 'scheduled' AND run_at <= ?1";
 ///
 /// `RETURNING` leaves out what the caller already knows (the queue, ?4, and
 /// the lease's expiry, ?2): SQLite buffers every returned row in a temporary
-/// b-tree before handing out the first, so each column costs per job.
-pub(crate) const CLAIM: &str = "
+/// b-tree before handing out the first, so each column costs per job — one
+/// more integer, 1.5% of a batched claim and completion (benches/README.md).
+/// So the jobs' due times (`run_at`, for the rollups' queue wait) come back
+/// only from [`CLAIM_TIMED`], which the store uses for a sample of claims
+/// ([`ClaimNotes::time_claim`](crate::store::rollup::ClaimNotes::time_claim)).
+macro_rules! claim_returning {
+    ($($more:literal)?) => {
+        concat!(
+            "
 UPDATE jobs
 SET state = 'running',
     lease_owner = ?1,
@@ -56,8 +63,15 @@ WHERE id IN (
                 END
          FROM queues WHERE name = ?4),
         ?5) AS INTEGER))
-RETURNING id, kind, payload, priority, attempts, attempt_limit, timeout_ms, tenant, lease_token,
-          run_at";
+RETURNING id, kind, payload, priority, attempts, attempt_limit, timeout_ms, tenant, lease_token"
+            $(, $more)?
+        )
+    };
+}
+pub(crate) const CLAIM: &str = claim_returning!();
+
+/// [`CLAIM`], and when each job was due (column 9).
+pub(crate) const CLAIM_TIMED: &str = claim_returning!(", run_at");
 
 pub(crate) const HEARTBEAT: &str = "
 UPDATE jobs SET lease_expires_at = ?3
@@ -168,6 +182,7 @@ pub const OVERDUE_GRACE: Duration = Duration::from_secs(5);
 pub(crate) const STATEMENTS: &[(&str, &str)] = &[
     ("PROMOTE_DUE", PROMOTE_DUE),
     ("CLAIM", CLAIM),
+    ("CLAIM_TIMED", CLAIM_TIMED),
     ("HEARTBEAT", HEARTBEAT),
     ("HEARTBEAT_MANY", HEARTBEAT_MANY),
     ("CANCEL_REQUESTED", CANCEL_REQUESTED),
@@ -251,7 +266,6 @@ impl SqliteStore {
         let now = self.now();
         let expires = now.saturating_add(duration_ms(lease));
         let mut notified = 0;
-        let notes = self.inner.claims.take(done.iter().map(|d| (d.id, d.token)));
         let (lost, mut claimed) = self.write("complete_and_claim", |tx| {
             let mut lost = Vec::new();
             if !done.is_empty() {
@@ -260,19 +274,21 @@ impl SqliteStore {
                 // times read in one statement after the batch.
                 let mut untimed = Vec::new();
                 let mut finish = tx.prepare_cached(COMPLETE)?;
-                for (d, note) in done.iter().zip(&notes) {
+                let mut notes = self.inner.claims.lock();
+                let mut noted = NotedSuccesses::default();
+                for d in &done {
+                    let note = notes.take(d.id, d.token);
                     if finish.execute(params![d.id, d.token, d.result, now])? == 0 {
                         lost.push(d.id);
                         continue;
                     }
                     match note {
-                        Some(n) => {
-                            let started = Some(n.started_at);
-                            tally.ended(&n.queue, now, Ended::Succeeded, started, n.due_at)
-                        }
+                        Some(n) => noted.add(&notes, n, now, &mut tally),
                         None => untimed.push(d.id),
                     }
                 }
+                noted.flush(&notes, now, &mut tally);
+                drop(notes);
                 if !untimed.is_empty() {
                     let ids = serde_json::Value::from(untimed).to_string();
                     let mut stmt = tx.prepare_cached(TIMES_OF)?;
@@ -285,7 +301,7 @@ impl SqliteStore {
                 tally.write(tx)?;
                 notified = notify::enqueue_ended(tx, now)?;
             }
-            let claimed = claim_in(tx, worker, &claims, most, now, expires)?;
+            let claimed = claim_in(tx, &self.inner.claims, worker, &claims, most, now, expires)?;
             Ok((lost, claimed))
         })?;
         claimed.sort_by_key(|j| (j.priority, j.id));
@@ -378,15 +394,10 @@ impl SqliteStore {
     ) -> Result<()> {
         let result = result.map(|v| v.to_string());
         let now = self.now();
-        let note = self
-            .inner
-            .claims
-            .take(std::iter::once((id, token)))
-            .pop()
-            .flatten();
+        let note = self.inner.claims.take_one(id, token);
         let notified = self.write("complete", |tx| {
             let mut tally = Tally::default();
-            let times = note.as_ref().map(|n| (&*n.queue, n.started_at, n.due_at));
+            let times = note.as_ref().map(|(q, s, d)| (q.as_str(), *s, *d));
             if !complete_in(tx, id, token, result.as_deref(), now, times, &mut tally)? {
                 return Err(Error::LeaseLost { job_id: id });
             }
@@ -508,7 +519,7 @@ impl SqliteStore {
                     _ => report.requeued.push(id),
                 }
                 if let Some(ended) = reaped_end(&state) {
-                    tally.ended(&queue, now, ended, None, now);
+                    tally.ended(&queue, now, ended, None, None);
                 }
             }
             drop(stmt);
@@ -591,6 +602,7 @@ pub(super) fn claim_plan<'a>(
 /// each queue's count in `claims`, queues in order, at most `most` in all.
 pub(super) fn claim_in(
     tx: &Transaction,
+    notes: &ClaimNotes,
     worker: &str,
     claims: &[(&str, i64)],
     most: i64,
@@ -603,9 +615,10 @@ pub(super) fn claim_in(
     }
     tx.prepare_cached(PROMOTE_DUE)?.execute([now])?;
     claimed.reserve(most.min(1024) as usize);
-    let mut stmt = tx.prepare_cached(CLAIM)?;
     for (queue, want) in claims {
         let want = (*want).min(most - claimed.len() as i64);
+        let timed = notes.time_claim(queue, now);
+        let mut stmt = tx.prepare_cached(if timed { CLAIM_TIMED } else { CLAIM })?;
         let rows = stmt.query_map(params![worker, expires, now, queue, want], |r| {
             Ok(ClaimedJob {
                 id: r.get(0)?,
@@ -622,7 +635,7 @@ pub(super) fn claim_in(
                 lease_token: r.get(8)?,
                 lease_expires_at: expires,
                 started_at: now,
-                due_at: r.get(9)?,
+                due_at: if timed { r.get(9)? } else { None },
             })
         })?;
         for job in rows {
@@ -762,7 +775,7 @@ pub(super) fn end_try_in(
     record_attempt(tx, id, &t, now, e.outcome, e.error)?;
     if let Some(ended) = e.ended() {
         let mut tally = Tally::default();
-        tally.ended(&t.queue, now, ended, Some(t.started_at), t.due_at);
+        tally.ended(&t.queue, now, ended, Some(t.started_at), Some(t.due_at));
         tally.write(tx)?;
     }
     Ok(e.result)
@@ -777,7 +790,7 @@ pub(super) fn complete_in(
     token: i64,
     result: Option<&str>,
     now: Millis,
-    times: Option<(&str, Millis, Millis)>,
+    times: Option<(&str, Millis, Option<Millis>)>,
     tally: &mut Tally,
 ) -> Result<bool> {
     let read;
@@ -791,7 +804,7 @@ pub(super) fn complete_in(
                 })
                 .optional()?;
             match &read {
-                Some((q, s, d)) => (q.as_str(), *s, *d),
+                Some((q, s, d)) => (q.as_str(), *s, Some(*d)),
                 None => return Ok(false),
             }
         }

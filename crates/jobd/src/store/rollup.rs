@@ -41,7 +41,11 @@ pub struct Rollup {
     /// bucketed by [`BUCKET_BOUNDS_MS`] (not cumulative).
     pub run_ms: i64,
     pub run: [i64; BUCKETS],
-    /// Queue wait (due → started) of the tries that ended, likewise.
+    /// Queue wait (due → started) of the tries that ended, likewise — of
+    /// those whose due time the store knew: every failed or acknowledged
+    /// try, and the completions of a sample of claims on SQLite
+    /// ([`WAIT_SAMPLE_EVERY`]); so this histogram's count may be below
+    /// `run`'s.
     pub wait_ms: i64,
     pub wait: [i64; BUCKETS],
 }
@@ -159,33 +163,42 @@ pub(crate) const COUNTERS: usize = 6 + 2 * BUCKETS;
 pub(crate) struct Tally(Vec<Rollup>);
 
 impl Tally {
+    /// The entry of `queue` at minute `minute`.  The last one first: a
+    /// batch is mostly one queue and minute.
+    fn entry(&mut self, queue: &str, minute: i64) -> &mut Rollup {
+        let at = match self.0.last() {
+            Some(r) if r.minute == minute && r.queue == queue => self.0.len() - 1,
+            _ => match self
+                .0
+                .iter()
+                .position(|r| r.minute == minute && r.queue == queue)
+            {
+                Some(i) => i,
+                None => {
+                    self.0.push(Rollup {
+                        queue: queue.to_string(),
+                        minute,
+                        ..Rollup::default()
+                    });
+                    self.0.len() - 1
+                }
+            },
+        };
+        &mut self.0[at]
+    }
+
     /// A try of a job of `queue` ended `ended` at `now`; it started at
-    /// `started_at` and was due at `due_at`.
+    /// `started_at` and was due at `due_at` (each where known: a try reaped
+    /// counts no times, and a claim not sampled no wait).
     pub(crate) fn ended(
         &mut self,
         queue: &str,
         now: Millis,
         ended: Ended,
         started_at: Option<Millis>,
-        due_at: Millis,
+        due_at: Option<Millis>,
     ) {
-        let minute = now.div_euclid(60_000);
-        let at = match self
-            .0
-            .iter()
-            .position(|r| r.minute == minute && r.queue == queue)
-        {
-            Some(i) => i,
-            None => {
-                self.0.push(Rollup {
-                    queue: queue.to_string(),
-                    minute,
-                    ..Rollup::default()
-                });
-                self.0.len() - 1
-            }
-        };
-        let r = &mut self.0[at];
+        let r = self.entry(queue, now.div_euclid(60_000));
         match ended {
             Ended::Succeeded => r.succeeded += 1,
             Ended::Failed { dead } => {
@@ -196,12 +209,24 @@ impl Tally {
         }
         if let Some(started) = started_at {
             let run = (now - started).max(0);
-            let wait = (started - due_at).max(0);
             r.run_ms += run;
             r.run[bucket(run)] += 1;
-            r.wait_ms += wait;
-            r.wait[bucket(wait)] += 1;
+            if let Some(due) = due_at {
+                let wait = (started - due).max(0);
+                r.wait_ms += wait;
+                r.wait[bucket(wait)] += 1;
+            }
         }
+    }
+
+    /// `n` tries of jobs of `queue` that started at `started_at` succeeded
+    /// at `now` (their due times unknown).
+    fn succeeded_n(&mut self, queue: &str, now: Millis, started_at: Millis, n: i64) {
+        let r = self.entry(queue, now.div_euclid(60_000));
+        let run = (now - started_at).max(0);
+        r.succeeded += n;
+        r.run_ms += run * n;
+        r.run[bucket(run)] += n;
     }
 
     pub(crate) fn rows(&self) -> &[Rollup] {
@@ -215,12 +240,12 @@ impl Tally {
         }
         let mut stmt = tx.prepare_cached(ADD_ROLLUP)?;
         for r in &self.0 {
-            let v = r.values();
-            let mut p: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(2 + COUNTERS);
-            p.push(&r.queue);
-            p.push(&r.minute);
-            p.extend(v.iter().map(|x| x as &dyn rusqlite::ToSql));
-            stmt.execute(p.as_slice())?;
+            stmt.raw_bind_parameter(1, &r.queue)?;
+            stmt.raw_bind_parameter(2, r.minute)?;
+            for (i, v) in r.values().into_iter().enumerate() {
+                stmt.raw_bind_parameter(3 + i, v)?;
+            }
+            stmt.raw_execute()?;
         }
         Ok(())
     }
@@ -233,25 +258,236 @@ impl Tally {
 /// rows again.  A completion of a try claimed elsewhere (another process)
 /// reads them from the file instead.  Entries of tries that ended another
 /// way are dropped when they end here, or once the notes grow past
-/// [`NOTES_KEPT`] and their lease has long expired.
+/// [`NOTES_KEPT`] and they started over an hour ago (a completion of a try
+/// whose note is gone reads its times from the file, as one claimed
+/// elsewhere).
 #[derive(Debug, Default)]
-pub(crate) struct ClaimNotes(std::sync::Mutex<std::collections::HashMap<i64, Note>>);
-
-#[derive(Debug, Clone)]
-pub(crate) struct Note {
-    token: i64,
-    pub(crate) queue: std::sync::Arc<str>,
-    pub(crate) started_at: Millis,
-    pub(crate) due_at: Millis,
-    expires: Millis,
+pub(crate) struct ClaimNotes {
+    notes: std::sync::Mutex<Notes>,
+    /// Per queue, when this handle last read its jobs' due times.
+    timed: std::sync::Mutex<Vec<(String, Millis)>>,
 }
 
-/// Notes kept before the stale ones are swept.
+/// How often, at most, a store handle's claims of one queue read the jobs'
+/// due times, for the rollups' queue wait — every claim of a queue claimed
+/// from less often than this, a sample of a busier queue's (its tries'
+/// run times and counts are all counted).  A due time is a column more in the
+/// claim's `RETURNING`: 1.5% of a batched claim and completion, where the
+/// rest of the rollups cost under 1% (benches/README.md).  PostgreSQL
+/// returns rows without that cost, and reads them on every claim.
+pub const WAIT_SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// The notes, by job id, and the names of their queues (a note holds its
+/// queue's place in `queues`: no name copied or counted per job).
+///
+/// A job's note sits in the slot of its id modulo the slots' count — the ids
+/// of the tries a handle holds are mostly a run of consecutive ones, so
+/// they rarely meet — and in `overflow` when another's holds that slot.
+/// A note costs a store and a compare instead of a hash map's probe
+/// (benches/README.md: the notes were most of what the rollups cost a job).
+#[derive(Debug, Default)]
+pub(crate) struct Notes {
+    slots: Vec<Slot>,
+    overflow: std::collections::HashMap<i64, Note, std::hash::BuildHasherDefault<IdHasher>>,
+    queues: Vec<String>,
+}
+
+/// A note's place: `id` 0 when free (job ids start at 1).
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    id: i64,
+    note: Note,
+}
+
+/// Slots per handle, allocated at its first claim (a power of two).
+const SLOTS: usize = 4096;
+
+/// The notes' hash of a job id: one multiplication (Fibonacci hashing, as
+/// rustc's FxHash).  Ids are the file's own, not an attacker's choice, and
+/// the default SipHash was most of what a note cost.
+#[derive(Debug, Default)]
+pub(crate) struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_i64(&mut self, n: i64) {
+        self.0 = (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Note {
+    token: i64,
+    queue: u32,
+    pub(crate) started_at: Millis,
+    pub(crate) due_at: Option<Millis>,
+}
+
+const FREE: Slot = Slot {
+    id: 0,
+    note: Note {
+        token: 0,
+        queue: 0,
+        started_at: 0,
+        due_at: None,
+    },
+};
+
+/// Notes kept past the slots before the stale ones are swept.
 const NOTES_KEPT: usize = 100_000;
 
+/// A note older than this may be dropped for room: a completion of its try
+/// then reads the times from the file.
+const STALE_MS: Millis = 3_600_000;
+
+impl Notes {
+    fn slot(&self, id: i64) -> usize {
+        (id as u64 as usize) & (SLOTS - 1)
+    }
+
+    /// Note the try of job `id`.
+    fn put(&mut self, id: i64, note: Note, now: Millis) {
+        if self.slots.is_empty() {
+            self.slots = vec![FREE; SLOTS];
+        }
+        let at = self.slot(id);
+        let slot = &mut self.slots[at];
+        if slot.id == 0 || slot.id == id || slot.note.started_at < now - STALE_MS {
+            *slot = Slot { id, note };
+            if !self.overflow.is_empty() {
+                self.overflow.remove(&id);
+            }
+            return;
+        }
+        if self.overflow.len() >= NOTES_KEPT {
+            self.overflow.retain(|_, n| n.started_at >= now - STALE_MS);
+        }
+        self.overflow.insert(id, note);
+    }
+
+    /// Take the note of the try `id`/`token`, if this handle claimed it.
+    pub(crate) fn take(&mut self, id: i64, token: i64) -> Option<Note> {
+        if let Some(at) = (!self.slots.is_empty()).then(|| self.slot(id)) {
+            let slot = &mut self.slots[at];
+            if slot.id == id {
+                if slot.note.token != token {
+                    return None;
+                }
+                let note = slot.note;
+                slot.id = 0;
+                return Some(note);
+            }
+        }
+        if self.overflow.is_empty() {
+            return None;
+        }
+        match self.overflow.remove(&id) {
+            Some(n) if n.token == token => Some(n),
+            Some(n) => {
+                self.overflow.insert(id, n);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Drop the note of job `id`, whatever its try.
+    fn forget(&mut self, id: i64) {
+        if !self.slots.is_empty() {
+            let at = self.slot(id);
+            if self.slots[at].id == id {
+                self.slots[at].id = 0;
+            }
+        }
+        if !self.overflow.is_empty() {
+            self.overflow.remove(&id);
+        }
+    }
+
+    /// The queue of a note.
+    pub(crate) fn queue(&self, note: &Note) -> &str {
+        &self.queues[note.queue as usize]
+    }
+
+    fn queue_place(&mut self, name: &str) -> u32 {
+        match self.queues.iter().position(|q| q == name) {
+            Some(i) => i as u32,
+            None => {
+                self.queues.push(name.to_string());
+                (self.queues.len() - 1) as u32
+            }
+        }
+    }
+}
+
+/// Successes counted from their notes, for a batch of completions: a run of
+/// notes of one claim (one queue and start, no due time read) is counted
+/// once, not per job.
+#[derive(Debug, Default)]
+pub(crate) struct NotedSuccesses {
+    run: Option<(u32, Millis, i64)>,
+}
+
+impl NotedSuccesses {
+    /// The try of note `n` succeeded at `now`.
+    pub(crate) fn add(&mut self, notes: &Notes, n: Note, now: Millis, tally: &mut Tally) {
+        if n.due_at.is_some() {
+            let started = Some(n.started_at);
+            tally.ended(notes.queue(&n), now, Ended::Succeeded, started, n.due_at);
+            return;
+        }
+        if let Some((queue, started, count)) = &mut self.run {
+            if *queue == n.queue && *started == n.started_at {
+                *count += 1;
+                return;
+            }
+        }
+        self.flush(notes, now, tally);
+        self.run = Some((n.queue, n.started_at, 1));
+    }
+
+    /// Count the run held.
+    pub(crate) fn flush(&mut self, notes: &Notes, now: Millis, tally: &mut Tally) {
+        if let Some((queue, started, count)) = self.run.take() {
+            tally.succeeded_n(&notes.queues[queue as usize], now, started, count);
+        }
+    }
+}
+
 impl ClaimNotes {
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<i64, Note>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    /// The notes, locked.  Taken inside a write transaction, they stay
+    /// taken if it is tried again (its completions then read their times
+    /// from the file).
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Notes> {
+        self.notes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a claim of `queue` at `now` is to read its jobs' due times:
+    /// when this handle has not for [`WAIT_SAMPLE_EVERY`] (or the clock went
+    /// back).
+    pub(crate) fn time_claim(&self, queue: &str, now: Millis) -> bool {
+        let every = crate::clock::duration_ms(WAIT_SAMPLE_EVERY);
+        let mut timed = self.timed.lock().unwrap_or_else(|e| e.into_inner());
+        match timed.iter_mut().find(|(q, _)| q == queue) {
+            Some((_, last)) if now >= *last && now - *last < every => false,
+            Some((_, last)) => {
+                *last = now;
+                true
+            }
+            None => {
+                timed.push((queue.to_string(), now));
+                true
+            }
+        }
     }
 
     /// Note the tries just claimed (after their transaction committed).
@@ -260,94 +496,80 @@ impl ClaimNotes {
             return;
         }
         let mut notes = self.lock();
-        if notes.len() + jobs.len() > NOTES_KEPT {
-            notes.retain(|_, n| n.expires > now - 3_600_000);
-        }
-        let mut queue: Option<std::sync::Arc<str>> = None;
+        let mut queue: Option<(&str, u32)> = None;
         for j in jobs {
-            let q = match &queue {
-                Some(q) if **q == *j.queue => q.clone(),
+            let place = match queue {
+                Some((name, place)) if name == j.queue => place,
                 _ => {
-                    let q: std::sync::Arc<str> = j.queue.as_str().into();
-                    queue = Some(q.clone());
-                    q
+                    let place = notes.queue_place(&j.queue);
+                    queue = Some((&j.queue, place));
+                    place
                 }
             };
-            notes.insert(
-                j.id,
-                Note {
-                    token: j.lease_token,
-                    queue: q,
-                    started_at: j.started_at,
-                    due_at: j.due_at,
-                    expires: j.lease_expires_at,
-                },
-            );
+            let note = Note {
+                token: j.lease_token,
+                queue: place,
+                started_at: j.started_at,
+                due_at: j.due_at,
+            };
+            notes.put(j.id, note, now);
         }
     }
 
-    /// Take the notes of these tries (`(id, token)`), in order; `None` for
-    /// one this handle did not claim.
-    pub(crate) fn take(&self, tries: impl Iterator<Item = (i64, i64)>) -> Vec<Option<Note>> {
+    /// Take the note of one try: its queue, start and due time.
+    pub(crate) fn take_one(&self, id: i64, token: i64) -> Option<(String, Millis, Option<Millis>)> {
         let mut notes = self.lock();
-        tries
-            .map(|(id, token)| match notes.remove(&id) {
-                Some(n) if n.token == token => Some(n),
-                Some(n) => {
-                    notes.insert(id, n);
-                    None
-                }
-                None => None,
-            })
-            .collect()
+        let n = notes.take(id, token)?;
+        Some((notes.queue(&n).to_string(), n.started_at, n.due_at))
     }
 
     /// Forget these jobs' notes (their tries ended another way).
     pub(crate) fn forget(&self, ids: impl Iterator<Item = i64>) {
         let mut notes = self.lock();
         for id in ids {
-            notes.remove(&id);
+            notes.forget(id);
         }
     }
 }
 
-/// Add a tally's counts to a queue's minute.
+/// Add a tally's counts to a queue's minute: the values in the schema's
+/// column order (the text is short because the statement cache hashes and
+/// compares it on every use, once a transaction ending tries).
 pub(crate) const ADD_ROLLUP: &str = "
-INSERT INTO rollups (queue, minute, succeeded, failed, dead, cancelled, run_ms, wait_ms, run_10ms, run_50ms, run_100ms, run_250ms, run_500ms, run_1s, run_2500ms, run_5s, run_10s, run_30s, run_1m, run_5m, run_more, wait_10ms, wait_50ms, wait_100ms, wait_250ms, wait_500ms, wait_1s, wait_2500ms, wait_5s, wait_10s, wait_30s, wait_1m, wait_5m, wait_more)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34)
-ON CONFLICT (queue, minute) DO UPDATE SET
-    succeeded = rollups.succeeded + excluded.succeeded,
-    failed = rollups.failed + excluded.failed,
-    dead = rollups.dead + excluded.dead,
-    cancelled = rollups.cancelled + excluded.cancelled,
-    run_ms = rollups.run_ms + excluded.run_ms,
-    wait_ms = rollups.wait_ms + excluded.wait_ms,
-    run_10ms = rollups.run_10ms + excluded.run_10ms,
-    run_50ms = rollups.run_50ms + excluded.run_50ms,
-    run_100ms = rollups.run_100ms + excluded.run_100ms,
-    run_250ms = rollups.run_250ms + excluded.run_250ms,
-    run_500ms = rollups.run_500ms + excluded.run_500ms,
-    run_1s = rollups.run_1s + excluded.run_1s,
-    run_2500ms = rollups.run_2500ms + excluded.run_2500ms,
-    run_5s = rollups.run_5s + excluded.run_5s,
-    run_10s = rollups.run_10s + excluded.run_10s,
-    run_30s = rollups.run_30s + excluded.run_30s,
-    run_1m = rollups.run_1m + excluded.run_1m,
-    run_5m = rollups.run_5m + excluded.run_5m,
-    run_more = rollups.run_more + excluded.run_more,
-    wait_10ms = rollups.wait_10ms + excluded.wait_10ms,
-    wait_50ms = rollups.wait_50ms + excluded.wait_50ms,
-    wait_100ms = rollups.wait_100ms + excluded.wait_100ms,
-    wait_250ms = rollups.wait_250ms + excluded.wait_250ms,
-    wait_500ms = rollups.wait_500ms + excluded.wait_500ms,
-    wait_1s = rollups.wait_1s + excluded.wait_1s,
-    wait_2500ms = rollups.wait_2500ms + excluded.wait_2500ms,
-    wait_5s = rollups.wait_5s + excluded.wait_5s,
-    wait_10s = rollups.wait_10s + excluded.wait_10s,
-    wait_30s = rollups.wait_30s + excluded.wait_30s,
-    wait_1m = rollups.wait_1m + excluded.wait_1m,
-    wait_5m = rollups.wait_5m + excluded.wait_5m,
-    wait_more = rollups.wait_more + excluded.wait_more";
+INSERT INTO rollups VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT DO UPDATE SET
+    succeeded = succeeded + excluded.succeeded,
+    failed = failed + excluded.failed,
+    dead = dead + excluded.dead,
+    cancelled = cancelled + excluded.cancelled,
+    run_ms = run_ms + excluded.run_ms,
+    wait_ms = wait_ms + excluded.wait_ms,
+    run_10ms = run_10ms + excluded.run_10ms,
+    run_50ms = run_50ms + excluded.run_50ms,
+    run_100ms = run_100ms + excluded.run_100ms,
+    run_250ms = run_250ms + excluded.run_250ms,
+    run_500ms = run_500ms + excluded.run_500ms,
+    run_1s = run_1s + excluded.run_1s,
+    run_2500ms = run_2500ms + excluded.run_2500ms,
+    run_5s = run_5s + excluded.run_5s,
+    run_10s = run_10s + excluded.run_10s,
+    run_30s = run_30s + excluded.run_30s,
+    run_1m = run_1m + excluded.run_1m,
+    run_5m = run_5m + excluded.run_5m,
+    run_more = run_more + excluded.run_more,
+    wait_10ms = wait_10ms + excluded.wait_10ms,
+    wait_50ms = wait_50ms + excluded.wait_50ms,
+    wait_100ms = wait_100ms + excluded.wait_100ms,
+    wait_250ms = wait_250ms + excluded.wait_250ms,
+    wait_500ms = wait_500ms + excluded.wait_500ms,
+    wait_1s = wait_1s + excluded.wait_1s,
+    wait_2500ms = wait_2500ms + excluded.wait_2500ms,
+    wait_5s = wait_5s + excluded.wait_5s,
+    wait_10s = wait_10s + excluded.wait_10s,
+    wait_30s = wait_30s + excluded.wait_30s,
+    wait_1m = wait_1m + excluded.wait_1m,
+    wait_5m = wait_5m + excluded.wait_5m,
+    wait_more = wait_more + excluded.wait_more";
 
 /// The minutes from ?1 on, oldest first.
 pub(crate) const ROLLUPS_SINCE: &str = "
@@ -457,5 +679,118 @@ impl SqliteStore {
                 .execute(params![minute])?;
             Ok(tx.prepare_cached(PURGE_ROLLUPS)?.execute(params![minute])?)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn note(token: i64, started_at: Millis) -> Note {
+        Note {
+            token,
+            queue: 0,
+            started_at,
+            due_at: None,
+        }
+    }
+
+    #[test]
+    fn a_note_is_taken_once_by_its_try_and_ids_sharing_a_slot_both_kept() {
+        let mut n = Notes::default();
+        let far = 7 + SLOTS as i64; // the slot of 7
+        n.put(7, note(70, 1_000), 1_000);
+        n.put(far, note(71, 1_000), 1_000);
+        assert_eq!(n.overflow.len(), 1, "the second of a slot overflows");
+        assert!(n.take(7, 99).is_none(), "another try's token");
+        assert_eq!(n.take(7, 70).map(|x| x.token), Some(70));
+        assert!(n.take(7, 70).is_none(), "taken once");
+        assert!(n.take(far, 99).is_none());
+        assert_eq!(n.take(far, 71).map(|x| x.token), Some(71));
+        assert!(n.overflow.is_empty());
+        // Re-claimed by this handle: the new try's note replaces the old.
+        n.put(8, note(80, 1_000), 1_000);
+        n.put(8, note(81, 2_000), 2_000);
+        assert!(n.take(8, 80).is_none());
+        assert_eq!(n.take(8, 81).map(|x| x.started_at), Some(2_000));
+        // Forgotten, in the slot and in the overflow.
+        n.put(9, note(90, 1_000), 1_000);
+        n.put(9 + SLOTS as i64, note(91, 1_000), 1_000);
+        n.forget(9);
+        n.forget(9 + SLOTS as i64);
+        assert!(n.take(9, 90).is_none() && n.take(9 + SLOTS as i64, 91).is_none());
+        // A stale note gives its slot up.
+        n.put(10, note(100, 0), 0);
+        let later = STALE_MS + 1;
+        n.put(10 + SLOTS as i64, note(101, later), later);
+        assert!(n.overflow.is_empty());
+        assert!(
+            n.take(10, 100).is_none(),
+            "dropped: its completion reads the file"
+        );
+        assert!(n.take(10 + SLOTS as i64, 101).is_some());
+    }
+
+    #[test]
+    fn a_queue_claim_reads_due_times_once_per_interval() {
+        let c = ClaimNotes::default();
+        let every = crate::clock::duration_ms(WAIT_SAMPLE_EVERY);
+        assert!(c.time_claim("a", 1_000));
+        assert!(!c.time_claim("a", 1_000));
+        assert!(!c.time_claim("a", 1_000 + every - 1));
+        assert!(c.time_claim("b", 1_000), "each queue its own");
+        assert!(c.time_claim("a", 1_000 + every));
+        assert!(c.time_claim("a", 500), "the clock went back");
+    }
+
+    #[test]
+    fn a_run_of_one_claims_notes_tallies_as_each_would() {
+        let notes = Notes {
+            queues: vec!["q".into(), "r".into()],
+            ..Notes::default()
+        };
+        let q = |started_at, due_at| Note {
+            token: 1,
+            queue: 0,
+            started_at,
+            due_at,
+        };
+        let r = Note {
+            queue: 1,
+            ..q(900, None)
+        };
+        let ends = [
+            q(1_000, None),
+            q(1_000, None),
+            q(1_000, Some(400)),
+            q(1_000, None),
+            r,
+            q(950, None),
+        ];
+        let now = 61_000;
+        let mut batched = Tally::default();
+        let mut noted = NotedSuccesses::default();
+        for n in ends {
+            noted.add(&notes, n, now, &mut batched);
+        }
+        noted.flush(&notes, now, &mut batched);
+        let mut each = Tally::default();
+        for n in ends {
+            each.ended(
+                notes.queue(&n),
+                now,
+                Ended::Succeeded,
+                Some(n.started_at),
+                n.due_at,
+            );
+        }
+        let sorted = |t: &Tally| {
+            let mut v = t.rows().to_vec();
+            v.sort_by(|a, b| a.queue.cmp(&b.queue));
+            v
+        };
+        assert_eq!(sorted(&batched), sorted(&each));
+        assert_eq!(sorted(&each)[0].succeeded, 5);
+        assert_eq!(sorted(&each)[0].wait.iter().sum::<i64>(), 1);
     }
 }

@@ -118,6 +118,46 @@ fn every_end_of_a_try_is_counted_and_purges_keep_the_totals(f: &Fixture) {
     assert_eq!(s.rollup_totals().unwrap(), before);
 }
 
+/// The queue wait is counted for a claim of a queue at least once every
+/// `WAIT_SAMPLE_EVERY` (on SQLite, a busier queue's claims in between count
+/// their runs only; PostgreSQL reads every due time): never more waits than
+/// runs, and the run of every try.
+fn waits_are_read_at_least_once_per_sample_interval(f: &Fixture) {
+    let s = &f.store;
+    let claim_and_complete = |n: usize| {
+        for _ in 0..n {
+            f.enqueue(NewJob::new("w", "k"));
+        }
+        f.clock.advance(Duration::from_millis(5));
+        let jobs = s.claim("w1", &["w"], n, LEASE).unwrap();
+        assert_eq!(jobs.len(), n);
+        let done: Vec<_> = jobs.iter().map(|j| (j.id, j.lease_token, None)).collect();
+        assert_eq!(s.complete_many(&done).unwrap().completed, n);
+    };
+    claim_and_complete(3);
+    let r = total(f, "w");
+    assert_eq!((r.succeeded, r.tries()), (3, 3));
+    assert_eq!(
+        r.wait.iter().sum::<i64>(),
+        3,
+        "a first claim reads its due times"
+    );
+    assert_eq!(r.wait_ms, 15);
+    // At once again: the runs counted; the waits maybe (PostgreSQL), maybe
+    // not (SQLite, within the interval).
+    claim_and_complete(2);
+    let r = total(f, "w");
+    assert_eq!((r.succeeded, r.tries()), (5, 5));
+    let waits = r.wait.iter().sum::<i64>();
+    assert!(waits == 3 || waits == 5, "{waits} waits");
+    // After the interval, read again.
+    f.clock.advance(jobd::store::rollup::WAIT_SAMPLE_EVERY);
+    claim_and_complete(1);
+    let r = total(f, "w");
+    assert_eq!((r.succeeded, r.tries()), (6, 6));
+    assert_eq!(r.wait.iter().sum::<i64>(), waits + 1);
+}
+
 #[test]
 fn quantiles_interpolate_inside_a_bucket() {
     let mut h = [0i64; jobd::store::BUCKETS];
@@ -129,4 +169,7 @@ fn quantiles_interpolate_inside_a_bucket() {
     assert_eq!(Rollup::quantile(&h, 0.95), Some(300_000.0));
 }
 
-crate::conformance!(every_end_of_a_try_is_counted_and_purges_keep_the_totals);
+crate::conformance!(
+    every_end_of_a_try_is_counted_and_purges_keep_the_totals,
+    waits_are_read_at_least_once_per_sample_interval
+);

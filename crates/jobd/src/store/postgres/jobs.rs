@@ -607,7 +607,7 @@ impl PgStore {
                     }
                     if let Some(ended) = reaped_end(state) {
                         let at: Millis = r.get(3);
-                        tally.ended(r.get(2), at, ended, None, at);
+                        tally.ended(r.get(2), at, ended, None, None);
                     }
                 }
                 write_tally(db, &tally)?;
@@ -840,7 +840,7 @@ fn end_try_in(
     )?;
     if let Some(ended) = e.ended() {
         let mut tally = Tally::default();
-        tally.ended(&t.queue, at, ended, Some(t.started_at), t.due_at);
+        tally.ended(&t.queue, at, ended, Some(t.started_at), Some(t.due_at));
         write_tally(db, &tally)?;
     }
     Ok(e.result)
