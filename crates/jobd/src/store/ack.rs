@@ -157,7 +157,6 @@ impl SqliteStore {
             Ok((outcomes, claimed))
         })?;
         claimed.sort_by_key(|j| (j.priority, j.id));
-        self.inner.claims.claimed(&claimed, now);
         self.inner.claims.forget(acks.iter().map(|(id, _, _)| *id));
         let retrying = outcomes
             .iter()

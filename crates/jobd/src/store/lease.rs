@@ -305,7 +305,6 @@ impl SqliteStore {
             Ok((lost, claimed))
         })?;
         claimed.sort_by_key(|j| (j.priority, j.id));
-        self.inner.claims.claimed(&claimed, now);
         for job in &claimed {
             tracing::debug!(job_id = job.id, queue = %job.queue, kind = %job.kind, attempt = job.attempt, worker, "claimed");
         }
@@ -638,9 +637,11 @@ pub(super) fn claim_in(
                 due_at: if timed { r.get(9)? } else { None },
             })
         })?;
+        let from = claimed.len();
         for job in rows {
             claimed.push(job?);
         }
+        notes.claimed(queue, &claimed[from..], now);
         if claimed.len() as i64 >= most {
             break;
         }

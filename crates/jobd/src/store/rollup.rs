@@ -291,8 +291,8 @@ pub(crate) struct ClaimNotes {
 /// due times, for the rollups' queue wait — every claim of a queue claimed
 /// from less often than this, a sample of a busier queue's (its tries'
 /// run times and counts are all counted).  A due time is a column more in the
-/// claim's `RETURNING`: 1.5% of a batched claim and completion, where the
-/// rest of the rollups cost under 1% (benches/README.md).  PostgreSQL
+/// claim's `RETURNING`: 1.5% of a batched claim and completion, where all
+/// the rest of the rollups costs about 1% (benches/README.md).  PostgreSQL
 /// returns rows without that cost, and reads them on every claim.
 pub const WAIT_SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
@@ -509,22 +509,16 @@ impl ClaimNotes {
         }
     }
 
-    /// Note the tries just claimed (after their transaction committed).
-    pub(crate) fn claimed(&self, jobs: &[crate::store::ClaimedJob], now: Millis) {
+    /// Note the tries just claimed from `queue`, in the claim's transaction
+    /// (a try whose transaction does not commit leaves a note no token will
+    /// match, and its slot to the next).
+    pub(crate) fn claimed(&self, queue: &str, jobs: &[crate::store::ClaimedJob], now: Millis) {
         if jobs.is_empty() {
             return;
         }
         let mut notes = self.lock();
-        let mut queue: Option<(&str, u32)> = None;
+        let place = notes.queue_place(queue);
         for j in jobs {
-            let place = match queue {
-                Some((name, place)) if name == j.queue => place,
-                _ => {
-                    let place = notes.queue_place(&j.queue);
-                    queue = Some((&j.queue, place));
-                    place
-                }
-            };
             let note = Note {
                 token: j.lease_token,
                 queue: place,
