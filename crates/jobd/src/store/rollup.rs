@@ -545,19 +545,30 @@ impl ClaimNotes {
     }
 }
 
-/// Add a tally's counts to a queue's minute: the values in the schema's
-/// column order (the text is short because the statement cache hashes and
-/// compares it on every use, once a transaction ending tries).
-pub(crate) const ADD_ROLLUP: &str = "
-INSERT INTO rollups VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT DO UPDATE SET
-    succeeded = succeeded + excluded.succeeded,
+/// The upserts' additions of the counts and sums (the columns after
+/// `queue, minute` up to the buckets).
+macro_rules! add_counts {
+    () => {
+        "    succeeded = succeeded + excluded.succeeded,
     failed = failed + excluded.failed,
     dead = dead + excluded.dead,
     cancelled = cancelled + excluded.cancelled,
     run_ms = run_ms + excluded.run_ms,
     wait_ms = wait_ms + excluded.wait_ms,
-    run_10ms = run_10ms + excluded.run_10ms,
+"
+    };
+}
+
+/// Add a tally's counts to a queue's minute: the values in the schema's
+/// column order (the text is short because the statement cache hashes and
+/// compares it on every use, once a transaction ending tries).
+pub(crate) const ADD_ROLLUP: &str = concat!(
+    "
+INSERT INTO rollups VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT DO UPDATE SET
+",
+    add_counts!(),
+    "    run_10ms = run_10ms + excluded.run_10ms,
     run_50ms = run_50ms + excluded.run_50ms,
     run_100ms = run_100ms + excluded.run_100ms,
     run_250ms = run_250ms + excluded.run_250ms,
@@ -582,7 +593,8 @@ ON CONFLICT DO UPDATE SET
     wait_30s = wait_30s + excluded.wait_30s,
     wait_1m = wait_1m + excluded.wait_1m,
     wait_5m = wait_5m + excluded.wait_5m,
-    wait_more = wait_more + excluded.wait_more";
+    wait_more = wait_more + excluded.wait_more"
+);
 
 /// [`ADD_ROLLUP`] for a tally with one histogram bucket counted (the
 /// common batch: one claim's jobs, ended together, no due times read): the
@@ -596,13 +608,7 @@ macro_rules! add_rollup_one_bucket {
 INSERT INTO rollups (queue, minute, succeeded, failed, dead, cancelled, run_ms, wait_ms, ", $col, ")
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT DO UPDATE SET
-    succeeded = succeeded + excluded.succeeded,
-    failed = failed + excluded.failed,
-    dead = dead + excluded.dead,
-    cancelled = cancelled + excluded.cancelled,
-    run_ms = run_ms + excluded.run_ms,
-    wait_ms = wait_ms + excluded.wait_ms,
-    ", $col, " = ", $col, " + excluded.", $col
+", add_counts!(), "    ", $col, " = ", $col, " + excluded.", $col
         ))),*]
     };
 }
