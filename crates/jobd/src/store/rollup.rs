@@ -283,8 +283,6 @@ impl Tally {
 #[derive(Debug, Default)]
 pub(crate) struct ClaimNotes {
     notes: std::sync::Mutex<Notes>,
-    /// Per queue, when this handle last read its jobs' due times.
-    timed: std::sync::Mutex<Vec<(String, Millis)>>,
 }
 
 /// How often, at most, a store handle's claims of one queue read the jobs'
@@ -308,7 +306,15 @@ pub const WAIT_SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_mil
 pub(crate) struct Notes {
     slots: Vec<Slot>,
     overflow: std::collections::HashMap<i64, Note, std::hash::BuildHasherDefault<IdHasher>>,
-    queues: Vec<String>,
+    queues: Vec<NotedQueue>,
+}
+
+/// A queue this handle claimed from.
+#[derive(Debug, Default)]
+struct NotedQueue {
+    name: String,
+    /// When its claims last read the jobs' due times.
+    timed_at: Option<Millis>,
 }
 
 /// A note's place: `id` 0 when free (job ids start at 1).
@@ -434,14 +440,17 @@ impl Notes {
 
     /// The queue of a note.
     pub(crate) fn queue(&self, note: &Note) -> &str {
-        &self.queues[note.queue as usize]
+        &self.queues[note.queue as usize].name
     }
 
     fn queue_place(&mut self, name: &str) -> u32 {
-        match self.queues.iter().position(|q| q == name) {
+        match self.queues.iter().position(|q| q.name == name) {
             Some(i) => i as u32,
             None => {
-                self.queues.push(name.to_string());
+                self.queues.push(NotedQueue {
+                    name: name.to_string(),
+                    timed_at: None,
+                });
                 (self.queues.len() - 1) as u32
             }
         }
@@ -477,7 +486,7 @@ impl NotedSuccesses {
     /// Count the run held.
     pub(crate) fn flush(&mut self, notes: &Notes, now: Millis, tally: &mut Tally) {
         if let Some((queue, started, count)) = self.run.take() {
-            tally.succeeded_n(&notes.queues[queue as usize], now, started, count);
+            tally.succeeded_n(&notes.queues[queue as usize].name, now, started, count);
         }
     }
 }
@@ -495,15 +504,13 @@ impl ClaimNotes {
     /// back).
     pub(crate) fn time_claim(&self, queue: &str, now: Millis) -> bool {
         let every = crate::clock::duration_ms(WAIT_SAMPLE_EVERY);
-        let mut timed = self.timed.lock().unwrap_or_else(|e| e.into_inner());
-        match timed.iter_mut().find(|(q, _)| q == queue) {
-            Some((_, last)) if now >= *last && now - *last < every => false,
-            Some((_, last)) => {
-                *last = now;
-                true
-            }
-            None => {
-                timed.push((queue.to_string(), now));
+        let mut notes = self.lock();
+        let place = notes.queue_place(queue) as usize;
+        let timed_at = &mut notes.queues[place].timed_at;
+        match *timed_at {
+            Some(last) if now >= last && now - last < every => false,
+            _ => {
+                *timed_at = Some(now);
                 true
             }
         }
@@ -789,7 +796,12 @@ mod tests {
     #[test]
     fn a_run_of_one_claims_notes_tallies_as_each_would() {
         let notes = Notes {
-            queues: vec!["q".into(), "r".into()],
+            queues: ["q", "r"]
+                .map(|name| NotedQueue {
+                    name: name.into(),
+                    timed_at: None,
+                })
+                .into(),
             ..Notes::default()
         };
         let q = |started_at, due_at| Note {
